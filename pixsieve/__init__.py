@@ -1,0 +1,5 @@
+"""pixsieve: curate large image datasets in WebDataset format."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

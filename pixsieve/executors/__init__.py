@@ -1,0 +1,1 @@
+"""pixsieve.executors."""
