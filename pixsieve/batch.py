@@ -9,9 +9,12 @@ input sample reaches the manifest with its fate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pixsieve.io.tar_reader import RawSample
 
 KEPT: int = 0
 REMOVED: int = 1
@@ -31,7 +34,7 @@ class ImageBatch:
         members: per sample, the member names in tar order (image and every sidecar).
         image_name: name of the image member per sample (``None`` when there is none).
         image_bytes: raw image bytes per sample (``None`` when there is none or it was released).
-        sidecars: per sample, ``{extension: bytes}`` of every non-image member.
+        sidecars: per sample, ``{member name: bytes}`` of every non-image member.
         pixels: decoded, model-sized RGB pixels ``(N, S, S, 3)`` uint8 (zeros where not decoded).
         width, height: original image size (0 where unknown).
         status: ``(N,)`` int8 of :data:`KEPT`, :data:`REMOVED`, :data:`ERROR`.
@@ -54,13 +57,41 @@ class ImageBatch:
     height: np.ndarray | None = None
     columns: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @classmethod
+    def from_samples(cls, samples: list[RawSample], source: str, shard_index: int) -> ImageBatch:
+        """Build a columnar batch from raw tar samples (structural problems become errors)."""
+        n = len(samples)
+        image_name: list[str | None] = []
+        image_bytes: list[bytes | None] = []
+        sidecars: list[dict[str, bytes]] = []
+        status = np.zeros(n, dtype=np.int8)
+        for i, s in enumerate(samples):
+            idx = s.image_index
+            image_name.append(s.names[idx] if idx is not None else None)
+            image_bytes.append(s.data[idx] if idx is not None else None)
+            pairs = enumerate(zip(s.names, s.data, strict=True))
+            sidecars.append({name: data for j, (name, data) in pairs if j != idx})
+            if s.reason is not None:
+                status[i] = ERROR
+        batch = cls(
+            source=source,
+            shard_index=shard_index,
+            key=np.array([s.key for s in samples], dtype=object),
+            position=np.array([s.position for s in samples], dtype=np.int64),
+            members=[list(s.names) for s in samples],
+            image_name=image_name,
+            image_bytes=image_bytes,
+            sidecars=sidecars,
+            status=status,
+            reason=[s.reason for s in samples],
+        )
+        batch.columns["warnings"] = np.array(
+            ["; ".join(s.warnings) if s.warnings else None for s in samples], dtype=object
+        )
+        return batch
+
     def __len__(self) -> int:
         return len(self.key)
-
-    @classmethod
-    def empty_columns(cls, n: int) -> dict[str, Any]:
-        """Return the fate columns for ``n`` fresh samples (all kept, no reason)."""
-        return {"status": np.zeros(n, dtype=np.int8), "reason": [None] * n}
 
     @property
     def alive(self) -> np.ndarray:

@@ -111,7 +111,7 @@ def stage_name(stage: object) -> str:
 
 
 def reason_code(reason: str) -> str:
-    """Counter suffix of a reason: the part before ``:`` (``decode_error: x`` → ``decode_error``)."""
+    """Counter suffix of a reason: the part before ``:`` (``decode_error: x`` → decode_error)."""
     return reason.split(":", 1)[0].strip().replace(" ", "_")
 
 

@@ -1,0 +1,61 @@
+"""Run everything in this process: threads for I/O-bound passes, one worker for model passes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
+from typing import Any
+
+from pixsieve.executors.base import (
+    Executor,
+    Progress,
+    TaskResult,
+    TaskWorker,
+    no_progress,
+    run_task,
+)
+
+
+class LocalExecutor(Executor):
+    """Executes tasks in the current process.
+
+    Passes marked ``parallel`` (scan, export: reading, hashing and copying bytes, which release
+    the GIL) use a thread pool of ``workers`` threads; model passes run their tasks one after
+    the other with a single set-up worker, and parallelise inside (decode threads, torch).
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for ``run.json``."""
+        return {"name": self.name, "workers": self.workers}
+
+    def map(
+        self,
+        worker: TaskWorker,
+        tasks: Sequence[Any],
+        *,
+        retries: int = 1,
+        progress: Progress = no_progress,
+        parallel: bool = True,
+        resources: dict[str, float] | None = None,
+    ) -> Iterator[TaskResult]:
+        """Run the tasks here, in order of submission."""
+        worker.setup()
+        lock = Lock()
+
+        def locked_progress(n: int) -> None:
+            with lock:
+                progress(n)
+
+        if not parallel or self.workers == 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield run_task(worker, task, retries, progress)
+            return
+        with ThreadPoolExecutor(self.workers) as pool:
+            yield from pool.map(lambda t: run_task(worker, t, retries, locked_progress), tasks)

@@ -1,0 +1,148 @@
+"""CPU image decoding straight to the size the model needs.
+
+JPEGs are decoded with Pillow's ``draft()``, which asks libjpeg-turbo for a DCT-domain
+downscale (1/2, 1/4 or 1/8) so a 4000-px photo is never decoded at full resolution. The image
+is then resized so its shortest side equals ``size`` (bicubic, like CLIP's processor), centre
+cropped to ``size × size``, converted to RGB and rotated by its EXIF orientation.
+
+The decompression-bomb guard reads the declared size from the header and refuses images above
+``max_pixels`` before any pixel memory is allocated. Formats without DCT downscaling (PNG, WebP,
+...) are decoded at full size, so they are also held to ``max_full_decode_pixels``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_MAX_PIXELS: int = 16384 * 16384
+DEFAULT_MAX_FULL_DECODE_PIXELS: int = 89_478_485  # Pillow's own default bomb limit
+_ORIENTATION_TAG = 0x0112
+
+
+class DecodeError(Exception):
+    """An image could not be decoded; ``reason`` is the manifest reason (``code: detail``)."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        self.code = code
+        self.reason = f"{code}: {detail}" if detail else code
+        super().__init__(self.reason)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Model-sized pixels plus the original (EXIF-oriented) dimensions and format."""
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    format: str
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1–8) to an HWC array."""
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return arr.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(arr, -1)
+    if orientation == 7:
+        return arr.transpose(1, 0, 2)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(arr, 1)
+    return arr
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparent pixels are composited onto white."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _resize_crop(im: Image.Image, size: int) -> Image.Image:
+    """Shortest side → ``size`` (bicubic), then centre crop ``size × size`` (HF CLIP rules)."""
+    w, h = im.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    if (new_w, new_h) != (w, h):
+        im = im.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    top = (new_h - size) // 2
+    left = (new_w - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def decode_image(
+    data: bytes,
+    size: int = 224,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
+) -> DecodedImage:
+    """Decode ``data`` to ``(size, size, 3)`` uint8 RGB; raise :class:`DecodeError` on failure.
+
+    Reasons: ``empty``, ``decode_error: …``, ``too_large: W×H``, ``too_small: W×H`` (an image
+    with a zero side after orientation).
+    """
+    if not data:
+        raise DecodeError("empty", "zero-byte image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            im.MAX_IMAGE_PIXELS = None  # type: ignore[attr-defined]
+    except Image.DecompressionBombError as e:  # pragma: no cover - disabled above
+        raise DecodeError("too_large", str(e)) from e
+    except Exception as e:
+        raise DecodeError("decode_error", f"{type(e).__name__}: {e}") from e
+    try:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise DecodeError("too_large", f"{w}x{h} exceeds max_pixels={max_pixels}")
+        fmt = im.format or "unknown"
+        orientation = 1
+        try:
+            orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+        except Exception:  # a broken EXIF block does not make the pixels unusable
+            orientation = 1
+        if fmt == "JPEG":
+            scale = size / min(w, h)
+            im.draft("RGB", (max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))))
+        elif w * h > max_full_decode_pixels:
+            raise DecodeError(
+                "too_large",
+                f"{w}x{h} {fmt} exceeds max_full_decode_pixels={max_full_decode_pixels}",
+            )
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        im.load()
+        im = _to_rgb(im)
+        pixels = np.asarray(_resize_crop(im, size), dtype=np.uint8)
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise DecodeError("decode_error", f"{type(e).__name__}: {e}") from e
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    pixels = np.ascontiguousarray(_orient(pixels, orientation))
+    return DecodedImage(pixels=pixels, width=w, height=h, format=fmt)

@@ -1,0 +1,118 @@
+"""Write kept samples as WebDataset tars (original bytes) plus one Parquet file per tar.
+
+Shards fill up to ``samples_per_shard`` across any number of calls, get deterministic names
+(``{prefix}-{n:05d}.tar``), fixed member metadata (mtime, owner, mode) so the same input gives
+the same bytes, and are written atomically: to a temporary name first, renamed when complete.
+Works on any fsspec destination.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pixsieve.io.tar_reader import is_unsafe_name
+
+FIXED_MTIME: int = 946684800  # 2000-01-01T00:00:00Z: reproducible tars
+
+
+def write_parquet_atomic(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` via a temporary file and a rename."""
+    tmp = f"{path}.tmp"
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+    fs.mv(tmp, path)
+
+
+class ShardWriter:
+    """Accumulate samples into fixed-size tar shards with a Parquet metadata file each."""
+
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        directory: str,
+        prefix: str,
+        samples_per_shard: int = 1000,
+    ) -> None:
+        if samples_per_shard < 1:
+            raise ValueError("samples_per_shard must be at least 1")
+        self.fs = fs
+        self.directory = directory.rstrip("/")
+        self.prefix = prefix
+        self.samples_per_shard = samples_per_shard
+        self.shard_count = 0
+        self.written: list[str] = []
+        self._file: Any = None
+        self._tar: tarfile.TarFile | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._tmp = ""
+
+    @property
+    def current_name(self) -> str:
+        """File name (without directory) of the shard being filled."""
+        return f"{self.prefix}-{self.shard_count:05d}.tar"
+
+    def _open(self) -> None:
+        self.fs.makedirs(self.directory, exist_ok=True)
+        self._tmp = f"{self.directory}/{self.current_name}.tmp"
+        self._file = self.fs.open(self._tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+
+    def write(self, members: list[tuple[str, bytes]], metadata: dict[str, Any]) -> str:
+        """Append one sample (member names and original bytes); return its shard's file name."""
+        for name, _ in members:
+            if is_unsafe_name(name):
+                raise ValueError(f"refusing to write unsafe member name {name!r}")
+        if self._tar is None:
+            self._open()
+        assert self._tar is not None
+        name_here = self.current_name
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = FIXED_MTIME
+            info.mode = 0o444
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+        self._rows.append(metadata)
+        if len(self._rows) >= self.samples_per_shard:
+            self._finish()
+        return name_here
+
+    def _finish(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        self._file.close()
+        final = f"{self.directory}/{self.current_name}"
+        self.fs.mv(self._tmp, final)
+        table = pa.Table.from_pylist(self._rows)
+        write_parquet_atomic(self.fs, final[: -len(".tar")] + ".parquet", table)
+        self.written.append(final)
+        self._tar = None
+        self._file = None
+        self._rows = []
+        self.shard_count += 1
+
+    def close(self) -> list[str]:
+        """Finish the last (partial) shard; return the paths of every shard written."""
+        self._finish()
+        return self.written
+
+    def abort(self) -> None:
+        """Drop the shard in progress (its temporary file) without publishing it."""
+        if self._tar is not None:
+            try:
+                self._tar.close()
+                self._file.close()
+            finally:
+                if self.fs.exists(self._tmp):
+                    self.fs.rm(self._tmp)
+        self._tar = None
+        self._rows = []
