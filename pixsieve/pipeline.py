@@ -1,0 +1,170 @@
+"""The public entry point: a list of stages run over input shards by an executor.
+
+>>> from pixsieve import Pipeline
+>>> from pixsieve.stages import DecodeStage, ImageSizeFilter
+>>> Pipeline([DecodeStage(), ImageSizeFilter(min_side=64)]).run(["data/"], "out/")  # doctest: +SKIP
+
+A run is a sequence of resumable passes (see ``docs/architecture.md``): *scan* (hash images for
+exact dedup), *score* (decode, filter, embed, score), *semantic dedup* (global), *export* (copy
+kept samples' original bytes, write the manifest).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pixsieve.executors import Executor, make_executor
+from pixsieve.io.shards import discover_shards, partition_by_size
+from pixsieve.progress import PassProgress
+from pixsieve.run.export import ExportWorker
+from pixsieve.run.layout import OutputError, RunLayout
+from pixsieve.run.scan import ScanWorker, exact_duplicates
+from pixsieve.run.score import ScoreWorker
+from pixsieve.run.semantic import run_semantic_dedup
+from pixsieve.run.summary import build_run_record, check_fingerprint
+from pixsieve.stages.base import StageLike
+from pixsieve.stages.decode import DecodeStage
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced: the ``run.json`` record and where outputs are."""
+
+    output: str
+    record: dict[str, Any]
+    shard_errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Totals: ``input``, ``kept``, ``removed``, ``error``."""
+        return self.record["totals"]
+
+
+class Pipeline:
+    """Stages plus the run-wide passes (exact and semantic dedup) and export settings.
+
+    Args:
+        stages: stage objects run on every batch in order. A decode stage is prepended when
+            none is present. Any object with ``setup()`` and ``process(batch)`` works.
+        exact_dedup: drop byte-identical images before decoding.
+        semantic_dedup: a :class:`pixsieve.dedup.SemanticDedupConfig`, or ``None`` to skip.
+        batch_size: samples per batch.
+        samples_per_shard: samples per output tar.
+        partition_bytes: input bytes per export partition (fixes output layout independent of
+            the executor).
+        retries: extra attempts for a failing shard before it is recorded as an error.
+        config: the effective configuration to record in ``run.json``.
+    """
+
+    def __init__(
+        self,
+        stages: list[StageLike],
+        *,
+        exact_dedup: bool = True,
+        semantic_dedup: Any = None,
+        batch_size: int = 256,
+        samples_per_shard: int = 1000,
+        partition_bytes: int = 2 << 30,
+        retries: int = 1,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        if not any(getattr(s, "name", None) == "decode" for s in stages):
+            stages = [DecodeStage(), *stages]
+        for s in stages:
+            if not (callable(getattr(s, "setup", None)) and callable(getattr(s, "process", None))):
+                raise TypeError(f"{s!r} is not a stage: it needs setup() and process(batch)")
+        self.stages = stages
+        self.exact_dedup = exact_dedup
+        self.semantic_dedup = semantic_dedup
+        self.batch_size = batch_size
+        self.samples_per_shard = samples_per_shard
+        self.partition_bytes = partition_bytes
+        self.retries = retries
+        self.config = config or {}
+
+    def run(
+        self,
+        inputs: list[str] | str,
+        output: str,
+        executor: str | Executor = "local",
+        *,
+        workers: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        progress: bool = False,
+        overwrite: bool = False,
+    ) -> RunResult:
+        """Curate ``inputs`` into ``output``; re-running resumes from completion markers."""
+        started = time.time()
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        opts = storage_options or {}
+        shards = discover_shards(inputs, opts)
+        layout = RunLayout.open(output, opts)
+        check_fingerprint(layout, shards, self, overwrite)
+        ex = make_executor(executor, workers)
+        timings: dict[str, float] = {}
+        results: dict[str, list[Any]] = {}
+        n = len(shards)
+        with PassProgress(progress) as bars:
+            total: int | None = None
+            if self.exact_dedup:
+                t0 = time.perf_counter()
+                worker = ScanWorker(layout, shards, opts)
+                results["scan"] = list(
+                    ex.map(worker, range(n), retries=self.retries, progress=bars.bar("scan", None))
+                )
+                total = sum(int(r.summary.get("samples", 0)) for r in results["scan"])
+                exact_duplicates(layout, n)
+                timings["scan"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            has_model = any(getattr(s, "is_model", False) for s in self.stages)
+            worker = ScoreWorker(
+                layout, shards, self.stages, self.batch_size, opts, self.exact_dedup
+            )
+            results["score"] = list(
+                ex.map(
+                    worker,
+                    range(n),
+                    retries=self.retries,
+                    progress=bars.bar("score", total),
+                    parallel=not has_model,
+                    resources=_resources(self.stages),
+                )
+            )
+            timings["score"] = time.perf_counter() - t0
+            semantic: dict[str, Any] | None = None
+            if self.semantic_dedup is not None:
+                t0 = time.perf_counter()
+                semantic = run_semantic_dedup(layout, shards, self.semantic_dedup)
+                timings["semantic_dedup"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            total_bytes = sum(s.size for s in shards)
+            parts = partition_by_size(shards, max(1, math.ceil(total_bytes / self.partition_bytes)))
+            worker = ExportWorker(
+                layout, shards, parts, self.samples_per_shard, opts, semantic is not None
+            )
+            results["export"] = list(
+                ex.map(
+                    worker,
+                    range(len(parts)),
+                    retries=self.retries,
+                    progress=bars.bar("export", total),
+                )
+            )
+            timings["export"] = time.perf_counter() - t0
+        ex.shutdown()
+        record = build_run_record(layout, shards, self, ex, results, semantic, timings, started)
+        layout.write_json(layout.path("run.json"), record)
+        return RunResult(output=output, record=record, shard_errors=record["shard_errors"])
+
+
+def _resources(stages: list[StageLike]) -> dict[str, float]:
+    """The most CPUs and GPUs any single stage asks for."""
+    cpus = max((getattr(getattr(s, "resources", None), "cpus", 1.0) for s in stages), default=1.0)
+    gpus = max((getattr(getattr(s, "resources", None), "gpus", 0.0) for s in stages), default=0.0)
+    return {"cpus": float(cpus), "gpus": float(gpus)}
+
+
+__all__ = ["OutputError", "Pipeline", "RunResult"]

@@ -1,0 +1,1 @@
+"""The passes of a curation run: scan (hash), score, deduplicate, export."""

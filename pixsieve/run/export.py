@@ -1,0 +1,189 @@
+"""Export pass: copy kept samples' original members into new shards; write the manifest.
+
+Nothing is decoded again: each input shard is streamed once more and the members of kept
+samples are copied byte for byte. Input shards are grouped into contiguous partitions of
+balanced size; each partition writes its own run of full output shards and one manifest file,
+so the result does not depend on how many workers ran it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pixsieve.executors.base import Progress
+from pixsieve.io.shards import ShardRef
+from pixsieve.io.tar_reader import TarShardReader
+from pixsieve.io.writer import ShardWriter
+from pixsieve.run.layout import RunLayout, shard_id
+from pixsieve.run.semantic import RESULT_PATH
+
+PASS = "export"
+SEMANTIC_COLUMNS = ("similarity", "component_id", "component_size", "chained")
+_NOT_METADATA = {"members", "status", "reason", "output_shard", "position", "embedding"}
+
+
+class ExportWorker:
+    """Write one partition's kept samples and manifest rows."""
+
+    def __init__(
+        self,
+        layout: RunLayout,
+        shards: list[ShardRef],
+        partitions: list[list[int]],
+        samples_per_shard: int,
+        storage_options: dict[str, Any],
+        semantic: bool,
+    ) -> None:
+        self.layout = layout
+        self.shards = shards
+        self.partitions = partitions
+        self.samples_per_shard = samples_per_shard
+        self.storage_options = storage_options
+        self.semantic = semantic
+        self._sem: dict[int, pa.Table] = {}
+
+    def setup(self) -> None:
+        """Load the semantic-dedup decisions, grouped by input shard."""
+        path = self.layout.path(*RESULT_PATH)
+        if self.semantic and self.layout.fs.exists(path):
+            table = self.layout.read_table(path)
+            for i in np.unique(table["shard_index"].to_numpy()):
+                self._sem[int(i)] = table.filter(pc.equal(table["shard_index"], int(i)))
+
+    def done(self, part: int) -> dict[str, Any] | None:
+        """Saved summary when this partition was already exported."""
+        return self.layout.read_json(self.layout.marker(PASS, f"{part:05d}"))
+
+    def _decided(self, index: int) -> pa.Table:
+        """The shard's cached table with semantic decisions applied (embeddings dropped)."""
+        table = self.layout.read_table(
+            self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
+        )
+        if "embedding" in table.column_names:
+            table = table.drop_columns(["embedding"])
+        n = table.num_rows
+        source = pa.array([self.shards[index].url] * n, pa.string())
+        table = table.add_column(2, "source", source)
+        sem = self._sem.get(index)
+        if not self.semantic:
+            return table
+        pos = table["position"].to_numpy()
+        status = np.array(table["status"].to_pylist(), dtype=object)
+        reason = np.array(table["reason"].to_pylist(), dtype=object)
+        dup_of = np.array(
+            table["duplicate_of"].to_pylist()
+            if "duplicate_of" in table.column_names
+            else [None] * n,
+            dtype=object,
+        )
+        dup_src = np.array(
+            table["duplicate_of_source"].to_pylist()
+            if "duplicate_of_source" in table.column_names
+            else [None] * n,
+            dtype=object,
+        )
+        extra = {c: np.full(n, None, dtype=object) for c in SEMANTIC_COLUMNS}
+        if sem is not None and sem.num_rows:
+            where = {int(p): j for j, p in enumerate(pos)}
+            for row in sem.to_pylist():
+                j = where[row["position"]]
+                for c in SEMANTIC_COLUMNS:
+                    extra[c][j] = row[c]
+                if row["removed"] and status[j] == "kept":
+                    status[j], reason[j] = "removed", "semantic_duplicate"
+                    dup_of[j], dup_src[j] = row["duplicate_of"], row["duplicate_of_source"]
+        for name, values, typ in (
+            ("status", status, pa.string()),
+            ("reason", reason, pa.string()),
+            ("duplicate_of", dup_of, pa.string()),
+            ("duplicate_of_source", dup_src, pa.string()),
+            ("similarity", extra["similarity"], pa.float32()),
+            ("component_id", extra["component_id"], pa.int64()),
+            ("component_size", extra["component_size"], pa.int64()),
+            ("chained", extra["chained"], pa.bool_()),
+        ):
+            arr = pa.array(values.tolist(), typ)
+            if name in table.column_names:
+                table = table.set_column(table.column_names.index(name), name, arr)
+            else:
+                table = table.append_column(name, arr)
+        return table
+
+    def run(self, part: int, progress: Progress) -> dict[str, Any]:
+        """Export one partition; write its shards, manifest part and marker."""
+        self._clean_stale(part)
+        writer = ShardWriter(
+            self.layout.fs, self.layout.path("shards"), f"part-{part:05d}", self.samples_per_shard
+        )
+        manifests: list[pa.Table] = []
+        try:
+            for index in self.partitions[part]:
+                manifests.append(self._export_shard(index, writer, progress))
+            written = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        manifest = pa.concat_tables(manifests, promote_options="permissive")
+        self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
+        kept = int(pc.sum(pc.equal(manifest["status"], "kept")).as_py() or 0)
+        summary = {"samples": manifest.num_rows, "kept": kept, "shards": len(written)}
+        self.layout.write_json(self.layout.marker(PASS, f"{part:05d}"), summary)
+        return summary
+
+    def _export_shard(self, index: int, writer: ShardWriter, progress: Progress) -> pa.Table:
+        table = self._decided(index)
+        status = table["status"].to_pylist()
+        keys = table["key"].to_pylist()
+        where = {int(p): j for j, p in enumerate(table["position"].to_pylist()) if p >= 0}
+        output = [None] * table.num_rows
+        meta_cols = [c for c in table.column_names if c not in _NOT_METADATA]
+        metadata = table.select(meta_cols).to_pylist()
+        expected = sum(1 for s in status if s == "kept")
+        copied = 0
+        if expected:
+            for sample in TarShardReader(self.shards[index].url, self.storage_options):
+                j = where.get(sample.position)
+                if j is None or keys[j] != sample.key:
+                    raise RuntimeError(
+                        f"{self.shards[index].url} changed since it was scored "
+                        f"(sample {sample.position}: {sample.key!r})"
+                    )
+                if status[j] == "kept":
+                    members = list(zip(sample.names, sample.data, strict=True))
+                    name = writer.write(members, metadata[j])
+                    output[j] = f"shards/{name}"
+                    copied += 1
+                if copied == expected:
+                    break
+        if copied != expected:
+            raise RuntimeError(f"copied {copied} of {expected} kept samples")
+        progress(table.num_rows)
+        return table.append_column("output_shard", pa.array(output, pa.string()))
+
+    def _clean_stale(self, part: int) -> None:
+        fs = self.layout.fs
+        pattern = self.layout.path("shards", f"part-{part:05d}-*")
+        for path in fs.glob(pattern):
+            fs.rm(path)
+
+    def fail(self, part: int, error: str) -> dict[str, Any]:
+        """Record every sample of a partition that could not be exported as an error."""
+        self._clean_stale(part)
+        manifests = []
+        for index in self.partitions[part]:
+            table = self._decided(index)
+            n = table.num_rows
+            errs = pa.array(["error"] * n)
+            table = table.set_column(table.column_names.index("status"), "status", errs)
+            reasons = pa.array([f"export_error: {error}"] * n, pa.string())
+            table = table.set_column(table.column_names.index("reason"), "reason", reasons)
+            manifests.append(table.append_column("output_shard", pa.nulls(n, pa.string())))
+        manifest = pa.concat_tables(manifests, promote_options="permissive")
+        self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
+        summary = {"samples": manifest.num_rows, "kept": 0, "shards": 0, "error": error}
+        self.layout.write_json(self.layout.marker(PASS, f"{part:05d}"), summary)
+        return summary

@@ -1,0 +1,89 @@
+"""Scan pass: read each shard once, hash every image, so exact duplicates never get decoded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from pixsieve.dedup.exact import content_hash, find_exact_duplicates
+from pixsieve.executors.base import Progress
+from pixsieve.io.shards import ShardRef
+from pixsieve.io.tar_reader import TarShardReader
+from pixsieve.run.layout import RunLayout, shard_id
+
+PASS = "scan"
+EXACT_PATH = ("cache", "exact_duplicates.parquet")
+
+
+class ScanWorker:
+    """Hash the image of every structurally valid sample of one shard."""
+
+    def __init__(
+        self, layout: RunLayout, shards: list[ShardRef], storage_options: dict[str, Any]
+    ) -> None:
+        self.layout = layout
+        self.shards = shards
+        self.storage_options = storage_options
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def _table_path(self, index: int) -> str:
+        return self.layout.path("cache", "hashes", f"{shard_id(index)}.parquet")
+
+    def done(self, index: int) -> dict[str, Any] | None:
+        """Saved summary when this shard was already scanned."""
+        return self.layout.read_json(self.layout.marker(PASS, shard_id(index)))
+
+    def run(self, index: int, progress: Progress) -> dict[str, Any]:
+        """Hash one shard's images and write ``cache/hashes/SSSSS.parquet``."""
+        url = self.shards[index].url
+        reader = TarShardReader(url, self.storage_options)
+        positions, keys, digests = [], [], []
+        samples = 0
+        for sample in reader:
+            samples += 1
+            idx = sample.image_index
+            if sample.reason is None and idx is not None and sample.data[idx]:
+                positions.append(sample.position)
+                keys.append(sample.key)
+                digests.append(content_hash(sample.data[idx]))
+            if samples % 256 == 0:
+                progress(256)
+        progress(samples % 256)
+        n = len(positions)
+        table = pa.table(
+            {
+                "shard_index": pa.array([index] * n, pa.int64()),
+                "position": pa.array(positions, pa.int64()),
+                "key": pa.array(keys, pa.string()),
+                "source": pa.array([url] * n, pa.string()),
+                "hash": pa.array(digests, pa.binary(16)),
+            }
+        )
+        self.layout.write_table(self._table_path(index), table)
+        summary = {"samples": samples, "error": reader.error}
+        self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)
+        return summary
+
+    def fail(self, index: int, error: str) -> dict[str, Any]:
+        """A shard that cannot be scanned contributes no hashes; the score pass records it."""
+        return {"samples": 0, "error": error}
+
+
+def exact_duplicates(layout: RunLayout, n_shards: int) -> pa.Table:
+    """Global exact-duplicate decision over all scanned shards (cached in the output)."""
+    path = layout.path(*EXACT_PATH)
+    if layout.read_json(layout.marker(PASS, "exact")) is not None:
+        return layout.read_table(path)
+    tables = []
+    for i in range(n_shards):
+        p = layout.path("cache", "hashes", f"{shard_id(i)}.parquet")
+        if layout.fs.exists(p):
+            tables.append(layout.read_table(p))
+    hashes = pa.concat_tables(tables) if tables else pa.table({"hash": pa.array([], pa.binary(16))})
+    dups = find_exact_duplicates(hashes) if tables else find_exact_duplicates(hashes.slice(0, 0))
+    layout.write_table(path, dups)
+    layout.write_json(layout.marker(PASS, "exact"), {"duplicates": dups.num_rows})
+    return dups

@@ -1,0 +1,118 @@
+"""Semantic dedup pass: one global pass over the cached embeddings of every kept sample."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pixsieve.io.shards import ShardRef
+from pixsieve.io.tables import embeddings_from_arrow
+from pixsieve.run.layout import RunLayout, shard_id
+
+PASS = "semantic"
+RESULT_PATH = ("cache", "semantic_duplicates.parquet")
+_COLUMNS = ["position", "key", "status", "embedding", "aesthetic_score", "width", "height"]
+
+
+def load_candidates(layout: RunLayout, shards: list[ShardRef]) -> dict[str, Any]:
+    """Collect kept samples that have an embedding, from every shard's cache."""
+    parts: list[pa.Table] = []
+    for i, shard in enumerate(shards):
+        path = layout.path("cache", "samples", f"{shard_id(i)}.parquet")
+        if not layout.fs.exists(path):
+            continue
+        t = layout.read_table(path)
+        if "embedding" not in t.column_names:
+            continue
+        t = t.filter(pc.and_(pc.equal(t["status"], "kept"), pc.is_valid(t["embedding"])))
+        cols = {c: t[c] for c in _COLUMNS if c in t.column_names}
+        cols["shard_index"] = pa.array(np.full(t.num_rows, i, dtype=np.int64))
+        cols["source"] = pa.array([shard.url] * t.num_rows, pa.string())
+        if "aesthetic_score" not in cols:
+            cols["aesthetic_score"] = pa.nulls(t.num_rows, pa.float32())
+        parts.append(pa.table(cols))
+    if not parts:
+        return {"n": 0}
+    table = pa.concat_tables(parts, promote_options="permissive")
+    aesthetic = table["aesthetic_score"].to_numpy(zero_copy_only=False).astype(np.float32)
+    return {
+        "n": table.num_rows,
+        "embeddings": embeddings_from_arrow(table["embedding"]),
+        "aesthetic": None if np.isnan(aesthetic).all() else aesthetic,
+        "resolution": (table["width"].to_numpy().astype(np.int64) * table["height"].to_numpy()),
+        "shard_index": table["shard_index"].to_numpy(),
+        "position": table["position"].to_numpy(),
+        "key": table["key"].to_numpy(zero_copy_only=False),
+        "source": table["source"].to_numpy(zero_copy_only=False),
+    }
+
+
+def run_semantic_dedup(
+    layout: RunLayout, shards: list[ShardRef], config: Any, progress: Any = None
+) -> dict[str, Any]:
+    """Find near-duplicates among kept samples; cache the decision; return counters."""
+    saved = layout.read_json(layout.marker(PASS, "all"))
+    if saved is not None:
+        return saved
+    from pixsieve.dedup import find_duplicates
+
+    start = time.perf_counter()
+    data = load_candidates(layout, shards)
+    n = data["n"]
+    rows: dict[str, Any] = {
+        k: []
+        for k in (
+            "shard_index", "position", "removed", "duplicate_of", "duplicate_of_source",
+            "similarity", "component_id", "component_size", "chained",
+        )
+    }  # fmt: skip
+    timings: dict[str, float] = {}
+    if n:
+        result = find_duplicates(
+            data["embeddings"],
+            config,
+            aesthetic=data["aesthetic"],
+            resolution=data["resolution"],
+            progress=progress,
+        )
+        timings = dict(getattr(result, "timings", {}) or {})
+        grouped = np.flatnonzero(np.asarray(result.component_size) > 1)
+        rep = np.asarray(result.duplicate_of)
+        for i in grouped:
+            removed = bool(result.removed[i])
+            rows["shard_index"].append(int(data["shard_index"][i]))
+            rows["position"].append(int(data["position"][i]))
+            rows["removed"].append(removed)
+            rows["duplicate_of"].append(str(data["key"][rep[i]]) if removed else None)
+            rows["duplicate_of_source"].append(str(data["source"][rep[i]]) if removed else None)
+            sim = float(result.similarity[i])
+            rows["similarity"].append(None if np.isnan(sim) else sim)
+            rows["component_id"].append(int(result.component_id[i]))
+            rows["component_size"].append(int(result.component_size[i]))
+            rows["chained"].append(bool(result.chained[i]))
+    table = pa.table(
+        {
+            "shard_index": pa.array(rows["shard_index"], pa.int64()),
+            "position": pa.array(rows["position"], pa.int64()),
+            "removed": pa.array(rows["removed"], pa.bool_()),
+            "duplicate_of": pa.array(rows["duplicate_of"], pa.string()),
+            "duplicate_of_source": pa.array(rows["duplicate_of_source"], pa.string()),
+            "similarity": pa.array(rows["similarity"], pa.float32()),
+            "component_id": pa.array(rows["component_id"], pa.int64()),
+            "component_size": pa.array(rows["component_size"], pa.int64()),
+            "chained": pa.array(rows["chained"], pa.bool_()),
+        }
+    )
+    layout.write_table(layout.path(*RESULT_PATH), table)
+    removed = int(sum(rows["removed"]))
+    summary = {
+        "stats": {"counts": {"in": n, "kept": n - removed, "dropped_semantic_duplicate": removed}},
+        "seconds": round(time.perf_counter() - start, 3),
+        "timings": timings,
+    }
+    layout.write_json(layout.marker(PASS, "all"), summary)
+    return summary

@@ -1,0 +1,138 @@
+"""Build WebDataset shards from ../shared/fixtures/images at test time.
+
+Every property a test checks is set here: good samples with JSON and TXT sidecars, and one
+shard holding every kind of bad input the reader must survive.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+PHOTOS = SHARED / "images" / "photos"
+UKBENCH = SHARED / "images" / "ukbench"
+
+
+def load_photo(name: str) -> Image.Image:
+    """Open a fixture photo as RGB."""
+    return Image.open(PHOTOS / name).convert("RGB")
+
+
+def encode(im: Image.Image, fmt: str = "JPEG", **kw: object) -> bytes:
+    """Encode a Pillow image to bytes."""
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """Write ``members`` (name, bytes) as a tar at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def sample_members(key: str, image: bytes, ext: str = "jpg", caption: str | None = None,
+                   meta: dict | None = None) -> list[tuple[str, bytes]]:
+    """Members of one WebDataset sample: image, ``.txt`` caption, ``.json`` metadata."""
+    out = [(f"{key}.{ext}", image)]
+    out.append((f"{key}.txt", (caption or f"a photo {key}").encode()))
+    out.append((f"{key}.json", json.dumps(meta or {"key": key, "url": f"http://x/{key}"}).encode()))
+    return out
+
+
+def photo_jpegs() -> list[tuple[str, bytes]]:
+    """Every fixture photo and UKBench image as JPEG bytes (original files where JPEG)."""
+    out = []
+    for p in sorted(PHOTOS.iterdir()):
+        data = p.read_bytes() if p.suffix == ".jpg" else encode(Image.open(p).convert("RGB"))
+        out.append((p.stem, data))
+    for p in sorted(UKBENCH.glob("*.jpg")):
+        if "corrupt" not in p.name:
+            out.append((p.stem, p.read_bytes()))
+    return out
+
+
+@pytest.fixture(scope="session")
+def good_shards(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two clean shards of real photos with sidecars (keys ``s0-…`` and ``s1-…``)."""
+    root = tmp_path_factory.mktemp("good")
+    photos = photo_jpegs()
+    shards = []
+    for s in range(2):
+        members: list[tuple[str, bytes]] = []
+        for i, (name, data) in enumerate(photos[s::2]):
+            members += sample_members(f"s{s}-{i:03d}", data, caption=f"{name} caption")
+        shards.append(make_tar(root / f"shard-{s:03d}.tar", members))
+    return shards
+
+
+def _bad_members() -> list[tuple[str, bytes]]:
+    chelsea = load_photo("chelsea.png")
+    good = encode(chelsea, quality=90)
+    big = Image.new("L", (16000, 16000), 128)
+    big_jpeg = encode(big, quality=50)
+    exif = chelsea.getexif()
+    exif[0x0112] = 6
+    rotated = encode(chelsea, exif=exif.tobytes())
+    members: list[tuple[str, bytes]] = []
+    members += sample_members("000-good", good)
+    members += sample_members("001-truncated", good[: len(good) // 2])
+    members += sample_members("002-random", np.random.default_rng(0).bytes(5000))
+    members += sample_members("003-empty", b"")
+    members += sample_members("004-png-as-jpg", encode(chelsea, "PNG"))
+    members += sample_members("005-cmyk", encode(chelsea.convert("CMYK")))
+    members += sample_members("006-gray", encode(chelsea.convert("L")))
+    members += sample_members("007-progressive", encode(chelsea, progressive=True))
+    members += sample_members("008-exif-rotated", rotated)
+    members += sample_members("009-tiny", encode(Image.new("RGB", (1, 1), (255, 0, 0))))
+    members += sample_members("010-huge", big_jpeg)
+    members += sample_members("011-webp", encode(chelsea, "WEBP"), ext="webp")
+    members += sample_members("012-upper", good, ext="JPG")
+    members += [("013-badjson.jpg", good), ("013-badjson.json", b"{not json")]
+    members += [("014-noimage.txt", b"caption only"), ("014-noimage.json", b"{}")]
+    members += [("015-dupmember.jpg", good), ("015-dupmember.jpg", good)]
+    members += [("../016-escape.jpg", good), ("../016-escape.txt", b"x")]
+    members += [("/abs/017-abs.jpg", good)]
+    members += sample_members("018-palette-alpha", encode(chelsea.convert("RGBA"), "PNG"),
+                              ext="png")
+    members += sample_members("019-good", good)
+    return members
+
+
+@pytest.fixture(scope="session")
+def bad_shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One shard with every kind of bad input (see ``_bad_members`` for the keys)."""
+    return make_tar(tmp_path_factory.mktemp("bad") / "bad.tar", _bad_members())
+
+
+@pytest.fixture(scope="session")
+def truncated_shard(good_shards: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first good shard cut in the middle of a member's data."""
+    data = good_shards[0].read_bytes()
+    with tarfile.open(good_shards[0]) as tf:
+        infos = tf.getmembers()
+    cut_member = infos[len(infos) // 2]
+    cut = cut_member.offset_data + cut_member.size // 2
+    path = tmp_path_factory.mktemp("trunc") / "truncated.tar"
+    path.write_bytes(data[:cut])
+    return path
+
+
+@pytest.fixture(scope="session")
+def not_a_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file named ``.tar`` that holds JPEG bytes."""
+    path = tmp_path_factory.mktemp("nottar") / "fake.tar"
+    path.write_bytes((PHOTOS / "china.jpg").read_bytes())
+    return path
