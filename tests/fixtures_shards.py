@@ -43,8 +43,9 @@ def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-def sample_members(key: str, image: bytes, ext: str = "jpg", caption: str | None = None,
-                   meta: dict | None = None) -> list[tuple[str, bytes]]:
+def sample_members(
+    key: str, image: bytes, ext: str = "jpg", caption: str | None = None, meta: dict | None = None
+) -> list[tuple[str, bytes]]:
     """Members of one WebDataset sample: image, ``.txt`` caption, ``.json`` metadata."""
     out = [(f"{key}.{ext}", image)]
     out.append((f"{key}.txt", (caption or f"a photo {key}").encode()))
@@ -81,6 +82,10 @@ def good_shards(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def _bad_members() -> list[tuple[str, bytes]]:
     chelsea = load_photo("chelsea.png")
     good = encode(chelsea, quality=90)
+
+    def variant(q: int) -> bytes:  # distinct bytes, so exact dedup leaves them alone
+        return encode(chelsea, quality=q)
+
     big = Image.new("L", (16000, 16000), 128)
     big_jpeg = encode(big, quality=50)
     exif = chelsea.getexif()
@@ -99,15 +104,16 @@ def _bad_members() -> list[tuple[str, bytes]]:
     members += sample_members("009-tiny", encode(Image.new("RGB", (1, 1), (255, 0, 0))))
     members += sample_members("010-huge", big_jpeg)
     members += sample_members("011-webp", encode(chelsea, "WEBP"), ext="webp")
-    members += sample_members("012-upper", good, ext="JPG")
-    members += [("013-badjson.jpg", good), ("013-badjson.json", b"{not json")]
+    members += sample_members("012-upper", variant(81), ext="JPG")
+    members += [("013-badjson.jpg", variant(82)), ("013-badjson.json", b"{not json")]
     members += [("014-noimage.txt", b"caption only"), ("014-noimage.json", b"{}")]
-    members += [("015-dupmember.jpg", good), ("015-dupmember.jpg", good)]
-    members += [("../016-escape.jpg", good), ("../016-escape.txt", b"x")]
-    members += [("/abs/017-abs.jpg", good)]
-    members += sample_members("018-palette-alpha", encode(chelsea.convert("RGBA"), "PNG"),
-                              ext="png")
-    members += sample_members("019-good", good)
+    members += [("015-dupmember.jpg", variant(83)), ("015-dupmember.jpg", variant(83))]
+    members += [("../016-escape.jpg", variant(84)), ("../016-escape.txt", b"x")]
+    members += [("/abs/017-abs.jpg", variant(85))]
+    members += sample_members(
+        "018-palette-alpha", encode(chelsea.convert("RGBA"), "PNG"), ext="png"
+    )
+    members += sample_members("019-good", variant(86))
     return members
 
 

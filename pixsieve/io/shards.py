@@ -103,7 +103,9 @@ def partition_by_size(shards: list[ShardRef], parts: int) -> list[list[int]]:
     byte total at even fractions of the whole.
     """
     n = len(shards)
-    parts = max(1, min(parts, n))
+    if parts >= n:
+        return [[i] for i in range(n)]
+    parts = max(1, parts)
     total = sum(max(s.size, 1) for s in shards)
     groups: list[list[int]] = [[] for _ in range(parts)]
     running = 0

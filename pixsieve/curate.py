@@ -1,0 +1,106 @@
+"""The default curation pipeline, built from a :class:`~pixsieve.config.CurateConfig`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pixsieve.config import CurateConfig
+from pixsieve.pipeline import Pipeline, RunResult
+from pixsieve.stages.base import StageLike
+from pixsieve.stages.decode import DecodeStage
+from pixsieve.stages.filters import ImageSizeFilter
+
+
+def build_stages(cfg: CurateConfig) -> list[StageLike]:
+    """Decode → size filter (when set) → CLIP embed → aesthetic → NSFW, minus skipped stages.
+
+    ``skip=("embed",)`` also drops every stage that needs embeddings (aesthetic, NSFW,
+    semantic dedup), giving a pure ingest → export run.
+    """
+    skip = set(cfg.run.skip)
+    f = cfg.filters
+    stages: list[StageLike] = [
+        DecodeStage(cfg.read.image_size, cfg.read.max_pixels, cfg.read.max_full_decode_pixels)
+    ]
+    if f.min_side > 0 or f.max_aspect_ratio is not None:
+        stages.append(ImageSizeFilter(f.min_side, f.max_aspect_ratio, score_only=f.score_only))
+    if "embed" in skip:
+        return stages
+    from pixsieve.stages.embed import ClipEmbedder
+    from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
+
+    e = cfg.embed
+    stages.append(
+        ClipEmbedder(
+            model=e.model,
+            revision=e.revision,
+            device=e.device,
+            precision=e.precision,
+            batch_size=e.batch_size,
+        )
+    )
+    if "aesthetic" not in skip:
+        stages.append(
+            AestheticFilter(
+                min_score=f.aesthetic_min, weights=cfg.models.aesthetic, score_only=f.score_only
+            )
+        )
+    if "nsfw" not in skip:
+        stages.append(
+            NSFWFilter(max_prob=f.nsfw_max, weights=cfg.models.nsfw, score_only=f.score_only)
+        )
+    return stages
+
+
+def semantic_config(cfg: CurateConfig) -> Any:
+    """The semantic dedup settings, or ``None`` when it is skipped or there are no embeddings."""
+    skip = set(cfg.run.skip)
+    if not cfg.dedup.semantic or skip & {"embed", "dedup", "semantic-dedup"}:
+        return None
+    from pixsieve.dedup import SemanticDedupConfig
+
+    d = cfg.dedup
+    kwargs: dict[str, Any] = {"keep": d.keep, "mode": d.mode, "n_clusters": d.n_clusters}
+    if d.threshold is not None:
+        kwargs["threshold"] = d.threshold
+    return SemanticDedupConfig(**kwargs)
+
+
+def build_pipeline(cfg: CurateConfig) -> Pipeline:
+    """The full default pipeline for ``cfg``."""
+    skip = set(cfg.run.skip)
+    return Pipeline(
+        build_stages(cfg),
+        exact_dedup=cfg.dedup.exact and "dedup" not in skip,
+        semantic_dedup=semantic_config(cfg),
+        batch_size=cfg.read.batch_size,
+        samples_per_shard=cfg.export.samples_per_shard,
+        partition_bytes=cfg.export.partition_bytes,
+        retries=cfg.run.retries,
+        config=cfg.to_dict(),
+    )
+
+
+def curate(
+    inputs: list[str] | str,
+    output: str,
+    cfg: CurateConfig | None = None,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run the default pipeline on ``inputs`` into ``output`` (resumes an interrupted run)."""
+    cfg = cfg or CurateConfig()
+    executor_options = {"address": cfg.run.ray_address} if cfg.run.executor == "ray" else {}
+    from pixsieve.executors import make_executor
+
+    executor = make_executor(cfg.run.executor, cfg.run.workers, **executor_options)
+    return build_pipeline(cfg).run(
+        inputs,
+        output,
+        executor,
+        storage_options=storage_options,
+        progress=progress,
+        overwrite=overwrite,
+    )

@@ -1,0 +1,73 @@
+"""Input discovery and partitioning."""
+
+from __future__ import annotations
+
+import fsspec
+import pytest
+from fixtures_shards import make_tar
+
+from pixsieve.io.shards import (
+    InputError,
+    ShardRef,
+    discover_shards,
+    expand_braces,
+    partition_by_size,
+)
+
+
+def test_brace_expansion():
+    assert expand_braces("s-{000..002}.tar") == ["s-000.tar", "s-001.tar", "s-002.tar"]
+    assert expand_braces("{a,b}/{1..2}") == ["a/1", "a/2", "b/1", "b/2"]
+    assert expand_braces("plain.tar") == ["plain.tar"]
+
+
+@pytest.fixture
+def tree(tmp_path):
+    for i in range(4):
+        make_tar(tmp_path / "d" / f"shard-{i:03d}.tar", [(f"{i}.txt", b"x" * (i + 1))])
+    (tmp_path / "d" / "notes.md").write_text("not a shard")
+    make_tar(tmp_path / "d" / "sub" / "deep.tar", [])
+    return tmp_path
+
+
+def test_files_dirs_globs_braces_are_sorted_and_deduplicated(tree):
+    d = tree / "d"
+    by_dir = discover_shards([str(d)])
+    names = [r.url.rsplit("/", 1)[1] for r in by_dir]
+    assert sorted(names) == sorted([f"shard-{i:03d}.tar" for i in range(4)] + ["deep.tar"])
+    assert [r.url for r in by_dir] == sorted(r.url for r in by_dir)
+    assert all(r.url.startswith("file://") for r in by_dir)
+    by_glob = discover_shards([str(d / "shard-*.tar")])
+    by_brace = discover_shards([str(d / "shard-{000..003}.tar")])
+    by_both = discover_shards([str(d / "shard-{003..000}.tar"), str(d / "shard-00[01].tar")])
+    assert by_glob == by_brace == by_both
+    assert [r.size for r in by_glob] == sorted(r.size for r in by_glob)
+
+
+def test_fsspec_urls(good_shards):
+    with fsspec.open("memory://in/a.tar", "wb") as f:
+        f.write(good_shards[0].read_bytes())
+    refs = discover_shards(["memory://in/"])
+    assert len(refs) == 1 and refs[0].url.startswith("memory://")
+    assert refs[0].url.endswith("/in/a.tar") and refs[0].size == good_shards[0].stat().st_size
+
+
+def test_errors_are_clear(tree):
+    with pytest.raises(InputError, match="not found"):
+        discover_shards([str(tree / "missing.tar")])
+    with pytest.raises(InputError, match="no files match"):
+        discover_shards([str(tree / "nothing-*.tar")])
+    (tree / "empty").mkdir()
+    with pytest.raises(InputError, match="no .tar shards"):
+        discover_shards([str(tree / "empty")])
+
+
+def test_partition_balances_bytes_and_keeps_order():
+    sizes = [100, 1, 1, 1, 1, 100, 50, 50]
+    shards = [ShardRef(str(i), s) for i, s in enumerate(sizes)]
+    parts = partition_by_size(shards, 3)
+    assert [i for p in parts for i in p] == list(range(len(sizes)))
+    weights = [sum(sizes[i] for i in p) for p in parts]
+    assert max(weights) <= 110
+    assert partition_by_size(shards, 100) == [[i] for i in range(len(sizes))]
+    assert partition_by_size(shards, 1) == [list(range(len(sizes)))]

@@ -1,0 +1,115 @@
+"""The streaming reader: WebDataset grouping and every structural problem as a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fixtures_shards import make_tar
+
+from pixsieve.io.tar_reader import TarShardReader, is_unsafe_name, split_name
+
+
+def read(path: Path) -> tuple[dict[str, object], TarShardReader]:
+    reader = TarShardReader(str(path))
+    return {s.key: s for s in reader}, reader
+
+
+def test_split_name_follows_webdataset_rules():
+    assert split_name("a/b/000.jpg") == ("a/b/000", "jpg")
+    assert split_name("000.seg.png") == ("000", "seg.png")
+    assert split_name("dir.v2/x.JPG") == ("dir.v2/x", "JPG")
+    assert split_name("README") == ("README", "")
+
+
+def test_unsafe_names():
+    for name in ("../x.jpg", "a/../../x.jpg", "/etc/x.jpg", "C:/x.jpg", "a\\b.jpg", ""):
+        assert is_unsafe_name(name), name
+    for name in ("a/b.jpg", "x..y.jpg", "..x.jpg"):
+        assert not is_unsafe_name(name), name
+
+
+def test_groups_members_and_keeps_every_sidecar(good_shards):
+    samples, reader = read(good_shards[0])
+    assert reader.error is None
+    first = samples["s0-000"]
+    assert first.names == ["s0-000.jpg", "s0-000.txt", "s0-000.json"]
+    assert first.reason is None and first.image_index == 0
+    assert [s.position for s in samples.values()] == list(range(len(samples)))
+
+
+def test_bad_shard_reasons(bad_shard):
+    samples, reader = read(bad_shard)
+    assert reader.error is None
+    reasons = {k: s.reason for k, s in samples.items()}
+    assert reasons["014-noimage"] == "missing_image"
+    assert reasons["015-dupmember"].startswith("duplicate_member")
+    assert reasons["../016-escape"].startswith("unsafe_name")
+    assert reasons["/abs/017-abs"].startswith("unsafe_name")
+    assert reasons["012-upper"] is None  # upper-case .JPG is an image
+    assert reasons["011-webp"] is None
+    assert "invalid_json" in samples["013-badjson"].warnings[0]
+    assert reasons["013-badjson"] is None  # the image is still usable
+    assert len(samples) == 20
+
+
+def test_duplicate_key_and_special_members(tmp_path):
+    import io
+    import tarfile
+
+    path = tmp_path / "x.tar"
+    with tarfile.open(path, "w") as tf:
+        for name in ("a.jpg", "b.jpg", "a.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"abc"))
+        d = tarfile.TarInfo("somedir")
+        d.type = tarfile.DIRTYPE
+        tf.addfile(d)
+        link = tarfile.TarInfo("c.jpg")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tf.addfile(link)
+    reader = TarShardReader(str(path))
+    samples = list(reader)
+    assert [s.key for s in samples] == ["a", "b", "a", "c"]
+    assert samples[2].reason == "duplicate_key: a"
+    assert samples[3].reason.startswith("unsupported_member: c.jpg (symlink)")
+    assert reader.skipped_members == 1
+
+
+def test_truncated_tar_keeps_samples_before_the_cut(truncated_shard, good_shards):
+    full, _ = read(good_shards[0])
+    samples, reader = read(truncated_shard)
+    assert reader.error.startswith("truncated_shard")
+    keys = list(samples)
+    cut = samples[keys[-1]]
+    assert cut.reason.startswith("truncated_shard")
+    for key in keys[:-1]:
+        assert samples[key].reason is None
+        assert samples[key].data == full[key].data
+
+
+def test_not_a_tar(not_a_tar):
+    samples, reader = read(not_a_tar)
+    assert samples == {}
+    assert reader.error.startswith("not_a_tar")
+
+
+def test_gzip_and_memory_filesystem(good_shards):
+    import gzip
+
+    import fsspec
+
+    data = gzip.compress(good_shards[1].read_bytes())
+    with fsspec.open("memory://gz/shard.tar.gz", "wb") as f:
+        f.write(data)
+    samples = list(TarShardReader("memory://gz/shard.tar.gz"))
+    plain = list(TarShardReader(str(good_shards[1])))
+    assert [s.key for s in samples] == [s.key for s in plain]
+    assert samples[0].data == plain[0].data
+
+
+def test_empty_tar(tmp_path):
+    path = make_tar(tmp_path / "empty.tar", [])
+    samples, reader = read(path)
+    assert samples == {} and reader.error is None
