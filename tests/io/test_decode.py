@@ -66,17 +66,17 @@ def test_exif_orientation(orientation):
 
 
 def test_failures_have_reasons():
-    with pytest.raises(DecodeError, match="^empty"):
+    with pytest.raises(DecodeError, match=r"^empty"):
         decode_image(b"")
-    with pytest.raises(DecodeError, match="^decode_error"):
+    with pytest.raises(DecodeError, match=r"^decode_error"):
         decode_image(b"\xff\xd8\xff" + b"\x00" * 100)
     good = encode(load_photo("chelsea.png"))
-    with pytest.raises(DecodeError, match="^decode_error"):
+    with pytest.raises(DecodeError, match=r"^decode_error"):
         decode_image(good[: len(good) // 2])
-    with pytest.raises(DecodeError, match="^too_large"):
+    with pytest.raises(DecodeError, match=r"^too_large"):
         decode_image(good, max_pixels=1000)
     big_png = encode(Image.new("L", (2000, 2000)), "PNG")
-    with pytest.raises(DecodeError, match="^too_large"):
+    with pytest.raises(DecodeError, match=r"^too_large"):
         decode_image(big_png, max_full_decode_pixels=1_000_000)
 
 

@@ -58,7 +58,7 @@ def test_errors_are_clear(tree):
     with pytest.raises(InputError, match="no files match"):
         discover_shards([str(tree / "nothing-*.tar")])
     (tree / "empty").mkdir()
-    with pytest.raises(InputError, match="no .tar shards"):
+    with pytest.raises(InputError, match=r"no \.tar shards"):
         discover_shards([str(tree / "empty")])
 
 

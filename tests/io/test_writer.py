@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+from pathlib import Path
 
 import fsspec
 import pyarrow.parquet as pq
@@ -37,7 +38,7 @@ def test_shards_fill_across_calls_and_hold_original_bytes(tmp_path):
 def test_deterministic_bytes(tmp_path):
     a, _ = write_all(tmp_path / "a", 5, 10)
     b, _ = write_all(tmp_path / "b", 5, 10)
-    assert open(a[0], "rb").read() == open(b[0], "rb").read()
+    assert Path(a[0]).read_bytes() == Path(b[0]).read_bytes()
 
 
 def test_refuses_unsafe_names(tmp_path):
