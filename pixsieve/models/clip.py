@@ -140,7 +140,8 @@ class ClipEncoder:
             raise TypeError(f"pixels must be uint8, got {pixels.dtype}")
         if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
             raise ValueError(f"pixels must have shape (N, {size}, {size}, 3), got {pixels.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        arr = np.ascontiguousarray(pixels)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).to(self.device)
         t = t.permute(0, 3, 1, 2).to(torch.float32) * self.preprocessing.rescale
         return ((t - self._mean) / self._std).to(self.dtype)
 
