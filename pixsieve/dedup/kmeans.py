@@ -1,0 +1,138 @@
+"""Normalisation, spherical k-means and nearest-centroid assignment with faiss.
+
+k-means is trained on a sample (``points_per_centroid * k`` points at most); every point is then
+assigned by a chunked exact search over the centroids, which also returns the next nearest
+centroids that the border rule needs. faiss runs on GPU when it was built with GPU support and
+one is visible, else on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import faiss
+import numpy as np
+
+Progress = Callable[[str, int, int], None]
+
+#: Rows per chunk when streaming over the embeddings (norms, search).
+CHUNK_ROWS: int = 65536
+
+
+class EmbeddingError(ValueError):
+    """Embeddings that cannot be deduplicated (wrong shape, NaN/inf, zero vectors)."""
+
+
+def faiss_gpu_available() -> bool:
+    """True when faiss was built with GPU support and sees at least one GPU."""
+    try:
+        return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    except Exception:  # pragma: no cover - depends on the faiss build
+        return False
+
+
+def normalize(embeddings: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    """Return L2-normalised float32 rows, reusing ``embeddings`` when they already are.
+
+    A float32, C-contiguous array whose rows all have unit norm (within 1e-4) is returned as is,
+    so a large array costs no copy. Otherwise one float32 copy is made chunk by chunk.
+
+    Raises:
+        EmbeddingError: not a 2-D array, or a row with NaN/inf or zero norm.
+    """
+    x = np.asarray(embeddings)
+    if x.ndim != 2:
+        raise EmbeddingError(f"embeddings must be a 2-D (N, D) array, got shape {x.shape}")
+    if x.shape[0] and x.shape[1] == 0:
+        raise EmbeddingError("embeddings have zero dimensions")
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    n = x.shape[0]
+    norms = np.empty(n, dtype=np.float64)
+    for start in range(0, n, CHUNK_ROWS):
+        chunk = x[start : start + CHUNK_ROWS].astype(np.float64, copy=False)
+        norms[start : start + len(chunk)] = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
+        if progress:
+            progress("normalise", min(start + CHUNK_ROWS, n), n)
+    bad = ~np.isfinite(norms)
+    if bad.any():
+        raise EmbeddingError(
+            f"{int(bad.sum())} embeddings contain NaN or inf (first at row {int(np.argmax(bad))})"
+        )
+    zero = norms == 0
+    if zero.any():
+        raise EmbeddingError(
+            f"{int(zero.sum())} embeddings are all zeros (first at row {int(np.argmax(zero))})"
+        )
+    unit = bool(np.all(np.abs(norms - 1.0) < 1e-4))
+    if unit and x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
+    out = np.empty(x.shape, dtype=np.float32)
+    for start in range(0, n, CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, n)
+        out[start:stop] = x[start:stop] / norms[start:stop, None]
+    return out
+
+
+def fit_centroids(
+    x: np.ndarray,
+    k: int,
+    *,
+    iters: int,
+    points_per_centroid: int,
+    seed: int,
+    use_gpu: bool = False,
+) -> np.ndarray:
+    """Spherical k-means on a sample of the unit rows ``x``; returns ``(k, D)`` unit centroids."""
+    n, d = x.shape
+    if k <= 1:
+        c = x.mean(axis=0, dtype=np.float64)
+        norm = np.linalg.norm(c)
+        c = c / norm if norm > 0 else x[0].astype(np.float64)
+        return c[None, :].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    sample_size = min(n, k * points_per_centroid)
+    idx = np.sort(rng.choice(n, size=sample_size, replace=False)) if sample_size < n else None
+    train = np.ascontiguousarray(x[idx] if idx is not None else x, dtype=np.float32)
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=iters,
+        seed=seed,
+        spherical=True,
+        max_points_per_centroid=points_per_centroid,
+        min_points_per_centroid=1,
+        gpu=use_gpu,
+        verbose=False,
+    )
+    km.train(train)
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def assign(
+    x: np.ndarray,
+    centroids: np.ndarray,
+    m: int,
+    *,
+    use_gpu: bool = False,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the ``m`` nearest centroids of every row: ``(sims (N, m) float32, ids (N, m))``.
+
+    Columns are ordered by decreasing similarity; column 0 is the point's own cluster.
+    """
+    n = x.shape[0]
+    m = min(m, len(centroids))
+    index: faiss.Index = faiss.IndexFlatIP(centroids.shape[1])
+    if use_gpu:  # pragma: no cover - needs a faiss GPU build
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(centroids)
+    sims = np.empty((n, m), dtype=np.float32)
+    ids = np.empty((n, m), dtype=np.int64)
+    for start in range(0, n, CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, n)
+        s, i = index.search(np.ascontiguousarray(x[start:stop]), m)
+        sims[start:stop], ids[start:stop] = s, i
+        if progress:
+            progress("assign", stop, n)
+    return sims, ids

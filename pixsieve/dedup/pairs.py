@@ -1,0 +1,180 @@
+"""Per-cluster similarity search: pure functions of (member indices, their embeddings, config).
+
+Nothing here touches global state, so an executor can map these functions over clusters as
+independent tasks (one task per cluster or per group of small clusters) and ship back only the
+small results. Similarities are computed blockwise with float32 matrix products (a block holds at
+most ``block_size**2`` values, never a cluster-by-cluster matrix); entries within
+:data:`FLOAT32_SLACK` of the threshold are recomputed exactly in float64 so the decision
+``cos >= threshold`` is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pixsieve.dedup.components import spanning_edges, union_edges
+from pixsieve.dedup.config import SemanticDedupConfig
+
+#: Bound on float32 rounding error of a dot product of two unit vectors (768-d: ~5e-5 worst case).
+FLOAT32_SLACK: float = 1e-4
+
+
+def _refine(sims: np.ndarray, rows: np.ndarray, cols: np.ndarray, threshold: float) -> np.float32:
+    """Make ``sims >= t32`` decide ``cos >= threshold`` exactly; return ``t32``.
+
+    ``sims`` is ``rows @ cols.T`` in float32. Entries within :data:`FLOAT32_SLACK` of the
+    threshold are recomputed in float64 and written back (in place), rounded so that comparing
+    with the returned float32 threshold gives the exact decision.
+    """
+    t32 = np.float32(threshold)
+    near = (sims >= threshold - FLOAT32_SLACK) & (sims < threshold + FLOAT32_SLACK)
+    bi, bj = np.nonzero(near)
+    if len(bi):
+        exact = np.einsum("ij,ij->i", rows[bi].astype(np.float64), cols[bj].astype(np.float64))
+        vals = exact.astype(np.float32)
+        below = np.nextafter(t32, np.float32(-np.inf))
+        sims[bi, bj] = np.where(exact >= threshold, np.maximum(vals, t32), np.minimum(vals, below))
+    return t32
+
+
+@dataclass(frozen=True)
+class ClusterEdges:
+    """What one cluster contributes to the global component search.
+
+    Attributes:
+        a, b: global indices of a star forest connecting every duplicate group found in the
+            cluster (at most one edge per member, whatever the number of pairs).
+        pairs: ``(P, 2)`` every pair found, global indices with ``i < j`` (only with
+            ``return_pairs``), and ``pair_sims`` their similarities.
+        n_pairs: number of pairs found.
+        n_compared: similarities computed.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    n_pairs: int
+    n_compared: int
+    pairs: np.ndarray | None = None
+    pair_sims: np.ndarray | None = None
+
+
+def cluster_edges(
+    members: np.ndarray, n_primary: int, vectors: np.ndarray, config: SemanticDedupConfig
+) -> ClusterEdges:
+    """Find duplicate pairs inside one cluster and reduce them to a spanning forest.
+
+    Args:
+        members: global indices, the ``n_primary`` primaries first, then border secondaries.
+        n_primary: number of primary members.
+        vectors: ``(len(members), D)`` unit float32 embeddings of ``members``.
+        config: threshold, block size, ``return_pairs``.
+    """
+    members = np.asarray(members, dtype=np.int64)
+    n, bs, t = len(members), config.block_size, config.threshold
+    labels = np.arange(n, dtype=np.int64)
+    found_i: list[np.ndarray] = []
+    found_j: list[np.ndarray] = []
+    found_s: list[np.ndarray] = []
+    n_pairs = n_compared = 0
+    for r0 in range(0, n_primary, bs):
+        r1 = min(r0 + bs, n_primary)
+        rows = vectors[r0:r1]
+        for c0 in range(r0, n, bs):
+            c1 = min(c0 + bs, n)
+            cols = vectors[c0:c1]
+            sims = rows @ cols.T
+            if c0 < r1:  # diagonal block: keep only column > row
+                sims[np.tri(r1 - r0, c1 - c0, k=r0 - c0, dtype=bool)] = -np.inf
+            n_compared += sims.size
+            i, j = np.nonzero(sims >= _refine(sims, rows, cols, t))
+            if not len(i):
+                continue
+            vals = sims[i, j]
+            n_pairs += len(i)
+            union_edges(labels, i + r0, j + c0)
+            if config.return_pairs:
+                found_i.append(members[i + r0])
+                found_j.append(members[j + c0])
+                found_s.append(vals)
+    a, b = spanning_edges(labels)
+    pairs = pair_sims = None
+    if config.return_pairs:
+        gi = np.concatenate(found_i) if found_i else np.empty(0, dtype=np.int64)
+        gj = np.concatenate(found_j) if found_j else np.empty(0, dtype=np.int64)
+        pairs = np.stack([np.minimum(gi, gj), np.maximum(gi, gj)], axis=1)
+        pair_sims = np.concatenate(found_s) if found_s else np.empty(0, dtype=np.float32)
+    return ClusterEdges(
+        a=members[a], b=members[b], n_pairs=n_pairs, n_compared=n_compared,
+        pairs=pairs, pair_sims=pair_sims,
+    )
+
+
+@dataclass(frozen=True)
+class ClusterSemDeDup:
+    """SemDeDup's verdict for the members of one cluster (same order as the input).
+
+    Attributes:
+        removed: the member is as similar as ``threshold`` to a higher-ranked member.
+        parent: global index of its most similar higher-ranked member (``-1`` when kept).
+        max_sim: its highest similarity to a higher-ranked member (``-inf`` for the top one).
+        n_compared: similarities computed.
+    """
+
+    removed: np.ndarray
+    parent: np.ndarray
+    max_sim: np.ndarray
+    n_compared: int
+
+
+def semdedup_cluster(
+    members: np.ndarray,
+    vectors: np.ndarray,
+    priority: np.ndarray,
+    config: SemanticDedupConfig,
+) -> ClusterSemDeDup:
+    """SemDeDup's rule inside one cluster.
+
+    Members are ranked by ``priority`` (highest first, ties by lowest index); a member is
+    removed when its highest similarity to any higher-ranked member (removed or not) is at or
+    above ``threshold`` (``1 - eps``), exactly as NeMo Curator's pruning tables decide.
+
+    Args:
+        members: global indices of the cluster's (primary) members.
+        vectors: ``(len(members), D)`` unit float32 embeddings of ``members``.
+        priority: ``(len(members),)`` keep preference, higher is kept first.
+        config: threshold and block size.
+    """
+    members = np.asarray(members, dtype=np.int64)
+    n, bs, t = len(members), config.block_size, config.threshold
+    order = np.lexsort((members, -np.asarray(priority, dtype=np.float64)))
+    ranked = vectors[order]
+    best = np.full(n, -np.inf, dtype=np.float32)
+    arg = np.full(n, -1, dtype=np.int64)
+    t32 = np.float32(t)
+    n_compared = 0
+    for r0 in range(0, n, bs):
+        r1 = min(r0 + bs, n)
+        rows = ranked[r0:r1]
+        for c0 in range(0, r1, bs):
+            c1 = min(c0 + bs, r1)
+            cols = ranked[c0:c1]
+            sims = rows @ cols.T
+            if c1 > r0:  # keep only column < row (strictly higher-ranked)
+                sims[~np.tri(r1 - r0, c1 - c0, k=r0 - c0 - 1, dtype=bool)] = -np.inf
+            n_compared += sims.size
+            t32 = _refine(sims, rows, cols, t)
+            col = np.argmax(sims, axis=1)
+            val = sims[np.arange(r1 - r0), col]
+            better = val > best[r0:r1]
+            best[r0:r1][better] = val[better]
+            arg[r0:r1][better] = col[better] + c0
+    hit = best >= t32
+    removed = np.zeros(n, dtype=bool)
+    removed[order] = hit
+    parent = np.full(n, -1, dtype=np.int64)
+    parent[order[hit]] = members[order[arg[hit]]]
+    max_sim = np.empty(n, dtype=np.float32)
+    max_sim[order] = best
+    return ClusterSemDeDup(removed=removed, parent=parent, max_sim=max_sim, n_compared=n_compared)

@@ -1,0 +1,222 @@
+"""Semantic deduplication of embeddings: cluster, search within clusters, resolve groups.
+
+:func:`find_duplicates` is the one entry point. The per-cluster work it loops over
+(:func:`pixsieve.dedup.pairs.cluster_edges`, :func:`pixsieve.dedup.pairs.semdedup_cluster`) is
+pure, so a distributed executor can replace the loop by one task per cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from pixsieve.dedup.border import Membership, build_membership
+from pixsieve.dedup.components import compress, connected_components, number_components
+from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.keep import priority, representatives, resolve_policy
+from pixsieve.dedup.kmeans import (
+    CHUNK_ROWS,
+    EmbeddingError,
+    assign,
+    faiss_gpu_available,
+    fit_centroids,
+    normalize,
+)
+from pixsieve.dedup.pairs import cluster_edges, semdedup_cluster
+from pixsieve.dedup.result import DedupResult, empty_result
+
+Progress = Callable[[str, int, int], None]
+
+
+def _check_column(name: str, values: np.ndarray | None, n: int) -> None:
+    if values is not None and len(values) != n:
+        raise EmbeddingError(f"{name} has {len(values)} rows, embeddings have {n}")
+
+
+def find_duplicates(
+    embeddings: np.ndarray,
+    config: SemanticDedupConfig | None = None,
+    *,
+    aesthetic: np.ndarray | None = None,
+    resolution: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> DedupResult:
+    """Find near-duplicate embeddings and choose one survivor per duplicate group.
+
+    Args:
+        embeddings: ``(N, D)`` float embeddings (normalised here; a unit float32 array is used
+            without a copy).
+        config: settings (defaults: threshold 0.95, ``components`` mode, ``aesthetic`` keep).
+        aesthetic: ``(N,)`` aesthetic scores for ``keep="aesthetic"`` (NaN ranks last).
+        resolution: ``(N,)`` pixel counts or ``(N, 2)`` width/height for ``keep="resolution"``.
+        progress: called as ``progress(phase, done, total)`` during long phases.
+
+    Raises:
+        EmbeddingError: bad shape, NaN/inf or zero rows, or score arrays of the wrong length.
+    """
+    config = config or SemanticDedupConfig()
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def phase(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+    with phase("normalise"):
+        x = normalize(embeddings, progress)
+    n = len(x)
+    _check_column("aesthetic", aesthetic, n)
+    _check_column("resolution", resolution, n)
+    policy, note = resolve_policy(config.keep, aesthetic, resolution)
+    result = empty_result(n, config, policy)
+    result.notes += [note] if note else []
+    result.timings = timings
+    if n == 0:
+        return result
+
+    k = config.clusters_for(n)
+    use_gpu = faiss_gpu_available() if config.use_gpu is None else config.use_gpu
+    with phase("kmeans"):
+        if progress:
+            progress("kmeans", 0, 1)
+        centroids = fit_centroids(
+            x, k, iters=config.kmeans_iters, seed=config.seed, use_gpu=use_gpu,
+            points_per_centroid=config.kmeans_points_per_centroid,
+        )
+        if progress:
+            progress("kmeans", 1, 1)
+    semdedup = config.mode == "semdedup"
+    with phase("assign"):
+        m = 1 if semdedup else config.border_candidates
+        sims, ids = assign(x, centroids, m, use_gpu=use_gpu, progress=progress)
+        slack = 0.0 if semdedup else config.border_slack
+        membership = build_membership(
+            sims, ids, centroids, threshold=config.threshold, slack=slack
+        )
+        result.cluster = ids[:, 0].astype(np.int64)
+    prio = priority(
+        policy, n, aesthetic=aesthetic, resolution=resolution, centroid_sim=sims[:, 0]
+    )
+    del sims, ids
+    sizes = membership.sizes()
+    result.counts.update(
+        n=n, n_clusters=k, largest_cluster=int(sizes.max()),
+        border_memberships=membership.n_secondary,
+    )
+    with phase("similarity"):
+        if semdedup:
+            labels, reps = _semdedup(x, membership, prio, config, result, progress)
+        else:
+            a, b = _edges(x, membership, config, result, progress)
+    with phase("components"):
+        if not semdedup:
+            labels = connected_components(n, a, b)
+            reps = representatives(labels, prio)
+        _finalise(x, labels, reps, config, result)
+    return result
+
+
+def _edges(
+    x: np.ndarray,
+    membership: Membership,
+    config: SemanticDedupConfig,
+    result: DedupResult,
+    progress: Progress | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run :func:`cluster_edges` on every cluster; return the union of their spanning edges."""
+    a_parts, b_parts, pair_parts, sim_parts = [], [], [], []
+    n_pairs = n_compared = 0
+    k = membership.n_clusters
+    for c in range(k):
+        members, n_primary = membership.members(c)
+        if n_primary and len(members) > 1:
+            out = cluster_edges(members, n_primary, x[members], config)
+            a_parts.append(out.a)
+            b_parts.append(out.b)
+            n_pairs += out.n_pairs
+            n_compared += out.n_compared
+            if out.pairs is not None:
+                pair_parts.append(out.pairs)
+                sim_parts.append(out.pair_sims)
+        if progress:
+            progress("similarity", c + 1, k)
+    result.counts.update(pairs_found=n_pairs, similarities_computed=n_compared)
+    if config.return_pairs:
+        pairs = np.concatenate(pair_parts) if pair_parts else np.empty((0, 2), dtype=np.int64)
+        sims = np.concatenate(sim_parts) if sim_parts else np.empty(0, dtype=np.float32)
+        key = pairs[:, 0] * len(x) + pairs[:, 1]
+        _, first = np.unique(key, return_index=True)
+        result.pairs, result.pair_similarity = pairs[first], sims[first]
+        result.counts["pairs"] = len(first)
+    empty = np.empty(0, dtype=np.int64)
+    a = np.concatenate(a_parts) if a_parts else empty
+    b = np.concatenate(b_parts) if b_parts else empty
+    return a, b
+
+
+def _semdedup(
+    x: np.ndarray,
+    membership: Membership,
+    prio: np.ndarray,
+    config: SemanticDedupConfig,
+    result: DedupResult,
+    progress: Progress | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run :func:`semdedup_cluster` on every cluster; return ``(labels, representatives)``.
+
+    A removed item points at its most similar higher-ranked item; following those links ends at
+    a kept item, its representative. The trees so formed are the duplicate groups.
+    """
+    n = len(x)
+    parent = np.arange(n, dtype=np.int64)
+    n_compared = 0
+    k = membership.n_clusters
+    for c in range(k):
+        members, _ = membership.members(c)
+        if len(members) > 1:
+            out = semdedup_cluster(members, x[members], prio[members], config)
+            parent[members[out.removed]] = out.parent[out.removed]
+            n_compared += out.n_compared
+        if progress:
+            progress("similarity", c + 1, k)
+    result.counts.update(similarities_computed=n_compared)
+    reps = compress(parent)
+    return reps, reps
+
+
+def _finalise(
+    x: np.ndarray,
+    labels: np.ndarray,
+    reps: np.ndarray,
+    config: SemanticDedupConfig,
+    result: DedupResult,
+) -> None:
+    """Fill the per-item arrays of ``result`` from component labels and representatives."""
+    n = len(x)
+    comp, size = number_components(labels)
+    removed = reps != np.arange(n)
+    idx = np.flatnonzero(removed)
+    sim = np.empty(len(idx), dtype=np.float64)
+    for start in range(0, len(idx), CHUNK_ROWS):
+        i = idx[start : start + CHUNK_ROWS]
+        sim[start : start + len(i)] = np.einsum(
+            "ij,ij->i", x[i].astype(np.float64), x[reps[i]].astype(np.float64)
+        )
+    n_comp = int(comp.max()) + 1 if n else 0
+    weakest = np.full(n_comp, np.inf)
+    np.minimum.at(weakest, comp[idx], sim)
+    chained_comp = weakest < config.threshold - config.chain_margin
+    result.removed = removed
+    result.duplicate_of = np.where(removed, reps, -1).astype(np.int64)
+    result.similarity = np.full(n, np.nan, dtype=np.float32)
+    result.similarity[idx] = sim
+    result.component_id = comp
+    result.component_size = size
+    result.chained = (comp >= 0) & chained_comp[np.maximum(comp, 0)] if n_comp else comp >= 0
+    result.counts.update(
+        components=n_comp, removed=len(idx), chained_components=int(chained_comp.sum()),
+    )
