@@ -13,6 +13,7 @@ The decompression-bomb guard reads the declared size from the header and refuses
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -26,12 +27,14 @@ Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS: int = 16384 * 16384
 DEFAULT_MAX_FULL_DECODE_PIXELS: int = 89_478_485  # Pillow's own default bomb limit
 _ORIENTATION_TAG = 0x0112
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class DecodeError(Exception):
     """An image could not be decoded; ``reason`` is the manifest reason (``code: detail``)."""
 
     def __init__(self, code: str, detail: str = "") -> None:
+        detail = _ADDRESS.sub("image", detail)  # reasons must not vary between runs
         self.code = code
         self.reason = f"{code}: {detail}" if detail else code
         super().__init__(self.reason)
