@@ -9,10 +9,12 @@ nothing is fetched; a missing model raises :class:`ModelUnavailableError` saying
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,7 +165,13 @@ def sha256_file(path: Path) -> str:
 
 
 def _unavailable(what: str, exc: BaseException | None = None) -> ModelUnavailableError:
-    detail = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+    detail = ""
+    if exc is not None:
+        root = exc
+        while root.__cause__ is not None and root.__cause__ is not root:
+            root = root.__cause__  # fsspec hides DNS/connection errors behind FileNotFoundError
+        detail = f" ({type(exc).__name__}: {exc}"
+        detail += f"; caused by {type(root).__name__}: {root})" if root is not exc else ")"
     return ModelUnavailableError(f"{what} is not available{detail}; {FETCH_HINT}")
 
 
@@ -227,16 +235,43 @@ def _verify_hub_blob(path: Path) -> None:
         raise ChecksumError(f"{path} does not match its Hub checksum {blob}; delete it and retry")
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Quick TCP probe of the Hub endpoint (huggingface_hub itself retries for ~30 s)."""
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # a proxy decides; let huggingface_hub try
+    parts = urlsplit(constants.ENDPOINT)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def fetch_hub(
     source: HubFile | HubSnapshot, root: Path | None = None, local_only: bool = False
 ) -> Path:
-    """Download (or find in the cache) a pinned Hub file or snapshot; return its local path."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import HFValidationError
+    """Find (or download) a pinned Hub file or snapshot and verify it; return its local path.
 
+    A revision that is a full commit hash is immutable, so a cache hit never contacts the Hub.
+    """
     hf_cache = (root or cache_dir()) / "hf"
     offline = local_only or is_offline()
     label = f"{source.repo_id}@{source.revision}"
+    if not offline and re.fullmatch(r"[0-9a-f]{40}", source.revision):
+        with contextlib.suppress(ModelUnavailableError):
+            return _fetch_hub(source, hf_cache, local_only=True, label=label)
+    if not offline and not _hub_reachable():
+        raise _unavailable(f"{label} (cannot reach the Hugging Face Hub)")
+    return _fetch_hub(source, hf_cache, local_only=offline, label=label)
+
+
+def _fetch_hub(source: HubFile | HubSnapshot, hf_cache: Path, local_only: bool, label: str) -> Path:
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
     try:
         if isinstance(source, HubFile):
             path = Path(
@@ -245,7 +280,7 @@ def fetch_hub(
                     source.filename,
                     revision=source.revision,
                     cache_dir=hf_cache,
-                    local_files_only=offline,
+                    local_files_only=local_only,
                 )
             )
             files = [path]
@@ -256,12 +291,13 @@ def fetch_hub(
                     revision=source.revision,
                     allow_patterns=list(source.allow_patterns),
                     cache_dir=hf_cache,
-                    local_files_only=offline,
+                    local_files_only=local_only,
                 )
             )
             files = sorted(p for p in path.rglob("*") if p.is_file())
     except (OSError, HFValidationError) as exc:  # HTTP, connection and cache-miss errors
-        raise _unavailable(f"{label}{' (offline mode)' if offline else ''}", exc) from exc
+        where = " (offline mode: not in the cache)" if local_only else ""
+        raise _unavailable(f"{label}{where}", exc) from exc
     for file in files:
         _verify_hub_blob(file)
     return path

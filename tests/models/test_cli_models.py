@@ -42,6 +42,7 @@ def local_specs(monkeypatch, tiny_clip_dir, tmp_path):
         return str(target)
 
     monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda: True)
     return snapshots
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_clip import AESTHETIC_PTH, NSFW_PTH, WEIGHTS
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 from pixsieve.models import hub
 from pixsieve.models.hub import (
@@ -142,8 +143,6 @@ def test_hub_ids_go_through_huggingface_hub_with_pins(monkeypatch, tmp_path, off
 
 
 def test_hub_failures_become_model_unavailable(monkeypatch, offline):
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     def missing(*args, **kwargs):
         raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
 
@@ -175,3 +174,35 @@ def test_hub_blobs_are_checked_against_their_names(tmp_path):
     (tmp_path / "blobs" / sha1).write_bytes(text)
     os.symlink(tmp_path / "blobs" / sha1, tmp_path / "config.json")
     hub._verify_hub_blob(tmp_path / "config.json")
+
+
+def test_unreachable_hub_fails_fast(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    calls: list[bool] = []
+
+    def fake_snapshot(*args, local_files_only, **kwargs):
+        calls.append(local_files_only)
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda: False)
+    with pytest.raises(ModelUnavailableError, match="cannot reach the Hugging Face Hub"):
+        hub.resolve_clip()
+    assert calls == [True]  # only the cache was consulted, no 30-second retry loop
+
+
+def test_pinned_commit_cache_hit_never_contacts_the_hub(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    calls: list[bool] = []
+
+    def fake_snapshot(*args, local_files_only, **kwargs):
+        calls.append(local_files_only)
+        return str(tmp_path)
+
+    def no_probe():
+        raise AssertionError("the Hub was probed although the pinned snapshot is cached")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    monkeypatch.setattr(hub, "_hub_reachable", no_probe)
+    assert hub.resolve_clip() == tmp_path
+    assert calls == [True]
