@@ -1,7 +1,9 @@
 """CPU image decoding straight to the size the model needs.
 
-JPEGs are decoded with Pillow's ``draft()``, which asks libjpeg-turbo for a DCT-domain
-downscale (1/2, 1/4 or 1/8) so a 4000-px photo is never decoded at full resolution. The image
+JPEGs are decoded by libjpeg-turbo at a DCT-domain scale (1/2, 1/4 or 1/8, the smallest that
+keeps the shortest side ≥ ``size``) with its fast IDCT and upsampling, through simplejpeg;
+Pillow's ``draft()`` does the same where simplejpeg cannot (CMYK, arithmetic coding, corrupt
+data), so a 4000-px photo is never decoded at full resolution. The image
 is then resized so its shortest side equals ``size`` (bicubic, like CLIP's processor), centre
 cropped to ``size × size``, converted to RGB and rotated by its EXIF orientation.
 
@@ -19,6 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+try:  # libjpeg-turbo with fast scaled IDCT; Pillow's draft() is the fallback
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is a dependency
+    simplejpeg = None
 
 # Pillow refuses images above its own limit inside Image.open(), before we can look at the
 # format: our guard below replaces it (stricter for formats decoded at full size).
@@ -88,16 +95,40 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _resize_crop(im: Image.Image, size: int) -> Image.Image:
-    """Shortest side → ``size`` (bicubic), then centre crop ``size × size`` (HF CLIP rules)."""
+    """Shortest side → ``size`` (bicubic), then centre crop ``size × size`` (HF CLIP rules).
+
+    Done in one resampling call over the source box that maps onto the crop, which gives the
+    same pixels as resizing everything and cropping afterwards, for less work.
+    """
     w, h = im.size
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(size * long / short)
     new_w, new_h = (size, new_long) if w <= h else (new_long, size)
-    if (new_w, new_h) != (w, h):
-        im = im.resize((new_w, new_h), Image.Resampling.BICUBIC)
     top = (new_h - size) // 2
     left = (new_w - size) // 2
-    return im.crop((left, top, left + size, top + size))
+    if (new_w, new_h) == (w, h):
+        return im.crop((left, top, left + size, top + size))
+    sx, sy = w / new_w, h / new_h
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+
+
+def _decode_jpeg_fast(data: bytes, w: int, h: int, size: int) -> Image.Image | None:
+    """libjpeg-turbo scaled decode (fast IDCT and upsampling) via simplejpeg, if it can."""
+    if simplejpeg is None:
+        return None
+    try:
+        arr = simplejpeg.decode_jpeg(
+            data,
+            "RGB",
+            fastdct=True,
+            fastupsample=True,
+            min_height=min(size, h),
+            min_width=min(size, w),
+        )
+    except (ValueError, RuntimeError):
+        return None  # CMYK, arithmetic coding, corrupt data...: Pillow decides
+    return Image.fromarray(arr)
 
 
 def decode_image(
@@ -129,7 +160,10 @@ def decode_image(
             orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
         except Exception:  # a broken EXIF block does not make the pixels unusable
             orientation = 1
-        if fmt == "JPEG":
+        fast = _decode_jpeg_fast(data, w, h, size) if fmt == "JPEG" and im.mode != "CMYK" else None
+        if fast is not None:
+            im = fast
+        elif fmt == "JPEG":
             scale = size / min(w, h)
             im.draft("RGB", (max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))))
         elif w * h > max_full_decode_pixels:

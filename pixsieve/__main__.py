@@ -1,0 +1,5 @@
+"""``python -m pixsieve`` runs the command-line interface."""
+
+from pixsieve.cli import main
+
+main()
