@@ -1,0 +1,224 @@
+"""Kept samples as text documents: ``id``, ``text``, ``metadata`` (and optionally ``embedding``).
+
+These are the fields of datatrove's ``Document`` and NeMo Curator's document tables, so a
+curated image set can feed a text pipeline (caption dedup, language or quality filters). Text is
+read from the output shards' sidecars (see :class:`pixsieve.stages.documents.TextSource`),
+metadata from the manifest, embeddings from the run's cache. ``id`` is
+``<input shard index>/<key>``: unique within the run and stable across re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from pixsieve.io.tar_reader import TarShardReader
+from pixsieve.report.rundir import FinishedRun, RunError
+from pixsieve.run.layout import shard_id
+from pixsieve.stages.documents import TextSource
+
+METADATA_COLUMNS = (
+    "key", "source", "position", "output_shard", "width", "height", "format",
+    "aesthetic_score", "nsfw_prob",
+)  # fmt: skip
+Format = Literal["parquet", "jsonl"]
+
+
+class _Embeddings:
+    """Embeddings of one input shard at a time, looked up by position."""
+
+    def __init__(self, run: FinishedRun) -> None:
+        self.run = run
+        self.index = -1
+        self.rows: dict[int, int] = {}
+        self.column: pa.Array | None = None
+
+    def take(self, index: int, positions: list[int]) -> pa.Array:
+        if index != self.index:
+            path = self.run.cache_path(index)
+            with self.run.layout.fs.open(path, "rb") as f:
+                if "embedding" not in pq.ParquetFile(f).schema_arrow.names:
+                    raise RunError(f"{self.run.url} has no cached embeddings (was embed skipped?)")
+            table = self.run.layout.read_table(path, columns=["position", "embedding"])
+            self.column = table["embedding"].combine_chunks()
+            self.rows = {int(p): i for i, p in enumerate(table["position"].to_pylist())}
+            self.index = index
+        assert self.column is not None
+        return self.column.take(pa.array([self.rows[p] for p in positions], pa.int64()))
+
+
+def iter_documents(
+    output: str,
+    text_from: str = "txt",
+    include_embedding: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> Iterator[pa.Table]:
+    """Yield the kept samples' documents, one table per output shard, in output order."""
+    source = TextSource.parse(text_from)
+    run = FinishedRun.open(output, storage_options)
+    if include_embedding:
+        run.require_cache()
+    index_of = {s.url: i for i, s in enumerate(run.shards)}
+    embeddings = _Embeddings(run)
+    dataset = run.manifest()
+    meta = [c for c in METADATA_COLUMNS if c in dataset.schema.names]
+    fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
+    for fragment in fragments:
+        kept = fragment.to_table(
+            schema=dataset.schema, columns=meta, filter=pc.field("status") == "kept"
+        )
+        shards = kept["output_shard"].to_pylist()
+        start = 0
+        while start < len(shards):
+            end = start
+            while end < len(shards) and shards[end] == shards[start]:
+                end += 1
+            rows = kept.slice(start, end - start)
+            yield _shard_documents(run, rows, source, include_embedding, index_of, embeddings)
+            start = end
+
+
+def _shard_documents(
+    run: FinishedRun,
+    rows: pa.Table,
+    source: TextSource,
+    include_embedding: bool,
+    index_of: dict[str, int],
+    embeddings: _Embeddings,
+) -> pa.Table:
+    url = run.url_of(rows["output_shard"][0].as_py())
+    keys = rows["key"].to_pylist()
+    texts: list[str | None] = []
+    for j, sample in enumerate(TarShardReader(url, run.storage_options)):
+        if j >= len(keys) or sample.key != keys[j]:
+            raise RunError(f"{url} does not match the manifest (sample {j}: {sample.key!r})")
+        texts.append(source.extract(dict(zip(sample.names, sample.data, strict=True))))
+    if len(texts) != len(keys):
+        raise RunError(f"{url} holds {len(texts)} samples, the manifest lists {len(keys)}")
+    indices = [index_of.get(s, -1) for s in rows["source"].to_pylist()]
+    data: dict[str, pa.Array] = {
+        "id": pa.array([f"{shard_id(i)}/{k}" for i, k in zip(indices, keys, strict=True)]),
+        "text": pa.array(texts, pa.string()),
+        "metadata": pa.StructArray.from_arrays(
+            [rows[c].combine_chunks() for c in rows.column_names], names=rows.column_names
+        ),
+    }
+    if include_embedding:
+        positions = rows["position"].to_pylist()
+        parts, start = [], 0
+        while start < len(indices):  # one lookup per run of rows from the same input shard
+            end = start
+            while end < len(indices) and indices[end] == indices[start]:
+                end += 1
+            parts.append(embeddings.take(indices[start], positions[start:end]))
+            start = end
+        data["embedding"] = pa.concat_arrays(parts)
+    return pa.table(data)
+
+
+def to_documents(
+    output: str,
+    text_from: str = "txt",
+    include_embedding: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> pa.Table:
+    """All kept samples of the run at ``output`` as one documents table.
+
+    Columns: ``id`` (``<input shard index>/<key>``), ``text`` (from ``text_from``: ``"txt"``,
+    another sidecar extension, or ``"json:<field>"``; null when absent), ``metadata`` (struct:
+    key, source, position, output shard, width, height, format and the scores) and, with
+    ``include_embedding``, ``embedding`` (fixed-size float32 list).
+    """
+    tables = list(iter_documents(output, text_from, include_embedding, storage_options))
+    if not tables:
+        return _empty(output, include_embedding, storage_options)
+    return pa.concat_tables(tables)
+
+
+def _empty(
+    output: str, include_embedding: bool, storage_options: dict[str, Any] | None
+) -> pa.Table:
+    run = FinishedRun.open(output, storage_options)
+    schema = run.manifest().schema
+    fields = [schema.field(c) for c in METADATA_COLUMNS if c in schema.names]
+    cols = {
+        "id": pa.array([], pa.string()),
+        "text": pa.array([], pa.string()),
+        "metadata": pa.array([], pa.struct(fields)),
+    }
+    if include_embedding:
+        cols["embedding"] = pa.array([], pa.list_(pa.float32()))
+    return pa.table(cols)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_documents(
+    documents: pa.Table | Iterator[pa.Table],
+    directory: str,
+    fmt: Format = "parquet",
+    rows_per_file: int = 100_000,
+    storage_options: dict[str, Any] | None = None,
+) -> list[str]:
+    """Write documents as ``documents-NNNNN.parquet`` or ``.jsonl`` files; return their paths.
+
+    ``documents`` is a table or an iterator of tables (e.g. :func:`iter_documents`), written as
+    it streams. JSONL rows are ``{"id", "text", "metadata": {...}, "embedding"?}``.
+    """
+    if fmt not in ("parquet", "jsonl"):
+        raise ValueError(f"unknown format {fmt!r}: choose parquet or jsonl")
+    fs, root = url_to_fs(directory, **(storage_options or {}))
+    root = root.rstrip("/") or "/"
+    fs.makedirs(root, exist_ok=True)
+    tables = [documents] if isinstance(documents, pa.Table) else documents
+    written: list[str] = []
+    state: dict[str, Any] = {"file": None, "writer": None, "rows": 0}
+
+    def close() -> None:
+        if state["writer"] is not None:
+            state["writer"].close()
+        if state["file"] is not None:
+            state["file"].close()
+        state.update(file=None, writer=None, rows=0)
+
+    def open_next(schema: pa.Schema) -> None:
+        close()
+        path = f"{root}/documents-{len(written):05d}.{fmt}"
+        state["file"] = fs.open(path, "wb")
+        if fmt == "parquet":
+            state["writer"] = pq.ParquetWriter(state["file"], schema, compression="zstd")
+        written.append(path)
+
+    try:
+        for table in tables:
+            offset = 0
+            while offset < table.num_rows:
+                if state["file"] is None or state["rows"] >= rows_per_file:
+                    open_next(table.schema)
+                chunk = table.slice(offset, rows_per_file - state["rows"])
+                if fmt == "parquet":
+                    state["writer"].write_table(chunk)
+                else:
+                    lines = (json.dumps(_clean(r), ensure_ascii=False) for r in chunk.to_pylist())
+                    state["file"].write(("\n".join(lines) + "\n").encode("utf-8"))
+                state["rows"] += chunk.num_rows
+                offset += chunk.num_rows
+    finally:
+        close()
+    return [fs.unstrip_protocol(p) if "://" in directory else p for p in written]

@@ -1,0 +1,176 @@
+"""Open a finished run directory read-only and answer what the report tools ask of it.
+
+Everything here reads what a run already wrote (``run.json``, ``cache/fingerprint.json``, the
+manifest and the per-shard caches); nothing is created, so pointing a command at a wrong path
+fails with :class:`RunError` instead of leaving an empty directory behind.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from fsspec.core import url_to_fs
+
+from pixsieve.io.shards import ShardRef
+from pixsieve.run.layout import RunLayout, shard_id
+
+#: Threshold filters whose decisions the sweep and refilter tools recompute: stage name →
+#: (score column, setting holding the threshold).
+THRESHOLD_STAGES: dict[str, tuple[str, str]] = {
+    "aesthetic": ("aesthetic_score", "min_score"),
+    "nsfw": ("nsfw_prob", "max_prob"),
+}
+
+
+class RunError(Exception):
+    """A path is not a finished pixsieve run, or lacks what a command needs (a user error)."""
+
+
+@dataclass
+class FinishedRun:
+    """A finished run: its layout, ``run.json`` record and input fingerprint."""
+
+    layout: RunLayout
+    record: dict[str, Any]
+    fingerprint: dict[str, Any]
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, output: str, storage_options: dict[str, Any] | None = None) -> FinishedRun:
+        """Open ``output``; raise :class:`RunError` unless it holds a finished run."""
+        try:
+            fs, root = url_to_fs(output, **(storage_options or {}))
+        except (ImportError, ValueError) as e:
+            raise RunError(f"cannot open {output!r}: {e}") from e
+        root = root.rstrip("/") or "/"
+        layout = RunLayout(fs=fs, root=root, url=output)
+        if not fs.isdir(root):
+            raise RunError(f"{output} is not a directory")
+        try:
+            record = layout.read_json(layout.path("run.json"))
+        except (ValueError, OSError) as e:
+            raise RunError(f"{output}/run.json is unreadable: {e}") from e
+        if record is None or not fs.exists(layout.path("manifest")):
+            raise RunError(
+                f"{output} is not a finished pixsieve run (no run.json or manifest/); "
+                "run `pixsieve curate` first, or finish it by running it again"
+            )
+        saved = layout.read_json(layout.path("cache", "fingerprint.json")) or {}
+        return cls(
+            layout=layout,
+            record=record,
+            fingerprint=saved.get("fingerprint") or {},
+            storage_options=dict(storage_options or {}),
+        )
+
+    @property
+    def url(self) -> str:
+        """The run directory as given."""
+        return self.layout.url
+
+    @property
+    def shards(self) -> list[ShardRef]:
+        """The input shards, in input order (their index names the cache files)."""
+        inputs = self.fingerprint.get("inputs")
+        if not inputs:
+            raise RunError(f"{self.url} has no cache/fingerprint.json: its inputs are unknown")
+        return [ShardRef(str(url), int(size)) for url, size in inputs]
+
+    def url_of(self, *parts: str) -> str:
+        """Full URL (with protocol) of a path inside the run, for readers that open URLs."""
+        return str(self.layout.fs.unstrip_protocol(self.layout.path(*parts)))
+
+    def manifest(self) -> ds.Dataset:
+        """The manifest as a lazy Arrow dataset (read only the columns you need).
+
+        Its schema unites every part's (a part holding only unreadable shards lacks the score
+        columns, and a dataset would otherwise take the first part's schema for all).
+        """
+        path, fs = self.layout.path("manifest"), self.layout.fs
+        dataset = ds.dataset(path, filesystem=fs, format="parquet")
+        schemas = [f.physical_schema for f in dataset.get_fragments()]
+        if not schemas:
+            raise RunError(f"{self.url}/manifest holds no parts")
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        return ds.dataset(path, filesystem=fs, format="parquet", schema=schema)
+
+    def cache_path(self, index: int) -> str:
+        """Path of the per-sample cache of input shard ``index``."""
+        return self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
+
+    def require_cache(self) -> None:
+        """Raise :class:`RunError` when the per-sample caches are gone."""
+        if not self.layout.fs.exists(self.layout.path("cache", "samples")):
+            raise RunError(
+                f"{self.url} has no cache/samples/: the cached scores and embeddings were "
+                "deleted, so thresholds cannot be changed without re-running"
+            )
+
+    def stage_settings(self, name: str) -> dict[str, Any] | None:
+        """Settings of the stage called ``name`` as recorded in ``run.json`` (``None``: absent)."""
+        for stage in self.record.get("stages") or []:
+            if stage.get("name") == name:
+                return dict(stage.get("settings") or {})
+        return None
+
+    def stage_order(self) -> list[str]:
+        """Stage names in the order they ran."""
+        return [str(s.get("name")) for s in self.record.get("stages") or []]
+
+    def threshold(self, name: str) -> float | None:
+        """The threshold the run used for the threshold stage ``name`` (``None``: not run)."""
+        settings = self.stage_settings(name)
+        if settings is None:
+            return None
+        value = settings.get(THRESHOLD_STAGES[name][1])
+        return None if value is None else float(value)
+
+    def score_only(self, name: str) -> bool:
+        """True when stage ``name`` only recorded scores and removed nothing."""
+        return bool((self.stage_settings(name) or {}).get("score_only", False))
+
+    @property
+    def semantic_ran(self) -> bool:
+        """True when the run deduplicated semantically."""
+        return self.record.get("semantic_dedup") is not None
+
+    def semantic_config(self) -> Any:
+        """The run's :class:`~pixsieve.dedup.SemanticDedupConfig`, or ``None`` when none ran."""
+        if not self.semantic_ran:
+            return None
+        from pixsieve.dedup import SemanticDedupConfig
+
+        saved = self.fingerprint.get("semantic_dedup")
+        kwargs = parse_config_repr(saved) if isinstance(saved, str) else None
+        if kwargs is None:
+            raise RunError(f"cannot recover the semantic dedup settings of {self.url}")
+        names = {f.name for f in dataclasses.fields(SemanticDedupConfig)}
+        return SemanticDedupConfig(**{k: v for k, v in kwargs.items() if k in names})
+
+    def totals(self) -> dict[str, int]:
+        """``run.json`` totals (``input``, ``kept``, ``removed``, ``error``)."""
+        return dict(self.record.get("totals") or {})
+
+
+def parse_config_repr(text: str) -> dict[str, Any] | None:
+    """Keyword arguments of a dataclass ``repr`` such as ``Config(a=1, b='x')`` (literals only)."""
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(node, ast.Call):
+        return None
+    out: dict[str, Any] = {}
+    for kw in node.keywords:
+        if kw.arg is None:
+            return None
+        try:
+            out[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError:
+            return None
+    return out

@@ -1,0 +1,128 @@
+"""Small inline thumbnails of sampled samples, read from the input shards by member name.
+
+Each input shard that holds a sampled image is opened once, with random access: tar headers
+are read and data is skipped until every wanted member is found, so a thumbnail costs a few
+header reads, not a pass over the shard. Images become small JPEG ``data:`` URIs; NSFW ones are
+blurred. Anything unreadable becomes ``None`` (the report shows a placeholder).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import tarfile
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import fsspec
+from PIL import Image, ImageFilter, ImageOps
+
+from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
+from pixsieve.io.tar_reader import IMAGE_EXTENSIONS, split_name
+
+THUMB_SIZE = 160
+MAX_MEMBER_BYTES = 256 << 20
+
+
+def image_member(members: Iterable[str] | None) -> str | None:
+    """Name of a sample's image member (the first with an image extension), or ``None``."""
+    for name in members or ():
+        if split_name(name)[1].lower() in IMAGE_EXTENSIONS:
+            return name
+    return None
+
+
+def read_members(
+    source: str, names: set[str], storage_options: dict[str, Any] | None = None
+) -> dict[str, bytes]:
+    """Bytes of the members called ``names`` in the tar at ``source`` (first occurrence each).
+
+    Stops as soon as all are found; a shard that cannot be read yields what was found so far.
+    """
+    found: dict[str, bytes] = {}
+    try:
+        with (
+            fsspec.open(source, "rb", **(storage_options or {})) as f,
+            tarfile.open(fileobj=f, mode="r:*") as tf,
+        ):
+            while len(found) < len(names):
+                info = tf.next()
+                if info is None:
+                    break
+                if info.name in names and info.name not in found and info.isfile():
+                    if info.size > MAX_MEMBER_BYTES:
+                        continue
+                    member = tf.extractfile(info)
+                    if member is not None:
+                        found[info.name] = member.read()
+    except (OSError, EOFError, tarfile.TarError, ValueError):
+        pass
+    return found
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def thumbnail(data: bytes, size: int = THUMB_SIZE, blur: bool = False) -> str | None:
+    """A ``data:image/jpeg`` URI of ``data`` scaled to fit ``size`` (``None`` if unreadable)."""
+    if not data:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > DEFAULT_MAX_PIXELS:
+                return None
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))
+            elif w * h > DEFAULT_MAX_FULL_DECODE_PIXELS:
+                return None
+            im.load()
+            with contextlib.suppress(Exception):  # a broken EXIF block does not spoil pixels
+                im = ImageOps.exif_transpose(im)
+            im = _rgb(im)
+            im.thumbnail((size, size))
+            if blur:
+                im = im.filter(ImageFilter.GaussianBlur(radius=max(8, size // 10)))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=70)
+    except Exception:  # Pillow raises many types for bad data; a thumbnail is optional
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def fetch_thumbnails(
+    rows: list[dict[str, Any]],
+    should_blur: Callable[[dict[str, Any]], bool],
+    storage_options: dict[str, Any] | None = None,
+    size: int = THUMB_SIZE,
+    threads: int = 8,
+) -> None:
+    """Set ``row["thumb"]`` (a data URI or ``None``) on every row, one read per input shard."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        name = image_member(row.get("members"))
+        row["image_member"] = name
+        if name is not None and row.get("source"):
+            wanted[row["source"]].add(name)
+
+    def load(source: str) -> tuple[str, dict[str, bytes]]:
+        return source, read_members(source, wanted[source], storage_options)
+
+    data: dict[str, dict[str, bytes]] = {}
+    with ThreadPoolExecutor(max(1, min(threads, len(wanted)))) as pool:
+        for source, found in pool.map(load, sorted(wanted)):
+            data[source] = found
+    for row in rows:
+        raw = data.get(row.get("source") or "", {}).get(row["image_member"] or "")
+        row["thumb"] = thumbnail(raw, size, should_blur(row)) if raw is not None else None

@@ -1,0 +1,90 @@
+"""Attach each sample's text (a caption sidecar or a JSON field) as a ``text`` column.
+
+Text sources, as a string: ``"txt"`` (the ``.txt`` member; any other sidecar extension such as
+``"caption"`` works the same way) or ``"json:<field>"`` (a field of the ``.json`` member, dotted
+for nested objects: ``"json:meta.caption"``). The same rules serve
+:func:`pixsieve.report.documents.to_documents`, which reads finished runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pixsieve.batch import ImageBatch
+from pixsieve.io.tar_reader import split_name
+from pixsieve.stages.base import Stage
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Where a sample's text comes from: a sidecar extension, and a JSON field path or none."""
+
+    extension: str
+    field: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> TextSource:
+        """Parse ``"txt"``, ``"caption"`` or ``"json:<field>"``; raise ``ValueError`` otherwise."""
+        spec = spec.strip()
+        kind, sep, path = spec.partition(":")
+        kind = kind.lower()
+        if sep:
+            fields = tuple(p for p in path.split("."))
+            if kind != "json" or not path or not all(fields):
+                raise ValueError(
+                    f"bad text source {spec!r}: use 'txt' or 'json:<field>' (e.g. json:caption)"
+                )
+            return cls("json", fields)
+        if not kind or not kind.replace("_", "").isalnum() or kind == "json":
+            raise ValueError(f"bad text source {spec!r}: use 'txt' or 'json:<field>'")
+        return cls(kind)
+
+    def __str__(self) -> str:
+        return f"json:{'.'.join(self.field)}" if self.field else self.extension
+
+    def extract(self, members: dict[str, bytes]) -> str | None:
+        """The text of one sample from its ``{member name: bytes}`` (``None`` when absent)."""
+        data = next(
+            (d for name, d in members.items() if split_name(name)[1].lower() == self.extension),
+            None,
+        )
+        if data is None:
+            return None
+        if not self.field:
+            return data.decode("utf-8", errors="replace")
+        try:
+            value: Any = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        for part in self.field:
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        if value is None:
+            return None
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+class TextStage(Stage):
+    """Set column ``text`` from each sample's sidecars (``None`` where there is no text).
+
+    ``text_from``: ``"txt"`` (default), another sidecar extension, or ``"json:<field>"``. Text is
+    attached to every sample, kept or not, so it lands in the manifest and the output shards'
+    metadata; nothing is removed.
+    """
+
+    name: ClassVar[str] = "text"
+
+    def __init__(self, text_from: str = "txt") -> None:
+        self.text_from = str(TextSource.parse(text_from))
+
+    def process(self, batch: ImageBatch) -> ImageBatch:
+        """Attach the ``text`` column."""
+        source = TextSource.parse(self.text_from)
+        text = np.array([source.extract(s) for s in batch.sidecars], dtype=object)
+        batch.set_column("text", text)
+        return batch

@@ -1,0 +1,143 @@
+"""Runs for the report tests: fake scoring and embedding stages, no CLIP model.
+
+``FakeAesthetic`` and ``FakeNSFW`` look like the real stages to everything downstream: the same
+names (``aesthetic``, ``nsfw``), reasons, score columns and threshold settings (``min_score``,
+``max_prob``). ``FakeEmbed`` writes an 8-d embedding of colour statistics, so re-encodes, crops
+and flips of one photo (the bad shard's chelsea variants, UKBench ``00120*``) are near-duplicates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from pixsieve.batch import ImageBatch
+from pixsieve.pipeline import Pipeline, RunResult
+from pixsieve.stages.base import Filter, Stage
+from pixsieve.stages.decode import DecodeStage
+
+AESTHETIC_MIN = 4.0
+NSFW_MAX = 0.45
+DEDUP_THRESHOLD = 0.99
+
+
+def _pixels(batch: ImageBatch) -> np.ndarray:
+    assert batch.pixels is not None
+    return batch.pixels.astype(np.float32) / 255.0
+
+
+class FakeEmbed(Stage):
+    """Colour statistics as an 8-d embedding (centred so unrelated images differ)."""
+
+    name: ClassVar[str] = "embed"
+
+    def process(self, batch: ImageBatch) -> ImageBatch:
+        px = _pixels(batch)
+        lum = px.mean(axis=3)
+        emb = np.concatenate(
+            [
+                px.mean(axis=(1, 2)) - 0.45,
+                px.std(axis=(1, 2)) - 0.2,
+                lum.mean(axis=(1, 2))[:, None] - 0.45,
+                lum.std(axis=(1, 2))[:, None] - 0.2,
+            ],
+            axis=1,
+        ).astype(np.float32)
+        emb[~batch.decoded] = np.nan
+        batch.set_column("embedding", emb)
+        return batch
+
+
+class FakeAesthetic(Filter):
+    """``aesthetic_score`` = 10 × mean brightness; keep when ≥ ``min_score``."""
+
+    name: ClassVar[str] = "aesthetic"
+    reason: ClassVar[str] = "aesthetic"
+
+    def __init__(self, min_score: float = AESTHETIC_MIN, score_only: bool = False) -> None:
+        super().__init__(score_only=score_only)
+        self.min_score = min_score
+
+    def score(self, batch: ImageBatch) -> dict[str, np.ndarray]:
+        s = 10.0 * _pixels(batch).mean(axis=(1, 2, 3))
+        return {"aesthetic_score": np.where(batch.decoded, s, np.nan).astype(np.float32)}
+
+    def keep(self, batch: ImageBatch) -> np.ndarray:
+        s = batch.columns["aesthetic_score"]
+        return ~(s < self.min_score)
+
+
+class FakeNSFW(Filter):
+    """``nsfw_prob`` = share of the red channel in the colour sum; remove when ≥ ``max_prob``."""
+
+    name: ClassVar[str] = "nsfw"
+    reason: ClassVar[str] = "nsfw"
+
+    def __init__(self, max_prob: float = NSFW_MAX, score_only: bool = False) -> None:
+        super().__init__(score_only=score_only)
+        self.max_prob = max_prob
+
+    def score(self, batch: ImageBatch) -> dict[str, np.ndarray]:
+        m = _pixels(batch).mean(axis=(1, 2)) + 1e-3
+        p = m[:, 0] / m.sum(axis=1)
+        return {"nsfw_prob": np.where(batch.decoded, p, np.nan).astype(np.float32)}
+
+    def keep(self, batch: ImageBatch) -> np.ndarray:
+        return ~(batch.columns["nsfw_prob"] >= self.max_prob)
+
+
+def make_pipeline(
+    aesthetic_min: float = AESTHETIC_MIN,
+    nsfw_max: float = NSFW_MAX,
+    dedup_threshold: float | None = DEDUP_THRESHOLD,
+) -> Pipeline:
+    """The test pipeline: decode (small), fake embed, fake aesthetic, fake NSFW, dedup."""
+    semantic = None
+    if dedup_threshold is not None:
+        from pixsieve.dedup import SemanticDedupConfig
+
+        semantic = SemanticDedupConfig(threshold=dedup_threshold)
+    return Pipeline(
+        [
+            DecodeStage(image_size=48, threads=2),
+            FakeEmbed(),
+            FakeAesthetic(aesthetic_min),
+            FakeNSFW(nsfw_max),
+        ],
+        semantic_dedup=semantic,
+        batch_size=8,
+        samples_per_shard=7,
+        partition_bytes=1 << 20,
+    )
+
+
+def run_pipeline(inputs: list[Path], output: Path, **kw: Any) -> RunResult:
+    """Run :func:`make_pipeline` on ``inputs`` into ``output`` with two local workers."""
+    return make_pipeline(**kw).run([str(p) for p in inputs], str(output), workers=2)
+
+
+@pytest.fixture(scope="session")
+def run_inputs(good_shards: list[Path], bad_shard: Path, not_a_tar: Path) -> list[Path]:
+    """Two good shards, the bad shard and a file that is not a tar."""
+    return [*good_shards, bad_shard, not_a_tar]
+
+
+@pytest.fixture(scope="session")
+def scored_run(run_inputs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run with scores, embeddings and semantic dedup (do not modify it)."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    run_pipeline(run_inputs, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def plain_run(good_shards: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run without scores, embeddings or semantic dedup (decode only)."""
+    out = tmp_path_factory.mktemp("plain") / "out"
+    Pipeline([DecodeStage(image_size=32)], samples_per_shard=5).run(
+        [str(p) for p in good_shards], str(out), workers=2
+    )
+    return out
