@@ -69,7 +69,7 @@ def _summary(console: Console, result: DedupResult, seconds: float, target: Path
     )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"wrote {target}")
+    console.print(f"wrote {target}", markup=False, soft_wrap=True)
 
 
 @click.command("dedup")

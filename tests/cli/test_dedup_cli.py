@@ -1,0 +1,140 @@
+"""``pixsieve dedup`` on small Parquet tables: list and fixed-size-list columns, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from pixsieve.cli.dedup import dedup
+from pixsieve.dedup import SemanticDedupConfig, find_duplicates
+from pixsieve.dedup.synthetic import planted_embeddings
+
+DIM = 64
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_embeddings(600, DIM, dup_fraction=0.4, seed=3)
+
+
+def _ids(n: int) -> list[str]:
+    return [f"img-{i:05d}" for i in range(n)]
+
+
+def _fixed(x: np.ndarray) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), x.shape[1])
+
+
+def _lists(x: np.ndarray) -> pa.Array:
+    return pa.array([row.tolist() for row in x], type=pa.list_(pa.float64()))
+
+
+def _run(*args: str):
+    return CliRunner().invoke(dedup, [*args, "--no-progress"], catch_exceptions=False)
+
+
+def test_fixed_size_list_column_with_custom_name(tmp_path, planted):
+    x = planted.embeddings
+    path = tmp_path / "emb.parquet"
+    pq.write_table(pa.table({"key": _ids(len(x)), "image_embedding": _fixed(x)}), path)
+    out = tmp_path / "out"
+    res = _run(str(path), "--output", str(out), "--id-column", "key",
+               "--embedding-column", "image_embedding", "--keep", "first")
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out / "duplicates.parquet")
+    assert table.column_names == [
+        "id", "duplicate_of", "similarity", "component_id", "component_size", "chained"
+    ]
+    expected = find_duplicates(x, SemanticDedupConfig(keep="first"))
+    removed = expected.removed_indices()
+    ids = np.array(_ids(len(x)))
+    assert table.column("id").to_pylist() == ids[removed].tolist()
+    assert table.column("duplicate_of").to_pylist() == ids[expected.duplicate_of[removed]].tolist()
+    np.testing.assert_allclose(table.column("similarity").to_numpy(), expected.similarity[removed])
+    assert (table.column("similarity").to_numpy() > 0.5).all()
+    summary = json.loads((out / "dedup.json").read_text())
+    assert summary["counts"]["removed"] == len(removed) > 50
+    assert "duplicates" in res.output and "duplicates.parquet" in res.output
+
+
+def test_list_column_in_a_directory_with_scores(tmp_path, planted):
+    x = planted.embeddings
+    scores = np.random.default_rng(0).uniform(0, 10, len(x))
+    data = tmp_path / "embeddings"
+    data.mkdir()
+    half = len(x) // 2
+    for part, sl in enumerate([slice(0, half), slice(half, None)]):
+        pq.write_table(
+            pa.table({"id": np.arange(len(x))[sl], "embedding": _lists(x[sl]),
+                      "aesthetic": scores[sl]}),
+            data / f"part-{part}.parquet",
+        )
+    out = tmp_path / "out"
+    res = _run(str(data), "-o", str(out), "--score-column", "aesthetic", "--threshold", "0.96")
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out / "duplicates.parquet").to_pandas()
+    assert len(table)
+    for _, row in table.iterrows():
+        assert scores[row["duplicate_of"]] >= scores[row["id"]]
+        # below the threshold only through a chain; flagged when far below
+        assert row["similarity"] >= 0.96 - 0.05 or row["chained"]
+
+
+def test_semdedup_mode(tmp_path, planted):
+    x = planted.embeddings
+    path = tmp_path / "emb.parquet"
+    pq.write_table(pa.table({"id": np.arange(len(x)), "embedding": _fixed(x)}), path)
+    res = _run(str(path), "-o", str(tmp_path / "out"), "--mode", "semdedup", "--keep", "farthest",
+               "--clusters", "4")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "out" / "dedup.json").read_text())["config"]["mode"] == "semdedup"
+
+
+def _bad_table(tmp_path, kind: str):
+    x = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
+    path = tmp_path / f"{kind}.parquet"
+    if kind == "missing":
+        table = pa.table({"id": np.arange(20), "vec": _fixed(x)})
+    elif kind == "dims":
+        rows = [row.tolist() for row in x]
+        rows[7] = rows[7][:5]
+        table = pa.table({"id": np.arange(20), "embedding": pa.array(rows)})
+    elif kind == "nan":
+        x[3, 2] = np.nan
+        table = pa.table({"id": np.arange(20), "embedding": _fixed(x)})
+    elif kind == "type":
+        table = pa.table({"id": np.arange(20), "embedding": np.arange(20.0)})
+    else:  # repeated ids
+        table = pa.table({"id": np.zeros(20, dtype=np.int64), "embedding": _fixed(x)})
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "missing column(s) 'embedding'"),
+        ("dims", "8 dimensions; 1 row(s), first id 7 has 5"),
+        ("nan", "NaN or inf in embeddings: 1 row(s), first id 3"),
+        ("type", "must be a list of floats"),
+        ("ids", "repeated values"),
+    ],
+)
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, kind, message):
+    path = _bad_table(tmp_path, kind)
+    res = CliRunner().invoke(dedup, [str(path), "-o", str(tmp_path / "out"), "--no-progress"])
+    assert res.exit_code == 1
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_help_mentions_eps():
+    res = CliRunner().invoke(dedup, ["--help"])
+    assert res.exit_code == 0
+    assert "1 - eps" in res.output
