@@ -44,14 +44,15 @@ def test_pixels_and_embeddings_match_the_hf_processor(path, processor, tiny_clip
     ours = tiny_clip.preprocess(decoded.pixels[None])
     ref = _hf_pixels(processor, original)
     assert ours.shape == ref.shape == (1, 3, 224, 224)
-    diff = (ours - ref).abs()
-    short_side = min(original.size)
-    if Image.open(path).format != "JPEG" or short_side < 2 * 224:
-        # no DCT-domain downscale: the same bicubic resize and crop, bit for bit
-        assert float(diff.max()) < 1e-5
+    std = torch.tensor(tiny_clip.preprocessing.std).view(1, 3, 1, 1)
+    levels = (ours - ref).abs() * std * 255  # difference in 0–255 grey levels
+    if Image.open(path).format == "JPEG":
+        # the reader decodes JPEGs with libjpeg-turbo's scaled fast IDCT, not Pillow's exact one
+        assert float(levels.mean()) < 3.0
+        assert float((levels > 16).float().mean()) < 0.01
     else:
-        # libjpeg's draft() downscale before bicubic shifts a few edge pixels slightly
-        assert float(diff.mean()) < 0.02
+        # same bicubic resize and centre crop: at most one level of rounding
+        assert float(levels.max()) <= 1.0 + 1e-3
 
     with torch.inference_mode():
         ref_emb = tiny_clip.model(pixel_values=ref).image_embeds
