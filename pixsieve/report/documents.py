@@ -60,17 +60,24 @@ def iter_documents(
     include_embedding: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> Iterator[pa.Table]:
-    """Yield the kept samples' documents, one table per output shard, in output order."""
+    """Yield the kept samples' documents, one table per output shard, in output order.
+
+    The run and ``text_from`` are checked before this returns (errors are not deferred to the
+    first iteration).
+    """
     source = TextSource.parse(text_from)
     run = FinishedRun.open(output, storage_options)
     if include_embedding:
         run.require_cache()
+    return _generate(run, source, include_embedding)
+
+
+def _generate(run: FinishedRun, source: TextSource, include_embedding: bool) -> Iterator[pa.Table]:
     index_of = {s.url: i for i, s in enumerate(run.shards)}
     embeddings = _Embeddings(run)
     dataset = run.manifest()
     meta = [c for c in METADATA_COLUMNS if c in dataset.schema.names]
-    fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
-    for fragment in fragments:
+    for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
         kept = fragment.to_table(
             schema=dataset.schema, columns=meta, filter=pc.field("status") == "kept"
         )

@@ -112,6 +112,8 @@ def _card(row: dict[str, Any], extra: str = "") -> str:
         lines.append(f'<span class="muted">{escape(str(row["reason"])[:120])}</span>')
     if row.get("duplicate_of"):
         lines.append(f"dup of {escape(str(row['duplicate_of']))}")
+    if row.get("similarity") is not None:
+        lines.append(f"similarity {row['similarity']:.4f}")
     if row.get("blurred"):
         lines.append('<span class="badge warn">blurred</span>')
     cls = ' class="card kept"' if extra == "kept" else ' class="card"'
@@ -152,15 +154,9 @@ def _groups_section(stats: ManifestStats) -> str:
         size = first.get("component_size") or len(rows)
         chained = any(r.get("chained") for r in rows)
         flag = ' <span class="badge warn">chained</span>' if chained else ""
-        head = f"group {first.get('component_id')} · {size} members{flag}"
-        cards = []
-        for r in rows:
-            sim = r.get("similarity")
-            note = "kept" if r.get("status") == "kept" else ""
-            card = _card(r, note)
-            if sim is not None:
-                card = card.replace("</figcaption>", f"<br>similarity {sim:.4f}</figcaption>")
-            cards.append(card)
+        shown = f" (showing {len(rows)})" if len(rows) < size else ""
+        head = f"group {first.get('component_id')} · {size} members{shown}{flag}"
+        cards = [_card(r, "kept" if r.get("status") == "kept" else "") for r in rows]
         out.append(
             f'<div class="group"><h3>{head}</h3><div class="grid">{"".join(cards)}</div></div>'
         )

@@ -16,6 +16,8 @@ import math
 import time
 from typing import Any
 
+from fsspec.core import url_to_fs
+
 from pixsieve.executors import make_executor
 from pixsieve.io.shards import partition_by_size
 from pixsieve.pipeline import RunResult
@@ -79,6 +81,10 @@ def refilter(
     run = FinishedRun.open(output, opts)
     run.require_cache()
     shards = run.shards
+    for shard in shards:
+        fs, path = url_to_fs(shard.url, **opts)
+        if not fs.exists(path):
+            raise RunError(f"input shard {shard.url} is gone: refilter copies members from it")
     thresholds = resolve(run, aesthetic_min, nsfw_max, dedup_threshold)
     order = threshold_order(run)
     layout = _prepare(run, new_output, opts, overwrite)

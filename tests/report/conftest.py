@@ -8,20 +8,24 @@ and flips of one photo (the bad shard's chelsea variants, UKBench ``00120*``) ar
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from fixtures_shards import make_tar, sample_members
 
 from pixsieve.batch import ImageBatch
 from pixsieve.pipeline import Pipeline, RunResult
 from pixsieve.stages.base import Filter, Stage
 from pixsieve.stages.decode import DecodeStage
+from pixsieve.stages.filters import ImageSizeFilter
 
-AESTHETIC_MIN = 4.0
-NSFW_MAX = 0.45
+AESTHETIC_MIN = 3.0
+NSFW_MAX = 0.5
 DEDUP_THRESHOLD = 0.99
+MIN_SIDE = 2
 
 
 def _pixels(batch: ImageBatch) -> np.ndarray:
@@ -94,7 +98,7 @@ def make_pipeline(
     nsfw_max: float = NSFW_MAX,
     dedup_threshold: float | None = DEDUP_THRESHOLD,
 ) -> Pipeline:
-    """The test pipeline: decode (small), fake embed, fake aesthetic, fake NSFW, dedup."""
+    """Decode (small), size filter, fake embed, fake aesthetic, fake NSFW, semantic dedup."""
     semantic = None
     if dedup_threshold is not None:
         from pixsieve.dedup import SemanticDedupConfig
@@ -103,6 +107,7 @@ def make_pipeline(
     return Pipeline(
         [
             DecodeStage(image_size=48, threads=2),
+            ImageSizeFilter(min_side=MIN_SIDE),
             FakeEmbed(),
             FakeAesthetic(aesthetic_min),
             FakeNSFW(nsfw_max),
@@ -120,9 +125,23 @@ def run_pipeline(inputs: list[Path], output: Path, **kw: Any) -> RunResult:
 
 
 @pytest.fixture(scope="session")
-def run_inputs(good_shards: list[Path], bad_shard: Path, not_a_tar: Path) -> list[Path]:
-    """Two good shards, the bad shard and a file that is not a tar."""
-    return [*good_shards, bad_shard, not_a_tar]
+def dup_shard(good_shards: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Byte-identical copies of the first two images of the first good shard (exact dups)."""
+    with tarfile.open(good_shards[0]) as tf:
+        images = [m for m in tf.getmembers() if m.name.endswith(".jpg")][:2]
+        data = [tf.extractfile(m).read() for m in images]  # type: ignore[union-attr]
+    members: list[tuple[str, bytes]] = []
+    for i, d in enumerate(data):
+        members += sample_members(f"copy-{i}", d, caption=f"copy {i}")
+    return make_tar(tmp_path_factory.mktemp("dups") / "zz-dups.tar", members)
+
+
+@pytest.fixture(scope="session")
+def run_inputs(
+    good_shards: list[Path], bad_shard: Path, not_a_tar: Path, dup_shard: Path
+) -> list[Path]:
+    """Two good shards, the bad shard, a file that is not a tar and a shard of exact copies."""
+    return [*good_shards, bad_shard, not_a_tar, dup_shard]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,233 @@
+"""``pixsieve report | sweep | refilter | export-docs``: look at and reuse a finished run.
+
+A thin layer over :mod:`pixsieve.report`. None of these commands runs a model: they read the
+run's manifest, cached scores and embeddings, and copy members from the shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pixsieve.report.fates import OFF, Threshold
+from pixsieve.report.rundir import RunError
+from pixsieve.run.layout import OutputError
+
+
+class ThresholdType(click.ParamType):
+    """A number, or ``off``; with ``many=True`` a comma-separated list of them."""
+
+    name = "threshold"
+
+    def __init__(self, many: bool = False) -> None:
+        self.many = many
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse ``4.5``, ``off`` or (``many``) ``4,4.5,off``."""
+        if not isinstance(value, str):
+            return value
+        items = [v.strip() for v in value.split(",")] if self.many else [value.strip()]
+        out: list[Threshold] = []
+        for item in items:
+            if item.lower() in ("off", "none"):
+                out.append(OFF)
+                continue
+            try:
+                out.append(float(item))
+            except ValueError:
+                self.fail(f"{item!r} is not a number or 'off'", param, ctx)
+        if not out or (self.many and "" in items):
+            self.fail(f"{value!r}: give numbers separated by commas", param, ctx)
+        return out if self.many else out[0]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into a one-line message and exit code 1."""
+    try:
+        yield
+    except (RunError, OutputError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    except Exception as e:
+        if type(e).__name__ in ("EmbeddingError", "InputError"):
+            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+        raise
+
+
+def _run_dir(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("output", metavar="OUT")(f)
+
+
+@click.command()
+@_run_dir
+@click.option("--no-blur", is_flag=True, help="Do not blur thumbnails of NSFW samples.")
+@click.option(
+    "--per-reason",
+    type=click.IntRange(min=0),
+    default=12,
+    show_default=True,
+    help="Thumbnails sampled per removal reason and from the kept set.",
+)
+def report(output: str, no_blur: bool, per_reason: int) -> None:
+    """Write OUT/report.html: funnel, score histograms, thumbnails per reason, duplicate
+    groups and errors of the finished run in OUT. One self-contained file that opens offline."""
+    from pixsieve.report import write_report
+
+    with user_errors():
+        path = write_report(output, blur_nsfw=not no_blur, per_reason=per_reason)
+    click.echo(path)
+
+
+_AESTHETIC = "Aesthetic minimum(s): keep when score ≥ this; 'off' disables [the run's]."
+_NSFW = "NSFW maximum(s): remove when probability ≥ this; 'off' disables [the run's]."
+_DEDUP = "Semantic-dedup cosine threshold(s); 'off' disables [the run's]."
+
+
+@click.command()
+@_run_dir
+@click.option("--aesthetic-min", type=ThresholdType(many=True), help=_AESTHETIC)
+@click.option("--nsfw-max", type=ThresholdType(many=True), help=_NSFW)
+@click.option("--dedup-threshold", type=ThresholdType(many=True), help=_DEDUP)
+@click.option("--csv", "csv_path", help="Where to write the table as CSV [OUT/sweep.csv].")
+def sweep(
+    output: str,
+    aesthetic_min: list[Threshold] | None,
+    nsfw_max: list[Threshold] | None,
+    dedup_threshold: list[Threshold] | None,
+    csv_path: str | None,
+) -> None:
+    """How many samples each combination of thresholds keeps, from the cached scores and
+    embeddings of the run in OUT (no model runs). Lists are comma-separated: 4,4.5,5."""
+    from pixsieve.report import sweep as run_sweep
+
+    with user_errors():
+        result = run_sweep(
+            output, aesthetic_min=aesthetic_min, nsfw_max=nsfw_max, dedup_threshold=dedup_threshold
+        )
+        written = result.write_csv(csv_path)
+    table = Table(title=f"{result.samples:,} input samples · * = the run's own thresholds")
+    for col in ("aesthetic ≥", "nsfw <", "dedup <", "kept", "fraction"):
+        table.add_column(col, justify="right")
+    for col in ("−aesthetic", "−nsfw", "−semantic dup"):
+        table.add_column(col, justify="right", style="dim")
+
+    def show(v: float | None) -> str:
+        return "off" if v is None else f"{v:g}"
+
+    for row in result.rows:
+        table.add_row(
+            show(row["aesthetic_min"]),
+            show(row["nsfw_max"]),
+            show(row["dedup_threshold"]),
+            f"{row['kept']:,}" + (" *" if row["current"] else ""),
+            f"{100 * row['fraction']:.1f}%",
+            f"{row['removed_aesthetic']:,}",
+            f"{row['removed_nsfw']:,}",
+            f"{row['removed_semantic_duplicate']:,}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"CSV: {written}")
+
+
+@click.command()
+@_run_dir
+@click.option("-o", "--output", "new_output", required=True, help="New run directory (OUT2).")
+@click.option("--aesthetic-min", type=ThresholdType(), help=_AESTHETIC)
+@click.option("--nsfw-max", type=ThresholdType(), help=_NSFW)
+@click.option("--dedup-threshold", type=ThresholdType(), help=_DEDUP)
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel export workers [all cores].")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --output.")
+@click.option("--no-report", is_flag=True, help="Do not write OUT2/report.html.")
+def refilter(
+    output: str,
+    new_output: str,
+    aesthetic_min: Threshold,
+    nsfw_max: Threshold,
+    dedup_threshold: Threshold,
+    workers: int | None,
+    overwrite: bool,
+    no_report: bool,
+) -> None:
+    """Re-export the run in OUT with new thresholds into a new run directory, from cached
+    scores and embeddings (no model runs); kept samples' members are copied byte for byte from
+    the input shards, which must still be readable."""
+    from pixsieve.report import refilter as run_refilter
+
+    with user_errors():
+        result = run_refilter(
+            output,
+            new_output,
+            aesthetic_min=aesthetic_min,
+            nsfw_max=nsfw_max,
+            dedup_threshold=dedup_threshold,
+            workers=workers,
+            overwrite=overwrite,
+            report=not no_report,
+        )
+    t = result.counts
+    click.echo(
+        f"{t['input']:,} samples: {t['kept']:,} kept, {t['removed']:,} removed, "
+        f"{t['error']:,} errors → {new_output}"
+    )
+    for e in result.shard_errors:
+        click.echo(f"error in {e['pass']} {e['task']}: {e['error']}", err=True)
+
+
+def _text_source(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from pixsieve.stages.documents import TextSource
+
+    try:
+        return str(TextSource.parse(value))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+@click.command("export-docs")
+@_run_dir
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "jsonl"]),
+    default="parquet",
+    show_default=True,
+    help="File format.",
+)
+@click.option("-o", "--output", "directory", required=True, help="Directory to write files to.")
+@click.option(
+    "--text-from",
+    default="txt",
+    show_default=True,
+    callback=_text_source,
+    help="Text source: 'txt' (or another sidecar extension) or 'json:<field>'.",
+)
+@click.option("--include-embedding", is_flag=True, help="Add the cached CLIP embedding.")
+@click.option(
+    "--rows-per-file", type=click.IntRange(min=1), default=100_000, show_default=True,
+    help="Documents per output file.",
+)  # fmt: skip
+def export_docs(
+    output: str,
+    fmt: str,
+    directory: str,
+    text_from: str,
+    include_embedding: bool,
+    rows_per_file: int,
+) -> None:
+    """Write the kept samples of the run in OUT as documents (id, text, metadata[, embedding]):
+    the fields of datatrove and NeMo Curator, for text pipelines over captions."""
+    from pixsieve.report.documents import Format, iter_documents, write_documents
+
+    with user_errors():
+        docs = iter_documents(output, text_from, include_embedding)
+        paths = write_documents(docs, directory, cast(Format, fmt), rows_per_file)
+    click.echo(f"{len(paths)} file(s) in {directory}")
+
+
+COMMANDS = (report, sweep, refilter, export_docs)
+"""The commands to register on :data:`pixsieve.cli.main`."""
