@@ -50,7 +50,9 @@ def normalize(embeddings: np.ndarray, progress: Progress | None = None) -> np.nd
     n = x.shape[0]
     norms = np.empty(n, dtype=np.float64)
     for start in range(0, n, CHUNK_ROWS):
-        chunk = x[start : start + CHUNK_ROWS].astype(np.float64, copy=False)
+        chunk = x[start : start + CHUNK_ROWS]
+        if chunk.dtype != np.float64:
+            chunk = chunk.astype(np.float32, copy=False)  # float32 sums are ample for a norm
         norms[start : start + len(chunk)] = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
         if progress:
             progress("normalise", min(start + CHUNK_ROWS, n), n)

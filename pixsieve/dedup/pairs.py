@@ -21,22 +21,28 @@ from pixsieve.dedup.config import SemanticDedupConfig
 FLOAT32_SLACK: float = 1e-4
 
 
-def _refine(sims: np.ndarray, rows: np.ndarray, cols: np.ndarray, threshold: float) -> np.float32:
-    """Make ``sims >= t32`` decide ``cos >= threshold`` exactly; return ``t32``.
+def _candidates(
+    sims: np.ndarray, rows: np.ndarray, cols: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.float32]:
+    """Entries of ``sims`` (``rows @ cols.T``, float32) that may reach ``threshold``.
 
-    ``sims`` is ``rows @ cols.T`` in float32. Entries within :data:`FLOAT32_SLACK` of the
-    threshold are recomputed in float64 and written back (in place), rounded so that comparing
-    with the returned float32 threshold gives the exact decision.
+    Returns ``(i, j, vals, t32)``: every entry within :data:`FLOAT32_SLACK` below the threshold
+    or above it. Entries near the threshold are recomputed in float64 and rounded so that
+    ``vals >= t32`` is the exact decision ``cos >= threshold``; they are also written back into
+    ``sims``.
     """
     t32 = np.float32(threshold)
-    near = (sims >= threshold - FLOAT32_SLACK) & (sims < threshold + FLOAT32_SLACK)
-    bi, bj = np.nonzero(near)
-    if len(bi):
+    i, j = np.nonzero(sims >= threshold - FLOAT32_SLACK)
+    vals = sims[i, j]
+    band = np.flatnonzero(vals < threshold + FLOAT32_SLACK)
+    if len(band):
+        bi, bj = i[band], j[band]
         exact = np.einsum("ij,ij->i", rows[bi].astype(np.float64), cols[bj].astype(np.float64))
-        vals = exact.astype(np.float32)
         below = np.nextafter(t32, np.float32(-np.inf))
-        sims[bi, bj] = np.where(exact >= threshold, np.maximum(vals, t32), np.minimum(vals, below))
-    return t32
+        fixed = exact.astype(np.float32)
+        vals[band] = np.where(exact >= threshold, np.maximum(fixed, t32), np.minimum(fixed, below))
+        sims[bi, bj] = vals[band]
+    return i, j, vals, t32
 
 
 @dataclass(frozen=True)
@@ -88,10 +94,11 @@ def cluster_edges(
             if c0 < r1:  # diagonal block: keep only column > row
                 sims[np.tri(r1 - r0, c1 - c0, k=r0 - c0, dtype=bool)] = -np.inf
             n_compared += sims.size
-            i, j = np.nonzero(sims >= _refine(sims, rows, cols, t))
-            if not len(i):
+            i, j, vals, t32 = _candidates(sims, rows, cols, t)
+            hit = vals >= t32
+            if not hit.any():
                 continue
-            vals = sims[i, j]
+            i, j, vals = i[hit], j[hit], vals[hit]
             n_pairs += len(i)
             union_edges(labels, i + r0, j + c0)
             if config.return_pairs:
@@ -164,7 +171,7 @@ def semdedup_cluster(
             if c1 > r0:  # keep only column < row (strictly higher-ranked)
                 sims[~np.tri(r1 - r0, c1 - c0, k=r0 - c0 - 1, dtype=bool)] = -np.inf
             n_compared += sims.size
-            t32 = _refine(sims, rows, cols, t)
+            t32 = _candidates(sims, rows, cols, t)[3]
             col = np.argmax(sims, axis=1)
             val = sims[np.arange(r1 - r0), col]
             better = val > best[r0:r1]

@@ -1,0 +1,149 @@
+"""Semantic dedup benchmark on planted duplicates (run by hand, not by CI).
+
+    python benchmarks/dedup_bench.py --sizes 100000 300000 1000000
+
+Each size runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own. Per size:
+
+1. generate N x 768 unit float32 vectors around N/500 topics, 10% of them in planted groups of
+   2-4 (copies at cosine 0.96-0.995 to an anchor; 20% of groups straddle two topics so that
+   members land in different k-means clusters);
+2. run :func:`pixsieve.dedup.find_duplicates` with default settings (``return_pairs=True`` to
+   score pairs);
+3. measure recall three ways:
+   - *planted*: share of planted pairs with exact cosine >= threshold that were reported;
+   - *exact queries*: Q query items (half drawn from planted groups, half uniformly), each
+     searched by brute force against all N items (float32 products, float64 recheck near the
+     threshold); share of those true pairs that were reported. This also catches pairs nobody
+     planted;
+   - *grouped*: share of planted pairs whose items ended in the same duplicate group;
+4. precision: every reported pair is rescored in float64 and must be >= threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+
+
+def run_one(n: int, dim: int, threshold: float, queries: int, seed: int) -> dict:
+    from pixsieve.dedup import SemanticDedupConfig, find_duplicates
+    from pixsieve.dedup.evaluate import (
+        exact_neighbors,
+        grouped_recall,
+        pair_precision,
+        pair_recall,
+    )
+    from pixsieve.dedup.synthetic import planted_embeddings
+
+    start = time.perf_counter()
+    planted = planted_embeddings(n, dim, n_topics=max(2, n // 500), seed=seed)
+    x = planted.embeddings
+    gen_s = time.perf_counter() - start
+    rss_data = _rss_gb()
+
+    config = SemanticDedupConfig(threshold=threshold, return_pairs=True, seed=seed)
+    start = time.perf_counter()
+    result = find_duplicates(x, config)
+    dedup_s = time.perf_counter() - start
+    rss_peak = _rss_gb()
+
+    truth = planted.planted_pairs(threshold)
+    rng = np.random.default_rng(seed + 1)
+    in_group = np.flatnonzero(planted.group >= 0)
+    q = np.unique(np.concatenate([
+        rng.choice(in_group, size=min(queries // 2, len(in_group)), replace=False),
+        rng.choice(n, size=queries // 2, replace=False),
+    ]))
+    start = time.perf_counter()
+    exact = exact_neighbors(x, q, threshold)
+    exact_s = time.perf_counter() - start
+    planted_keys = truth[:, 0] * n + truth[:, 1]
+    unplanted = int((~np.isin(exact[:, 0] * n + exact[:, 1], planted_keys)).sum())
+    split = result.cluster[truth[:, 0]] != result.cluster[truth[:, 1]]
+    return {
+        "n": n,
+        "dim": dim,
+        "threshold": threshold,
+        "generate_s": round(gen_s, 1),
+        "dedup_s": round(dedup_s, 1),
+        "phases_s": {k: round(v, 1) for k, v in result.timings.items()},
+        "rss_after_data_gb": round(rss_data, 2),
+        "peak_rss_gb": round(rss_peak, 2),
+        "embeddings_gb": round(x.nbytes / 1024**3, 2),
+        "counts": result.counts,
+        "planted_pairs": len(truth),
+        "planted_pairs_split_across_clusters": round(float(split.mean()), 4),
+        "recall_planted": round(pair_recall(result.pairs, truth, n), 6),
+        "recall_planted_split": round(pair_recall(result.pairs, truth[split], n), 6),
+        "recall_grouped": round(grouped_recall(result.component_id, truth), 6),
+        "exact_queries": len(q),
+        "exact_query_pairs": len(exact),
+        "exact_query_pairs_not_planted": unplanted,
+        "recall_exact_queries": round(pair_recall(result.pairs, exact, n), 6),
+        "exact_queries_s": round(exact_s, 1),
+        "precision": pair_precision(x, result.pairs, threshold),
+        "cpus": os.cpu_count(),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    head = (
+        "| N | dedup s | kmeans | assign | similarity | components | peak RSS GB (data) "
+        "| border memb. | recall planted (split) | recall exact queries | precision |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        p = r["phases_s"]
+        lines.append(
+            f"| {r['n']:,} | {r['dedup_s']} | {p.get('kmeans')} | {p.get('assign')} "
+            f"| {p.get('similarity')} | {p.get('components')} "
+            f"| {r['peak_rss_gb']} ({r['embeddings_gb']}) | {r['counts']['border_memberships']:,} "
+            f"| {r['recall_planted']:.4%} ({r['recall_planted_split']:.2%}) "
+            f"| {r['recall_exact_queries']:.4%} of {r['exact_query_pairs']:,} "
+            f"| {r['precision']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single is not None:
+        row = run_one(args.single, args.dim, args.threshold, args.queries, args.seed)
+        print(json.dumps(row))
+        return
+    rows = []
+    for n in args.sizes:
+        cmd = [sys.executable, __file__, "--single", str(n), "--dim", str(args.dim),
+               "--threshold", str(args.threshold), "--queries", str(args.queries),
+               "--seed", str(args.seed)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    print(_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
