@@ -97,8 +97,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def _resize_crop(im: Image.Image, size: int) -> Image.Image:
     """Shortest side → ``size`` (bicubic), then centre crop ``size × size`` (HF CLIP rules).
 
-    Done in one resampling call over the source box that maps onto the crop, which gives the
-    same pixels as resizing everything and cropping afterwards, for less work.
+    Done in one resampling call over the source box that maps onto the crop: within one grey
+    level of resizing everything and cropping afterwards (rounding differs), for less work.
     """
     w, h = im.size
     short, long = (w, h) if w <= h else (h, w)

@@ -97,7 +97,12 @@ class Filter(Stage):
 
     def process(self, batch: ImageBatch) -> ImageBatch:
         """Record scores, then remove decoded samples that fail :meth:`keep`."""
+        decoded = batch.decoded
         for name, values in self.score(batch).items():
+            values = np.asarray(values)
+            if values.dtype.kind == "f" and not decoded.all():
+                values = values.astype(np.float32 if values.dtype.itemsize <= 4 else np.float64)
+                values[~decoded] = np.nan  # no score for what was never decoded
             batch.set_column(name, values)
         if not self.score_only:
             keep = np.asarray(self.keep(batch), dtype=bool)
