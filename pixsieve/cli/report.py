@@ -32,6 +32,8 @@ class ThresholdType(click.ParamType):
         if not isinstance(value, str):
             return value
         items = [v.strip() for v in value.split(",")] if self.many else [value.strip()]
+        if "" in items:
+            self.fail(f"{value!r}: give numbers or 'off', separated by commas", param, ctx)
         out: list[Threshold] = []
         for item in items:
             if item.lower() in ("off", "none"):
@@ -41,8 +43,6 @@ class ThresholdType(click.ParamType):
                 out.append(float(item))
             except ValueError:
                 self.fail(f"{item!r} is not a number or 'off'", param, ctx)
-        if not out or (self.many and "" in items):
-            self.fail(f"{value!r}: give numbers separated by commas", param, ctx)
         return out if self.many else out[0]
 
 

@@ -75,6 +75,8 @@ def resolve(
         dedup = float(dedup_threshold)
         if not -1.0 <= dedup <= 1.0:
             raise RunError(f"the dedup threshold is a cosine similarity, got {dedup}")
+        if not run.semantic_ran and not run.has_cached("embedding"):
+            raise RunError(f"{run.url} has no cached embeddings: semantic dedup cannot run")
     if values["nsfw"] is not None and not 0.0 <= values["nsfw"] <= 1.0:
         raise RunError(f"nsfw_max is a probability between 0 and 1, got {values['nsfw']}")
     return Thresholds(values["aesthetic"], values["nsfw"], dedup)

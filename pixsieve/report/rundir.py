@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pixsieve.io.shards import ShardRef
@@ -110,6 +111,16 @@ class FinishedRun:
                 f"{self.url} has no cache/samples/: the cached scores and embeddings were "
                 "deleted, so thresholds cannot be changed without re-running"
             )
+
+    def has_cached(self, column: str) -> bool:
+        """True when some per-shard cache holds ``column`` (e.g. ``embedding``)."""
+        for i in range(len(self.shards)):
+            path = self.cache_path(i)
+            if self.layout.fs.exists(path):
+                with self.layout.fs.open(path, "rb") as f:
+                    if column in pq.ParquetFile(f).schema_arrow.names:
+                        return True
+        return False
 
     def stage_settings(self, name: str) -> dict[str, Any] | None:
         """Settings of the stage called ``name`` as recorded in ``run.json`` (``None``: absent)."""

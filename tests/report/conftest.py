@@ -125,6 +125,22 @@ def run_pipeline(inputs: list[Path], output: Path, **kw: Any) -> RunResult:
 
 
 @pytest.fixture(scope="session")
+def pipeline_runner() -> Any:
+    """:func:`run_pipeline`, for tests that run fresh pipelines with other thresholds."""
+    return run_pipeline
+
+
+@pytest.fixture(scope="session")
+def run_settings() -> dict[str, float]:
+    """The thresholds of ``scored_run``."""
+    return {
+        "aesthetic_min": AESTHETIC_MIN,
+        "nsfw_max": NSFW_MAX,
+        "dedup_threshold": DEDUP_THRESHOLD,
+    }
+
+
+@pytest.fixture(scope="session")
 def dup_shard(good_shards: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Byte-identical copies of the first two images of the first good shard (exact dups)."""
     with tarfile.open(good_shards[0]) as tf:

@@ -35,7 +35,10 @@ FLAGS = [
 CHECK = """<script>
 window.addEventListener("load", () => {
   const imgs = [...document.images];
-  const shown = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const shown = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0;
+  };
   const out = {
     images: imgs.length,
     decoded: imgs.filter((i) => i.complete && i.naturalWidth > 0).length,
@@ -87,9 +90,7 @@ def _near(pixels: np.ndarray, hex_colour: str, tol: int = 12) -> int:
 
 def test_screenshot_shows_plots_and_thumbnails(report: Path, tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
-    done = chromium(
-        tmp_path, f"--screenshot={shot}", "--window-size=1200,3000", report.as_uri()
-    )
+    done = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,3000", report.as_uri())
     assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (3000, 1200)
