@@ -1,0 +1,147 @@
+"""``pixsieve curate`` from the command line: the real stages end to end, exit codes, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+from click.testing import CliRunner
+from fixtures_shards import SHARED
+
+from pixsieve.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample"
+WEIGHTS = SHARED / "weights"
+KNOWN_REASONS = {
+    "decode_error", "exact_duplicate", "aesthetic", "nsfw", "semantic_duplicate", "too_small",
+}  # fmt: skip
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(main, ["curate", *args, "--no-progress"], catch_exceptions=False)
+
+
+def rows(out: Path) -> list[dict]:
+    return ds.dataset(str(out / "manifest")).to_table().to_pylist()
+
+
+def test_skip_embed_is_a_pure_ingest_export(tmp_path):
+    out = tmp_path / "out"
+    result = run(str(SAMPLE), "-o", str(out), "--skip", "embed", "--samples-per-shard", "5")
+    assert result.exit_code == 0, result.output
+    assert "kept" in result.output and "decode" in result.output
+    manifest = rows(out)
+    assert len(manifest) == 23
+    assert {r["reason"].split(":")[0] for r in manifest if r["reason"]} == {
+        "decode_error", "exact_duplicate",
+    }  # fmt: skip
+    assert all("aesthetic_score" not in r for r in manifest)
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["config"]["run"]["skip"] == ["embed"]
+    assert rec["totals"] == {"input": 23, "kept": 21, "removed": 1, "error": 1}
+    assert len(list((out / "shards").glob("*.tar"))) == 5
+
+
+def test_full_pipeline_with_tiny_clip_and_real_heads(tmp_path, tiny_clip_dir):
+    out = tmp_path / "out"
+    result = run(
+        str(SAMPLE), "-o", str(out),
+        "--clip-model", str(tiny_clip_dir),
+        "--aesthetic-weights", str(WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"),
+        "--nsfw-weights", str(WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"),
+        "--aesthetic-min", "0", "--dedup-threshold", "0.999",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = rows(out)
+    assert len(manifest) == 23
+    decodable = [r for r in manifest if r["status"] != "error" and r["reason"] != "exact_duplicate"]
+    assert len(decodable) == 21
+    for r in decodable:
+        assert r["aesthetic_score"] is not None and 0 < r["nsfw_prob"] < 1, r
+    assert {r["reason"].split(":")[0] for r in manifest if r["reason"]} <= KNOWN_REASONS
+    cache = ds.dataset(str(out / "cache" / "samples")).to_table(columns=["key", "embedding"])
+    embedded = {
+        k
+        for k, e in zip(cache["key"].to_pylist(), cache["embedding"].to_pylist(), strict=True)
+        if e
+    }
+    assert {r["key"] for r in decodable} <= embedded
+    rec = json.loads((out / "run.json").read_text())
+    assert [s["name"] for s in rec["stages"]] == ["decode", "embed", "aesthetic", "nsfw"]
+    survivors_of_filters = [r for r in decodable if r["reason"] not in ("aesthetic", "nsfw")]
+    assert rec["counters"]["semantic_dedup"]["counts"]["in"] == len(survivors_of_filters)
+
+
+def test_score_only_removes_nothing_but_records_scores(tmp_path, tiny_clip_dir):
+    out = tmp_path / "out"
+    result = run(
+        str(SAMPLE), "-o", str(out), "--clip-model", str(tiny_clip_dir),
+        "--aesthetic-weights", str(WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"),
+        "--nsfw-weights", str(WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"),
+        "--aesthetic-min", "9.9", "--nsfw-max", "0.0001", "--score-only", "--skip", "dedup",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = rows(out)
+    assert {r["reason"].split(":")[0] for r in manifest if r["reason"]} == {"decode_error"}
+    assert sum(r["aesthetic_score"] is not None for r in manifest) == 22
+
+
+def test_errors_in_samples_still_exit_zero(tmp_path, bad_shard):
+    result = run(str(bad_shard), "-o", str(tmp_path / "out"), "--skip", "embed")
+    assert result.exit_code == 0, result.output
+    assert "errors" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing-dir/"], "input not found"),
+        (["--skip", "everything"], "Invalid value for '--skip'"),
+        (["--nsfw-max", "2"], "Invalid value for '--nsfw-max'"),
+    ],
+)
+def test_unusable_arguments(tmp_path, args, message):
+    extra = args if args[0] != "missing-dir/" else []
+    inputs = [str(tmp_path / "missing-dir")] if not extra else [str(SAMPLE)]
+    result = CliRunner().invoke(main, ["curate", *inputs, "-o", str(tmp_path / "o"), *extra])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(
+        main, ["curate", str(SAMPLE), "-o", str(blocker / "out"), "--skip", "embed"]
+    )
+    assert result.exit_code == 1
+    assert "cannot write to output" in result.output
+
+
+def test_config_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[export]\nsamples_per_shard = 3\n[run]\nskip = ["embed"]\n[filters]\nmin_side = 400\n'
+    )
+    out = tmp_path / "out"
+    result = run(str(SAMPLE), "-o", str(out), "--config", str(cfg))
+    assert result.exit_code == 0, result.output
+    assert any(r["reason"] == "too_small" for r in rows(out))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[export]\nsamples_per_shrad = 3\n")
+    result = CliRunner().invoke(main, ["curate", str(SAMPLE), "-o", str(out), "--config", str(bad)])
+    assert result.exit_code == 2 and "samples_per_shrad" in result.output
+
+
+def test_offline_without_model_fails_fast_with_advice(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PIXSIEVE_CACHE", str(tmp_path / "empty-cache"))
+    result = CliRunner().invoke(
+        main, ["curate", str(SAMPLE), "-o", str(tmp_path / "out"), "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert "pixsieve models download" in result.output
+    assert "Traceback" not in result.output
