@@ -95,8 +95,12 @@ class Pipeline:
         storage_options: dict[str, Any] | None = None,
         progress: bool = False,
         overwrite: bool = False,
+        report: bool = True,
     ) -> RunResult:
-        """Curate ``inputs`` into ``output``; re-running resumes from completion markers."""
+        """Curate ``inputs`` into ``output``; re-running resumes from completion markers.
+
+        Writes ``OUT/report.html`` at the end unless ``report=False``.
+        """
         started = time.time()
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         opts = storage_options or {}
@@ -157,6 +161,10 @@ class Pipeline:
         ex.shutdown()
         record = build_run_record(layout, shards, self, ex, results, semantic, timings, started)
         layout.write_json(layout.path("run.json"), record)
+        if report:
+            from pixsieve.report import write_report
+
+            write_report(output, storage_options=opts)
         return RunResult(output=output, record=record, shard_errors=record["shard_errors"])
 
 

@@ -17,11 +17,13 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pixsieve.cli import curate, dedup, models
+    from pixsieve.cli import curate, dedup, models, report
 
     main.add_command(curate.curate)
     main.add_command(models.models)
     main.add_command(dedup.dedup)
+    for command in (report.report, report.sweep, report.refilter, report.export_docs):
+        main.add_command(command)
 
 
 _register()
