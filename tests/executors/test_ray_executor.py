@@ -1,0 +1,132 @@
+"""The Ray executor on toy workers: order, progress, set-up once, retries, crashes, sizing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from executors.helpers import ToyWorker, Unpicklable, attempts
+
+pytest.importorskip("ray")
+
+from pixsieve.executors import make_executor
+from pixsieve.executors.ray import PoolPlan, RayExecutor, plan_pool
+
+ONE_NODE = [{"CPU": 2.0, "memory": 1e9}]
+
+
+def test_plan_small_machine() -> None:
+    # CPU passes: one 1-CPU actor per core, never more than tasks
+    assert plan_pool(5, ONE_NODE) == PoolPlan(2, 1.0, 0.0)
+    assert plan_pool(1, ONE_NODE) == PoolPlan(1, 1.0, 0.0)
+    assert plan_pool(5, ONE_NODE, workers=1) == PoolPlan(1, 1.0, 0.0)
+    # a request larger than any node is clamped, so it can always be scheduled
+    assert plan_pool(5, ONE_NODE, resources={"cpus": 8}) == PoolPlan(1, 2.0, 0.0)
+    # a model pass without GPUs: one model copy per `model_cpus` cores
+    assert plan_pool(5, ONE_NODE, parallel=False) == PoolPlan(1, 2.0, 0.0)
+    # GPUs asked for but none present: CPU actors
+    assert plan_pool(5, ONE_NODE, parallel=False, resources={"gpus": 1}) == PoolPlan(1, 2.0, 0.0)
+
+
+def test_plan_cluster() -> None:
+    gpu_nodes = [{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]
+    assert plan_pool(10, gpu_nodes, parallel=False, resources={"cpus": 1, "gpus": 1}) == (
+        PoolPlan(4, 1.0, 1.0)
+    )
+    assert plan_pool(10, gpu_nodes, parallel=False, resources={"cpus": 1, "gpus": 0.5}).size == 8
+    assert plan_pool(100, gpu_nodes).size == 16
+    small = [{"CPU": 2.0}] * 3  # 6 CPUs in all, but a 4-CPU actor fits on no node
+    assert plan_pool(10, small, parallel=False) == PoolPlan(3, 2.0, 0.0)
+
+
+def test_make_executor_ray() -> None:
+    ex = make_executor("ray", workers=2, address="auto")
+    assert isinstance(ex, RayExecutor)
+    assert (ex.workers, ex.address) == (2, "auto")
+
+
+@pytest.mark.ray
+def test_order_progress_and_setup_once(ray_session, tmp_path: Path) -> None:
+    counter = str(tmp_path / "attempts")
+    seen: list[int] = []
+    ex = RayExecutor(workers=2)
+    results = list(ex.map(ToyWorker(counter), list(range(8)), progress=seen.append))
+    assert [r.task for r in results] == list(range(8))  # task order, not completion order
+    assert sorted(seen) == list(range(8))  # one update per task, with its sample count
+    assert seen != list(range(8))  # ... as results arrived (later tasks sleep less)
+    pids = {r.summary["pid"] for r in results}
+    assert len(pids) == 2
+    assert all(r.summary["setups"] == 1 for r in results)
+    assert sum(1 for line in attempts(counter) if line.startswith("setup")) == 2
+    assert ex.describe()["pools"][-1] == {"tasks": 8, "size": 2, "num_cpus": 1.0, "num_gpus": 0.0}
+    ex.shutdown()
+
+
+@pytest.mark.ray
+def test_retries_then_recorded_failure(ray_session, tmp_path: Path) -> None:
+    counter = str(tmp_path / "attempts")
+    ex = RayExecutor(workers=2)
+    results = list(ex.map(ToyWorker(counter, raise_on=(2,), sleep=0), range(4), retries=2))
+    bad = results[2]
+    assert bad.error == "ValueError: task 2 is bad"
+    assert bad.attempts == 3 and bad.summary["failed"]
+    assert attempts(counter).count("run 2") == 3
+    assert all(r.error is None and r.attempts == 1 for i, r in enumerate(results) if i != 2)
+    ex.shutdown()
+
+
+@pytest.mark.ray
+def test_worker_process_death(ray_session, tmp_path: Path) -> None:
+    """A process that dies is replaced; its task is retried, then recorded as failed."""
+    counter = str(tmp_path / "attempts")
+    worker = ToyWorker(counter, crash_on=(1,), crash_once=(3,), sleep=0)
+    ex = RayExecutor(workers=2)
+    results = list(ex.map(worker, range(5), retries=1))
+    assert results[1].error is not None and "worker process died" in results[1].error
+    assert results[1].summary["failed"] and results[1].attempts == 2
+    assert attempts(counter).count("run 1") == 2
+    assert results[3].error is None and results[3].attempts == 2  # died once, then succeeded
+    assert [r.summary["samples"] for r in results] == [0, 0, 2, 3, 4]
+    ex.shutdown()
+
+
+@pytest.mark.ray
+def test_unpicklable_worker_is_refused(ray_session, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="cannot be shipped to Ray workers"):
+        list(RayExecutor().map(Unpicklable(str(tmp_path / "c")), range(2)))
+
+
+@pytest.mark.ray
+def test_pool_shape_change_does_not_deadlock(ray_session, tmp_path: Path) -> None:
+    """1-CPU actors hold both CPUs; a 2-CPU model pool must still start (the old one goes)."""
+    counter = str(tmp_path / "attempts")
+    ex = RayExecutor()
+    assert len(list(ex.map(ToyWorker(counter, sleep=0), range(4)))) == 4
+    start = time.monotonic()
+    results = list(ex.map(ToyWorker(counter, sleep=0), range(4), parallel=False))
+    assert [r.task for r in results] == list(range(4))
+    assert len({r.summary["pid"] for r in results}) == 1
+    assert ex.describe()["pools"][-1]["num_cpus"] == 2.0
+    assert time.monotonic() - start < 30
+    ex.shutdown()
+
+
+@pytest.mark.ray
+def test_unschedulable_pool_raises(ray_session, tmp_path: Path) -> None:
+    """Resources held elsewhere: a clear error after ``start_timeout_s``, not a silent hang."""
+    ray = ray_session
+
+    @ray.remote(num_cpus=2)
+    class Hog:
+        def ping(self) -> bool:
+            return True
+
+    hog = Hog.remote()
+    ray.get(hog.ping.remote(), timeout=30)
+    try:
+        ex = RayExecutor(start_timeout_s=2)
+        with pytest.raises(RuntimeError, match="no Ray actor started within 2s"):
+            list(ex.map(ToyWorker(str(tmp_path / "c")), range(2)))
+    finally:
+        ray.kill(hog)
