@@ -9,6 +9,7 @@ are read in full afterwards. Duplicate groups are read through a filter on ``com
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,7 @@ class _Sampler:
             if names[g] in self.pool:
                 k_old, r_old = self.pool[names[g]]
                 k_new, r_new = np.concatenate([k_old, k_new]), np.concatenate([r_old, r_new])
-            best = np.argsort(k_new, kind="stable")[: self.k]
+            best = np.argpartition(k_new, self.k)[: self.k] if len(k_new) > self.k else slice(None)
             self.pool[names[g]] = (k_new[best], r_new[best])
 
 
@@ -86,7 +87,9 @@ def collect(
     score_parts: dict[str, list[np.ndarray]] = {c: [] for c in SCORE_COLUMNS if c in names}
     kept_parts: list[np.ndarray] = []
     offset = 0
-    for batch in dataset.to_batches(columns=light):
+    fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
+    starts: list[int] = []
+    for batch in _batches(dataset.schema, fragments, light, starts):
         t = pa.Table.from_batches([batch])
         n = t.num_rows
         pos = t["position"].to_numpy(zero_copy_only=False)
@@ -110,10 +113,11 @@ def collect(
                 stats.examples.setdefault(code, r)
         err = sample & (t["status"].to_numpy(zero_copy_only=False) == "error")
         if err.any():
-            src = t["source"].to_numpy(zero_copy_only=False)[err]
-            rsn = t["reason"].to_numpy(zero_copy_only=False)[err]
-            error_codes = [reason_code(r or "") for r in rsn]
-            stats.errors_by_shard.update(zip(src.tolist(), error_codes, strict=True))
+            et = t.filter(pa.array(err))
+            pair = pc.binary_join_element_wise(et["source"], pc.fill_null(et["reason"], ""), _SEP)
+            for item in pc.value_counts(pair).to_pylist():
+                src, rsn = str(item["values"]).split(_SEP, 1)
+                stats.errors_by_shard[(src, reason_code(rsn))] += int(item["counts"])
         sampler.add(gid[sample], list(group_ids), offset + np.flatnonzero(sample))
         kept_parts.append((t["status"].to_numpy(zero_copy_only=False) == "kept")[sample])
         for c in score_parts:
@@ -127,20 +131,41 @@ def collect(
         if np.isfinite(values).any():
             stats.scores[c] = (values, kept)
     detail = [c for c in DETAIL_COLUMNS if c in names]
-    stats.picks = _take(dataset, sampler.pool, detail)
+    stats.picks = _take(dataset.schema, fragments, starts, sampler.pool, detail)
     if "component_id" in names:
         stats.groups = _duplicate_groups(dataset, detail, max_groups, seed)
     return stats
 
 
+def _batches(
+    schema: pa.Schema, fragments: list[ds.Fragment], columns: list[str], starts: list[int]
+) -> Iterator[pa.RecordBatch]:
+    """Batches of every fragment in order; ``starts`` gets each fragment's first row number."""
+    offset = 0
+    for fragment in fragments:
+        starts.append(offset)
+        scanner = ds.Scanner.from_fragment(fragment, schema=schema, columns=columns)
+        for batch in scanner.to_batches():
+            offset += batch.num_rows
+            yield batch
+
+
 def _take(
-    dataset: ds.Dataset, pool: dict[str, tuple[np.ndarray, np.ndarray]], columns: list[str]
+    schema: pa.Schema,
+    fragments: list[ds.Fragment],
+    starts: list[int],
+    pool: dict[str, tuple[np.ndarray, np.ndarray]],
+    columns: list[str],
 ) -> dict[str, list[dict[str, Any]]]:
+    """Full rows of the sampled row numbers, read fragment by fragment (only those fragments)."""
     rows = np.sort(np.concatenate([r for _, r in pool.values()])) if pool else np.zeros(0, int)
-    if len(rows) == 0:
-        return {}
-    taken = dataset.take(pa.array(rows), columns=columns).to_pylist()
-    by_row = dict(zip(rows.tolist(), taken, strict=True))
+    by_row: dict[int, dict[str, Any]] = {}
+    which = np.searchsorted(np.asarray(starts), rows, side="right") - 1
+    for f in np.unique(which):
+        local = rows[which == f] - starts[f]
+        scanner = ds.Scanner.from_fragment(fragments[f], schema=schema, columns=columns)
+        taken = scanner.take(pa.array(local)).to_pylist()
+        by_row.update(zip(rows[which == f].tolist(), taken, strict=True))
     return {g: [by_row[int(r)] for r in sorted(r_)] for g, (_, r_) in pool.items()}
 
 

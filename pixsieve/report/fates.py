@@ -87,9 +87,14 @@ def threshold_order(run: FinishedRun) -> list[str]:
     return [name for name in run.stage_order() if name in THRESHOLD_STAGES]
 
 
-def base_alive(status: np.ndarray, reason: np.ndarray, order: list[str]) -> np.ndarray:
+def base_alive(table: pa.Table, order: list[str]) -> np.ndarray:
     """Samples alive before the threshold filters: kept, or removed by one of ``order``."""
-    revisable = np.array([r is not None and reason_code(r) in order for r in reason], dtype=bool)
+    status = table["status"].to_numpy(zero_copy_only=False)
+    reason = pc.dictionary_encode(pc.fill_null(table["reason"], "")).combine_chunks()
+    revisable_code = np.array(
+        [reason_code(r) in order for r in reason.dictionary.to_pylist()], dtype=bool
+    )
+    revisable = revisable_code[reason.indices.to_numpy(zero_copy_only=False)]
     return (status == "kept") | ((status == "removed") & revisable)
 
 
@@ -130,7 +135,7 @@ def refate_table(table: pa.Table, order: list[str], thresholds: Thresholds) -> p
     """A cached shard table with its threshold-filter fates recomputed for ``thresholds``."""
     status = np.array(table["status"].to_pylist(), dtype=object)
     reason = np.array(table["reason"].to_pylist(), dtype=object)
-    start = base_alive(status, reason, order)
+    start = base_alive(table, order)
     _, removed = decide(start, score_arrays(table, order), order, thresholds)
     status[start] = "kept"
     reason[start] = None

@@ -118,7 +118,7 @@ def refilter(
     results = list(ex.map(worker, range(len(parts)), retries=1))
     ex.shutdown()
     timings["export"] = time.perf_counter() - t0
-    record = _record(run, layout, thresholds, semantic, results, timings, started)
+    record = _record(run, layout, thresholds, semantic, results, ex.describe(), timings, started)
     layout.write_json(layout.path("run.json"), record)
     if report:
         from pixsieve.report.html import write_report
@@ -144,6 +144,7 @@ def _record(
     thresholds: Thresholds,
     semantic: dict[str, Any] | None,
     results: list[Any],
+    executor: dict[str, Any],
     timings: dict[str, float],
     started: float,
 ) -> dict[str, Any]:
@@ -178,6 +179,9 @@ def _record(
             "reasons": reasons,
             "counters": counters,
             "semantic_dedup": semantic,
+            "config": _config_with(record.get("config") or {}, thresholds),
+            "executor": executor,
+            "tasks": {"export": {"total": len(results), "resumed": 0}},
             "refiltered_from": {"run": run.url, "thresholds": thresholds.label()},
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "shard_errors": [e for e in record.get("shard_errors") or [] if e["pass"] != "export"]
@@ -187,3 +191,15 @@ def _record(
         }
     )
     return record
+
+
+def _config_with(config: dict[str, Any], thresholds: Thresholds) -> dict[str, Any]:
+    """The recorded ``curate`` configuration with the new thresholds (sections it has only)."""
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    if isinstance(config.get("filters"), dict):
+        config["filters"]["aesthetic_min"] = thresholds.aesthetic_min
+        config["filters"]["nsfw_max"] = thresholds.nsfw_max
+    if isinstance(config.get("dedup"), dict):
+        config["dedup"]["semantic"] = thresholds.dedup is not None
+        config["dedup"]["threshold"] = thresholds.dedup
+    return config

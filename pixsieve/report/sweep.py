@@ -100,8 +100,6 @@ def _load(run: FinishedRun, order: list[str], embeddings: bool) -> _Cached:
             t = t.append_column("embedding", pa.nulls(t.num_rows, pa.list_(pa.float32())))
         parts.append(t)
     table = pa.concat_tables(parts, promote_options="permissive")
-    status = np.array(table["status"].to_pylist(), dtype=object)
-    reason = np.array(table["reason"].to_pylist(), dtype=object)
     aesthetic = None
     if "aesthetic_score" in table.column_names:
         a = pc.fill_null(table["aesthetic_score"].cast(pa.float32()), float("nan"))
@@ -115,7 +113,7 @@ def _load(run: FinishedRun, order: list[str], embeddings: bool) -> _Cached:
         row[valid] = np.arange(int(valid.sum()))
         emb = embeddings_from_arrow(table["embedding"].filter(pa.array(valid)))
     return _Cached(
-        start=base_alive(status, reason, order),
+        start=base_alive(table, order),
         scores=score_arrays(table, order),
         aesthetic=aesthetic,
         resolution=width * height,
