@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from pixsieve.report.documents import iter_documents, to_documents, write_documents
 from pixsieve.report.fates import OFF, Thresholds
 from pixsieve.report.html import write_report
 from pixsieve.report.refilter import refilter
@@ -22,7 +23,10 @@ __all__ = [
     "RunError",
     "SweepResult",
     "Thresholds",
+    "iter_documents",
     "refilter",
     "sweep",
+    "to_documents",
+    "write_documents",
     "write_report",
 ]

@@ -219,7 +219,7 @@ def render(run: FinishedRun, stats: ManifestStats, *, blur_nsfw: bool = True) ->
     )
     sample_parts = []
     rank = {"exact_duplicate": 0, "aesthetic": 2, "nsfw": 3, "semantic_duplicate": 4}
-    groups = [g.split(":", 1) for g in stats.picks if g != "kept"]
+    groups = [g.split(":", 1) for g, rows in stats.picks.items() if g != "kept" and rows]
     for status, code in sorted(groups, key=lambda g: (g[0] != "removed", rank.get(g[1], 1), g[1])):
         group = f"{status}:{code}"
         n = stats.counts.get((status, code), 0)
@@ -231,8 +231,11 @@ def render(run: FinishedRun, stats: ManifestStats, *, blur_nsfw: bool = True) ->
         "funnel": funnel_svg(funnel_steps(stats, run), max(total, 1)),
         "reasons": reasons,
         "scores": _scores_section(stats, run),
-        "samples": "".join(sample_parts) or '<p class="muted">Nothing was removed.</p>',
-        "kept": _grid(stats.picks.get("kept", [])) or '<p class="muted">Nothing was kept.</p>',
+        "samples": "".join(sample_parts)
+        or '<p class="muted">No thumbnails (nothing removed, or none sampled).</p>',
+        "kept": _grid(stats.picks["kept"])
+        if stats.picks.get("kept")
+        else '<p class="muted">No thumbnails (nothing kept, or none sampled).</p>',
         "duplicates": _groups_section(stats),
         "errors": _errors_section(stats, run),
         "settings": _settings_section(run),
