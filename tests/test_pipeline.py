@@ -255,3 +255,19 @@ def test_resume_after_interruption_gives_the_same_outputs(tmp_path, good_shards,
     assert sorted(p.name for p in (out / "shards").glob("*.tar")) == ref_tars
     for name in ref_tars:
         assert (out / "shards" / name).read_bytes() == (reference / "shards" / name).read_bytes()
+
+
+def test_partitions_share_one_schema(tmp_path, good_shards, bad_shard, not_a_tar):
+    inputs = [str(p) for p in [*good_shards, bad_shard, not_a_tar]]
+    out = tmp_path / "out"
+    result = Pipeline([MeanBrightness(0.0)], partition_bytes=1).run(inputs, str(out))
+    parts = sorted((out / "manifest").glob("*.parquet"))
+    assert len(parts) == 4
+    schemas = {pq.read_schema(p) for p in parts}
+    assert len(schemas) == 1
+    table = ds.dataset(str(out / "manifest")).to_table()
+    assert table.filter(ds.field("position") >= 0).num_rows == result.counts["input"]
+    meta = {pq.read_schema(p) for p in (out / "shards").glob("*.parquet")}
+    assert len(meta) == 1 and "brightness" in next(iter(meta)).names
+    files = [str(p) for p in (out / "shards").glob("*.parquet")]
+    assert ds.dataset(files, format="parquet").to_table().num_rows == result.counts["kept"]

@@ -22,7 +22,10 @@ def array_to_arrow(values: np.ndarray) -> pa.Array:
             arr = pa.FixedSizeListArray.from_arrays(flat, values.shape[1], mask=pa.array(missing))
         return arr
     if values.dtype == object:
-        return pa.array(values.tolist())
+        items = values.tolist()
+        if all(v is None for v in items):
+            return pa.nulls(len(items), pa.string())  # object columns hold text
+        return pa.array(items)
     if values.dtype.kind == "f":
         return pa.array(values, from_pandas=True)  # NaN → null
     return pa.array(values)
@@ -55,3 +58,21 @@ def batch_to_table(batch: ImageBatch) -> pa.Table:
     for name, values in batch.columns.items():
         data[name] = array_to_arrow(values)
     return pa.table(data)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Reorder, cast and null-fill ``table`` to ``schema`` (extra columns are appended)."""
+    n = table.num_rows
+    columns, fields = [], []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table[f.name]
+            columns.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            columns.append(pa.nulls(n, f.type))
+        fields.append(f)
+    for name in table.column_names:
+        if name not in schema.names:
+            columns.append(table[name])
+            fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))

@@ -30,7 +30,10 @@ def write_parquet_atomic(fs: fsspec.AbstractFileSystem, path: str, table: pa.Tab
 
 
 class ShardWriter:
-    """Accumulate samples into fixed-size tar shards with a Parquet metadata file each."""
+    """Accumulate samples into fixed-size tar shards with a Parquet metadata file each.
+
+    ``schema`` fixes the metadata files' columns and types, so every file of a dataset agrees.
+    """
 
     def __init__(
         self,
@@ -38,6 +41,7 @@ class ShardWriter:
         directory: str,
         prefix: str,
         samples_per_shard: int = 1000,
+        schema: pa.Schema | None = None,
     ) -> None:
         if samples_per_shard < 1:
             raise ValueError("samples_per_shard must be at least 1")
@@ -45,6 +49,7 @@ class ShardWriter:
         self.directory = directory.rstrip("/")
         self.prefix = prefix
         self.samples_per_shard = samples_per_shard
+        self.schema = schema
         self.shard_count = 0
         self.written: list[str] = []
         self._file: Any = None
@@ -92,7 +97,7 @@ class ShardWriter:
         self._file.close()
         final = f"{self.directory}/{self.current_name}"
         self.fs.mv(self._tmp, final)
-        table = pa.Table.from_pylist(self._rows)
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
         write_parquet_atomic(self.fs, final[: -len(".tar")] + ".parquet", table)
         self.written.append(final)
         self._tar = None

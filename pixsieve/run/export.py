@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pixsieve.executors.base import Progress
 from pixsieve.io.shards import ShardRef
+from pixsieve.io.tables import conform
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.io.writer import ShardWriter
 from pixsieve.run.layout import RunLayout, shard_id
@@ -45,14 +47,52 @@ class ExportWorker:
         self.storage_options = storage_options
         self.semantic = semantic
         self._sem: dict[int, pa.Table] = {}
+        self._schema = pa.schema([])
 
     def setup(self) -> None:
-        """Load the semantic-dedup decisions, grouped by input shard."""
+        """Load the semantic-dedup decisions and fix one manifest schema for every partition."""
+        self._schema = self._manifest_schema()
         path = self.layout.path(*RESULT_PATH)
         if self.semantic and self.layout.fs.exists(path):
             table = self.layout.read_table(path)
             for i in np.unique(table["shard_index"].to_numpy()):
                 self._sem[int(i)] = table.filter(pc.equal(table["shard_index"], int(i)))
+
+    def _manifest_schema(self) -> pa.Schema:
+        """The union of every cached shard's columns (footers only) plus the export columns."""
+        schemas = [
+            pa.schema(
+                [
+                    ("position", pa.int64()),
+                    ("key", pa.string()),
+                    ("source", pa.string()),
+                    ("members", pa.list_(pa.string())),
+                    ("status", pa.string()),
+                    ("reason", pa.string()),
+                    ("output_shard", pa.string()),
+                ]
+            )
+        ]
+        for index in range(len(self.shards)):
+            path = self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
+            if self.layout.fs.exists(path):
+                with self.layout.fs.open(path, "rb") as f:
+                    schemas.append(pq.read_schema(f))
+        if self.semantic:
+            schemas.append(
+                pa.schema(
+                    [
+                        ("duplicate_of", pa.string()),
+                        ("duplicate_of_source", pa.string()),
+                        ("similarity", pa.float32()),
+                        ("component_id", pa.int64()),
+                        ("component_size", pa.int64()),
+                        ("chained", pa.bool_()),
+                    ]
+                )
+            )
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        return pa.schema([f for f in schema if f.name != "embedding"])
 
     def done(self, part: int) -> dict[str, Any] | None:
         """Saved summary when this partition was already exported."""
@@ -116,8 +156,13 @@ class ExportWorker:
     def run(self, part: int, progress: Progress) -> dict[str, Any]:
         """Export one partition; write its shards, manifest part and marker."""
         self._clean_stale(part)
+        meta_schema = pa.schema([f for f in self._schema if f.name not in _NOT_METADATA])
         writer = ShardWriter(
-            self.layout.fs, self.layout.path("shards"), f"part-{part:05d}", self.samples_per_shard
+            self.layout.fs,
+            self.layout.path("shards"),
+            f"part-{part:05d}",
+            self.samples_per_shard,
+            schema=meta_schema,
         )
         manifests: list[pa.Table] = []
         try:
@@ -127,7 +172,7 @@ class ExportWorker:
         except BaseException:
             writer.abort()
             raise
-        manifest = pa.concat_tables(manifests, promote_options="permissive")
+        manifest = pa.concat_tables([conform(m, self._schema) for m in manifests])
         self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
         kept = int(pc.sum(pc.equal(manifest["status"], "kept")).as_py() or 0)
         summary = {"samples": manifest.num_rows, "kept": kept, "shards": len(written)}
@@ -140,8 +185,7 @@ class ExportWorker:
         keys = table["key"].to_pylist()
         where = {int(p): j for j, p in enumerate(table["position"].to_pylist()) if p >= 0}
         output = [None] * table.num_rows
-        meta_cols = [c for c in table.column_names if c not in _NOT_METADATA]
-        metadata = table.select(meta_cols).to_pylist()
+        metadata = conform(table, self._schema).select(writer.schema.names).to_pylist()
         expected = sum(1 for s in status if s == "kept")
         copied = 0
         if expected:
@@ -182,7 +226,7 @@ class ExportWorker:
             reasons = pa.array([f"export_error: {error}"] * n, pa.string())
             table = table.set_column(table.column_names.index("reason"), "reason", reasons)
             manifests.append(table.append_column("output_shard", pa.nulls(n, pa.string())))
-        manifest = pa.concat_tables(manifests, promote_options="permissive")
+        manifest = pa.concat_tables([conform(m, self._schema) for m in manifests])
         self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
         summary = {"samples": manifest.num_rows, "kept": 0, "shards": 0, "error": error}
         self.layout.write_json(self.layout.marker(PASS, f"{part:05d}"), summary)
