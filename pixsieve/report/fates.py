@@ -59,8 +59,8 @@ def resolve(
         ran = run.stage_settings(name) is not None
         if given == OFF:
             values[name] = None
-        elif given is None:
-            values[name] = run.threshold(name) if ran else None
+        elif given is None:  # the run's own: none when the stage only scored
+            values[name] = run.threshold(name) if ran and not run.score_only(name) else None
         elif not ran:
             column = THRESHOLD_STAGES[name][0]
             raise RunError(f"{run.url} has no {column} scores: the {name} stage did not run")
@@ -158,7 +158,8 @@ def settings_with(run: FinishedRun, thresholds: Thresholds) -> list[dict[str, An
         name = stage.get("name")
         if name in THRESHOLD_STAGES:
             value = thresholds.for_stage(name)
-            stage["settings"][THRESHOLD_STAGES[name][1]] = value
-            stage["settings"]["score_only"] = value is None
+            if value is not None:
+                stage["settings"][THRESHOLD_STAGES[name][1]] = value
+            stage["settings"]["score_only"] = value is None  # "off": scores kept, no removal
         out.append(stage)
     return out

@@ -157,7 +157,9 @@ class FinishedRun:
         from pixsieve.dedup import SemanticDedupConfig
 
         saved = self.fingerprint.get("semantic_dedup")
-        kwargs = parse_config_repr(saved) if isinstance(saved, str) else None
+        kwargs = saved if isinstance(saved, dict) else None
+        if isinstance(saved, str):
+            kwargs = parse_config_repr(saved)
         if kwargs is None:
             raise RunError(f"cannot recover the semantic dedup settings of {self.url}")
         names = {f.name for f in dataclasses.fields(SemanticDedupConfig)}

@@ -97,6 +97,7 @@ def make_pipeline(
     aesthetic_min: float = AESTHETIC_MIN,
     nsfw_max: float = NSFW_MAX,
     dedup_threshold: float | None = DEDUP_THRESHOLD,
+    aesthetic_score_only: bool = False,
 ) -> Pipeline:
     """Decode (small), size filter, fake embed, fake aesthetic, fake NSFW, semantic dedup."""
     semantic = None
@@ -109,7 +110,7 @@ def make_pipeline(
             DecodeStage(image_size=48, threads=2),
             ImageSizeFilter(min_side=MIN_SIDE),
             FakeEmbed(),
-            FakeAesthetic(aesthetic_min),
+            FakeAesthetic(aesthetic_min, score_only=aesthetic_score_only),
             FakeNSFW(nsfw_max),
         ],
         semantic_dedup=semantic,

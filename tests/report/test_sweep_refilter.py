@@ -140,3 +140,17 @@ def test_thresholds_a_run_cannot_answer(plain_run: Path, scored_run: Path) -> No
         sweep(str(plain_run), dedup_threshold=[0.9])
     with pytest.raises(RunError, match="probability"):
         sweep(str(scored_run), nsfw_max=[2.0])
+
+
+def test_score_only_stage_is_off_by_default(
+    run_inputs: list[Path], pipeline_runner, scored_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "score-only"
+    pipeline_runner(run_inputs, out, aesthetic_score_only=True)
+    kept = manifest(out)["status"].to_pylist().count("kept")
+    own = sweep(str(out)).rows[0]
+    assert own["aesthetic_min"] is None and own["kept"] == kept and own["current"]
+    strict = sweep(str(out), aesthetic_min=3.0).rows[0]  # what the scored run applied
+    assert strict["kept"] == manifest(scored_run)["status"].to_pylist().count("kept")
+    refilter(str(scored_run), str(tmp_path / "off"), aesthetic_min=OFF, report=False)
+    assert sweep(str(tmp_path / "off")).rows[0]["kept"] == kept
