@@ -118,7 +118,7 @@ def dedup(
     """
     console = Console(stderr=True)
     config = SemanticDedupConfig(
-        threshold=threshold, keep=keep, mode=mode, n_clusters=clusters, seed=seed  # type: ignore[arg-type]
+        threshold=threshold, keep=keep, mode=mode, n_clusters=clusters, seed=seed
     )
     resolution = keep == "resolution"
     start = time.perf_counter()

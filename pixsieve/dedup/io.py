@@ -129,7 +129,7 @@ def read_embeddings(
         values = col.flatten()
         if values.null_count:
             raise InputError(f"embedding column {embedding_column!r} contains null values")
-        block = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(rows, dim)
+        block = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(rows, dim)
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             raise InputError(f"NaN or inf in embeddings: {where(~finite)}")

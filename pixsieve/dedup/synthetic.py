@@ -56,7 +56,7 @@ def planted_embeddings(
     topic_weight: float = 1.0,
     border_fraction: float = 0.2,
     seed: int = 0,
-    chunk_rows: int = 65536,
+    chunk_rows: int = 16384,
 ) -> Planted:
     """Generate ``n`` unit vectors, ``dup_fraction`` of them in planted duplicate groups.
 

@@ -120,3 +120,16 @@ def test_empty_and_tiny_inputs():
     same = find_duplicates(np.ones((5, 8), dtype=np.float32), SemanticDedupConfig(keep="first"))
     assert same.removed.tolist() == [False, True, True, True, True]
     assert same.component_size.tolist() == [5] * 5
+
+
+def test_progress_reports_every_long_phase(random_planted):
+    from pixsieve.dedup import find_duplicates
+
+    seen: dict[str, tuple[int, int]] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        seen[phase] = (done, total)
+
+    find_duplicates(random_planted.embeddings, progress=progress)
+    assert set(seen) >= {"normalise", "kmeans", "assign", "similarity"}
+    assert all(done == total for done, total in seen.values())
