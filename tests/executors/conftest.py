@@ -65,10 +65,7 @@ def s3_server() -> Iterator[dict[str, Any]]:
     server.start()
     try:
         yield {
-            "client_kwargs": {
-                "endpoint_url": f"http://127.0.0.1:{port}",
-                "region_name": "us-east-1",
-            },
+            "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
             "key": "x",
             "secret": "y",
         }

@@ -135,6 +135,17 @@ class ToyWorker:
         return {"samples": 0, "error": error, "failed": True}
 
 
+class EnvWorker(ToyWorker):
+    """Reports the value of the environment variable ``name`` where the task runs."""
+
+    def __init__(self, counter: str, name: str) -> None:
+        super().__init__(counter)
+        self.name = name
+
+    def run(self, task: int, progress: Any) -> dict[str, Any]:
+        return {"samples": 1, "value": os.environ.get(self.name)}
+
+
 class Unpicklable(ToyWorker):
     """A worker holding a lock: cannot travel to Ray."""
 

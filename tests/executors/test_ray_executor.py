@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from executors.helpers import ToyWorker, Unpicklable, attempts
+from executors.helpers import EnvWorker, ToyWorker, Unpicklable, attempts
 
 pytest.importorskip("ray")
 
@@ -130,3 +130,15 @@ def test_unschedulable_pool_raises(ray_session, tmp_path: Path) -> None:
             list(ex.map(ToyWorker(str(tmp_path / "c")), range(2)))
     finally:
         ray.kill(hog)
+
+
+@pytest.mark.ray
+def test_env_vars_reach_the_workers(ray_session, tmp_path: Path) -> None:
+    """Ray was started by someone else (the fixture): ``env_vars`` still reach each actor."""
+    worker = EnvWorker(str(tmp_path / "c"), "PIXSIEVE_TEST_SECRET")
+    ex = RayExecutor(workers=1, env_vars={"PIXSIEVE_TEST_SECRET": "s3cret"})
+    assert [r.summary["value"] for r in ex.map(worker, range(2))] == ["s3cret", "s3cret"]
+    ex.shutdown()
+    plain = RayExecutor(workers=1)
+    assert [r.summary["value"] for r in plain.map(worker, range(1))] == [None]
+    plain.shutdown()
