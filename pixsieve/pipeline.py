@@ -11,6 +11,7 @@ kept samples' original bytes, write the manifest).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from pixsieve.run.semantic import run_semantic_dedup
 from pixsieve.run.summary import build_run_record, check_fingerprint
 from pixsieve.stages.base import StageLike
 from pixsieve.stages.decode import DecodeStage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -162,10 +165,18 @@ class Pipeline:
         record = build_run_record(layout, shards, self, ex, results, semantic, timings, started)
         layout.write_json(layout.path("run.json"), record)
         if report:
-            from pixsieve.report import write_report
-
-            write_report(output, storage_options=opts)
+            _write_report(output, opts)
         return RunResult(output=output, record=record, shard_errors=record["shard_errors"])
+
+
+def _write_report(output: str, storage_options: dict[str, Any]) -> None:
+    """Write ``report.html``; a failure there is logged, never fails a finished run."""
+    from pixsieve.report import write_report
+
+    try:
+        write_report(output, storage_options=storage_options)
+    except Exception as e:
+        log.warning("the run finished, but report.html could not be written: %s", e)
 
 
 def _resources(stages: list[StageLike]) -> dict[str, float]:

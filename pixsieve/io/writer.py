@@ -55,6 +55,7 @@ class ShardWriter:
         self._file: Any = None
         self._tar: tarfile.TarFile | None = None
         self._rows: list[dict[str, Any]] = []
+        self._keys: set[str] = set()
         self._tmp = ""
 
     @property
@@ -68,14 +69,24 @@ class ShardWriter:
         self._file = self.fs.open(self._tmp, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
 
-    def write(self, members: list[tuple[str, bytes]], metadata: dict[str, Any]) -> str:
-        """Append one sample (member names and original bytes); return its shard's file name."""
+    def write(
+        self, members: list[tuple[str, bytes]], metadata: dict[str, Any], key: str | None = None
+    ) -> str:
+        """Append one sample (member names and original bytes); return its shard's file name.
+
+        A sample whose ``key`` is already in the current shard (two input shards can reuse a
+        key) starts a new shard, so no output tar ever holds the same key twice.
+        """
         for name, _ in members:
             if is_unsafe_name(name):
                 raise ValueError(f"refusing to write unsafe member name {name!r}")
+        if key is not None and key in self._keys:
+            self._finish()
         if self._tar is None:
             self._open()
         assert self._tar is not None
+        if key is not None:
+            self._keys.add(key)
         name_here = self.current_name
         for name, data in members:
             info = tarfile.TarInfo(name)
@@ -103,6 +114,7 @@ class ShardWriter:
         self._tar = None
         self._file = None
         self._rows = []
+        self._keys = set()
         self.shard_count += 1
 
     def close(self) -> list[str]:

@@ -198,7 +198,7 @@ class ExportWorker:
                     )
                 if status[j] == "kept":
                     members = list(zip(sample.names, sample.data, strict=True))
-                    name = writer.write(members, metadata[j])
+                    name = writer.write(members, metadata[j], key=sample.key)
                     output[j] = f"shards/{name}"
                     copied += 1
                 if copied == expected:

@@ -6,6 +6,7 @@ refuses to mix outputs of a different run into it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -146,6 +147,11 @@ def build_run_record(
         "reasons": reasons,
         "counters": {name: s.to_dict() for name, s in stages.items()},
         "semantic_dedup": semantic,
+        "semantic_dedup_config": (
+            dataclasses.asdict(pipeline.semantic_dedup)
+            if dataclasses.is_dataclass(pipeline.semantic_dedup)
+            else None
+        ),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "tasks": {
             p: {"total": len(rs), "resumed": sum(1 for r in rs if r.resumed)}

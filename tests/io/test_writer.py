@@ -52,3 +52,10 @@ def test_abort_leaves_nothing(tmp_path):
     w.write([("a.jpg", b"x")], {"key": "a"})
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_repeated_key_starts_a_new_shard(tmp_path):
+    w = ShardWriter(fsspec.filesystem("file"), str(tmp_path), "p", 10)
+    names = [w.write([(f"{k}.jpg", b"x")], {"key": k}, key=k) for k in ("a", "b", "a", "c")]
+    w.close()
+    assert names == ["p-00000.tar", "p-00000.tar", "p-00001.tar", "p-00001.tar"]
