@@ -66,17 +66,24 @@ def border_margin(threshold: float, slack: float) -> float:
     return slack * delta / 2.0
 
 
-def _centroid_cos(centroids: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine between centroids ``a[i]`` and ``b[i]`` (unit centroids)."""
-    if len(centroids) <= GRAM_MAX_CLUSTERS:
-        gram = centroids @ centroids.T
-        return gram[a, b]
-    out = np.empty(len(a), dtype=np.float32)
-    step = 65536
-    for start in range(0, len(a), step):
-        sl = slice(start, start + step)
-        out[sl] = np.einsum("ij,ij->i", centroids[a[sl]], centroids[b[sl]])
-    return out
+def _border_chunk(
+    sims: np.ndarray, ids: np.ndarray, centroids: np.ndarray, gram: np.ndarray | None, half: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Border memberships of one chunk of rows: ``(row within chunk, cluster)``."""
+    m = ids.shape[1]
+    own = np.repeat(ids[:, 0], m - 1)
+    other = ids[:, 1:].reshape(-1)
+    gap = (sims[:, :1] - sims[:, 1:]).reshape(-1)
+    if gram is not None:
+        cos = gram[own, other]
+    else:  # many centroids: gather a bounded number of centroid pairs at a time
+        cos = np.empty(len(own), dtype=np.float32)
+        for lo in range(0, len(own), 16384):
+            sl = slice(lo, lo + 16384)
+            cos[sl] = np.einsum("ij,ij->i", centroids[own[sl]], centroids[other[sl]])
+    dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cos.astype(np.float64)))
+    take = np.flatnonzero((other >= 0) & (other != own) & (gap <= half * dist))
+    return take // (m - 1), other[take].astype(np.int64)
 
 
 def build_membership(
@@ -86,6 +93,7 @@ def build_membership(
     *,
     threshold: float,
     slack: float,
+    chunk_rows: int = 65536,
 ) -> Membership:
     """Primary and border memberships from the nearest-centroid search.
 
@@ -95,26 +103,25 @@ def build_membership(
         centroids: ``(k, D)`` unit centroids.
         threshold: the duplicate threshold (sets ``delta``).
         slack: scale of the border margin; 0 keeps only primary memberships.
+        chunk_rows: rows examined at a time (bounds temporary memory).
     """
     n, m = ids.shape
     k = len(centroids)
     points = [np.arange(n, dtype=np.int64)]
     clusters = [ids[:, 0].astype(np.int64)]
-    secondary = [np.zeros(n, dtype=bool)]
     half = border_margin(threshold, slack)
     if m > 1 and half > 0:
-        own = np.repeat(ids[:, 0], m - 1)
-        other = ids[:, 1:].reshape(-1)
-        gap = (sims[:, :1] - sims[:, 1:]).reshape(-1)
-        cos = _centroid_cos(centroids, own, other)
-        dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cos.astype(np.float64)))
-        take = (other >= 0) & (other != own) & (gap <= half * dist)
-        points.append(np.repeat(np.arange(n, dtype=np.int64), m - 1)[take])
-        clusters.append(other[take].astype(np.int64))
-        secondary.append(np.ones(int(take.sum()), dtype=bool))
+        gram = centroids @ centroids.T if k <= GRAM_MAX_CLUSTERS else None
+        step = max(1, chunk_rows)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            rows, other = _border_chunk(sims[start:stop], ids[start:stop], centroids, gram, half)
+            points.append(rows + start)
+            clusters.append(other)
     point = np.concatenate(points)
     cluster = np.concatenate(clusters)
-    is_sec = np.concatenate(secondary)
+    is_sec = np.zeros(len(point), dtype=bool)
+    is_sec[n:] = True
     perm = np.lexsort((point, is_sec, cluster))
     offsets = np.zeros(k + 1, dtype=np.int64)
     np.cumsum(np.bincount(cluster, minlength=k), out=offsets[1:])

@@ -70,7 +70,7 @@ class SemanticDedupConfig:
     mode: Mode = "components"
     seed: int = 0
     block_size: int = 4096
-    border_candidates: int = 8
+    border_candidates: int = 16
     border_slack: float = 1.0
     chain_margin: float = 0.05
     kmeans_iters: int = 10

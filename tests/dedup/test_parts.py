@@ -133,3 +133,23 @@ def test_progress_reports_every_long_phase(random_planted):
     find_duplicates(random_planted.embeddings, progress=progress)
     assert set(seen) >= {"normalise", "kmeans", "assign", "similarity"}
     assert all(done == total for done, total in seen.values())
+
+
+def test_border_membership_is_the_same_chunked_and_without_gram(monkeypatch):
+    import pixsieve.dedup.border as border
+    from pixsieve.dedup.kmeans import assign
+
+    rng = np.random.default_rng(0)
+    cent = rng.standard_normal((50, 16)).astype(np.float32)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sims, ids = assign(x, cent, 6)
+    whole = border.build_membership(sims, ids, cent, threshold=0.9, slack=1.0)
+    chunked = border.build_membership(sims, ids, cent, threshold=0.9, slack=1.0, chunk_rows=700)
+    monkeypatch.setattr(border, "GRAM_MAX_CLUSTERS", 10)
+    no_gram = border.build_membership(sims, ids, cent, threshold=0.9, slack=1.0)
+    assert whole.n_secondary > 1000
+    for other in (chunked, no_gram):
+        np.testing.assert_array_equal(whole.order, other.order)
+        np.testing.assert_array_equal(whole.offsets, other.offsets)
