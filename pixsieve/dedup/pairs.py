@@ -4,7 +4,7 @@ Nothing here touches global state, so an executor can map these functions over c
 independent tasks (one task per cluster or per group of small clusters) and ship back only the
 small results. Similarities are computed blockwise with float32 matrix products (a block holds at
 most ``block_size**2`` values, never a cluster-by-cluster matrix); entries within
-:data:`FLOAT32_SLACK` of the threshold are recomputed exactly in float64 so the decision
+:func:`float32_slack` of the threshold are recomputed exactly in float64 so the decision
 ``cos >= threshold`` is exact.
 """
 
@@ -17,8 +17,15 @@ import numpy as np
 from pixsieve.dedup.components import spanning_edges, union_edges
 from pixsieve.dedup.config import SemanticDedupConfig
 
-#: Bound on float32 rounding error of a dot product of two unit vectors (768-d: ~5e-5 worst case).
+#: Least band around the threshold that is recomputed in float64. The rounding error of a
+#: float32 dot product of two unit vectors is at most about ``D * 2**-24`` (4.6e-5 for 768-d);
+#: the band is twice that for wider embeddings.
 FLOAT32_SLACK: float = 1e-4
+
+
+def float32_slack(dim: int) -> float:
+    """Half-width of the band recomputed in float64 for ``dim``-dimensional unit vectors."""
+    return max(FLOAT32_SLACK, 2.0 * dim * 2.0**-24)
 
 
 def _candidates(
@@ -26,15 +33,16 @@ def _candidates(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.float32]:
     """Entries of ``sims`` (``rows @ cols.T``, float32) that may reach ``threshold``.
 
-    Returns ``(i, j, vals, t32)``: every entry within :data:`FLOAT32_SLACK` below the threshold
+    Returns ``(i, j, vals, t32)``: every entry within :func:`float32_slack` below the threshold
     or above it. Entries near the threshold are recomputed in float64 and rounded so that
     ``vals >= t32`` is the exact decision ``cos >= threshold``; they are also written back into
     ``sims``.
     """
     t32 = np.float32(threshold)
-    i, j = np.nonzero(sims >= threshold - FLOAT32_SLACK)
+    slack = float32_slack(rows.shape[1])
+    i, j = np.nonzero(sims >= threshold - slack)
     vals = sims[i, j]
-    band = np.flatnonzero(vals < threshold + FLOAT32_SLACK)
+    band = np.flatnonzero(vals < threshold + slack)
     if len(band):
         bi, bj = i[band], j[band]
         exact = np.einsum("ij,ij->i", rows[bi].astype(np.float64), cols[bj].astype(np.float64))
@@ -113,8 +121,12 @@ def cluster_edges(
         pairs = np.stack([np.minimum(gi, gj), np.maximum(gi, gj)], axis=1)
         pair_sims = np.concatenate(found_s) if found_s else np.empty(0, dtype=np.float32)
     return ClusterEdges(
-        a=members[a], b=members[b], n_pairs=n_pairs, n_compared=n_compared,
-        pairs=pairs, pair_sims=pair_sims,
+        a=members[a],
+        b=members[b],
+        n_pairs=n_pairs,
+        n_compared=n_compared,
+        pairs=pairs,
+        pair_sims=pair_sims,
     )
 
 
