@@ -3,18 +3,17 @@
     python benchmarks/ray_bench.py --shards 8 --per-shard 500 --repeat 2
 
 1. writes ``--shards`` tars of ``--per-shard`` synthetic JPEGs (``--width`` x ``--height``,
-   noise over gradients, quality 90) to a temporary directory;
-2. runs the same pipeline (decode, size filter; exact dedup on) with the local executor
-   (``workers=2`` threads) *before* Ray is started, so Ray's idle daemons do not slow it;
-3. starts a local Ray (``num_cpus=--cpus``) and reports the start-up cost separately:
-   ``ray.init`` and the first actor pool (process start, imports);
-4. runs the pipeline with ``RayExecutor(workers=2)`` and with ``workers=1``, and the local
-   executor with ``workers=1`` for the scaling table. Decode threads are pinned to one per
-   worker (``DecodeStage(threads=1)``) for the scaling rows so that a worker is one core.
+   noise over gradients, quality 90) under ``--workdir`` (reused when already there);
+2. starts a local Ray (``num_cpus=--cpus``) and reports the start-up cost separately:
+   ``ray.init`` and starting a first pool of two actors (process start, imports);
+3. per repeat, alternates the local and the Ray executor on the same pipeline (decode, size
+   filter; exact dedup on) so that load from elsewhere on the machine hits both alike:
+   ``x2`` (two workers, default decode threads), then for the scaling rows ``x1`` and ``x2``
+   with one decode thread per worker (``DecodeStage(threads=1)``: a worker is one core).
 
 Each run writes to a fresh output; throughput is input images per second of ``Pipeline.run``
-wall time (every pass, actor start-up for the run's pools included). Prints one JSON line per
-run and a summary table.
+wall time (every pass, and starting the run's actor pools, included). The 1-minute load
+average before each run is printed: other processes on the machine skew every figure.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -54,6 +54,22 @@ def make_shards(root: Path, shards: int, per_shard: int, width: int, height: int
     return root
 
 
+def _spin(n: int) -> float:
+    t = time.perf_counter()
+    sum(range(n))
+    return time.perf_counter() - t
+
+
+def parallel_capacity(n: int = 30_000_000) -> float:
+    """How many cores' worth of work two busy processes get done (2.0 on two free cores)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        one = pool.submit(_spin, n).result()
+        both = [f.result() for f in [pool.submit(_spin, n), pool.submit(_spin, n)]]
+    return 2 * one / max(both)
+
+
 def pipeline(decode_threads: int | None) -> Any:
     from pixsieve.pipeline import Pipeline
     from pixsieve.stages.decode import DecodeStage
@@ -66,15 +82,21 @@ def pipeline(decode_threads: int | None) -> Any:
 def run_once(
     label: str, inputs: Path, out: Path, executor: Any, decode_threads: int | None, images: int
 ) -> dict[str, Any]:
+    load = round(os.getloadavg()[0], 2)
     start = time.perf_counter()
     result = pipeline(decode_threads).run([str(inputs)], str(out), executor)
     seconds = time.perf_counter() - start
+    pools = result.record["executor"].get("pools", [])
+    start_s = sum(p.get("start_s", 0.0) for p in pools)
     row = {
         "run": label,
         "seconds": round(seconds, 2),
         "images_per_s": round(images / seconds, 1),
+        "pool_start_s": round(start_s, 2),
+        "images_per_s_after_start": round(images / (seconds - start_s), 1),
         "passes": result.record["timings"],
         "kept": result.counts["kept"],
+        "load_before": load,
     }
     print(json.dumps(row), flush=True)
     return row
@@ -93,7 +115,9 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ray-bench-"))
     t0 = time.perf_counter()
-    inputs = make_shards(work / "in", args.shards, args.per_shard, args.width, args.height)
+    if len(list((work / "in").glob("*.tar"))) != args.shards:
+        make_shards(work / "in", args.shards, args.per_shard, args.width, args.height)
+    inputs = work / "in"
     images = args.shards * args.per_shard
     size = sum(p.stat().st_size for p in inputs.iterdir())
     print(
@@ -102,32 +126,16 @@ def main() -> None:
                 "images": images,
                 "input_mb": round(size / 1e6, 1),
                 "generate_s": round(time.perf_counter() - t0, 1),
+                "parallel_capacity_of_2_cpus": round(parallel_capacity(), 2),
+                "load_1min": round(os.getloadavg()[0], 2),
             }
         ),
         flush=True,
     )
 
-    from pixsieve.executors.local import LocalExecutor
-
-    rows: list[dict[str, Any]] = []
-    n = 0
-
-    def out() -> Path:
-        nonlocal n
-        n += 1
-        return work / f"out-{n}"
-
-    for _ in range(args.repeat):
-        rows.append(run_once("local x2", inputs, out(), LocalExecutor(2), None, images))
-        rows.append(
-            run_once("local x1, 1 decode thread", inputs, out(), LocalExecutor(1), 1, images)
-        )
-        rows.append(
-            run_once("local x2, 1 decode thread", inputs, out(), LocalExecutor(2), 1, images)
-        )
-
     import ray
 
+    from pixsieve.executors.local import LocalExecutor
     from pixsieve.executors.ray import RayExecutor, TaskActor
 
     t0 = time.perf_counter()
@@ -144,26 +152,42 @@ def main() -> None:
         flush=True,
     )
 
-    for _ in range(args.repeat):
-        rows.append(run_once("ray x2", inputs, out(), RayExecutor(workers=2), None, images))
-        rows.append(
-            run_once("ray x1, 1 decode thread", inputs, out(), RayExecutor(workers=1), 1, images)
-        )
-        rows.append(
-            run_once("ray x2, 1 decode thread", inputs, out(), RayExecutor(workers=2), 1, images)
-        )
+    rows: list[dict[str, Any]] = []
+    plan = [
+        ("local x2", lambda: LocalExecutor(2), None),
+        ("ray x2", lambda: RayExecutor(workers=2), None),
+        ("local x1, 1 decode thread", lambda: LocalExecutor(1), 1),
+        ("ray x1, 1 decode thread", lambda: RayExecutor(workers=1), 1),
+        ("local x2, 1 decode thread", lambda: LocalExecutor(2), 1),
+        ("ray x2, 1 decode thread", lambda: RayExecutor(workers=2), 1),
+    ]
+    for rep in range(args.repeat):
+        for label, make, threads in plan:
+            out = work / f"out-{rep}-{label.replace(' ', '').replace(',', '-')}"
+            if out.exists():
+                shutil.rmtree(out)
+            rows.append(run_once(label, inputs, out, make(), threads, images))
     ray.shutdown()
 
-    best: dict[str, float] = {}
+    by_run: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        best[r["run"]] = max(best.get(r["run"], 0.0), r["images_per_s"])
-    print("\n| run | best images/s |\n|---|---|")
-    for k, v in best.items():
-        print(f"| {k} | {v} |")
+        by_run.setdefault(r["run"], []).append(r)
+    best = {k: max(r["images_per_s"] for r in v) for k, v in by_run.items()}
+    print(
+        "\n| run | images/s best | images/s median | actor-pool start s (median) "
+        "| images/s after pool start (median) |\n|---|---|---|---|---|"
+    )
+    for k, v in by_run.items():
+        med = {f: float(np.median([r[f] for r in v])) for f in v[0] if f.startswith(("im", "po"))}
+        print(
+            f"| {k} | {best[k]} | {med['images_per_s']:.1f} | {med['pool_start_s']:.2f} "
+            f"| {med['images_per_s_after_start']:.1f} |"
+        )
     print(f"\nray x2 / local x2 = {best['ray x2'] / best['local x2']:.0%}")
     print(
         f"ray 1 -> 2 workers (1 decode thread each) = "
-        f"{best['ray x2, 1 decode thread'] / best['ray x1, 1 decode thread']:.2f}x"
+        f"{best['ray x2, 1 decode thread'] / best['ray x1, 1 decode thread']:.2f}x; local: "
+        f"{best['local x2, 1 decode thread'] / best['local x1, 1 decode thread']:.2f}x"
     )
 
 

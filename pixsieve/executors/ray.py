@@ -182,6 +182,7 @@ class _Dispatch:
         self.results: dict[int, TaskResult] = {}
         self.load_failures = 0
         self.started = False
+        self.start_s = 0.0  # until the first actor was ready (new processes, setup())
         for actor in actors:
             self.loading[actor.load.remote(worker_ref)] = actor
 
@@ -195,6 +196,8 @@ class _Dispatch:
                 self._check_start(time.monotonic() - begin)
             for ref in ready:
                 self._collect(ref)
+            if self.started and not self.start_s:
+                self.start_s = time.monotonic() - begin
             while following in self.results:
                 yield self.results.pop(following)
                 following += 1
@@ -372,7 +375,8 @@ class RayExecutor(Executor):
             workers=self.workers,
             model_cpus=self.model_cpus,
         )
-        self._plans.append({"tasks": len(tasks), **asdict(plan)})
+        record = {"tasks": len(tasks), **asdict(plan)}
+        self._plans.append(record)
         try:
             worker_ref = ray.put(worker)
         except Exception as e:
@@ -382,12 +386,13 @@ class RayExecutor(Executor):
             ) from e
         pool = self._pool_for(plan)
         finished = False
+        dispatch = _Dispatch(
+            pool, pool.take(plan.size), worker_ref, tasks, retries, progress, self.start_timeout_s
+        )
         try:
-            yield from _Dispatch(
-                pool, pool.take(plan.size), worker_ref, tasks, retries, progress,
-                self.start_timeout_s,
-            )  # fmt: skip
+            yield from dispatch
             finished = True
+            record["start_s"] = round(dispatch.start_s, 3)
         finally:
             if not finished:  # interrupted or failed: stop in-flight work
                 pool.kill()

@@ -42,7 +42,7 @@ def test_model_pass_on_ray_matches_local(
     ex = RayExecutor()
     result = _pipeline(tiny_clip_dir).run(inputs, remote, ex)
 
-    score_pool = result.record["executor"]["pools"][1]
+    score_pool = {k: v for k, v in result.record["executor"]["pools"][1].items() if k != "start_s"}
     # a CPU model pass on a 2-CPU machine: one model copy holding both CPUs, started after
     # the scan pass's two 1-CPU actors were released (else it would wait for ever)
     assert score_pool == {"tasks": 2, "size": 1, "num_cpus": 2.0, "num_gpus": 0.0}
