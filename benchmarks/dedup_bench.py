@@ -85,10 +85,14 @@ def run_one(n: int, dim: int, threshold: float, queries: int, seed: int, hard: b
     truth = planted.planted_pairs(threshold)
     rng = np.random.default_rng(seed + 1)
     in_group = np.flatnonzero(planted.group >= 0)
-    q = np.unique(np.concatenate([
-        rng.choice(in_group, size=min(queries // 2, len(in_group)), replace=False),
-        rng.choice(n, size=queries // 2, replace=False),
-    ]))
+    q = np.unique(
+        np.concatenate(
+            [
+                rng.choice(in_group, size=min(queries // 2, len(in_group)), replace=False),
+                rng.choice(n, size=queries // 2, replace=False),
+            ]
+        )
+    )
     start = time.perf_counter()
     exact = exact_neighbors(x, q, threshold)
     exact_s = time.perf_counter() - start
@@ -162,8 +166,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
-    parser.add_argument("--hard", action="store_true",
-                        help="also run without border handling (border_candidates=1)")
+    parser.add_argument(
+        "--hard", action="store_true", help="also run without border handling (border_candidates=1)"
+    )
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single is not None:
@@ -172,9 +177,21 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        cmd = [sys.executable, __file__, "--single", str(n), "--dim", str(args.dim),
-               "--threshold", str(args.threshold), "--queries", str(args.queries),
-               "--seed", str(args.seed), *(["--hard"] if args.hard else [])]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--single",
+            str(n),
+            "--dim",
+            str(args.dim),
+            "--threshold",
+            str(args.threshold),
+            "--queries",
+            str(args.queries),
+            "--seed",
+            str(args.seed),
+            *(["--hard"] if args.hard else []),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)

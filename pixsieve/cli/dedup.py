@@ -39,8 +39,12 @@ def _progress_bars(console: Console, enabled: bool) -> Iterator[Callable[[str, i
         yield lambda phase, done, total: None
         return
     bars = Progress(
-        TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
     tasks: dict[str, int] = {}
 
@@ -74,28 +78,62 @@ def _summary(console: Console, result: DedupResult, seconds: float, target: Path
 
 @click.command("dedup")
 @click.argument("embeddings", type=click.Path(exists=True, path_type=Path))
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for duplicates.parquet and dedup.json.")
-@click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_THRESHOLD,
-              show_default=True,
-              help="Cosine similarity at or above which two items are duplicates (= 1 - eps).")
-@click.option("--keep", type=click.Choice(KEEP_POLICIES), default="aesthetic", show_default=True,
-              help="Which item of a duplicate group survives (aesthetic needs --score-column).")
-@click.option("--mode", type=click.Choice(MODES), default="components", show_default=True,
-              help="components: one survivor per connected group; semdedup: NeMo Curator's rule.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for duplicates.parquet and dedup.json.",
+)
+@click.option(
+    "--threshold",
+    "-t",
+    type=click.FloatRange(-1.0, 1.0),
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    help="Cosine similarity at or above which two items are duplicates (= 1 - eps).",
+)
+@click.option(
+    "--keep",
+    type=click.Choice(KEEP_POLICIES),
+    default="aesthetic",
+    show_default=True,
+    help="Which item of a duplicate group survives (aesthetic needs --score-column).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="components",
+    show_default=True,
+    help="components: one survivor per connected group; semdedup: NeMo Curator's rule.",
+)
 @click.option("--id-column", default="id", show_default=True, help="Column with unique ids.")
-@click.option("--embedding-column", default="embedding", show_default=True,
-              help="List column of floats (e.g. image_embedding for NeMo Curator output).")
+@click.option(
+    "--embedding-column",
+    default="embedding",
+    show_default=True,
+    help="List column of floats (e.g. image_embedding for NeMo Curator output).",
+)
 @click.option("--score-column", default=None, help="Aesthetic score column for --keep aesthetic.")
-@click.option("--width-column", default="width", show_default=True,
-              help="Width column for --keep resolution.")
-@click.option("--height-column", default="height", show_default=True,
-              help="Height column for --keep resolution.")
-@click.option("--clusters", type=click.IntRange(min=1), default=None,
-              help="k-means clusters (default: about sqrt(N)).")
+@click.option(
+    "--width-column", default="width", show_default=True, help="Width column for --keep resolution."
+)
+@click.option(
+    "--height-column",
+    default="height",
+    show_default=True,
+    help="Height column for --keep resolution.",
+)
+@click.option(
+    "--clusters",
+    type=click.IntRange(min=1),
+    default=None,
+    help="k-means clusters (default: about sqrt(N)).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show progress bars.")
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
+)
 def dedup(
     embeddings: Path,
     output: Path,
@@ -134,8 +172,11 @@ def dedup(
                 progress=update,
             )
             result = find_duplicates(
-                table.embeddings, config, aesthetic=table.aesthetic,
-                resolution=table.resolution, progress=update,
+                table.embeddings,
+                config,
+                aesthetic=table.aesthetic,
+                resolution=table.resolution,
+                progress=update,
             )
     except EmbeddingError as exc:
         raise click.ClickException(str(exc)) from exc

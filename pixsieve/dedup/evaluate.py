@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pixsieve.dedup.pairs import exact_cosine
+
 #: Candidates this close to the threshold (in float32) are rescored in float64.
 RECHECK: float = 1e-3
 
@@ -17,8 +19,7 @@ def _exact_hits(
     rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
     i, j = np.nonzero(sims >= threshold - RECHECK)
-    exact = np.einsum("ij,ij->i", rows[i].astype(np.float64), cols[j].astype(np.float64))
-    keep = exact >= threshold
+    keep = exact_cosine(rows, i, cols, j) >= threshold
     return i[keep], j[keep]
 
 
@@ -86,9 +87,5 @@ def pair_precision(x: np.ndarray, pairs: np.ndarray, threshold: float) -> float:
     """Share of ``pairs`` whose exact (float64) cosine is really ``>= threshold``."""
     if not len(pairs):
         return 1.0
-    good = 0
-    for start in range(0, len(pairs), 65536):
-        p = pairs[start : start + 65536]
-        cos = np.einsum("ij,ij->i", x[p[:, 0]].astype(np.float64), x[p[:, 1]].astype(np.float64))
-        good += int((cos >= threshold).sum())
-    return good / len(pairs)
+    cos = exact_cosine(x, pairs[:, 0], x, pairs[:, 1])
+    return int((cos >= threshold).sum()) / len(pairs)

@@ -23,6 +23,19 @@ from pixsieve.dedup.config import SemanticDedupConfig
 FLOAT32_SLACK: float = 1e-4
 
 
+def exact_cosine(
+    a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray, chunk: int = 65536
+) -> np.ndarray:
+    """Float64 dot products ``a[ia[k]] . b[ib[k]]`` of unit rows (the exact cosine), in chunks."""
+    out = np.empty(len(ia), dtype=np.float64)
+    for start in range(0, len(ia), chunk):
+        sa, sb = ia[start : start + chunk], ib[start : start + chunk]
+        out[start : start + len(sa)] = np.einsum(
+            "ij,ij->i", a[sa].astype(np.float64), b[sb].astype(np.float64)
+        )
+    return out
+
+
 def float32_slack(dim: int) -> float:
     """Half-width of the band recomputed in float64 for ``dim``-dimensional unit vectors."""
     return max(FLOAT32_SLACK, 2.0 * dim * 2.0**-24)
@@ -45,7 +58,7 @@ def _candidates(
     band = np.flatnonzero(vals < threshold + slack)
     if len(band):
         bi, bj = i[band], j[band]
-        exact = np.einsum("ij,ij->i", rows[bi].astype(np.float64), cols[bj].astype(np.float64))
+        exact = exact_cosine(rows, bi, cols, bj)
         below = np.nextafter(t32, np.float32(-np.inf))
         fixed = exact.astype(np.float32)
         vals[band] = np.where(exact >= threshold, np.maximum(fixed, t32), np.minimum(fixed, below))

@@ -18,14 +18,13 @@ from pixsieve.dedup.components import compress, connected_components, number_com
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import priority, representatives, resolve_policy
 from pixsieve.dedup.kmeans import (
-    CHUNK_ROWS,
     EmbeddingError,
     assign,
     faiss_gpu_available,
     fit_centroids,
     normalize,
 )
-from pixsieve.dedup.pairs import cluster_edges, semdedup_cluster
+from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
 from pixsieve.dedup.result import DedupResult, empty_result
 
 Progress = Callable[[str, int, int], None]
@@ -84,7 +83,11 @@ def find_duplicates(
         if progress:
             progress("kmeans", 0, 1)
         centroids = fit_centroids(
-            x, k, iters=config.kmeans_iters, seed=config.seed, use_gpu=use_gpu,
+            x,
+            k,
+            iters=config.kmeans_iters,
+            seed=config.seed,
+            use_gpu=use_gpu,
             points_per_centroid=config.kmeans_points_per_centroid,
         )
         if progress:
@@ -94,17 +97,15 @@ def find_duplicates(
         m = 1 if semdedup else config.border_candidates
         sims, ids = assign(x, centroids, m, use_gpu=use_gpu, progress=progress)
         slack = 0.0 if semdedup else config.border_slack
-        membership = build_membership(
-            sims, ids, centroids, threshold=config.threshold, slack=slack
-        )
+        membership = build_membership(sims, ids, centroids, threshold=config.threshold, slack=slack)
         result.cluster = ids[:, 0].astype(np.int64)
-    prio = priority(
-        policy, n, aesthetic=aesthetic, resolution=resolution, centroid_sim=sims[:, 0]
-    )
+    prio = priority(policy, n, aesthetic=aesthetic, resolution=resolution, centroid_sim=sims[:, 0])
     del sims, ids
     sizes = membership.sizes()
     result.counts.update(
-        n=n, n_clusters=k, largest_cluster=int(sizes.max()),
+        n=n,
+        n_clusters=k,
+        largest_cluster=int(sizes.max()),
         border_memberships=membership.n_secondary,
     )
     with phase("similarity"):
@@ -200,12 +201,7 @@ def _finalise(
     comp, size = number_components(labels)
     removed = reps != np.arange(n)
     idx = np.flatnonzero(removed)
-    sim = np.empty(len(idx), dtype=np.float64)
-    for start in range(0, len(idx), CHUNK_ROWS):
-        i = idx[start : start + CHUNK_ROWS]
-        sim[start : start + len(i)] = np.einsum(
-            "ij,ij->i", x[i].astype(np.float64), x[reps[i]].astype(np.float64)
-        )
+    sim = exact_cosine(x, idx, x, reps[idx])
     n_comp = int(comp.max()) + 1 if n else 0
     weakest = np.full(n_comp, np.inf)
     np.minimum.at(weakest, comp[idx], sim)
@@ -218,5 +214,7 @@ def _finalise(
     result.component_size = size
     result.chained = (comp >= 0) & chained_comp[np.maximum(comp, 0)] if n_comp else comp >= 0
     result.counts.update(
-        components=n_comp, removed=len(idx), chained_components=int(chained_comp.sum()),
+        components=n_comp,
+        removed=len(idx),
+        chained_components=int(chained_comp.sum()),
     )

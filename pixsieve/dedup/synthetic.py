@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pixsieve.dedup.pairs import exact_cosine
+
 
 @dataclass(frozen=True)
 class Planted:
@@ -134,8 +136,7 @@ def group_pairs(x: np.ndarray, group: np.ndarray, threshold: float) -> np.ndarra
         for p in range(s):
             for q in range(p + 1, s):
                 a, b = members[:, p], members[:, q]
-                cos = np.einsum("ij,ij->i", x[a].astype(np.float64), x[b].astype(np.float64))
-                hit = cos >= threshold
+                hit = exact_cosine(x, a, x, b) >= threshold
                 found.append(np.stack([np.minimum(a, b)[hit], np.maximum(a, b)[hit]], axis=1))
     if not found:
         return np.empty((0, 2), dtype=np.int64)

@@ -43,12 +43,26 @@ def test_fixed_size_list_column_with_custom_name(tmp_path, planted):
     path = tmp_path / "emb.parquet"
     pq.write_table(pa.table({"key": _ids(len(x)), "image_embedding": _fixed(x)}), path)
     out = tmp_path / "out"
-    res = _run(str(path), "--output", str(out), "--id-column", "key",
-               "--embedding-column", "image_embedding", "--keep", "first")
+    res = _run(
+        str(path),
+        "--output",
+        str(out),
+        "--id-column",
+        "key",
+        "--embedding-column",
+        "image_embedding",
+        "--keep",
+        "first",
+    )
     assert res.exit_code == 0, res.output
     table = pq.read_table(out / "duplicates.parquet")
     assert table.column_names == [
-        "id", "duplicate_of", "similarity", "component_id", "component_size", "chained"
+        "id",
+        "duplicate_of",
+        "similarity",
+        "component_id",
+        "component_size",
+        "chained",
     ]
     expected = find_duplicates(x, SemanticDedupConfig(keep="first"))
     removed = expected.removed_indices()
@@ -70,8 +84,9 @@ def test_list_column_in_a_directory_with_scores(tmp_path, planted):
     half = len(x) // 2
     for part, sl in enumerate([slice(0, half), slice(half, None)]):
         pq.write_table(
-            pa.table({"id": np.arange(len(x))[sl], "embedding": _lists(x[sl]),
-                      "aesthetic": scores[sl]}),
+            pa.table(
+                {"id": np.arange(len(x))[sl], "embedding": _lists(x[sl]), "aesthetic": scores[sl]}
+            ),
             data / f"part-{part}.parquet",
         )
     out = tmp_path / "out"
@@ -89,8 +104,17 @@ def test_semdedup_mode(tmp_path, planted):
     x = planted.embeddings
     path = tmp_path / "emb.parquet"
     pq.write_table(pa.table({"id": np.arange(len(x)), "embedding": _fixed(x)}), path)
-    res = _run(str(path), "-o", str(tmp_path / "out"), "--mode", "semdedup", "--keep", "farthest",
-               "--clusters", "4")
+    res = _run(
+        str(path),
+        "-o",
+        str(tmp_path / "out"),
+        "--mode",
+        "semdedup",
+        "--keep",
+        "farthest",
+        "--clusters",
+        "4",
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "out" / "dedup.json").read_text())["config"]["mode"] == "semdedup"
 

@@ -57,7 +57,9 @@ def brute_semdedup(
 def brute() -> SimpleNamespace:
     """The brute-force references: ``pairs``, ``components``, ``semdedup``, ``THRESHOLD``."""
     return SimpleNamespace(
-        pairs=brute_pairs, components=brute_components, semdedup=brute_semdedup,
+        pairs=brute_pairs,
+        components=brute_components,
+        semdedup=brute_semdedup,
         THRESHOLD=THRESHOLD,
     )
 

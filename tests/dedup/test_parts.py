@@ -23,8 +23,14 @@ def test_config_defaults_and_eps():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"threshold": 1.5}, {"keep": "best"}, {"mode": "fast"}, {"n_clusters": 0},
-     {"border_candidates": 0}, {"block_size": 1}],
+    [
+        {"threshold": 1.5},
+        {"keep": "best"},
+        {"mode": "fast"},
+        {"n_clusters": 0},
+        {"border_candidates": 0},
+        {"block_size": 1},
+    ],
 )
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):

@@ -48,8 +48,12 @@ def test_border_groups_are_split_across_clusters_and_still_found(topic_planted, 
     split = result.cluster[truth[:, 0]] != result.cluster[truth[:, 1]]
     assert split.mean() > 0.03, "the fixture must put some duplicates in different clusters"
     assert pair_recall(result.pairs, truth, len(x)) >= 0.995
-    assert pair_recall(result.pairs[np.isin(result.pairs[:, 0], truth[split, 0])],
-                       truth[split], len(x)) >= 0.99
+    assert (
+        pair_recall(
+            result.pairs[np.isin(result.pairs[:, 0], truth[split, 0])], truth[split], len(x)
+        )
+        >= 0.99
+    )
     assert result.counts["border_memberships"] > 0
 
     hard = SemanticDedupConfig(
