@@ -167,7 +167,7 @@ class UtilSampler:
             index = str(torch.cuda.current_device())
             cmd = [smi, "-i", index, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
             self._proc = subprocess.Popen(
-                [*cmd, f"-lms={int(self.interval * 1000)}"], stdout=subprocess.PIPE, text=True
+                [*cmd, f"--loop-ms={int(self.interval * 1000)}"], stdout=subprocess.PIPE, text=True
             )
             self._thread = threading.Thread(target=self._read_smi, daemon=True)
         else:
