@@ -320,7 +320,8 @@ class RayExecutor(Executor):
             else:
                 options.setdefault("include_dashboard", False)
                 cpus = self.num_cpus or os.cpu_count() or 1
-                ray.init(num_cpus=cpus, num_gpus=self.num_gpus, **options)
+                # "local": a fresh cluster, even if `ray start` left one on this machine
+                ray.init(address="local", num_cpus=cpus, num_gpus=self.num_gpus, **options)
             self._started = True
         nodes = self._nodes()
         self._cluster = {
