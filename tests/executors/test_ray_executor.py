@@ -144,3 +144,39 @@ def test_env_vars_reach_the_workers(ray_session, tmp_path: Path) -> None:
     plain = RayExecutor(workers=1)
     assert [r.summary["value"] for r in plain.map(worker, range(1))] == [None]
     plain.shutdown()
+
+
+OWN_RAY = """
+import json, ray
+from executors.helpers import EnvWorker
+from pixsieve.executors.ray import RayExecutor
+ex = RayExecutor(workers=1, num_cpus=1, env_vars={"PIXSIEVE_TEST_SECRET": "job-level"})
+values = [r.summary["value"] for r in ex.map(EnvWorker(COUNTER, "PIXSIEVE_TEST_SECRET"), [0, 1])]
+cluster = ex.describe()["cluster"]
+ex.shutdown()
+print(json.dumps({"values": values, "cluster": cluster, "after": ray.is_initialized()}))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_executor_starts_and_stops_its_own_ray(tmp_path: Path) -> None:
+    """Without a running Ray (a fresh process), the executor starts a local one and stops it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": tests, "RAY_ADDRESS": ""}
+    code = OWN_RAY.replace("COUNTER", repr(str(tmp_path / "c")))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=80
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {
+        "values": ["job-level", "job-level"],
+        "cluster": {"nodes": 1, "CPU": 1.0, "GPU": 0.0},
+        "after": False,
+    }
