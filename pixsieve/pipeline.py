@@ -111,57 +111,63 @@ class Pipeline:
         layout = RunLayout.open(output, opts)
         check_fingerprint(layout, shards, self, overwrite)
         ex = make_executor(executor, workers)
-        timings: dict[str, float] = {}
-        results: dict[str, list[Any]] = {}
-        n = len(shards)
-        with PassProgress(progress) as bars:
-            total: int | None = None
-            if self.exact_dedup:
+        try:
+            timings: dict[str, float] = {}
+            results: dict[str, list[Any]] = {}
+            n = len(shards)
+            with PassProgress(progress) as bars:
+                total: int | None = None
+                if self.exact_dedup:
+                    t0 = time.perf_counter()
+                    worker = ScanWorker(layout, shards, opts)
+                    results["scan"] = list(
+                        ex.map(
+                            worker, range(n), retries=self.retries, progress=bars.bar("scan", None)
+                        )
+                    )
+                    total = sum(int(r.summary.get("samples", 0)) for r in results["scan"])
+                    exact_duplicates(layout, n)
+                    timings["scan"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                worker = ScanWorker(layout, shards, opts)
-                results["scan"] = list(
-                    ex.map(worker, range(n), retries=self.retries, progress=bars.bar("scan", None))
+                has_model = any(getattr(s, "is_model", False) for s in self.stages)
+                worker = ScoreWorker(
+                    layout, shards, self.stages, self.batch_size, opts, self.exact_dedup
                 )
-                total = sum(int(r.summary.get("samples", 0)) for r in results["scan"])
-                exact_duplicates(layout, n)
-                timings["scan"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            has_model = any(getattr(s, "is_model", False) for s in self.stages)
-            worker = ScoreWorker(
-                layout, shards, self.stages, self.batch_size, opts, self.exact_dedup
-            )
-            results["score"] = list(
-                ex.map(
-                    worker,
-                    range(n),
-                    retries=self.retries,
-                    progress=bars.bar("score", total),
-                    parallel=not has_model,
-                    resources=_resources(self.stages),
+                results["score"] = list(
+                    ex.map(
+                        worker,
+                        range(n),
+                        retries=self.retries,
+                        progress=bars.bar("score", total),
+                        parallel=not has_model,
+                        resources=_resources(self.stages),
+                    )
                 )
-            )
-            timings["score"] = time.perf_counter() - t0
-            semantic: dict[str, Any] | None = None
-            if self.semantic_dedup is not None:
+                timings["score"] = time.perf_counter() - t0
+                semantic: dict[str, Any] | None = None
+                if self.semantic_dedup is not None:
+                    t0 = time.perf_counter()
+                    semantic = run_semantic_dedup(layout, shards, self.semantic_dedup)
+                    timings["semantic_dedup"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                semantic = run_semantic_dedup(layout, shards, self.semantic_dedup)
-                timings["semantic_dedup"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            total_bytes = sum(s.size for s in shards)
-            parts = partition_by_size(shards, max(1, math.ceil(total_bytes / self.partition_bytes)))
-            worker = ExportWorker(
-                layout, shards, parts, self.samples_per_shard, opts, semantic is not None
-            )
-            results["export"] = list(
-                ex.map(
-                    worker,
-                    range(len(parts)),
-                    retries=self.retries,
-                    progress=bars.bar("export", total),
+                total_bytes = sum(s.size for s in shards)
+                parts = partition_by_size(
+                    shards, max(1, math.ceil(total_bytes / self.partition_bytes))
                 )
-            )
-            timings["export"] = time.perf_counter() - t0
-        ex.shutdown()
+                worker = ExportWorker(
+                    layout, shards, parts, self.samples_per_shard, opts, semantic is not None
+                )
+                results["export"] = list(
+                    ex.map(
+                        worker,
+                        range(len(parts)),
+                        retries=self.retries,
+                        progress=bars.bar("export", total),
+                    )
+                )
+                timings["export"] = time.perf_counter() - t0
+        finally:
+            ex.shutdown()
         record = build_run_record(layout, shards, self, ex, results, semantic, timings, started)
         layout.write_json(layout.path("run.json"), record)
         if report:

@@ -53,12 +53,12 @@ class ClipEmbedder(Stage):
 
     @property
     def resources(self) -> Resources:  # type: ignore[override]
-        """One GPU when this stage would run on CUDA, else one CPU."""
-        import torch
+        """One GPU unless the device is the CPU.
 
-        wants_gpu = self.device.startswith("cuda") or (
-            self.device == "auto" and torch.cuda.is_available()
-        )
+        Decided from the setting, not from this machine: a cluster's driver may have no GPU
+        while its workers do. Executors drop GPU requests where no node has a GPU.
+        """
+        wants_gpu = self.device == "auto" or self.device.startswith("cuda")
         return Resources(cpus=1.0, gpus=1.0 if wants_gpu else 0.0)
 
     def setup(self) -> None:

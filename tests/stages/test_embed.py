@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 from fixtures_clip import PHOTOS
 from PIL import Image, ImageOps
 
@@ -66,8 +65,8 @@ def test_constructor_stores_settings_only(offline):
 def test_resources_follow_the_device():
     assert ClipEmbedder(device="cpu").resources.gpus == 0
     assert ClipEmbedder(device="cuda:0").resources.gpus == 1
-    auto = ClipEmbedder(device="auto").resources.gpus
-    assert auto == (1 if torch.cuda.is_available() else 0)
+    # decided from the setting, not the driver: a cluster's head node may lack the GPU
+    assert ClipEmbedder(device="auto").resources.gpus == 1
 
 
 def test_embeds_decoded_rows_and_leaves_nan_elsewhere(embedder, tiny_clip):
