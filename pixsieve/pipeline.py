@@ -147,7 +147,9 @@ class Pipeline:
                 semantic: dict[str, Any] | None = None
                 if self.semantic_dedup is not None:
                     t0 = time.perf_counter()
-                    semantic = run_semantic_dedup(layout, shards, self.semantic_dedup)
+                    semantic = run_semantic_dedup(
+                        layout, shards, self.semantic_dedup, map_calls=ex.map_calls
+                    )
                     timings["semantic_dedup"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 total_bytes = sum(s.size for s in shards)

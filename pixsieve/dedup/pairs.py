@@ -152,12 +152,14 @@ class ClusterSemDeDup:
         parent: global index of its most similar higher-ranked member (``-1`` when kept).
         max_sim: its highest similarity to a higher-ranked member (``-inf`` for the top one).
         n_compared: similarities computed.
+        members: the global indices these verdicts are for.
     """
 
     removed: np.ndarray
     parent: np.ndarray
     max_sim: np.ndarray
     n_compared: int
+    members: np.ndarray
 
 
 def semdedup_cluster(
@@ -209,4 +211,6 @@ def semdedup_cluster(
     parent[order[hit]] = members[order[arg[hit]]]
     max_sim = np.empty(n, dtype=np.float32)
     max_sim[order] = best
-    return ClusterSemDeDup(removed=removed, parent=parent, max_sim=max_sim, n_compared=n_compared)
+    return ClusterSemDeDup(
+        removed=removed, parent=parent, max_sim=max_sim, n_compared=n_compared, members=members
+    )

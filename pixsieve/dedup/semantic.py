@@ -8,8 +8,9 @@ pure, so a distributed executor can replace the loop by one task per cluster.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,7 @@ def find_duplicates(
     aesthetic: np.ndarray | None = None,
     resolution: np.ndarray | None = None,
     progress: Progress | None = None,
+    map_calls: MapCalls | None = None,
 ) -> DedupResult:
     """Find near-duplicate embeddings and choose one survivor per duplicate group.
 
@@ -52,6 +54,9 @@ def find_duplicates(
         aesthetic: ``(N,)`` aesthetic scores for ``keep="aesthetic"`` (NaN ranks last).
         resolution: ``(N,)`` pixel counts or ``(N, 2)`` width/height for ``keep="resolution"``.
         progress: called as ``progress(phase, done, total)`` during long phases.
+        map_calls: runs the per-cluster work: ``map_calls(fn, argument_tuples)`` yields
+            ``fn(*args)`` in order (an executor's ``map_calls`` spreads it over a cluster);
+            by default the calls run here, one after the other.
 
     Raises:
         EmbeddingError: bad shape, NaN/inf or zero rows, or score arrays of the wrong length.
@@ -110,9 +115,9 @@ def find_duplicates(
     )
     with phase("similarity"):
         if semdedup:
-            labels, reps = _semdedup(x, membership, prio, config, result, progress)
+            labels, reps = _semdedup(x, membership, prio, config, result, progress, map_calls)
         else:
-            a, b = _edges(x, membership, config, result, progress)
+            a, b = _edges(x, membership, config, result, progress, map_calls)
     with phase("components"):
         if not semdedup:
             labels = connected_components(n, a, b)
@@ -121,30 +126,44 @@ def find_duplicates(
     return result
 
 
+MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
+
+
+def _serial(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+    """Run the calls here, in order."""
+    for args in calls:
+        yield fn(*args)
+
+
 def _edges(
     x: np.ndarray,
     membership: Membership,
     config: SemanticDedupConfig,
     result: DedupResult,
     progress: Progress | None,
+    map_calls: MapCalls | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run :func:`cluster_edges` on every cluster; return the union of their spanning edges."""
     a_parts, b_parts, pair_parts, sim_parts = [], [], [], []
     n_pairs = n_compared = 0
     k = membership.n_clusters
-    for c in range(k):
-        members, n_primary = membership.members(c)
-        if n_primary and len(members) > 1:
-            out = cluster_edges(members, n_primary, x[members], config)
-            a_parts.append(out.a)
-            b_parts.append(out.b)
-            n_pairs += out.n_pairs
-            n_compared += out.n_compared
-            if out.pairs is not None:
-                pair_parts.append(out.pairs)
-                sim_parts.append(out.pair_sims)
+
+    def calls() -> Iterator[tuple[Any, ...]]:
+        for c in range(k):
+            members, n_primary = membership.members(c)
+            if n_primary and len(members) > 1:
+                yield members, n_primary, x[members], config
+
+    for done, out in enumerate((map_calls or _serial)(cluster_edges, calls()), start=1):
+        a_parts.append(out.a)
+        b_parts.append(out.b)
+        n_pairs += out.n_pairs
+        n_compared += out.n_compared
+        if out.pairs is not None:
+            pair_parts.append(out.pairs)
+            sim_parts.append(out.pair_sims)
         if progress:
-            progress("similarity", c + 1, k)
+            progress("similarity", done, k)
     result.counts.update(pairs_found=n_pairs, similarities_computed=n_compared)
     if config.return_pairs:
         pairs = np.concatenate(pair_parts) if pair_parts else np.empty((0, 2), dtype=np.int64)
@@ -166,6 +185,7 @@ def _semdedup(
     config: SemanticDedupConfig,
     result: DedupResult,
     progress: Progress | None,
+    map_calls: MapCalls | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run :func:`semdedup_cluster` on every cluster; return ``(labels, representatives)``.
 
@@ -176,14 +196,18 @@ def _semdedup(
     parent = np.arange(n, dtype=np.int64)
     n_compared = 0
     k = membership.n_clusters
-    for c in range(k):
-        members, _ = membership.members(c)
-        if len(members) > 1:
-            out = semdedup_cluster(members, x[members], prio[members], config)
-            parent[members[out.removed]] = out.parent[out.removed]
-            n_compared += out.n_compared
+
+    def calls() -> Iterator[tuple[Any, ...]]:
+        for c in range(k):
+            members, _ = membership.members(c)
+            if len(members) > 1:
+                yield members, x[members], prio[members], config
+
+    for done, out in enumerate((map_calls or _serial)(semdedup_cluster, calls()), start=1):
+        parent[out.members[out.removed]] = out.parent[out.removed]
+        n_compared += out.n_compared
         if progress:
-            progress("similarity", c + 1, k)
+            progress("similarity", done, k)
     result.counts.update(similarities_computed=n_compared)
     reps = compress(parent)
     return reps, reps

@@ -11,7 +11,7 @@ import logging
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -93,6 +93,15 @@ class Executor(ABC):
         resources: dict[str, float] | None = None,
     ) -> Iterator[TaskResult]:
         """Run ``worker`` on every task; ``parallel=False`` keeps one worker (model passes)."""
+
+    def map_calls(self, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        """Apply a pure function to argument tuples; results in order.
+
+        For fine-grained global work such as semantic dedup's per-cluster similarity search.
+        Runs here, one call after the other, unless an executor spreads the calls out.
+        """
+        for args in calls:
+            yield fn(*args)
 
     def describe(self) -> dict[str, Any]:
         """Settings for ``run.json``."""

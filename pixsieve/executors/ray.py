@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -398,6 +398,27 @@ class RayExecutor(Executor):
             if not finished:  # interrupted or failed: stop in-flight work
                 pool.kill()
                 self._pool = None
+
+    def map_calls(self, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        """Run each call as a Ray task (one CPU), a bounded window in flight, results in order.
+
+        The actor pool of the previous pass is stopped first, so the tasks never wait on CPUs
+        that idle actors hold (the small-machine deadlock).
+        """
+        if not ray.is_initialized() or not self._cluster:
+            self._connect()
+        if self._pool is not None:
+            self._pool.kill()
+            self._pool = None
+        remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+        window = max(2, 2 * int(self._cluster.get("CPU", 1)))
+        pending: deque[Any] = deque()
+        for args in calls:
+            pending.append(remote.remote(*args))
+            if len(pending) >= window:
+                yield ray.get(pending.popleft(), timeout=self.start_timeout_s)
+        while pending:
+            yield ray.get(pending.popleft(), timeout=self.start_timeout_s)
 
     def shutdown(self) -> None:
         """Stop the actors; stop Ray too when this executor started it."""

@@ -52,7 +52,11 @@ def load_candidates(layout: RunLayout, shards: list[ShardRef]) -> dict[str, Any]
 
 
 def run_semantic_dedup(
-    layout: RunLayout, shards: list[ShardRef], config: Any, progress: Any = None
+    layout: RunLayout,
+    shards: list[ShardRef],
+    config: Any,
+    progress: Any = None,
+    map_calls: Any = None,
 ) -> dict[str, Any]:
     """Find near-duplicates among kept samples; cache the decision; return counters."""
     saved = layout.read_json(layout.marker(PASS, "all"))
@@ -78,6 +82,7 @@ def run_semantic_dedup(
             aesthetic=data["aesthetic"],
             resolution=data["resolution"],
             progress=progress,
+            map_calls=map_calls,
         )
         timings = dict(getattr(result, "timings", {}) or {})
         grouped = np.flatnonzero(np.asarray(result.component_size) > 1)
