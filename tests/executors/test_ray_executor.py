@@ -54,7 +54,6 @@ def test_order_progress_and_setup_once(ray_session, tmp_path: Path) -> None:
     results = list(ex.map(ToyWorker(counter), list(range(8)), progress=seen.append))
     assert [r.task for r in results] == list(range(8))  # task order, not completion order
     assert sorted(seen) == list(range(8))  # one update per task, with its sample count
-    assert seen != list(range(8))  # ... as results arrived (later tasks sleep less)
     pids = {r.summary["pid"] for r in results}
     assert len(pids) == 2
     assert all(r.summary["setups"] == 1 for r in results)
