@@ -243,13 +243,13 @@ class AcceleratedDecodeStage(Stage):
         futures = self._cpu_submit(batch, cpu_rows)  # the CPU works while the accelerator does
         with self._lock:  # one accelerated call at a time per stage
             parts, fallback = self._decode_accelerated(list(headers), batch, headers)
+            self._counts.update(
+                accelerated=len(headers) - len(fallback),
+                routed_cpu=len(cpu_rows),
+                fallback_cpu=len(fallback),
+            )
         futures += self._cpu_submit(batch, fallback)
         cpu_rows += fallback
-        self._counts.update(
-            accelerated=len(headers) - len(fallback),
-            routed_cpu=len(cpu_rows) - len(fallback),
-            fallback_cpu=len(fallback),
-        )
 
         width = np.zeros(n, dtype=np.int32)
         height = np.zeros(n, dtype=np.int32)
