@@ -144,8 +144,9 @@ class AcceleratedDecodeStage(Stage):
 
     @property
     def resources(self) -> Resources:  # type: ignore[override]
-        """One GPU when decoding on CUDA, else CPUs only."""
-        on_gpu = resolve_decode_device(self.device).type == "cuda"
+        """One GPU unless the device is the CPU (from the setting, like ``ClipEmbedder``: a
+        cluster's driver may have no GPU while its workers do)."""
+        on_gpu = self.device == "auto" or self.device.startswith("cuda")
         return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
 
     @property
