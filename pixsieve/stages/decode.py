@@ -71,7 +71,11 @@ class DecodeStage(Stage):
         height = np.zeros(n, dtype=np.int32)
         fmt = np.full(n, None, dtype=object)
         todo = np.flatnonzero(batch.alive)
-        results = self._pool.map(self._decode, [batch.image_bytes[i] for i in todo])
+        items = [batch.image_bytes[i] for i in todo]
+        if self._pool._max_workers == 1:  # one thread: skip the hand-offs
+            results = map(self._decode, items)
+        else:
+            results = self._pool.map(self._decode, items)
         failed = np.zeros(n, dtype=bool)
         reasons: list[str] = [""] * n
         for i, res in zip(todo, results, strict=True):
