@@ -2,7 +2,7 @@
 
 A config file (TOML, JSON or YAML) mirrors these sections::
 
-    [read]      image_size, max_pixels, max_full_decode_pixels, batch_size
+    [read]      image_size, max_pixels, max_full_decode_pixels, batch_size, decoder
     [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only
     [embed]     model, revision, device, precision, batch_size
     [models]    aesthetic, nsfw          # paths, URLs or pinned names of the head weights
@@ -34,12 +34,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """Decoding: model input size, decompression-bomb limits, batch size."""
+    """Decoding: model input size, bomb limits, batch size, decoder (auto, pillow, dali, nvjpeg)."""
 
     image_size: int = 224
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS
     batch_size: int = 256
+    decoder: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,8 @@ def _validate(cfg: CurateConfig) -> None:
         raise ConfigError(f"cannot skip {bad}: choose from {', '.join(SKIPPABLE)}")
     if cfg.export.samples_per_shard < 1:
         raise ConfigError("samples_per_shard must be at least 1")
+    if cfg.read.decoder not in ("auto", "pillow", "dali", "nvjpeg"):
+        raise ConfigError(f"unknown decoder {cfg.read.decoder!r}: auto, pillow, dali or nvjpeg")
     if cfg.run.executor not in ("local", "ray"):
         raise ConfigError(f"unknown executor {cfg.run.executor!r}: choose local or ray")
     if not 0.0 <= cfg.filters.nsfw_max <= 1.0:

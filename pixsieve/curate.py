@@ -7,12 +7,15 @@ from typing import Any
 from pixsieve.config import CurateConfig
 from pixsieve.pipeline import Pipeline, RunResult
 from pixsieve.stages.base import StageLike
-from pixsieve.stages.decode import DecodeStage
 from pixsieve.stages.filters import ImageSizeFilter
+from pixsieve.stages.gpu_decode import choose_decoder
 
 
 def build_stages(cfg: CurateConfig) -> list[StageLike]:
     """Decode → size filter (when set) → CLIP embed → aesthetic → NSFW, minus skipped stages.
+
+    The decoder follows the CLIP device: DALI or nvJPEG on a GPU when installed, else the CPU
+    decoder (``read.decoder`` forces one); ``run.json`` records which one ran.
 
     ``skip=("embed",)`` also drops every stage that needs embeddings (aesthetic, NSFW,
     semantic dedup), giving a pure ingest → export run.
@@ -20,7 +23,13 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
     skip = set(cfg.run.skip)
     f = cfg.filters
     stages: list[StageLike] = [
-        DecodeStage(cfg.read.image_size, cfg.read.max_pixels, cfg.read.max_full_decode_pixels)
+        choose_decoder(
+            cfg.embed.device if "embed" not in skip else "cpu",
+            cfg.read.decoder,
+            image_size=cfg.read.image_size,
+            max_pixels=cfg.read.max_pixels,
+            max_full_decode_pixels=cfg.read.max_full_decode_pixels,
+        )
     ]
     if f.min_side > 0 or f.max_aspect_ratio is not None:
         stages.append(ImageSizeFilter(f.min_side, f.max_aspect_ratio, score_only=f.score_only))

@@ -101,6 +101,11 @@ def print_summary(result: RunResult, console: Console) -> None:
 @click.option(
     "--max-pixels", type=click.IntRange(min=1), help="Decompression-bomb limit in pixels."
 )
+@click.option(
+    "--decoder",
+    type=click.Choice(["auto", "pillow", "dali", "nvjpeg"]),
+    help="Image decoder [auto: DALI or nvJPEG on a GPU when installed, else CPU].",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch [256].")
 @click.option("--retries", type=click.IntRange(min=0), help="Retries of a failing shard [1].")
 @click.option("--overwrite", is_flag=True, help="Replace a different run already in --output.")
@@ -121,7 +126,11 @@ def curate(inputs: tuple[str, ...], output: str, config_file: str | None, **opts
         cfg = CurateConfig.from_file(config_file) if config_file else CurateConfig()
         cfg = cfg.with_overrides(
             {
-                "read": {"max_pixels": opts["max_pixels"], "batch_size": opts["batch_size"]},
+                "read": {
+                    "max_pixels": opts["max_pixels"],
+                    "batch_size": opts["batch_size"],
+                    "decoder": opts["decoder"],
+                },
                 "filters": {
                     "min_side": opts["min_side"],
                     "max_aspect_ratio": opts["max_aspect_ratio"],

@@ -122,6 +122,8 @@ class ClipEncoder:
         shape = (1, -1, 1, 1)
         self._mean = torch.tensor(preprocessing.mean, device=device).view(shape)
         self._std = torch.tensor(preprocessing.std, device=device).view(shape)
+        self._staging: torch.Tensor | None = None  # page-locked upload buffer (CUDA)
+        self._uploaded: torch.cuda.Event | None = None
 
     def describe(self) -> dict[str, Any]:
         """Settings for ``run.json``."""
@@ -133,19 +135,44 @@ class ClipEncoder:
             "image_size": self.preprocessing.image_size,
         }
 
-    def preprocess(self, pixels: np.ndarray) -> torch.Tensor:
-        """``(N, S, S, 3)`` uint8 → ``(N, 3, S, S)`` normalised tensor on the model's device."""
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """Host → GPU through a reused page-locked buffer with a non-blocking copy."""
+        if t.device == self.device or self.device.type != "cuda" or t.device.type != "cpu":
+            return t.to(self.device)
+        if self._uploaded is not None:
+            self._uploaded.synchronize()  # the previous upload has left the buffer
+        if self._staging is None or self._staging.numel() < t.numel():
+            self._staging = torch.empty(t.numel(), dtype=torch.uint8, pin_memory=True)
+        host = self._staging[: t.numel()].view(t.shape)
+        host.copy_(t)
+        out = host.to(self.device, non_blocking=True)
+        self._uploaded = torch.cuda.Event()
+        self._uploaded.record()
+        return out
+
+    def preprocess(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(N, S, S, 3)`` uint8 → ``(N, 3, S, S)`` normalised tensor on the model's device.
+
+        ``pixels`` may be a NumPy array or a torch tensor, on the host or already on the GPU
+        (a GPU decoder's output is used without a round trip through host memory).
+        """
         size = self.preprocessing.image_size
-        if pixels.dtype != np.uint8:
-            raise TypeError(f"pixels must be uint8, got {pixels.dtype}")
-        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
-            raise ValueError(f"pixels must have shape (N, {size}, {size}, 3), got {pixels.shape}")
-        arr = np.ascontiguousarray(pixels)
-        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).to(self.device)
+        if isinstance(pixels, torch.Tensor):
+            if pixels.dtype != torch.uint8:
+                raise TypeError(f"pixels must be uint8, got {pixels.dtype}")
+            t = pixels
+        else:
+            if pixels.dtype != np.uint8:
+                raise TypeError(f"pixels must be uint8, got {pixels.dtype}")
+            arr = np.ascontiguousarray(pixels)
+            t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        if t.ndim != 4 or tuple(t.shape[1:]) != (size, size, 3):
+            raise ValueError(f"pixels must have shape (N, {size}, {size}, 3), got {tuple(t.shape)}")
+        t = self._to_device(t.contiguous())
         t = t.permute(0, 3, 1, 2).to(torch.float32) * self.preprocessing.rescale
         return ((t - self._mean) / self._std).to(self.dtype)
 
-    def _embed(self, pixels: np.ndarray) -> torch.Tensor:
+    def _embed(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=self.preprocess(pixels))
         emb = out.image_embeds
         expected = (len(pixels), self.projection_dim)
@@ -155,23 +182,26 @@ class ClipEncoder:
         return torch.nn.functional.normalize(emb.float(), dim=-1)
 
     @torch.inference_mode()
-    def encode(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    def encode(
+        self, pixels: np.ndarray | torch.Tensor, batch_size: int | None = None
+    ) -> np.ndarray:
         """Embed ``(N, S, S, 3)`` uint8 pixels → ``(N, D)`` float32, L2-normalised.
 
         Runs in chunks of ``batch_size``; on CUDA out-of-memory the chunk is halved and retried
         (and the smaller size kept for later calls).
         """
-        pixels = np.asarray(pixels)
+        if not isinstance(pixels, torch.Tensor):
+            pixels = np.asarray(pixels)
         if len(pixels) == 0:
             self.preprocess(pixels.reshape(0, *pixels.shape[1:]))  # validate shape and dtype
             return np.zeros((0, self.projection_dim), dtype=np.float32)
         step = max(1, batch_size or self.batch_size)
-        out: list[np.ndarray] = []
+        out: list[torch.Tensor] = []
         start = 0
         while start < len(pixels):
             chunk = pixels[start : start + step]
             try:
-                out.append(self._embed(chunk).cpu().numpy())
+                out.append(self._embed(chunk))  # stays on the device until the end
             except torch.OutOfMemoryError:
                 if step == 1:
                     raise
@@ -182,7 +212,7 @@ class ClipEncoder:
                 logger.warning("CUDA out of memory; retrying with batch size %d", step)
                 continue
             start += len(chunk)
-        return np.concatenate(out).astype(np.float32, copy=False)
+        return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)
 
 
 def load_clip(

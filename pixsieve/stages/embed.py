@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
 
 from pixsieve.batch import ImageBatch
 from pixsieve.models.hub import DEFAULT_CLIP_ID, DEFAULT_CLIP_REVISION
@@ -85,7 +86,10 @@ class ClipEmbedder(Stage):
         if len(rows):
             if batch.pixels is None:
                 raise RuntimeError("embed needs decoded pixels: run the decode stage before it")
-            whole = len(rows) == len(batch)
-            out[rows] = encoder.encode(batch.pixels if whole else batch.pixels[rows])
+            pixels = batch.pixels
+            if len(rows) < len(batch):  # index on the pixels' own device (a GPU decoder's)
+                device = getattr(pixels, "device", None)
+                pixels = pixels[torch.as_tensor(rows, device=device) if device else rows]
+            out[rows] = encoder.encode(pixels)
         batch.set_column(EMBEDDING_COLUMN, out)
         return batch

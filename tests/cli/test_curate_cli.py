@@ -41,6 +41,7 @@ def test_skip_embed_is_a_pure_ingest_export(tmp_path):
     assert all("aesthetic_score" not in r for r in manifest)
     rec = json.loads((out / "run.json").read_text())
     assert rec["config"]["run"]["skip"] == ["embed"]
+    assert rec["decoder"] == "pillow"  # no GPU here: the CPU decoder was chosen
     assert rec["totals"] == {"input": 23, "kept": 21, "removed": 1, "error": 1}
     assert len(list((out / "shards").glob("*.tar"))) == 5
 
