@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pixsieve.executors import Executor, make_executor
-from pixsieve.io.shards import discover_shards, partition_by_size
+from pixsieve.executors import Executor, TaskResult, make_executor
+from pixsieve.io.shards import ShardRef, discover_shards, partition_by_size
 from pixsieve.progress import PassProgress
 from pixsieve.run.export import ExportWorker
 from pixsieve.run.layout import OutputError, RunLayout
@@ -111,70 +113,106 @@ class Pipeline:
         layout = RunLayout.open(output, opts)
         check_fingerprint(layout, shards, self, overwrite)
         ex = make_executor(executor, workers)
-        try:
-            timings: dict[str, float] = {}
-            results: dict[str, list[Any]] = {}
-            n = len(shards)
-            with PassProgress(progress) as bars:
-                total: int | None = None
-                if self.exact_dedup:
-                    t0 = time.perf_counter()
-                    worker = ScanWorker(layout, shards, opts)
-                    results["scan"] = list(
-                        ex.map(
-                            worker, range(n), retries=self.retries, progress=bars.bar("scan", None)
-                        )
-                    )
-                    total = sum(int(r.summary.get("samples", 0)) for r in results["scan"])
-                    exact_duplicates(layout, n)
-                    timings["scan"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                has_model = any(getattr(s, "is_model", False) for s in self.stages)
-                worker = ScoreWorker(
-                    layout, shards, self.stages, self.batch_size, opts, self.exact_dedup
-                )
-                results["score"] = list(
-                    ex.map(
-                        worker,
-                        range(n),
-                        retries=self.retries,
-                        progress=bars.bar("score", total),
-                        parallel=not has_model,
-                        resources=_resources(self.stages),
-                    )
-                )
-                timings["score"] = time.perf_counter() - t0
-                semantic: dict[str, Any] | None = None
-                if self.semantic_dedup is not None:
-                    t0 = time.perf_counter()
-                    semantic = run_semantic_dedup(
-                        layout, shards, self.semantic_dedup, map_calls=ex.map_calls
-                    )
-                    timings["semantic_dedup"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                total_bytes = sum(s.size for s in shards)
-                parts = partition_by_size(
-                    shards, max(1, math.ceil(total_bytes / self.partition_bytes))
-                )
-                worker = ExportWorker(
-                    layout, shards, parts, self.samples_per_shard, opts, semantic is not None
-                )
-                results["export"] = list(
-                    ex.map(
-                        worker,
-                        range(len(parts)),
-                        retries=self.retries,
-                        progress=bars.bar("export", total),
-                    )
-                )
-                timings["export"] = time.perf_counter() - t0
-        finally:
-            ex.shutdown()
-        record = build_run_record(layout, shards, self, ex, results, semantic, timings, started)
+        with PassProgress(progress) as bars:
+            passes = _Passes(self, layout, shards, opts, ex, bars)
+            try:
+                passes.run_all()
+            finally:
+                ex.shutdown()
+        record = build_run_record(
+            layout, shards, self, ex, passes.results, passes.semantic, passes.timings, started
+        )
         layout.write_json(layout.path("run.json"), record)
         if report:
             _write_report(output, opts)
         return RunResult(output=output, record=record, shard_errors=record["shard_errors"])
+
+
+@dataclass
+class _Passes:
+    """The passes of one run, in order, sharing its layout, shards, executor and bars."""
+
+    pipeline: Pipeline
+    layout: RunLayout
+    shards: list[ShardRef]
+    opts: dict[str, Any]
+    ex: Executor
+    bars: PassProgress
+    results: dict[str, list[TaskResult]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    semantic: dict[str, Any] | None = None
+
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+
+    def run_all(self) -> None:
+        """scan (when exact dedup is on) → score → semantic dedup (when set) → export."""
+        p = self.pipeline
+        total = self.scan() if p.exact_dedup else None
+        self.score(total)
+        if p.semantic_dedup is not None:
+            with self._timed("semantic_dedup"):
+                self.semantic = run_semantic_dedup(
+                    self.layout, self.shards, p.semantic_dedup, map_calls=self.ex.map_calls
+                )
+        self.export(total)
+
+    def scan(self) -> int:
+        """Hash every image; decide exact duplicates; return the number of samples."""
+        n = len(self.shards)
+        with self._timed("scan"):
+            worker = ScanWorker(self.layout, self.shards, self.opts)
+            bar = self.bars.bar("scan", None)
+            self.results["scan"] = list(
+                self.ex.map(worker, range(n), retries=self.pipeline.retries, progress=bar)
+            )
+            exact_duplicates(self.layout, n)
+        return sum(int(r.summary.get("samples", 0)) for r in self.results["scan"])
+
+    def score(self, total: int | None) -> None:
+        """Run the stages over every shard (one worker when a stage runs a model)."""
+        p = self.pipeline
+        has_model = any(getattr(s, "is_model", False) for s in p.stages)
+        worker = ScoreWorker(
+            self.layout, self.shards, p.stages, p.batch_size, self.opts, p.exact_dedup
+        )
+        with self._timed("score"):
+            self.results["score"] = list(
+                self.ex.map(
+                    worker,
+                    range(len(self.shards)),
+                    retries=p.retries,
+                    progress=self.bars.bar("score", total),
+                    parallel=not has_model,
+                    resources=_resources(p.stages),
+                )
+            )
+
+    def export(self, total: int | None) -> None:
+        """Copy kept samples into output shards by partition; write the manifest."""
+        p = self.pipeline
+        total_bytes = sum(s.size for s in self.shards)
+        parts = partition_by_size(self.shards, max(1, math.ceil(total_bytes / p.partition_bytes)))
+        worker = ExportWorker(
+            self.layout,
+            self.shards,
+            parts,
+            p.samples_per_shard,
+            self.opts,
+            self.semantic is not None,
+        )
+        with self._timed("export"):
+            self.results["export"] = list(
+                self.ex.map(
+                    worker,
+                    range(len(parts)),
+                    retries=p.retries,
+                    progress=self.bars.bar("export", total),
+                )
+            )
 
 
 def _write_report(output: str, storage_options: dict[str, Any]) -> None:
