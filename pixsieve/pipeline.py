@@ -149,16 +149,36 @@ class _Passes:
         self.timings[name] = time.perf_counter() - start
 
     def run_all(self) -> None:
-        """scan (when exact dedup is on) → score → semantic dedup (when set) → export."""
+        """scan (when exact dedup is on) → score → semantic dedup (when set) → export.
+
+        A global step is redone whenever a task before it ran in this invocation (after an
+        interruption, or to retry a shard that failed last time), so its decision always
+        covers every shard.
+        """
         p = self.pipeline
         total = self.scan() if p.exact_dedup else None
-        self.score(total)
+        fresh = self.score(total)
+        if fresh:
+            self._forget("semantic")
         if p.semantic_dedup is not None:
             with self._timed("semantic_dedup"):
                 self.semantic = run_semantic_dedup(
                     self.layout, self.shards, p.semantic_dedup, map_calls=self.ex.map_calls
                 )
+        if fresh:
+            self._forget("export")
         self.export(total)
+
+    def _forget(self, pass_name: str) -> None:
+        """Drop a pass's completion markers so it runs again."""
+        self._drop(self.layout.path("cache", "done", pass_name))
+
+    def _drop(self, path: str) -> None:
+        if self.layout.fs.exists(path):
+            self.layout.fs.rm(path, recursive=True)
+
+    def _ran(self, pass_name: str) -> bool:
+        return any(not r.resumed for r in self.results[pass_name])
 
     def scan(self) -> int:
         """Hash every image; decide exact duplicates; return the number of samples."""
@@ -169,11 +189,16 @@ class _Passes:
             self.results["scan"] = list(
                 self.ex.map(worker, range(n), retries=self.pipeline.retries, progress=bar)
             )
+            if self._ran("scan"):  # new hashes: decide exact duplicates again
+                self._drop(self.layout.marker("scan", "exact"))
             exact_duplicates(self.layout, n)
         return sum(int(r.summary.get("samples", 0)) for r in self.results["scan"])
 
-    def score(self, total: int | None) -> None:
-        """Run the stages over every shard (one worker when a stage runs a model)."""
+    def score(self, total: int | None) -> bool:
+        """Run the stages over every shard (one worker when a stage runs a model).
+
+        Returns whether any shard was scored in this invocation (not resumed).
+        """
         p = self.pipeline
         has_model = any(getattr(s, "is_model", False) for s in p.stages)
         worker = ScoreWorker(
@@ -190,6 +215,7 @@ class _Passes:
                     resources=_resources(p.stages),
                 )
             )
+        return self._ran("score")
 
     def export(self, total: int | None) -> None:
         """Copy kept samples into output shards by partition; write the manifest."""

@@ -28,7 +28,7 @@ class TaskWorker(Protocol):
     """A unit of per-task work; built on the driver, shipped to workers, set up there once."""
 
     def setup(self) -> None:
-        """Load heavy state (models) once per worker."""
+        """Load heavy state (models) once per worker; idempotent and thread-safe."""
 
     def done(self, task: Any) -> dict[str, Any] | None:
         """Return the saved result when ``task`` already completed (resume), else ``None``."""
@@ -39,7 +39,7 @@ class TaskWorker(Protocol):
         ...
 
     def fail(self, task: Any, error: str) -> dict[str, Any]:
-        """Record a task that failed for good (its samples as errors); return a summary."""
+        """Record a task that failed for good (its samples as errors, no completion marker)."""
         ...
 
 
@@ -57,7 +57,14 @@ class TaskResult:
 
 
 def run_task(worker: TaskWorker, task: Any, retries: int, progress: Progress) -> TaskResult:
-    """Run one task with resume, retries and failure recording (the one per-task policy)."""
+    """Run one task with resume, lazy set-up, retries and failure recording.
+
+    This is the one per-task policy every executor calls. A finished task (``done``) is not
+    run again, and its worker is not even set up: resuming a run whose model pass is complete
+    loads no model. ``setup()`` must be idempotent (it is called before every task that runs).
+    A task that keeps failing is handed to ``fail()``, which records its samples as errors but
+    writes no completion marker, so the next run of the same command tries it again.
+    """
     saved = worker.done(task)
     if saved is not None:
         progress(int(saved.get("samples", 0)))
@@ -66,13 +73,18 @@ def run_task(worker: TaskWorker, task: Any, retries: int, progress: Progress) ->
     error = ""
     for attempt in range(1, retries + 2):
         try:
+            worker.setup()
             summary = worker.run(task, progress)
             return TaskResult(task, summary, attempt, time.perf_counter() - start)
         except Exception as e:  # a failing shard must not sink the run
             error = f"{type(e).__name__}: {e}"
             log.warning("task %s failed (attempt %d/%d): %s", task, attempt, retries + 1, error)
             log.debug("%s", traceback.format_exc())
-    summary = worker.fail(task, error)
+    try:
+        summary = worker.fail(task, error)
+    except Exception as e:  # even recording the failure failed: keep the run going
+        log.error("task %s: recording its failure failed too: %s", task, e)
+        summary = {"samples": 0, "error": f"{error}; recording it failed: {type(e).__name__}: {e}"}
     return TaskResult(task, summary, retries + 1, time.perf_counter() - start, error=error)
 
 

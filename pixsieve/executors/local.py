@@ -45,8 +45,7 @@ class LocalExecutor(Executor):
         parallel: bool = True,
         resources: dict[str, float] | None = None,
     ) -> Iterator[TaskResult]:
-        """Run the tasks here, in order of submission."""
-        worker.setup()
+        """Run the tasks here, in order of submission (``run_task`` sets the worker up lazily)."""
         lock = Lock()
 
         def locked_progress(n: int) -> None:

@@ -24,7 +24,7 @@ def array_to_arrow(values: np.ndarray) -> pa.Array:
     if values.dtype == object:
         items = values.tolist()
         if all(v is None for v in items):
-            return pa.nulls(len(items), pa.string())  # object columns hold text
+            return pa.nulls(len(items))  # null type: unifies with whatever other batches hold
         return pa.array(items)
     if values.dtype.kind == "f":
         return pa.array(values, from_pandas=True)  # NaN → null

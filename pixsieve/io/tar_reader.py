@@ -10,8 +10,10 @@ reported in :attr:`TarShardReader.error`.
 
 from __future__ import annotations
 
+import gzip
 import json
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,13 @@ class RawSample:
         """Record a structural problem; the first one wins."""
         if self.reason is None:
             self.reason = reason
+
+
+def _is_gzip(f: Any) -> bool:
+    """Peek at the magic bytes (the file is rewound)."""
+    head = f.read(2)
+    f.seek(0)
+    return head == b"\x1f\x8b"
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -91,50 +100,66 @@ class TarShardReader:
         self.skipped_members = 0
 
     def __iter__(self) -> Iterator[RawSample]:
+        """Yield every sample; shard-level problems end up in :attr:`error`.
+
+        A tar cut short (``truncated_shard``) keeps the samples before the cut; a gzip stream
+        whose checksum fails (``corrupt_shard``) makes every sample of the shard unreliable.
+        Other I/O errors (a dropped connection) are raised, so the task is retried.
+        """
         self.error = None
-        position = 0
-        seen_keys: set[str] = set()
+        self.skipped_members = 0
         current: RawSample | None = None
-        try:
-            with fsspec.open(self.url, "rb", **self.storage_options) as f:
-                try:
-                    tf = tarfile.open(fileobj=f, mode="r|*")  # noqa: SIM115 - closed below
-                except (tarfile.TarError, EOFError, OSError) as e:
-                    self.error = f"not_a_tar: {type(e).__name__}: {e}"
-                    return
+        with fsspec.open(self.url, "rb", **self.storage_options) as raw:
+            gz = gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(raw) else None
+            stream = gz if gz is not None else raw
+            try:
+                tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed below
+            except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+                self.error = f"not_a_tar: {type(e).__name__}: {e}"
+                return
+            try:
                 with tf:
-                    for info in self._members(tf):
-                        if info is None:
-                            break
-                        if info.isdir():
-                            self.skipped_members += 1
-                            continue
-                        key, _ = split_name(info.name)
-                        if current is None or key != current.key:
-                            if current is not None:
-                                yield finish_sample(current)
-                            current = RawSample(key=key, position=position)
-                            position += 1
-                            if key in seen_keys:
-                                current.fail(f"duplicate_key: {key}")
-                            seen_keys.add(key)
-                        self._add_member(tf, info, current)
-                        if self.error is not None:
-                            break
-        except (OSError, EOFError, tarfile.TarError) as e:
-            self.error = self.error or f"read_error: {type(e).__name__}: {e}"
+                    for sample in self._samples(tf):
+                        if current is not None:
+                            yield finish_sample(current)
+                        current = sample
+                if gz is not None and self.error is None:
+                    while gz.read(1 << 20):  # reach the gzip trailer: its CRC is checked there
+                        pass
+            except (gzip.BadGzipFile, zlib.error) as e:
+                self.error = f"corrupt_shard: {type(e).__name__}: {e}"
         if current is not None:
             if self.error is not None and self.error.startswith("truncated"):
                 current.fail(self.error)
             yield finish_sample(current)
 
-    def _members(self, tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo | None]:
+    def _samples(self, tf: tarfile.TarFile) -> Iterator[RawSample]:
+        """Group members into samples; yields each sample when its first member is read."""
+        position = 0
+        seen_keys: set[str] = set()
+        current: RawSample | None = None
+        for info in self._members(tf):
+            if info.isdir():
+                self.skipped_members += 1
+                continue
+            key, _ = split_name(info.name)
+            if current is None or key != current.key:
+                current = RawSample(key=key, position=position)
+                position += 1
+                if key in seen_keys:
+                    current.fail(f"duplicate_key: {key}")
+                seen_keys.add(key)
+                yield current
+            self._add_member(tf, info, current)
+            if self.error is not None:
+                return
+
+    def _members(self, tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         while True:
             try:
                 info = tf.next()
-            except (tarfile.TarError, EOFError) as e:
+            except (tarfile.ReadError, EOFError) as e:
                 self.error = f"truncated_shard: {type(e).__name__}: {e}"
-                yield None
                 return
             if info is None:
                 return
@@ -157,7 +182,7 @@ class TarShardReader:
             data = fobj.read() if fobj is not None else b""
             if len(data) != info.size:
                 raise EOFError(f"member {name} has {len(data)} of {info.size} bytes")
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except (tarfile.ReadError, EOFError) as e:
             self.error = f"truncated_shard: cut inside {name}: {e}"
             sample.data.append(b"")
             return

@@ -8,6 +8,7 @@ so the result does not depend on how many workers ran it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from pixsieve.io.tables import conform
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.io.writer import ShardWriter
 from pixsieve.run.layout import RunLayout, shard_id
+from pixsieve.run.score import shard_error_row
 from pixsieve.run.semantic import RESULT_PATH
 
 PASS = "export"
@@ -48,15 +50,30 @@ class ExportWorker:
         self.semantic = semantic
         self._sem: dict[int, pa.Table] = {}
         self._schema = pa.schema([])
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def setup(self) -> None:
-        """Load the semantic-dedup decisions and fix one manifest schema for every partition."""
-        self._schema = self._manifest_schema()
-        path = self.layout.path(*RESULT_PATH)
-        if self.semantic and self.layout.fs.exists(path):
-            table = self.layout.read_table(path)
-            for i in np.unique(table["shard_index"].to_numpy()):
-                self._sem[int(i)] = table.filter(pc.equal(table["shard_index"], int(i)))
+        """Load the semantic-dedup decisions and fix one manifest schema (once, thread-safe)."""
+        with self._lock:
+            if self._ready:
+                return
+            self._schema = self._manifest_schema()
+            path = self.layout.path(*RESULT_PATH)
+            if self.semantic and self.layout.fs.exists(path):
+                table = self.layout.read_table(path)
+                for i in np.unique(table["shard_index"].to_numpy()):
+                    self._sem[int(i)] = table.filter(pc.equal(table["shard_index"], int(i)))
+            self._ready = True
 
     def _manifest_schema(self) -> pa.Schema:
         """The union of every cached shard's columns (footers only) plus the export columns."""
@@ -100,9 +117,12 @@ class ExportWorker:
 
     def _decided(self, index: int) -> pa.Table:
         """The shard's cached table with semantic decisions applied (embeddings dropped)."""
-        table = self.layout.read_table(
-            self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
-        )
+        path = self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
+        if not self.layout.fs.exists(path):  # the score pass could not even record the shard
+            return shard_error_row(self.shards[index].url, "not scored").add_column(
+                2, "source", pa.array([self.shards[index].url], pa.string())
+            )
+        table = self.layout.read_table(path)
         if "embedding" in table.column_names:
             table = table.drop_columns(["embedding"])
         n = table.num_rows
@@ -215,19 +235,28 @@ class ExportWorker:
             fs.rm(path)
 
     def fail(self, part: int, error: str) -> dict[str, Any]:
-        """Record every sample of a partition that could not be exported as an error."""
+        """Record a partition that could not be exported: its kept samples become errors.
+
+        Samples already removed or in error keep their reasons. No completion marker is
+        written, so the next run of the same command exports the partition again.
+        """
         self._clean_stale(part)
         manifests = []
         for index in self.partitions[part]:
             table = self._decided(index)
-            n = table.num_rows
-            errs = pa.array(["error"] * n)
-            table = table.set_column(table.column_names.index("status"), "status", errs)
-            reasons = pa.array([f"export_error: {error}"] * n, pa.string())
-            table = table.set_column(table.column_names.index("reason"), "reason", reasons)
-            manifests.append(table.append_column("output_shard", pa.nulls(n, pa.string())))
+            kept = [s == "kept" for s in table["status"].to_pylist()]
+            status = [
+                "error" if k else s for k, s in zip(kept, table["status"].to_pylist(), strict=True)
+            ]
+            reasons = [
+                f"export_error: {error}" if k else r
+                for k, r in zip(kept, table["reason"].to_pylist(), strict=True)
+            ]
+            table = table.set_column(table.column_names.index("status"), "status", pa.array(status))
+            table = table.set_column(
+                table.column_names.index("reason"), "reason", pa.array(reasons, pa.string())
+            )
+            manifests.append(table.append_column("output_shard", pa.nulls(len(kept), pa.string())))
         manifest = pa.concat_tables([conform(m, self._schema) for m in manifests])
         self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
-        summary = {"samples": manifest.num_rows, "kept": 0, "shards": 0, "error": error}
-        self.layout.write_json(self.layout.marker(PASS, f"{part:05d}"), summary)
-        return summary
+        return {"samples": manifest.num_rows, "kept": 0, "shards": 0, "error": error}

@@ -6,6 +6,8 @@ reads ahead a bounded number of batches, so decoding overlaps the model and memo
 
 from __future__ import annotations
 
+import copy
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -24,6 +26,16 @@ from pixsieve.stages.base import Stage, StageLike, StageStats, run_stage, stage_
 
 PASS = "score"
 _END = object()
+log = logging.getLogger(__name__)
+EMPTY_SAMPLES = pa.table(
+    {
+        "position": pa.array([], pa.int64()),
+        "key": pa.array([], pa.string()),
+        "members": pa.array([], pa.list_(pa.string())),
+        "status": pa.array([], pa.string()),
+        "reason": pa.array([], pa.string()),
+    }
+)
 
 
 class ExactDuplicateStage(Stage):
@@ -69,8 +81,25 @@ def shard_error_row(source: str, error: str) -> pa.Table:
     )
 
 
+def _all_errors(table: pa.Table, reason: str) -> pa.Table:
+    """Every row that is not already an error becomes one, with ``reason``."""
+    status = table["status"].to_pylist()
+    reasons = table["reason"].to_pylist()
+    new_reasons = [r if s == "error" else reason for s, r in zip(status, reasons, strict=True)]
+    table = table.set_column(
+        table.column_names.index("status"), "status", pa.array(["error"] * len(status))
+    )
+    return table.set_column(
+        table.column_names.index("reason"), "reason", pa.array(new_reasons, pa.string())
+    )
+
+
 class ScoreWorker:
-    """Run the stage list over one input shard and cache its per-sample table."""
+    """Run the stage list over one input shard and cache its per-sample table.
+
+    Each thread that runs tasks gets its own copy of the stages, set up once (a *worker* in
+    the stage protocol's sense), so user stages with state are safe in parallel passes.
+    """
 
     def __init__(
         self,
@@ -89,23 +118,46 @@ class ScoreWorker:
         self.storage_options = storage_options
         self.exact = exact
         self.prefetch = prefetch
-        self._duplicates: dict[int, dict[int, tuple[str, str]]] = {}
-        self._ready = False
+        self._duplicates: dict[int, dict[int, tuple[str, str]]] | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_duplicates=None, _lock=None, _local=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def setup(self) -> None:
-        """Load models (each stage's ``setup``) and the exact-duplicate decisions once."""
-        if self._ready:
-            return
-        for stage in self.stages:
-            stage.setup()
+        """Load the exact-duplicate decisions and this thread's stages (models) once."""
+        with self._lock:
+            if self._duplicates is None:
+                self._duplicates = self._load_duplicates()
+        self._thread_stages()
+
+    def _load_duplicates(self) -> dict[int, dict[int, tuple[str, str]]]:
+        out: dict[int, dict[int, tuple[str, str]]] = {}
         if self.exact:
             dups = self.layout.read_table(self.layout.path("cache", "exact_duplicates.parquet"))
             for row in dups.to_pylist():
-                self._duplicates.setdefault(row["shard_index"], {})[row["position"]] = (
+                out.setdefault(row["shard_index"], {})[row["position"]] = (
                     row["duplicate_of"],
                     row["duplicate_of_source"],
                 )
-        self._ready = True
+        return out
+
+    def _thread_stages(self) -> list[StageLike]:
+        stages = getattr(self._local, "stages", None)
+        if stages is None:
+            stages = copy.deepcopy(self.stages)
+            for stage in stages:
+                stage.setup()
+            self._local.stages = stages
+        return stages
 
     def _path(self, index: int) -> str:
         return self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
@@ -113,13 +165,6 @@ class ScoreWorker:
     def done(self, index: int) -> dict[str, Any] | None:
         """Saved summary when this shard was already scored."""
         return self.layout.read_json(self.layout.marker(PASS, shard_id(index)))
-
-    def _split(self) -> int:
-        """Index of the first model stage: stages before it run in the producer thread."""
-        for i, stage in enumerate(self.stages):
-            if getattr(stage, "is_model", False):
-                return i
-        return len(self.stages)
 
     def _batches(self, reader: TarShardReader, index: int) -> Iterator[ImageBatch]:
         chunk: list[RawSample] = []
@@ -134,16 +179,56 @@ class ScoreWorker:
     def run(self, index: int, progress: Progress) -> dict[str, Any]:
         """Score one shard; write ``cache/samples/SSSSS.parquet`` and its marker."""
         self.setup()
+        stages = self._thread_stages()
         url = self.shards[index].url
         reader = TarShardReader(url, self.storage_options)
-        exact = ExactDuplicateStage(self._duplicates.get(index, {}))
-        split = self._split()
-        cpu_stages: list[StageLike] = [exact, *self.stages[:split]]
-        model_stages = self.stages[split:]
+        split = next(
+            (i for i, s in enumerate(stages) if getattr(s, "is_model", False)), len(stages)
+        )
+        cpu_stages: list[StageLike] = list(stages[:split])
+        if self.exact:
+            assert self._duplicates is not None
+            cpu_stages.insert(0, ExactDuplicateStage(self._duplicates.get(index, {})))
+        model_stages = stages[split:]
         stats = {"read": StageStats(), **{stage_name(s): StageStats() for s in cpu_stages}}
         stats.update({stage_name(s): StageStats() for s in model_stages})
+        tables = self._pump(reader, index, cpu_stages, model_stages, stats, progress)
+        samples = sum(t.num_rows for t in tables)
+        if reader.error is not None and samples == 0:
+            tables.append(shard_error_row(url, reader.error))
+        table = pa.concat_tables(tables, promote_options="permissive") if tables else EMPTY_SAMPLES
+        if reader.error is not None and reader.error.startswith("corrupt_shard"):
+            table = _all_errors(table, f"shard_error: {reader.error}")
+        self.layout.write_table(self._path(index), table)
+        summary = {
+            "samples": samples,
+            "error": reader.error,
+            "stats": {name: s.to_dict() for name, s in stats.items()},
+        }
+        self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)
+        return summary
+
+    def _pump(
+        self,
+        reader: TarShardReader,
+        index: int,
+        cpu_stages: list[StageLike],
+        model_stages: list[StageLike],
+        stats: dict[str, StageStats],
+        progress: Progress,
+    ) -> list[pa.Table]:
+        """CPU stages in a read-ahead thread, model stages here; return the batch tables."""
         q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def produce() -> None:
             try:
@@ -151,26 +236,17 @@ class ScoreWorker:
                     _read_stats(batch, stats["read"])
                     for stage in cpu_stages:
                         batch = run_stage(stage, batch, stats[stage_name(stage)])
-                    while not stop.is_set():
-                        try:
-                            q.put(batch, timeout=0.5)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not put(batch):
                         return
-                q.put(_END)
+                put(_END)
             except BaseException as e:  # hand the failure to the consumer
-                q.put(e)
+                put(e)
 
         thread = threading.Thread(target=produce, name=f"pixsieve-read-{index}", daemon=True)
         thread.start()
         tables: list[pa.Table] = []
         try:
-            while True:
-                item = q.get()
-                if item is _END:
-                    break
+            while (item := q.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
                 batch = item
@@ -180,41 +256,48 @@ class ScoreWorker:
                 tables.append(batch_to_table(batch))
                 progress(len(batch))
         finally:
-            stop.set()
+            stop.set()  # the producer gives up on a full queue and ends
             thread.join()
-        samples = sum(t.num_rows for t in tables)
-        if reader.error is not None and samples == 0:
-            tables.append(shard_error_row(url, reader.error))
-        table = pa.concat_tables(tables, promote_options="permissive") if tables else None
-        if table is not None:
-            self.layout.write_table(self._path(index), table)
-        summary = {
-            "samples": samples,
-            "error": reader.error,
-            "stats": {name: s.to_dict() for name, s in stats.items()},
-        }
-        self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)
-        return summary
+        return tables
 
     def fail(self, index: int, error: str) -> dict[str, Any]:
-        """Record every identifiable sample of a shard that kept failing as an error."""
+        """Record every identifiable sample of a shard that kept failing as an error.
+
+        Streams the shard keeping names only (no bytes). Writes the cache table so the export
+        pass accounts for the samples, but no completion marker: the next run retries.
+        """
         url = self.shards[index].url
         reader = TarShardReader(url, self.storage_options)
-        rows: list[RawSample] = []
-        try:
-            rows = list(reader)
-        except Exception:  # the reader itself never raises, but be safe
-            rows = []
         reason = f"shard_error: {error}"
-        if rows:
-            batch = ImageBatch.from_samples(rows, url, index)
-            batch.drop(np.ones(len(batch), dtype=bool), reason, status=ERROR)
-            table = batch_to_table(batch)
-        else:
-            table = shard_error_row(url, error)
-        self.layout.write_table(self._path(index), table)
         read = StageStats()
-        read.counts.update({"in": len(rows), "errors_shard_error": len(rows)})
-        summary = {"samples": len(rows), "error": error, "stats": {"read": read.to_dict()}}
-        self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)
-        return summary
+        tables: list[pa.Table] = []
+        chunk: list[RawSample] = []
+
+        def flush() -> None:
+            batch = ImageBatch.from_samples(chunk, url, index)
+            _read_stats(batch, read)
+            batch.drop(np.ones(len(batch), dtype=bool), reason, status=ERROR)
+            tables.append(batch_to_table(batch))
+            chunk.clear()
+
+        try:
+            for sample in reader:
+                sample.data = [b""] * len(sample.data)  # names are enough
+                chunk.append(sample)
+                if len(chunk) >= self.batch_size:
+                    flush()
+            if chunk:
+                flush()
+        except Exception as e:  # the shard cannot even be listed to its end
+            log.warning("listing %s after its failure failed too: %s", url, e)
+            if chunk:
+                flush()
+        table = (
+            pa.concat_tables(tables, promote_options="permissive")
+            if tables
+            else shard_error_row(url, error)
+        )
+        self.layout.write_table(self._path(index), table)
+        read.counts["errors_shard_error"] += read.counts["kept"]
+        read.counts["kept"] = 0
+        return {"samples": read.counts["in"], "error": error, "stats": {"read": read.to_dict()}}

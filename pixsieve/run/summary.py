@@ -123,13 +123,17 @@ def build_run_record(
             stages.setdefault(name, StageStats()).merge(saved)
     if semantic is not None:
         stages.setdefault("semantic_dedup", StageStats()).merge(semantic["stats"])
-    errors = []
+    errors: dict[tuple[str, str], dict[str, Any]] = {}
     for pass_name, rs in results.items():
         for r in rs:
             err = r.summary.get("error") or r.error
-            if err:
+            if err:  # one entry per task and error, naming every pass that met it
                 task = shards[r.task].url if pass_name != "export" else f"partition {r.task}"
-                errors.append({"pass": pass_name, "task": task, "error": err})
+                entry = errors.setdefault(
+                    (task, err), {"pass": pass_name, "task": task, "error": err}
+                )
+                if pass_name not in entry["pass"].split(", "):
+                    entry["pass"] += f", {pass_name}"
     totals, reasons = manifest_totals(layout)
     finished = time.time()
     return {
@@ -157,7 +161,7 @@ def build_run_record(
             p: {"total": len(rs), "resumed": sum(1 for r in rs if r.resumed)}
             for p, rs in results.items()
         },
-        "shard_errors": errors,
+        "shard_errors": list(errors.values()),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(finished - started, 3),
     }
