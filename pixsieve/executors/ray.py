@@ -1,9 +1,15 @@
 """Run passes on a Ray cluster: a pool of long-lived actors per resource shape.
 
-Each actor holds the pass's worker object, calls its ``setup()`` once (models load once per
-actor) and runs tasks through :func:`~pixsieve.executors.base.run_task`, so resume, retries and
-failure recording are the same as with the local executor. The driver hands tasks to idle
-actors, yields results in task order and updates the progress callback as results arrive.
+Each actor holds the pass's worker object and runs tasks through
+:func:`~pixsieve.executors.base.run_task`, so resume, lazy set-up (models load once per actor,
+on its first task that is not done), retries and failure recording are the same as with the
+local executor. The driver hands tasks to idle actors, yields results in task order and
+updates the progress callback as results arrive. A pass whose tasks are all done already
+(a resume) is answered on the driver from the saved results, without starting any actor.
+
+An actor process that dies is replaced and its task retried like a failed attempt; a task that
+keeps killing its process is handed to the worker's ``fail()``, and if that kills the process
+too (more than :data:`FAIL_CRASHES` times) the driver records the failure itself.
 
 Pools never ask for more than the cluster can hold (see :func:`plan_pool`), a pool of another
 shape is killed before the next one starts, and a pool that cannot start in
@@ -20,6 +26,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +48,11 @@ from pixsieve.executors.base import (
 )
 
 log = logging.getLogger(__name__)
+
+FAIL_CRASHES = 1
+"""Process deaths tolerated while a task's ``fail()`` runs before the driver records it."""
+
+DONE_THREADS = 16  # concurrent ``done()`` checks on the driver (object storage round trips)
 
 
 @dataclass(frozen=True)
@@ -100,9 +112,11 @@ class TaskActor:
         self.where = f"{socket.gethostname()}:{os.getpid()}"
 
     def load(self, worker: TaskWorker) -> str:
-        """Take the pass's worker and set it up (models load here, once per actor and pass)."""
-        self.worker = None
-        worker.setup()
+        """Take the pass's worker (deserialised once per actor and pass).
+
+        It is not set up here: :func:`run_task` calls ``setup()`` before the first task that
+        is not done, so an actor whose tasks are all finished never loads a model.
+        """
         self.worker = worker
         return self.where
 
@@ -158,6 +172,28 @@ def _short(error: BaseException) -> str:
     return f"worker process died ({type(error).__name__}){': ' + first if first else ''}"
 
 
+def _saved_results(worker: TaskWorker, tasks: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """Every task's saved summary when ``worker.done()`` says all are done, else ``None``.
+
+    Checked on the driver, in growing chunks so that a fresh pass costs one look-up. Any error
+    here (the driver cannot read the output, say) means "not known": the actors check again.
+    """
+    saved: list[dict[str, Any]] = []
+    chunk = 1
+    try:
+        with ThreadPoolExecutor(DONE_THREADS) as pool:
+            while len(saved) < len(tasks):
+                found = list(pool.map(worker.done, tasks[len(saved) : len(saved) + chunk]))
+                if any(s is None for s in found):
+                    return None
+                saved.extend(s for s in found if s is not None)
+                chunk = min(chunk * 8, 1024)
+    except Exception as e:  # an optimisation only: the actors decide
+        log.debug("could not check finished tasks on the driver: %s", e)
+        return None
+    return saved
+
+
 class _Dispatch:
     """Hand tasks to idle actors; collect results; replace actors whose process died."""
 
@@ -177,12 +213,13 @@ class _Dispatch:
         self.idle: list[Any] = []
         self.running: dict[Any, tuple[int, Any]] = {}
         self.todo: deque[int] = deque(range(len(tasks)))
-        self.crashes = [0] * len(tasks)
+        self.crashes = [0] * len(tasks)  # process deaths while running the task
+        self.fail_crashes = [0] * len(tasks)  # process deaths while recording its failure
         self.errors: dict[int, str] = {}
         self.results: dict[int, TaskResult] = {}
         self.load_failures = 0
         self.started = False
-        self.start_s = 0.0  # until the first actor was ready (new processes, setup())
+        self.start_s = 0.0  # until the first actor was ready (new processes, worker loaded)
         for actor in actors:
             self.loading[actor.load.remote(worker_ref)] = actor
 
@@ -230,17 +267,36 @@ class _Dispatch:
         try:
             result: TaskResult = ray.get(ref)
         except RayActorError as e:
+            self._restart(actor)
+            if self.crashes[i] > self.retries:  # it died in fail()
+                self._fail_crashed(i, e)
+                return
             self.crashes[i] += 1
             self.errors[i] = _short(e)
             log.warning("task %s: %s (%d/%d)", self.tasks[i], self.errors[i],
                         self.crashes[i], self.retries + 1)  # fmt: skip
             self.todo.appendleft(i)
-            self._restart(actor)
             return
         if self.crashes[i] <= self.retries:  # fail() results already count the crashes
             result.attempts += self.crashes[i]
-        self.results[i] = result
+        self._done(i, result)
         self.idle.append(actor)
+
+    def _fail_crashed(self, i: int, error: RayActorError) -> None:
+        """``fail()`` killed its process: try again, or record the failure here (no marker)."""
+        self.fail_crashes[i] += 1
+        died = _short(error)
+        if self.fail_crashes[i] <= FAIL_CRASHES:
+            log.warning("task %s: recording its failure: %s; trying again", self.tasks[i], died)
+            self.todo.appendleft(i)
+            return
+        log.error("task %s: recording its failure keeps killing the worker: %s",
+                  self.tasks[i], died)  # fmt: skip
+        summary = {"samples": 0, "error": f"{self.errors[i]}; recording the failure: {died}"}
+        self._done(i, TaskResult(self.tasks[i], summary, self.crashes[i], error=self.errors[i]))
+
+    def _done(self, i: int, result: TaskResult) -> None:
+        self.results[i] = result
         self.progress(int(result.summary.get("samples", 0) or 0))
 
     def _restart(self, actor: Any) -> None:
@@ -362,9 +418,21 @@ class RayExecutor(Executor):
         parallel: bool = True,
         resources: dict[str, float] | None = None,
     ) -> Iterator[TaskResult]:
-        """Run the tasks on Ray actors; yield results in task order."""
+        """Run the tasks on Ray actors; yield results in task order.
+
+        When ``worker.done()`` reports every task finished (checked here, on the driver), the
+        saved results come back at once: no Ray connection, pool or actor is started, so a
+        resumed run whose model pass is complete needs neither the model nor a GPU.
+        """
         tasks = list(tasks)
         if not tasks:
+            return
+        saved = _saved_results(worker, tasks)
+        if saved is not None:
+            self._plans.append({"tasks": len(tasks), "resumed": len(tasks)})
+            for task, summary in zip(tasks, saved, strict=True):
+                progress(int(summary.get("samples", 0) or 0))
+                yield TaskResult(task, summary, attempts=0, resumed=True)
             return
         if not ray.is_initialized() or not self._cluster:
             self._connect()

@@ -73,8 +73,18 @@ class FailingStage(Stage):
         return batch
 
 
+EXIT_AT_SHARD = "PIXSIEVE_TEST_EXIT_AT_SHARD"
+"""Environment variable: :class:`SlowStage` kills its process on reaching this shard index."""
+
+EXIT_CODE = 77
+
+
 class SlowStage(Stage):
-    """Sleep ``seconds`` per batch (makes a run slow enough to interrupt)."""
+    """Sleep ``seconds`` per batch; die like a killed process at shard ``$EXIT_AT_SHARD``.
+
+    The exit is read from the environment, not from the constructor, so the stage (and the
+    run's fingerprint) is the same in the run that dies and in the one that resumes it.
+    """
 
     name: ClassVar[str] = "slow"
 
@@ -82,6 +92,9 @@ class SlowStage(Stage):
         self.seconds = seconds
 
     def process(self, batch: ImageBatch) -> ImageBatch:
+        exit_at = os.environ.get(EXIT_AT_SHARD)
+        if exit_at and batch.shard_index >= int(exit_at):
+            os._exit(EXIT_CODE)  # no clean-up, no flushing: as abrupt as SIGKILL
         time.sleep(self.seconds)
         return batch
 
@@ -98,7 +111,11 @@ class ToyWorker:
     """Task ``i`` sleeps a little (later tasks finish first) and reports ``i`` samples.
 
     ``raise_on`` tasks raise on every attempt, ``crash_on`` tasks kill their process on every
-    attempt, ``crash_once`` tasks kill it on the first attempt only. Attempts go to ``counter``.
+    attempt (and in ``fail()`` too with ``crash_in_fail``), ``crash_once`` tasks kill it on the
+    first attempt only. ``done_tasks`` are finished already (resume): ``done()`` returns
+    ``{"samples": task, "saved": True}`` for them. Set-ups, runs and fails go to ``counter``.
+    ``setup()`` is idempotent, as the protocol asks (the flag is enough: Ray actors run one
+    task at a time).
     """
 
     def __init__(
@@ -108,18 +125,25 @@ class ToyWorker:
         crash_on: tuple[int, ...] = (),
         crash_once: tuple[int, ...] = (),
         sleep: float = 0.05,
+        *,
+        crash_in_fail: bool = False,
+        done_tasks: tuple[int, ...] = (),
     ) -> None:
         self.counter = counter
         self.raise_on, self.crash_on, self.crash_once = raise_on, crash_on, crash_once
+        self.crash_in_fail = crash_in_fail
+        self.done_tasks = done_tasks
         self.sleep = sleep
         self.setups = 0
 
     def setup(self) -> None:
+        if self.setups:
+            return
         self.setups += 1
         _count(self.counter, f"setup {os.getpid()}")
 
     def done(self, task: int) -> dict[str, Any] | None:
-        return None
+        return {"samples": task, "saved": True} if task in self.done_tasks else None
 
     def run(self, task: int, progress: Any) -> dict[str, Any]:
         tries = sum(1 for line in attempts(self.counter) if line == f"run {task}")
@@ -132,6 +156,9 @@ class ToyWorker:
         return {"samples": task, "setups": self.setups, "pid": os.getpid()}
 
     def fail(self, task: int, error: str) -> dict[str, Any]:
+        _count(self.counter, f"fail {task}")
+        if self.crash_in_fail and task in self.crash_on:
+            os._exit(3)
         return {"samples": 0, "error": error, "failed": True}
 
 
@@ -254,7 +281,10 @@ def assert_same_outputs(
 
 
 def curate_main() -> None:
-    """``python -c 'from executors.helpers import curate_main; curate_main()' IN OUT SECONDS``."""
+    """``python -c 'from executors.helpers import curate_main; curate_main()' IN OUT SECONDS``.
+
+    With ``$PIXSIEVE_TEST_EXIT_AT_SHARD`` set, the process dies in the score pass on that shard.
+    """
     inputs, output, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     result = slow_pipeline(seconds).run([inputs], output, "local", workers=1)
     print(json.dumps(result.counts))

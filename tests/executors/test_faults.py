@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from executors.helpers import (
+    EXIT_AT_SHARD,
+    EXIT_CODE,
     FailingStage,
     assert_same_outputs,
     attempts,
@@ -70,7 +70,8 @@ def slow_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "in"
 
 
-SLOW = 0.4  # seconds per batch (one batch per shard)
+SLOW = 0.05  # seconds per batch (one batch per shard)
+DIE_AT = 3  # the killed run dies in the score pass on this shard (so 3 shards are done)
 
 
 @pytest.fixture(scope="module")
@@ -80,33 +81,27 @@ def uninterrupted(slow_inputs: Path, tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
-def _kill_during_score(inputs: Path, out: Path) -> int:
-    """Run the curate in a subprocess; SIGKILL it once two score markers exist."""
+def _die_during_score(inputs: Path, out: Path) -> int:
+    """Run the curate in a subprocess that kills itself (``os._exit``) on shard ``DIE_AT``.
+
+    The score pass runs its shards one after the other there (local, one worker), so exactly
+    ``DIE_AT`` shards are finished when it dies: no race against a timer.
+    """
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        EXIT_AT_SHARD: str(DIE_AT),
     }
     code = "from executors.helpers import curate_main; curate_main()"
-    proc = subprocess.Popen(
+    proc = subprocess.run(
         [sys.executable, "-c", code, str(inputs), str(out), str(SLOW)],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        timeout=45,
     )
-    markers = out / "cache" / "done" / "score"
-    deadline = time.monotonic() + 40
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if markers.is_dir() and len(list(markers.glob("*.json"))) >= 2:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-    return len(list(markers.glob("*.json")))
+    assert proc.returncode == EXIT_CODE, proc.stderr[-2000:]
+    return len(list((out / "cache" / "done" / "score").glob("*.json")))
 
 
 @pytest.mark.parametrize("resume_with", ["local", pytest.param("ray", marks=pytest.mark.ray)])
@@ -120,14 +115,13 @@ def test_killed_run_resumes_to_the_same_outputs(
     if resume_with == "ray":
         request.getfixturevalue("ray_session")
     out = tmp_path / "out"
-    done = _kill_during_score(slow_inputs, out)
-    assert 2 <= done < 6, done  # killed part-way through the score pass
+    assert _die_during_score(slow_inputs, out) == DIE_AT  # died part-way through the score pass
     assert not (out / "manifest").exists() and not (out / "run.json").exists()
 
     result = slow_pipeline(SLOW).run([str(slow_inputs)], str(out), _executor(resume_with))
     tasks = result.record["tasks"]
     assert tasks["scan"] == {"total": 6, "resumed": 6}
-    assert tasks["score"]["resumed"] >= done
+    assert tasks["score"] == {"total": 6, "resumed": DIE_AT}
     assert_same_outputs(uninterrupted, str(out))
     assert read_output_shards(uninterrupted) == read_output_shards(str(out))
     whole = json.loads((Path(uninterrupted) / "run.json").read_text())
