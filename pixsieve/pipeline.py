@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixsieve.executors import Executor, TaskResult, make_executor
-from pixsieve.io.shards import ShardRef, discover_shards, partition_by_size
+from pixsieve.io.shards import InputError, ShardRef, discover_shards, partition_by_size
 from pixsieve.progress import PassProgress
 from pixsieve.run.export import ExportWorker
 from pixsieve.run.layout import OutputError, RunLayout
@@ -111,6 +111,7 @@ class Pipeline:
         opts = storage_options or {}
         shards = discover_shards(inputs, opts)
         layout = RunLayout.open(output, opts)
+        shards = _outside(shards, layout)
         check_fingerprint(layout, shards, self, overwrite)
         ex = make_executor(executor, workers)
         with PassProgress(progress) as bars:
@@ -239,6 +240,15 @@ class _Passes:
                     progress=self.bars.bar("export", total),
                 )
             )
+
+
+def _outside(shards: list[ShardRef], layout: RunLayout) -> list[ShardRef]:
+    """Leave out shards under the output directory (an output inside an input directory)."""
+    prefix = layout.fs.unstrip_protocol(layout.root).rstrip("/") + "/"
+    kept = [s for s in shards if not s.url.startswith(prefix)]
+    if not kept:
+        raise InputError(f"every input shard lies inside the output directory {layout.url}")
+    return kept
 
 
 def _write_report(output: str, storage_options: dict[str, Any]) -> None:

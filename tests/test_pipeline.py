@@ -32,9 +32,19 @@ def output_members(out: Path) -> dict[str, bytes]:
     return found
 
 
-def sample_keys(path: Path) -> set[str]:
-    with tarfile.open(path) as tf:
-        return {m.split(".")[0] for m in tf.getnames()}
+def sample_keys(path: Path) -> list[str]:
+    """Sample keys in tar order (consecutive members with the same key form one sample)."""
+    keys: list[str] = []
+    with tarfile.open(path, "r|") as tf:
+        try:
+            for m in tf:
+                key = m.name.rsplit("/", 1)
+                key = (key[0] + "/" if len(key) == 2 else "") + key[-1].split(".", 1)[0]
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+        except tarfile.ReadError:  # a truncated tar: the cut sample still counts
+            pass
+    return keys
 
 
 def input_members(*paths: Path) -> dict[str, bytes]:
@@ -49,7 +59,7 @@ def input_members(*paths: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def mixed_run(tmp_path_factory, good_shards, bad_shard, truncated_shard, not_a_tar):
     inputs = tmp_path_factory.mktemp("in")
-    for p in [*good_shards, bad_shard, not_a_tar]:
+    for p in [*good_shards, bad_shard, not_a_tar, truncated_shard]:
         (inputs / p.name).write_bytes(p.read_bytes())
     out = tmp_path_factory.mktemp("run") / "out"
     pipe = Pipeline([ImageSizeFilter(min_side=8)], samples_per_shard=7)
@@ -60,16 +70,22 @@ def mixed_run(tmp_path_factory, good_shards, bad_shard, truncated_shard, not_a_t
 def test_one_manifest_row_per_input_sample(mixed_run):
     inputs, out, result = mixed_run
     rows = manifest(out)
-    samples = [r for r in rows if r["position"] >= 0]
-    expected = (
-        sum(len(sample_keys(inputs / n)) for n in ("shard-000.tar", "shard-001.tar")) + 20
-    )  # the bad shard holds 20 samples
-    assert len(samples) == expected == result.counts["input"]
+    samples = [(r["source"].rsplit("/", 1)[1], r["key"]) for r in rows if r["position"] >= 0]
+    expected = [
+        (name, key)
+        for name in ("bad.tar", "shard-000.tar", "shard-001.tar", "truncated.tar")
+        for key in sample_keys(inputs / name)
+    ]
+    assert sorted(samples) == sorted(expected)  # every sample once: none lost, none twice
+    assert len(samples) == result.counts["input"]
     assert {r["status"] for r in rows} <= {"kept", "removed", "error"}
     assert all((r["reason"] is None) == (r["status"] == "kept") for r in rows)
     shard_rows = [r for r in rows if r["position"] < 0]
     assert len(shard_rows) == 1 and shard_rows[0]["reason"].startswith("shard_error: not_a_tar")
     assert any(e["task"].endswith("fake.tar") for e in result.shard_errors)
+    truncated = [r for r in rows if r["source"].endswith("truncated.tar")]
+    assert truncated[-1]["reason"].startswith("truncated_shard")
+    assert all(r["reason"] in (None, "exact_duplicate") for r in truncated[:-1])
 
 
 def test_bad_inputs_become_reasons(mixed_run):
@@ -108,7 +124,9 @@ def test_bad_inputs_become_reasons(mixed_run):
 
 def test_kept_samples_keep_every_original_member_byte_for_byte(mixed_run):
     inputs, out, _ = mixed_run
-    originals = input_members(*sorted(p for p in inputs.glob("*.tar") if p.name != "fake.tar"))
+    originals = input_members(
+        *sorted(p for p in inputs.glob("*.tar") if p.name not in ("fake.tar", "truncated.tar"))
+    )
     written = output_members(out)
     kept = [r for r in manifest(out) if r["status"] == "kept"]
     assert sum(len(r["members"]) for r in kept) == len(written)
@@ -271,3 +289,11 @@ def test_partitions_share_one_schema(tmp_path, good_shards, bad_shard, not_a_tar
     assert len(meta) == 1 and "brightness" in next(iter(meta)).names
     files = [str(p) for p in (out / "shards").glob("*.parquet")]
     assert ds.dataset(files, format="parquet").to_table().num_rows == result.counts["kept"]
+
+
+def test_an_output_inside_the_input_directory_is_not_read_back(tmp_path, good_shards):
+    (tmp_path / "a.tar").write_bytes(good_shards[0].read_bytes())
+    first = Pipeline([]).run([str(tmp_path)], str(tmp_path / "out"))
+    again = Pipeline([]).run([str(tmp_path)], str(tmp_path / "out"))  # resumes, same inputs
+    assert again.counts == first.counts
+    assert again.record["tasks"]["score"]["resumed"] == 1

@@ -131,6 +131,21 @@ def _decode_jpeg_fast(data: bytes, w: int, h: int, size: int) -> Image.Image | N
     return Image.fromarray(arr)
 
 
+def decode_or_error(
+    data: bytes | None,
+    size: int = 224,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
+) -> DecodedImage | DecodeError:
+    """:func:`decode_image`, returning the error instead of raising (``None`` = no image)."""
+    if data is None:
+        return DecodeError("missing_image")
+    try:
+        return decode_image(data, size, max_pixels, max_full_decode_pixels)
+    except DecodeError as e:
+        return e
+
+
 def decode_image(
     data: bytes,
     size: int = 224,
@@ -139,8 +154,8 @@ def decode_image(
 ) -> DecodedImage:
     """Decode ``data`` to ``(size, size, 3)`` uint8 RGB; raise :class:`DecodeError` on failure.
 
-    Reasons: ``empty``, ``decode_error: …``, ``too_large: W×H``, ``too_small: W×H`` (an image
-    with a zero side after orientation).
+    Reasons: ``empty``, ``decode_error: …`` and ``too_large: …`` (declared size over a limit,
+    refused from the header before any pixel memory is allocated).
     """
     if not data:
         raise DecodeError("empty", "zero-byte image")

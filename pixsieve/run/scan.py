@@ -82,8 +82,8 @@ def exact_duplicates(layout: RunLayout, n_shards: int) -> pa.Table:
         p = layout.path("cache", "hashes", f"{shard_id(i)}.parquet")
         if layout.fs.exists(p):
             tables.append(layout.read_table(p))
-    hashes = pa.concat_tables(tables) if tables else pa.table({"hash": pa.array([], pa.binary(16))})
-    dups = find_exact_duplicates(hashes) if tables else find_exact_duplicates(hashes.slice(0, 0))
+    empty = pa.table({"hash": pa.array([], pa.binary(16))})
+    dups = find_exact_duplicates(pa.concat_tables(tables) if tables else empty)
     layout.write_table(path, dups)
     layout.write_json(layout.marker(PASS, "exact"), {"duplicates": dups.num_rows})
     return dups

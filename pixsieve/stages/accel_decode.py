@@ -36,9 +36,8 @@ from pixsieve.batch import ERROR, ImageBatch
 from pixsieve.io.decode import (
     DEFAULT_MAX_FULL_DECODE_PIXELS,
     DEFAULT_MAX_PIXELS,
-    DecodedImage,
     DecodeError,
-    decode_image,
+    decode_or_error,
 )
 from pixsieve.io.jpeg_header import JpegHeader, read_jpeg_header
 from pixsieve.stages.base import Resources, Stage
@@ -77,17 +76,6 @@ def orient_nhwc(x: torch.Tensor, orientation: int) -> torch.Tensor:
     if orientation == 8:
         return torch.rot90(x, 1, dims=(1, 2))
     return x
-
-
-def _cpu_decode(
-    data: bytes | None, size: int, max_pixels: int, max_full: int
-) -> DecodedImage | DecodeError:
-    if data is None:
-        return DecodeError("missing_image")
-    try:
-        return decode_image(data, size, max_pixels, max_full)
-    except DecodeError as e:
-        return e
 
 
 class AcceleratedDecodeStage(Stage):
@@ -225,7 +213,7 @@ class AcceleratedDecodeStage(Stage):
     def _cpu_submit(self, batch: ImageBatch, rows: list[int]) -> list[Future[Any]]:
         assert self._pool is not None
         args = (self.image_size, self.max_pixels, self.max_full_decode_pixels)
-        return [self._pool.submit(_cpu_decode, batch.image_bytes[i], *args) for i in rows]
+        return [self._pool.submit(decode_or_error, batch.image_bytes[i], *args) for i in rows]
 
     def process(self, batch: ImageBatch) -> ImageBatch:
         """Decode the batch; failures become ``error`` rows with the CPU decoder's reasons."""

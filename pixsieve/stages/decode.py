@@ -19,7 +19,7 @@ from pixsieve.io.decode import (
     DEFAULT_MAX_PIXELS,
     DecodedImage,
     DecodeError,
-    decode_image,
+    decode_or_error,
 )
 from pixsieve.stages.base import Resources, Stage
 
@@ -54,12 +54,7 @@ class DecodeStage(Stage):
             self._pool = ThreadPoolExecutor(self.threads or os.cpu_count() or 1)
 
     def _decode(self, data: bytes | None) -> DecodedImage | DecodeError:
-        if data is None:
-            return DecodeError("missing_image")
-        try:
-            return decode_image(data, self.image_size, self.max_pixels, self.max_full_decode_pixels)
-        except DecodeError as e:
-            return e
+        return decode_or_error(data, self.image_size, self.max_pixels, self.max_full_decode_pixels)
 
     def process(self, batch: ImageBatch) -> ImageBatch:
         """Decode the batch; failures become ``error`` rows with a reason."""
