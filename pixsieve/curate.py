@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pixsieve.config import CurateConfig
+from pixsieve.io.shards import discover_shards
+from pixsieve.models import hub
+from pixsieve.models.hub import ModelUnavailableError
 from pixsieve.pipeline import Pipeline, RunResult
 from pixsieve.stages.base import StageLike
 from pixsieve.stages.filters import ImageSizeFilter
@@ -90,6 +97,68 @@ def build_pipeline(cfg: CurateConfig) -> Pipeline:
     )
 
 
+_CLIP_OPTION = "CLIP model (--clip-model, [embed] model)"
+_HEAD_OPTIONS = {
+    "aesthetic": "aesthetic head (--aesthetic-weights, [models] aesthetic)",
+    "nsfw": "NSFW head (--nsfw-weights, [models] nsfw)",
+}
+
+
+def _explicit_path(value: str) -> Path | None:
+    """``value`` as a local path when it can only mean one (absolute, ``./``, ``~``, file://)."""
+    if value.startswith("file://"):
+        return Path(unquote(urlsplit(value.partition("#")[0]).path))
+    if value.startswith(("./", "../", ".\\", "..\\", "~")) or Path(value).is_absolute():
+        return Path(value).expanduser()
+    return None
+
+
+def _resolve(label: str, value: str | None, resolve: Callable[[], Path]) -> Path:
+    """Run one hub resolver, turning every failure into a ModelUnavailableError naming ``label``."""
+    if value is not None:
+        path = _explicit_path(value)
+        if path is not None and not path.exists():
+            raise ModelUnavailableError(f"{label}: {value} does not exist")
+    try:
+        return resolve()
+    except ModelUnavailableError as e:  # keeps ChecksumError a ChecksumError
+        raise type(e)(f"{label}: {e}") from e
+    except (FileNotFoundError, ValueError) as e:
+        raise ModelUnavailableError(f"{label}: {e}") from e
+
+
+def preflight(cfg: CurateConfig) -> dict[str, Path]:
+    """Resolve every model the run will use, without loading any; return their local paths.
+
+    CLIP and each head not removed by ``run.skip`` is found locally or fetched into the cache
+    (and checksummed), exactly as the stages will later do, so a mistyped path, a model missing
+    in offline mode or a checksum mismatch fails here, before anything is written to the output.
+
+    Raises:
+        ModelUnavailableError: (or its subclass ChecksumError) naming the option at fault.
+    """
+    skip = set(cfg.run.skip)
+    if "embed" in skip:
+        return {}
+    e = cfg.embed
+    clip = _resolve(_CLIP_OPTION, e.model, lambda: hub.resolve_clip(e.model, e.revision))
+    if clip.is_dir() and not (clip / "config.json").is_file():
+        raise ModelUnavailableError(
+            f"{_CLIP_OPTION}: {clip} is not a CLIP model folder (no config.json; "
+            "expected the layout save_pretrained writes)"
+        )
+    resolved = {"clip": clip}
+    heads: tuple[tuple[hub.Kind, str | None], ...] = (
+        ("aesthetic", cfg.models.aesthetic),
+        ("nsfw", cfg.models.nsfw),
+    )
+    for kind, value in heads:
+        if kind not in skip:
+            resolve = functools.partial(hub.resolve_head, value, kind)
+            resolved[kind] = _resolve(_HEAD_OPTIONS[kind], value, resolve)
+    return resolved
+
+
 def curate(
     inputs: list[str] | str,
     output: str,
@@ -99,8 +168,15 @@ def curate(
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Run the default pipeline on ``inputs`` into ``output`` (resumes an interrupted run)."""
+    """Run the default pipeline on ``inputs`` into ``output`` (resumes an interrupted run).
+
+    Before anything is written to ``output`` the inputs are listed (a typo raises
+    :class:`~pixsieve.io.shards.InputError` without fetching any model) and every model is
+    resolved by :func:`preflight` (an unusable one raises ``ModelUnavailableError``).
+    """
     cfg = cfg or CurateConfig()
+    discover_shards([inputs] if isinstance(inputs, str) else list(inputs), storage_options)
+    preflight(cfg)
     executor_options = {"address": cfg.run.ray_address} if cfg.run.executor == "ray" else {}
     from pixsieve.executors import make_executor
 

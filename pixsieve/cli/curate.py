@@ -11,8 +11,28 @@ from rich.table import Table
 
 from pixsieve.config import SKIPPABLE, ConfigError, CurateConfig
 from pixsieve.io.shards import InputError
+from pixsieve.models.hub import ModelUnavailableError
 from pixsieve.pipeline import RunResult
 from pixsieve.run.layout import OutputError
+
+
+def model_error(exc: BaseException) -> ModelUnavailableError | None:
+    """The :class:`ModelUnavailableError` (or ChecksumError) behind ``exc``, if any.
+
+    Follows ``__cause__``/``__context__`` and Ray's ``RayTaskError.cause``, so an error raised
+    in a worker's model setup is found however the executor wrapped it.
+    """
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ModelUnavailableError):
+            return e
+        todo += [getattr(e, "cause", None), e.__context__, e.__cause__]
+    return None
 
 
 def print_summary(result: RunResult, console: Console) -> None:
@@ -161,7 +181,7 @@ def curate(inputs: tuple[str, ...], output: str, config_file: str | None, **opts
     from pixsieve.curate import curate as run_curate
 
     console = Console(stderr=True)
-    try:
+    try:  # checks the inputs, then resolves every model, before anything is written to OUTPUT
         result = run_curate(
             list(inputs), output, cfg, progress=not opts["no_progress"], overwrite=opts["overwrite"]
         )
@@ -170,7 +190,8 @@ def curate(inputs: tuple[str, ...], output: str, config_file: str | None, **opts
     except OutputError as e:
         raise click.ClickException(str(e)) from e
     except Exception as e:
-        if type(e).__name__ == "ModelUnavailableError":
-            raise click.ClickException(str(e)) from e
+        cause = model_error(e)
+        if cause is not None:
+            raise click.ClickException(str(cause)) from e
         raise
     print_summary(result, console)

@@ -146,3 +146,92 @@ def test_offline_without_model_fails_fast_with_advice(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "pixsieve models download" in result.output
     assert "Traceback" not in result.output
+
+
+AESTHETIC = WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"
+NSFW = WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"
+
+
+@pytest.mark.parametrize("option", ["--clip-model", "--aesthetic-weights"])
+def test_missing_model_path_fails_before_writing_anything(tmp_path, offline, tiny_clip_dir, option):
+    good = {"--clip-model": str(tiny_clip_dir), "--aesthetic-weights": str(AESTHETIC)}
+    missing = str(tmp_path / "no-such-model")
+    models = {**good, "--nsfw-weights": str(NSFW), option: missing}
+    out = tmp_path / "out"
+    args = [str(SAMPLE), "-o", str(out), "--skip", "dedup", "--no-progress"]
+    result = CliRunner().invoke(main, ["curate", *args, *[a for kv in models.items() for a in kv]])
+    assert result.exit_code == 1, result.output
+    assert missing in result.output and option in result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    assert not out.exists()
+    models[option] = good[option]  # the corrected command needs no --overwrite
+    result = CliRunner().invoke(main, ["curate", *args, *[a for kv in models.items() for a in kv]])
+    assert result.exit_code == 0, result.output
+    assert len(rows(out)) == 23
+
+
+def test_model_errors_are_one_line_without_traceback(tmp_path, offline, tiny_clip_dir):
+    out = tmp_path / "out"
+    base = [
+        str(SAMPLE), "-o", str(out), "--clip-model", str(tiny_clip_dir), "--no-progress",
+        "--aesthetic-weights", str(AESTHETIC), "--nsfw-weights", str(NSFW),
+    ]  # fmt: skip
+    cases = {  # each overrides one good option above (click keeps an option's last value)
+        # a checksum pin that does not match: ChecksumError, a ModelUnavailableError subclass
+        "sha256": ["--aesthetic-weights", f"{AESTHETIC.as_uri()}#sha256={'0' * 64}"],
+        # neither a file, a known name, a URL nor a Hub id: FileNotFoundError inside hub
+        "not a file": ["--nsfw-weights", "weights.pth"],
+        # a known name of the wrong kind: ValueError inside hub
+        "not a nsfw head": ["--nsfw-weights", "laion-aesthetic-v2"],
+        # a folder that is not a saved CLIP model
+        "no config.json": ["--clip-model", str(tmp_path)],
+    }
+    for message, extra in cases.items():
+        result = CliRunner().invoke(main, ["curate", *base, *extra])
+        assert result.exit_code == 1, (message, result.output)
+        assert message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        assert not out.exists()
+
+
+def test_skipped_stages_need_no_model(tmp_path, offline):
+    out = tmp_path / "out"
+    missing = str(tmp_path / "missing.pth")
+    result = run(
+        str(SAMPLE), "-o", str(out), "--skip", "embed",
+        "--clip-model", missing, "--aesthetic-weights", missing, "--nsfw-weights", missing,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_model_error_found_behind_wrappers():
+    from pixsieve.cli.curate import model_error
+    from pixsieve.models.hub import ChecksumError, ModelUnavailableError
+
+    inner = ChecksumError("bad bytes")
+    try:
+        try:
+            raise inner
+        except ChecksumError as e:
+            raise RuntimeError("shard task failed") from e
+    except RuntimeError as e:
+        assert model_error(e) is inner
+
+    class RayTaskErrorLike(Exception):  # Ray keeps the worker's exception as ``.cause``
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("task failed")
+            self.cause = cause
+
+    wrapped = ModelUnavailableError("no model")
+    assert model_error(RayTaskErrorLike(wrapped)) is wrapped
+    assert model_error(ValueError("unrelated")) is None
+
+
+def test_bad_config_value_is_a_usage_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[read]\nbatch_size = "x"\n')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["curate", str(SAMPLE), "-o", str(out), "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "[read] batch_size must be an integer" in result.output
+    assert "Traceback" not in result.output and not out.exists()
