@@ -61,7 +61,8 @@ def run_task(worker: TaskWorker, task: Any, retries: int, progress: Progress) ->
 
     This is the one per-task policy every executor calls. A finished task (``done``) is not
     run again, and its worker is not even set up: resuming a run whose model pass is complete
-    loads no model. ``setup()`` must be idempotent (it is called before every task that runs).
+    loads no model. ``setup()`` must be idempotent (it is called before every task that runs);
+    an exception from it is not a shard's fault and propagates, ending the run with its message.
     A task that keeps failing is handed to ``fail()``, which records its samples as errors but
     writes no completion marker, so the next run of the same command tries it again.
     """
@@ -69,11 +70,11 @@ def run_task(worker: TaskWorker, task: Any, retries: int, progress: Progress) ->
     if saved is not None:
         progress(int(saved.get("samples", 0)))
         return TaskResult(task, saved, attempts=0, resumed=True)
+    worker.setup()  # a failure here (no model, no GPU) is the environment's: it ends the run
     start = time.perf_counter()
     error = ""
     for attempt in range(1, retries + 2):
         try:
-            worker.setup()
             summary = worker.run(task, progress)
             return TaskResult(task, summary, attempt, time.perf_counter() - start)
         except Exception as e:  # a failing shard must not sink the run

@@ -7,7 +7,6 @@ fails with :class:`RunError` instead of leaving an empty directory behind.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,10 +156,8 @@ class FinishedRun:
         from pixsieve.dedup import SemanticDedupConfig
 
         saved = self.fingerprint.get("semantic_dedup")
-        kwargs = saved if isinstance(saved, dict) else None
-        if isinstance(saved, str):
-            kwargs = parse_config_repr(saved)
-        if kwargs is None:
+        kwargs = saved if isinstance(saved, dict) else self.record.get("semantic_dedup_config")
+        if not isinstance(kwargs, dict):
             raise RunError(f"cannot recover the semantic dedup settings of {self.url}")
         names = {f.name for f in dataclasses.fields(SemanticDedupConfig)}
         return SemanticDedupConfig(**{k: v for k, v in kwargs.items() if k in names})
@@ -168,22 +165,3 @@ class FinishedRun:
     def totals(self) -> dict[str, int]:
         """``run.json`` totals (``input``, ``kept``, ``removed``, ``error``)."""
         return dict(self.record.get("totals") or {})
-
-
-def parse_config_repr(text: str) -> dict[str, Any] | None:
-    """Keyword arguments of a dataclass ``repr`` such as ``Config(a=1, b='x')`` (literals only)."""
-    try:
-        node = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        return None
-    if not isinstance(node, ast.Call):
-        return None
-    out: dict[str, Any] = {}
-    for kw in node.keywords:
-        if kw.arg is None:
-            return None
-        try:
-            out[kw.arg] = ast.literal_eval(kw.value)
-        except ValueError:
-            return None
-    return out

@@ -203,3 +203,19 @@ def test_resume_of_a_finished_model_pass_loads_no_model(tmp_path, good_shards, s
     flag.touch()  # the model can no longer be loaded ...
     again = pipe.run([str(good_shards[0])], str(tmp_path / "out"))  # ... and is not needed
     assert again.counts == first.counts and not again.shard_errors
+
+
+def test_a_setup_failure_ends_the_run_instead_of_failing_every_shard(tmp_path, good_shards):
+    class NoModel(Stage):
+        name: ClassVar[str] = "model"
+        is_model: ClassVar[bool] = True
+
+        def setup(self) -> None:
+            raise FileNotFoundError("model weights not found")
+
+        def process(self, batch: ImageBatch) -> ImageBatch:
+            return batch
+
+    with pytest.raises(FileNotFoundError, match="model weights"):
+        Pipeline([NoModel()]).run([str(p) for p in good_shards], str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "manifest").exists()
