@@ -41,7 +41,7 @@ class DecodeError(Exception):
     """An image could not be decoded; ``reason`` is the manifest reason (``code: detail``)."""
 
     def __init__(self, code: str, detail: str = "") -> None:
-        detail = _ADDRESS.sub("image", detail)  # reasons must not vary between runs
+        detail = _ADDRESS.sub("", detail).strip()  # reasons must not vary between runs
         self.code = code
         self.reason = f"{code}: {detail}" if detail else code
         super().__init__(self.reason)

@@ -131,7 +131,7 @@ def _scores_section(stats: ManifestStats, run: FinishedRun) -> str:
         ("nsfw_prob", "nsfw", "NSFW probability", "max {:.3g} (remove ≥)"),
     ):
         if column not in stats.scores:
-            charts.append(f'<p class="muted">No {escape(title.lower())}s in this run.</p>')
+            charts.append(f'<p class="muted">{escape(title)}: not computed in this run.</p>')
             continue
         values, kept = stats.scores[column]
         threshold = run.threshold(stage)

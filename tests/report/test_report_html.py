@@ -151,7 +151,7 @@ def test_report_without_scores_or_dedup(plain_run: Path) -> None:
     page = parse(Path(write_report(str(plain_run))))
     text = " ".join(page.text)
     assert set(SECTIONS) <= page.ids
-    assert "No aesthetic scores in this run." in text
+    assert "Aesthetic score: not computed in this run." in text
     assert "Semantic dedup did not run." in text
     assert "aesthetic (not run)" in text
 
