@@ -34,7 +34,7 @@ from pixsieve.run.export import ExportWorker
 from pixsieve.run.layout import OutputError, RunLayout, shard_id
 from pixsieve.run.scan import EXACT_PATH
 from pixsieve.run.semantic import run_semantic_dedup
-from pixsieve.run.summary import manifest_totals
+from pixsieve.run.summary import config_as_dict, manifest_totals
 
 _OCCUPIED = ("manifest", "shards", "run.json", "cache", "report.html")
 
@@ -102,7 +102,7 @@ def refilter(
     timings["refate"] = time.perf_counter() - t0
     semantic: dict[str, Any] | None = None
     config = _semantic_config(run, thresholds)
-    fingerprint["semantic_dedup"] = repr(config) if config is not None else None
+    fingerprint["semantic_dedup"] = config_as_dict(config)
     layout.write_json(layout.path("cache", "fingerprint.json"), {"fingerprint": fingerprint})
     if config is not None:
         t0 = time.perf_counter()
@@ -118,7 +118,9 @@ def refilter(
     results = list(ex.map(worker, range(len(parts)), retries=1))
     ex.shutdown()
     timings["export"] = time.perf_counter() - t0
-    record = _record(run, layout, thresholds, semantic, results, ex.describe(), timings, started)
+    record = _record(
+        run, layout, thresholds, config, semantic, results, ex.describe(), timings, started
+    )
     layout.write_json(layout.path("run.json"), record)
     if report:
         from pixsieve.report.html import write_report
@@ -142,6 +144,7 @@ def _record(
     run: FinishedRun,
     layout: RunLayout,
     thresholds: Thresholds,
+    config: Any,
     semantic: dict[str, Any] | None,
     results: list[Any],
     executor: dict[str, Any],
@@ -179,6 +182,7 @@ def _record(
             "reasons": reasons,
             "counters": counters,
             "semantic_dedup": semantic,
+            "semantic_dedup_config": config_as_dict(config),
             "config": _config_with(record.get("config") or {}, thresholds),
             "executor": executor,
             "tasks": {"export": {"total": len(results), "resumed": 0}},

@@ -43,14 +43,14 @@ def fingerprint(shards: list[ShardRef], pipeline: Any) -> dict[str, Any]:
         "inputs": [[s.url, s.size] for s in shards],
         "stages": [describe_stage(s) for s in pipeline.stages],
         "exact_dedup": pipeline.exact_dedup,
-        "semantic_dedup": _as_dict(semantic),
+        "semantic_dedup": config_as_dict(semantic),
         "samples_per_shard": pipeline.samples_per_shard,
         "partition_bytes": pipeline.partition_bytes,
         "batch_size": pipeline.batch_size,
     }
 
 
-def _as_dict(config: Any) -> Any:
+def config_as_dict(config: Any) -> Any:
     """A dataclass config as a plain dict (``None`` stays ``None``; anything else its repr)."""
     if config is None:
         return None
@@ -160,7 +160,7 @@ def build_run_record(
         "reasons": reasons,
         "counters": {name: s.to_dict() for name, s in stages.items()},
         "semantic_dedup": semantic,
-        "semantic_dedup_config": _as_dict(pipeline.semantic_dedup),
+        "semantic_dedup_config": config_as_dict(pipeline.semantic_dedup),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "tasks": {
             p: {"total": len(rs), "resumed": sum(1 for r in rs if r.resumed)}

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pixsieve.report import OFF, RunError, refilter, sweep
+from pixsieve.report.rundir import FinishedRun
 
 # (aesthetic_min, nsfw_max, dedup_threshold) that fresh runs are compared with (the scored
 # run itself uses 3.0, 0.5, 0.99: see conftest.py)
@@ -117,6 +118,8 @@ def test_refilter_equals_fresh_run(
     again = sweep(str(out))  # the new directory is itself a finished run
     assert again.rows[0]["kept"] == result.counts["kept"]
     assert again.rows[0]["aesthetic_min"] == a
+    settings = FinishedRun.open(str(out)).semantic_config()  # the new run's own settings
+    assert (settings is None) if t is None else (settings.threshold == t)
 
 
 def test_refilter_refuses_to_clobber(scored_run: Path, tmp_path: Path) -> None:
