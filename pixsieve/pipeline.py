@@ -12,7 +12,6 @@ kept samples' original bytes, write the manifest).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixsieve.executors import Executor, TaskResult, make_executor
-from pixsieve.io.shards import InputError, ShardRef, discover_shards, partition_by_size
+from pixsieve.io.shards import InputError, ShardRef, discover_shards, partition_by_bytes
 from pixsieve.progress import PassProgress
 from pixsieve.run.export import ExportWorker
 from pixsieve.run.layout import OutputError, RunLayout
@@ -221,8 +220,7 @@ class _Passes:
     def export(self, total: int | None) -> None:
         """Copy kept samples into output shards by partition; write the manifest."""
         p = self.pipeline
-        total_bytes = sum(s.size for s in self.shards)
-        parts = partition_by_size(self.shards, max(1, math.ceil(total_bytes / p.partition_bytes)))
+        parts = partition_by_bytes(self.shards, p.partition_bytes)
         worker = ExportWorker(
             self.layout,
             self.shards,

@@ -8,6 +8,7 @@ arguments always give the same shard list, whatever the order they were typed in
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -116,3 +117,9 @@ def partition_by_size(shards: list[ShardRef], parts: int) -> list[list[int]]:
         groups[g].append(i)
         running += weight
     return [g for g in groups if g]
+
+
+def partition_by_bytes(shards: list[ShardRef], target_bytes: int) -> list[list[int]]:
+    """Contiguous partitions of about ``target_bytes`` each (the count depends on sizes only)."""
+    total = sum(s.size for s in shards)
+    return partition_by_size(shards, max(1, math.ceil(total / target_bytes)))

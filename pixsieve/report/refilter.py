@@ -12,14 +12,13 @@ reported on, swept or refiltered again.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any
 
 from fsspec.core import url_to_fs
 
 from pixsieve.executors import make_executor
-from pixsieve.io.shards import partition_by_size
+from pixsieve.io.shards import partition_by_bytes
 from pixsieve.pipeline import RunResult
 from pixsieve.report.fates import (
     Threshold,
@@ -109,9 +108,7 @@ def refilter(
         semantic = run_semantic_dedup(layout, shards, config)
         timings["semantic_dedup"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    partition_bytes = int(run.fingerprint.get("partition_bytes") or 2 << 30)
-    total_bytes = sum(s.size for s in shards)
-    parts = partition_by_size(shards, max(1, math.ceil(total_bytes / partition_bytes)))
+    parts = partition_by_bytes(shards, int(run.fingerprint.get("partition_bytes") or 2 << 30))
     samples_per_shard = int(run.fingerprint.get("samples_per_shard") or 1000)
     worker = ExportWorker(layout, shards, parts, samples_per_shard, opts, config is not None)
     ex = make_executor(executor, workers)
