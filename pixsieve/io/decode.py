@@ -76,7 +76,7 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return arr
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB; transparent pixels are composited onto white."""
     if im.mode == "RGB":
         return im
@@ -189,7 +189,7 @@ def decode_image(
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
         im.load()
-        im = _to_rgb(im)
+        im = to_rgb(im)
         pixels = np.asarray(_resize_crop(im, size), dtype=np.uint8)
     except DecodeError:
         raise

@@ -14,7 +14,7 @@ import gzip
 import json
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,15 +37,20 @@ class RawSample:
     @property
     def image_index(self) -> int | None:
         """Index of the first image member (by extension, any case), or ``None``."""
-        for i, name in enumerate(self.names):
-            if split_name(name)[1].lower() in IMAGE_EXTENSIONS:
-                return i
-        return None
+        return image_index(self.names)
 
     def fail(self, reason: str) -> None:
         """Record a structural problem; the first one wins."""
         if self.reason is None:
             self.reason = reason
+
+
+def image_index(names: Iterable[str]) -> int | None:
+    """Index of a sample's image member: the first with an image extension (any case)."""
+    for i, name in enumerate(names):
+        if split_name(name)[1].lower() in IMAGE_EXTENSIONS:
+            return i
+    return None
 
 
 def _is_gzip(f: Any) -> bool:

@@ -21,19 +21,18 @@ from typing import Any
 import fsspec
 from PIL import Image, ImageFilter, ImageOps
 
-from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
-from pixsieve.io.tar_reader import IMAGE_EXTENSIONS, split_name
+from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS, to_rgb
+from pixsieve.io.tar_reader import image_index
 
 THUMB_SIZE = 160
 MAX_MEMBER_BYTES = 256 << 20
 
 
 def image_member(members: Iterable[str] | None) -> str | None:
-    """Name of a sample's image member (the first with an image extension), or ``None``."""
-    for name in members or ():
-        if split_name(name)[1].lower() in IMAGE_EXTENSIONS:
-            return name
-    return None
+    """Name of a sample's image member (the reader's rule), or ``None``."""
+    names = list(members or ())
+    i = image_index(names)
+    return None if i is None else names[i]
 
 
 def read_members(
@@ -64,14 +63,6 @@ def read_members(
     return found
 
 
-def _rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
 def thumbnail(data: bytes, size: int = THUMB_SIZE, blur: bool = False) -> str | None:
     """A ``data:image/jpeg`` URI of ``data`` scaled to fit ``size`` (``None`` if unreadable)."""
     if not data:
@@ -90,7 +81,7 @@ def thumbnail(data: bytes, size: int = THUMB_SIZE, blur: bool = False) -> str | 
             im.load()
             with contextlib.suppress(Exception):  # a broken EXIF block does not spoil pixels
                 im = ImageOps.exif_transpose(im)
-            im = _rgb(im)
+            im = to_rgb(im)
             im.thumbnail((size, size))
             if blur:
                 im = im.filter(ImageFilter.GaussianBlur(radius=max(8, size // 10)))
