@@ -175,14 +175,14 @@ def curate(
     resolved by :func:`preflight` (an unusable one raises ``ModelUnavailableError``).
     """
     cfg = cfg or CurateConfig()
-    discover_shards([inputs] if isinstance(inputs, str) else list(inputs), storage_options)
+    shards = discover_shards([inputs] if isinstance(inputs, str) else list(inputs), storage_options)
     preflight(cfg)
     executor_options = {"address": cfg.run.ray_address} if cfg.run.executor == "ray" else {}
     from pixsieve.executors import make_executor
 
     executor = make_executor(cfg.run.executor, cfg.run.workers, **executor_options)
     return build_pipeline(cfg).run(
-        inputs,
+        shards,
         output,
         executor,
         storage_options=storage_options,

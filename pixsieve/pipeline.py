@@ -91,7 +91,7 @@ class Pipeline:
 
     def run(
         self,
-        inputs: list[str] | str,
+        inputs: list[str | ShardRef] | str,
         output: str,
         executor: str | Executor = "local",
         *,

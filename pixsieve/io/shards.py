@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +65,17 @@ def _is_shard(path: str) -> bool:
 
 
 def discover_shards(
-    inputs: list[str], storage_options: dict[str, Any] | None = None
+    inputs: Sequence[str | ShardRef], storage_options: dict[str, Any] | None = None
 ) -> list[ShardRef]:
-    """Resolve user inputs to a sorted, de-duplicated list of shards; raise :class:`InputError`."""
+    """Resolve user inputs to a sorted, de-duplicated list of shards; raise :class:`InputError`.
+
+    :class:`ShardRef` items (from an earlier call) are taken as they are.
+    """
     found: dict[str, int] = {}
     for raw in inputs:
+        if isinstance(raw, ShardRef):  # already resolved: no second listing
+            found[raw.url] = raw.size
+            continue
         for pattern in expand_braces(raw):
             try:
                 fs, path = url_to_fs(pattern, **(storage_options or {}))

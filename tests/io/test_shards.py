@@ -71,3 +71,9 @@ def test_partition_balances_bytes_and_keeps_order():
     assert max(weights) <= 110
     assert partition_by_size(shards, 100) == [[i] for i in range(len(sizes))]
     assert partition_by_size(shards, 1) == [list(range(len(sizes)))]
+
+
+def test_resolved_shards_pass_through_without_a_second_listing(tree):
+    refs = discover_shards([str(tree / "d" / "shard-*.tar")])
+    (tree / "d" / "shard-000.tar").unlink()  # a second listing would no longer find it
+    assert discover_shards(refs) == refs
