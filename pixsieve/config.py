@@ -18,7 +18,6 @@ a file or an override, is checked against its field's type and range; a bad one 
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 import types
 import typing
@@ -28,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
+from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
 SKIPPABLE = ("embed", "aesthetic", "nsfw", "dedup", "semantic-dedup")
-DEFAULT_AESTHETIC_MIN = 4.5
-DEFAULT_NSFW_MAX = 0.5
 
 
 class ConfigError(ValueError):
@@ -55,8 +53,8 @@ class FilterConfig:
 
     min_side: int = 0
     max_aspect_ratio: float | None = None
-    aesthetic_min: float = DEFAULT_AESTHETIC_MIN
-    nsfw_max: float = DEFAULT_NSFW_MAX
+    aesthetic_min: float = AestheticFilter.default_threshold
+    nsfw_max: float = NSFWFilter.default_threshold
     score_only: bool = False
 
 
@@ -290,12 +288,11 @@ def _validate(cfg: CurateConfig) -> None:
     _at_least("export", "partition_bytes", cfg.export.partition_bytes, 1)
     _at_least("run", "workers", cfg.run.workers, 1)
     _at_least("run", "retries", cfg.run.retries, 0)
-    if math.isnan(cfg.filters.aesthetic_min):
-        raise ConfigError("[filters] aesthetic_min must be a number, got nan")
-    if not 0.0 <= cfg.filters.nsfw_max <= 1.0:
-        raise ConfigError(
-            f"[filters] nsfw_max is a probability between 0 and 1, got {cfg.filters.nsfw_max!r}"
-        )
+    for kind in (AestheticFilter, NSFWFilter):  # each filter checks its own threshold
+        try:
+            kind.checked(getattr(cfg.filters, kind.threshold_key))
+        except ValueError as e:
+            raise ConfigError(f"[filters] {e}") from e
     threshold = cfg.dedup.threshold
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise ConfigError(f"[dedup] threshold is a cosine similarity in (0, 1], got {threshold!r}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from pixsieve import __version__
+from pixsieve.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,8 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pixsieve.report.fates import OFF, Threshold
-from pixsieve.report.rundir import RunError
+from pixsieve.run.fates import OFF, Threshold
+from pixsieve.run.finished import RunError
 from pixsieve.run.layout import OutputError
 
 
@@ -103,7 +103,7 @@ def sweep(
 ) -> None:
     """How many samples each combination of thresholds keeps, from the cached scores and
     embeddings of the run in OUT (no model runs). Lists are comma-separated: 4,4.5,5."""
-    from pixsieve.report import sweep as run_sweep
+    from pixsieve.run.sweep import sweep as run_sweep
 
     with user_errors():
         result = run_sweep(
@@ -157,7 +157,7 @@ def refilter(
     """Re-export the run in OUT with new thresholds into a new run directory, from cached
     scores and embeddings (no model runs); kept samples' members are copied byte for byte from
     the input shards, which must still be readable."""
-    from pixsieve.report import refilter as run_refilter
+    from pixsieve.refilter import refilter as run_refilter
 
     with user_errors():
         result = run_refilter(

@@ -12,8 +12,10 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from pixsieve.report import OFF, RunError, refilter, sweep
-from pixsieve.report.rundir import FinishedRun
+from pixsieve.refilter import refilter
+from pixsieve.run.fates import OFF
+from pixsieve.run.finished import FinishedRun, RunError
+from pixsieve.run.sweep import sweep
 
 # (aesthetic_min, nsfw_max, dedup_threshold) that fresh runs are compared with (the scored
 # run itself uses 3.0, 0.5, 0.99: see conftest.py)
