@@ -136,7 +136,7 @@ def _scores_section(stats: ManifestStats, run: FinishedRun) -> str:
         values, kept = stats.scores[kind.column]
         threshold = run.threshold(kind)
         edges, all_counts, kept_counts = bin_scores(values, kept, threshold)
-        text = kind.rule_words.format(threshold) if threshold is not None else ""
+        text = kind.rule_text(threshold) if threshold is not None else ""
         if threshold is not None and run.score_only(kind.name):
             text += " score only"
         charts.append(histogram_svg(kind.title, edges, all_counts, kept_counts, threshold, text))

@@ -123,6 +123,9 @@ def keep_below(scores: np.ndarray, threshold: float) -> np.ndarray:
         return np.isnan(scores) | (scores < threshold)
 
 
+_RULE_WORDS = {keep_at_least: "min {:.3g} (keep ≥)", keep_below: "max {:.3g} (remove ≥)"}
+
+
 class ScoreFilter(Filter):
     """A filter that keeps a sample by comparing one score column with one threshold.
 
@@ -139,7 +142,8 @@ class ScoreFilter(Filter):
     - :meth:`keep_scores`: the pure rule ``(scores, threshold) -> keep mask``
       (default: keep ≥ threshold; :func:`keep_below` keeps < threshold);
     - optionally ``threshold_range`` and ``threshold_meaning`` (checked values, error words),
-      ``label`` (funnel), ``title`` (histogram), ``rule_words`` (threshold line) and
+      ``label`` (funnel), ``title`` (histogram), ``rule_words`` (threshold line, derived from
+      the built-in rules) and
       ``score_format`` (thumbnail captions).
 
     See ``docs/writing-a-filter.md``.
@@ -153,7 +157,7 @@ class ScoreFilter(Filter):
     threshold_meaning: ClassVar[str] = "a number"
     label: ClassVar[str] = ""
     title: ClassVar[str] = ""
-    rule_words: ClassVar[str] = "min {:.3g} (keep ≥)"
+    rule_words: ClassVar[str] = ""
     score_format: ClassVar[str] = "{:.3g}"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -191,6 +195,12 @@ class ScoreFilter(Filter):
     def keep_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
         """The rule: which ``scores`` pass ``threshold`` (NaN always passes)."""
         return keep_at_least(scores, threshold)
+
+    @classmethod
+    def rule_text(cls, threshold: float) -> str:
+        """The rule in words for ``threshold`` (``rule_words``, else from :meth:`keep_scores`)."""
+        words = cls.rule_words or _RULE_WORDS.get(cls.keep_scores, "threshold {:.3g}")
+        return words.format(threshold)
 
     def keep(self, batch: ImageBatch) -> np.ndarray:
         """Apply :meth:`keep_scores` to this filter's column and threshold."""

@@ -83,7 +83,6 @@ class AestheticFilter(_HeadFilter):
     threshold_key: ClassVar[str] = "aesthetic_min"
     label: ClassVar[str] = "aesthetic"
     title: ClassVar[str] = "Aesthetic score"
-    rule_words: ClassVar[str] = "min {:.3g} (keep ≥)"
     score_format: ClassVar[str] = "{:.2f}"
     keep_scores = staticmethod(keep_at_least)
 
@@ -118,7 +117,6 @@ class NSFWFilter(_HeadFilter):
     threshold_meaning: ClassVar[str] = "a probability"
     label: ClassVar[str] = "NSFW"
     title: ClassVar[str] = "NSFW probability"
-    rule_words: ClassVar[str] = "max {:.3g} (remove ≥)"
     score_format: ClassVar[str] = "{:.3f}"
     keep_scores = staticmethod(keep_below)
 
