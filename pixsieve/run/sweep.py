@@ -34,7 +34,7 @@ from pixsieve.run.fates import (
     resolve,
     score_arrays,
 )
-from pixsieve.run.finished import FinishedRun
+from pixsieve.run.finished import FinishedRun, RunError
 
 
 def columns(filters: Filters) -> tuple[str, ...]:
@@ -207,7 +207,7 @@ def _given(
     for name, value in shorthands.items():
         if value is not None:
             if given.get(name) is not None:
-                raise ValueError(f"the {name} threshold is given twice")
+                raise RunError(f"the {name} threshold is given twice")
             given[name] = value
     return given
 

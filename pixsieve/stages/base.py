@@ -169,8 +169,17 @@ class ScoreFilter(Filter):
         if not cls.__dict__.get("title") and "column" in cls.__dict__:
             cls.title = cls.column.replace("_", " ")
 
-    def __init__(self, threshold: float | None = None, score_only: bool = False) -> None:
+    def __init__(
+        self, threshold: float | None = None, score_only: bool = False, **named: float | None
+    ) -> None:
+        """``threshold`` may also be passed by its setting's name (``max_blue=0.4``)."""
         super().__init__(score_only=score_only)
+        if self.threshold_setting in named:
+            if threshold is not None:
+                raise TypeError(f"{self.threshold_setting} given twice")
+            threshold = named.pop(self.threshold_setting)
+        if named:
+            raise TypeError(f"{type(self).__name__} got unexpected settings {sorted(named)}")
         setattr(self, self.threshold_setting, self.checked(threshold))
 
     @classmethod

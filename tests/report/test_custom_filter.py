@@ -12,10 +12,13 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 from pixsieve.batch import ImageBatch
+from pixsieve.cli.report import sweep as sweep_command
 from pixsieve.pipeline import Pipeline
 from pixsieve.refilter import refilter
 from pixsieve.report import write_report
@@ -94,6 +97,17 @@ def test_refilter_writes_what_a_fresh_run_writes(blue_runs: dict, tmp_path: Path
     columns = ["source", "position", "key", "status", "reason", "blue_share", "output_shard"]
     assert manifest(out).select(columns) == manifest(blue_runs[target]).select(columns)
     assert sweep(str(out)).rows[0]["blueness_threshold"] == target
+
+
+def test_cli_sweeps_it_by_name(blue_runs: dict) -> None:
+    out = str(blue_runs[THRESHOLDS[0]])
+    result = CliRunner().invoke(sweep_command, [out, "--threshold", "blueness=0.3,off"])
+    assert result.exit_code == 0, result.output
+    table = pcsv.read_csv(Path(out) / "sweep.csv")
+    assert table["blueness_threshold"].to_pylist() == [0.3, None]
+    assert table["removed_too_blue"][1].as_py() == 0
+    result = CliRunner().invoke(sweep_command, [out, "--threshold", "sharpness=1"])
+    assert result.exit_code == 1 and "no score filter sharpness" in result.output
 
 
 def test_report_draws_its_histogram_and_funnel_step(blue_runs: dict) -> None:
