@@ -30,6 +30,9 @@ from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXEL
 from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
 SKIPPABLE = ("embed", "aesthetic", "nsfw", "dedup", "semantic-dedup")
+DECODERS = ("auto", "pillow", "dali", "nvjpeg")
+EXECUTORS = ("local", "ray")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -271,9 +274,9 @@ def _validate(cfg: CurateConfig) -> None:
     bad = [s for s in cfg.run.skip if s not in SKIPPABLE]
     if bad:
         raise ConfigError(f"[run] cannot skip {bad}: choose from {', '.join(SKIPPABLE)}")
-    _one_of("read", "decoder", cfg.read.decoder, ("auto", "pillow", "dali", "nvjpeg"))
-    _one_of("run", "executor", cfg.run.executor, ("local", "ray"))
-    _one_of("embed", "precision", cfg.embed.precision, ("fp32", "bf16", "fp16"))
+    _one_of("read", "decoder", cfg.read.decoder, DECODERS)
+    _one_of("run", "executor", cfg.run.executor, EXECUTORS)
+    _one_of("embed", "precision", cfg.embed.precision, PRECISIONS)
     _one_of("dedup", "keep", cfg.dedup.keep, KEEP_POLICIES)
     _one_of("dedup", "mode", cfg.dedup.mode, MODES)
     _at_least("read", "image_size", cfg.read.image_size, 1)

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pixsieve.errors import EmbeddingError, InputError
 from pixsieve.run.fates import OFF, Threshold
 from pixsieve.run.finished import RunError
 from pixsieve.run.layout import OutputError
@@ -74,10 +75,8 @@ def user_errors() -> Iterator[None]:
         yield
     except (RunError, OutputError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
-    except Exception as e:
-        if type(e).__name__ in ("EmbeddingError", "InputError"):
-            raise click.ClickException(f"{type(e).__name__}: {e}") from e
-        raise
+    except (EmbeddingError, InputError) as e:
+        raise click.ClickException(f"{type(e).__name__}: {e}") from e
 
 
 def _run_dir(f: Callable[..., Any]) -> Callable[..., Any]:
