@@ -5,6 +5,7 @@
   ``curate``): passes do not know where they run, and nothing below knows who calls it.
 - ``report`` only reads and draws: it imports no executor, pass sequence or CLI.
 - No import cycle between modules, counting imports inside functions too.
+- One module per concern: none longer than 350 lines.
 """
 
 from __future__ import annotations
@@ -118,3 +119,16 @@ def test_the_rules_see_imports() -> None:
     assert "pixsieve.executors" in graph["pixsieve.passes"]
     assert "pixsieve.run.layout" in graph["pixsieve.run.score"]
     assert "pixsieve.report.html" in graph["pixsieve.pipeline"]  # a lazy import counts too
+
+
+MAX_LINES = 350
+OVER_FOR_NOW = {"executors/ray.py"}  # being split by its own issue (executors only place work)
+
+
+def test_no_module_is_longer_than_350_lines() -> None:
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert set(long) <= OVER_FOR_NOW, long
