@@ -218,7 +218,7 @@ class ExportWorker:
                 if status[j] == "kept":
                     members = list(zip(sample.names, sample.data, strict=True))
                     name = writer.write(members, metadata[j], key=sample.key)
-                    output[j] = f"shards/{name}"
+                    output[j] = self.layout.output_shard(name)
                     copied += 1
                 if copied == expected:
                     break

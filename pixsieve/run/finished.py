@@ -47,15 +47,15 @@ class FinishedRun:
         if not fs.isdir(root):
             raise RunError(f"{output} is not a directory")
         try:
-            record = layout.read_json(layout.path("run.json"))
+            record = layout.read_json(layout.run_json())
         except (ValueError, OSError) as e:
             raise RunError(f"{output}/run.json is unreadable: {e}") from e
-        if record is None or not fs.exists(layout.path("manifest")):
+        if record is None or not fs.exists(layout.manifest_dir()):
             raise RunError(
                 f"{output} is not a finished pixsieve run (no run.json or manifest/); "
                 "run `pixsieve curate` first, or finish it by running it again"
             )
-        saved = layout.read_json(layout.path("cache", "fingerprint.json")) or {}
+        saved = layout.read_json(layout.fingerprint()) or {}
         return cls(
             layout=layout,
             record=record,
@@ -86,7 +86,7 @@ class FinishedRun:
         Its schema unites every part's (a part holding only unreadable shards lacks the score
         columns, and a dataset would otherwise take the first part's schema for all).
         """
-        path, fs = self.layout.path("manifest"), self.layout.fs
+        path, fs = self.layout.manifest_dir(), self.layout.fs
         dataset = ds.dataset(path, filesystem=fs, format="parquet")
         schemas = [f.physical_schema for f in dataset.get_fragments()]
         if not schemas:

@@ -46,6 +46,8 @@ def part_id(part: int) -> str:
     return f"{part:05d}"
 
 
+_SHARDS = "shards"
+
 #: Top-level entries that make a directory "hold a run" (and that ``--overwrite`` clears).
 RUN_ENTRIES = ("manifest", "shards", "run.json", "cache", "report.html")
 
@@ -125,7 +127,12 @@ class RunLayout:
 
     def shards_dir(self) -> str:
         """``shards``: the output tars and their Parquet files."""
-        return self.path("shards")
+        return self.path(_SHARDS)
+
+    @staticmethod
+    def output_shard(name: str) -> str:
+        """An output shard's path relative to the run (the manifest's ``output_shard``)."""
+        return f"{_SHARDS}/{name}"
 
     def shard_prefix(self, part: int) -> str:
         """File-name prefix of partition ``part``'s output shards (``part-PPPPP``)."""
