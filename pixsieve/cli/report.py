@@ -14,10 +14,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pixsieve.config import EXECUTORS, CurateConfig
 from pixsieve.errors import EmbeddingError, InputError
 from pixsieve.run.fates import OFF, Threshold
 from pixsieve.run.finished import RunError
 from pixsieve.run.layout import OutputError
+
+_DEFAULTS = CurateConfig()
 
 
 class ThresholdType(click.ParamType):
@@ -168,6 +171,13 @@ def sweep(
 @click.option("--nsfw-max", type=ThresholdType(), help=_NSFW)
 @click.option("--dedup-threshold", type=ThresholdType(), help=_DEDUP)
 @click.option("--threshold", "named", type=NamedThresholdType(), multiple=True, help=_NAMED)
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default=_DEFAULTS.run.executor,
+    show_default=True,
+    help="Where semantic dedup and export run (as for curate).",
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel export workers [all cores].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --output.")
 @click.option("--no-report", is_flag=True, help="Do not write OUT2/report.html.")
@@ -178,6 +188,7 @@ def refilter(
     nsfw_max: Threshold,
     dedup_threshold: Threshold,
     named: tuple[tuple[str, Threshold], ...],
+    executor: str,
     workers: int | None,
     overwrite: bool,
     no_report: bool,
@@ -195,6 +206,7 @@ def refilter(
             nsfw_max=nsfw_max,
             dedup_threshold=dedup_threshold,
             thresholds=dict(named),
+            executor=executor,
             workers=workers,
             overwrite=overwrite,
             report=not no_report,
