@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pixsieve.executors.base import Progress
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import conform
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.io.writer import ShardWriter
+from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
 from pixsieve.run.score import shard_error_row
 from pixsieve.run.semantic import RESULT_PATH

@@ -7,9 +7,9 @@ from typing import Any
 import pyarrow as pa
 
 from pixsieve.dedup.exact import content_hash, find_exact_duplicates
-from pixsieve.executors.base import Progress
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tar_reader import TarShardReader
+from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
 
 PASS = "scan"

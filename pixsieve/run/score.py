@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from pixsieve.batch import ERROR, ImageBatch
-from pixsieve.executors.base import Progress
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import batch_to_table
 from pixsieve.io.tar_reader import RawSample, TarShardReader
+from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
 from pixsieve.stages.base import Stage, StageLike, StageStats, run_stage, stage_name
 
