@@ -28,7 +28,7 @@ from pixsieve.run.score import ScoreWorker
 from pixsieve.run.semantic import run_semantic_dedup
 from pixsieve.run.summary import build_run_record, check_fingerprint
 from pixsieve.stages.base import StageLike
-from pixsieve.stages.decode import DecodeStage
+from pixsieve.stages.decode import DecodeStage, find_decoder
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Pipeline:
         retries: int = 1,
         config: dict[str, Any] | None = None,
     ) -> None:
-        if not any(getattr(s, "name", None) == "decode" for s in stages):
+        if find_decoder(stages) is None:
             stages = [DecodeStage(), *stages]
         for s in stages:
             if not (callable(getattr(s, "setup", None)) and callable(getattr(s, "process", None))):

@@ -22,6 +22,7 @@ from pixsieve import __version__
 from pixsieve.io.shards import ShardRef
 from pixsieve.run.layout import OutputError, RunLayout
 from pixsieve.stages.base import StageStats, reason_code, stage_name
+from pixsieve.stages.decode import find_decoder
 
 _PACKAGES = ("numpy", "pyarrow", "pillow", "fsspec", "torch", "transformers", "faiss-cpu", "ray")
 
@@ -150,10 +151,7 @@ def build_run_record(
         "versions": _versions(),
         "config": pipeline.config,
         "stages": [describe_stage(s) for s in pipeline.stages],
-        "decoder": next(
-            (getattr(s, "backend", "pillow") for s in pipeline.stages if stage_name(s) == "decode"),
-            "pillow",
-        ),
+        "decoder": getattr(find_decoder(pipeline.stages), "backend", "custom"),
         "executor": executor.describe(),
         "inputs": {"shards": len(shards), "bytes": sum(s.size for s in shards)},
         "totals": totals,
