@@ -14,7 +14,7 @@ weights. Speed does not depend on the weights, so the numbers hold for the real 
 Reported (images/s): every decode backend available (DALI, torchvision nvJPEG, the CPU
 decoder), the embedder alone, each head as its filter runs it, and a full
 ``pixsieve.pipeline.Pipeline`` run (scan → decode/embed/score → export) with the backend
-:func:`pixsieve.stages.gpu_decode.choose_decoder` picks, with the GPU utilisation sampled
+:func:`pixsieve.stages.decode.choose_decoder` picks, with the GPU utilisation sampled
 during the embed and end-to-end phases. ``--json`` saves everything.
 """
 
@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from pixsieve import ImageBatch, Pipeline  # noqa: E402
 from pixsieve.io.tar_reader import RawSample, TarShardReader  # noqa: E402
-from pixsieve.stages.gpu_decode import available_backends, choose_decoder  # noqa: E402
+from pixsieve.stages.decode import available_backends, choose_decoder  # noqa: E402
 
 VIT_L14 = {
     "hidden_size": 1024,

@@ -14,8 +14,8 @@ from pixsieve.models import hub
 from pixsieve.models.hub import ModelUnavailableError
 from pixsieve.pipeline import Pipeline, RunResult
 from pixsieve.stages.base import StageLike
+from pixsieve.stages.decode import choose_decoder
 from pixsieve.stages.filters import ImageSizeFilter
-from pixsieve.stages.gpu_decode import choose_decoder
 
 
 def build_stages(cfg: CurateConfig) -> list[StageLike]:

@@ -13,7 +13,7 @@ import torch
 
 from pixsieve.batch import ImageBatch
 from pixsieve.models.hub import DEFAULT_CLIP_ID, DEFAULT_CLIP_REVISION
-from pixsieve.stages.base import Resources, Stage
+from pixsieve.stages.base import DeviceResources, Stage
 
 if TYPE_CHECKING:
     from pixsieve.models.clip import ClipEncoder
@@ -31,6 +31,7 @@ class ClipEmbedder(Stage):
 
     name: ClassVar[str] = "embed"
     is_model: ClassVar[bool] = True
+    resources = DeviceResources()  # one GPU unless the device is the CPU
 
     def __init__(
         self,
@@ -51,16 +52,6 @@ class ClipEmbedder(Stage):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_encoder": None}  # ship settings, never the loaded model
-
-    @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        """One GPU unless the device is the CPU.
-
-        Decided from the setting, not from this machine: a cluster's driver may have no GPU
-        while its workers do. Executors drop GPU requests where no node has a GPU.
-        """
-        wants_gpu = self.device == "auto" or self.device.startswith("cuda")
-        return Resources(cpus=1.0, gpus=1.0 if wants_gpu else 0.0)
 
     def setup(self) -> None:
         """Load the CLIP model (once)."""

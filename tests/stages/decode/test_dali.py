@@ -27,7 +27,7 @@ from pixsieve.stages.decode import DecodeStage
 
 pytest.importorskip("nvidia.dali")
 
-from pixsieve.stages.dali_decode import DaliDecodeStage
+from pixsieve.stages.decode.dali import DaliDecodeStage
 
 # DALI resizes full-size decodes; the CPU decoder uses libjpeg-turbo's scaled fast IDCT, which
 # is up to ~3 grey levels (mean absolute difference) off a full decode on the fixture photos.

@@ -16,13 +16,13 @@ contract and its reasons on top of that:
    rotated here, from the header's orientation, as the CPU decoder does.
 
 Subclasses fill :meth:`AcceleratedDecodeStage._build` and
-:meth:`AcceleratedDecodeStage._accel_decode`.
+:meth:`AcceleratedDecodeStage._accel_decode`; the result assembly is the decode family's one
+finish step (:mod:`pixsieve.stages.decode.base`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from abc import abstractmethod
 from collections import Counter
@@ -32,28 +32,27 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pixsieve.batch import ERROR, ImageBatch
+from pixsieve.batch import ImageBatch
 from pixsieve.io.decode import (
     DEFAULT_MAX_FULL_DECODE_PIXELS,
     DEFAULT_MAX_PIXELS,
-    DecodeError,
     decode_or_error,
 )
 from pixsieve.io.jpeg_header import JpegHeader, read_jpeg_header
-from pixsieve.stages.base import Resources, Stage
+from pixsieve.stages.base import DeviceResources
+from pixsieve.stages.decode.base import (
+    DecoderStage,
+    Gathered,
+    finish,
+    gather,
+    resolve_decode_device,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ACCEL_PIXELS: int = 4096 * 4096
 """Larger JPEGs go to the CPU decoder, which decodes them at 1/2–1/8 scale in the DCT domain
 (a GPU decoder decodes at full size: a 16k × 16k image would take 768 MB of device memory)."""
-
-
-def resolve_decode_device(device: str) -> torch.device:
-    """``"auto"`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def orient_nhwc(x: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -78,7 +77,7 @@ def orient_nhwc(x: torch.Tensor, orientation: int) -> torch.Tensor:
     return x
 
 
-class AcceleratedDecodeStage(Stage):
+class AcceleratedDecodeStage(DecoderStage):
     """Decode still-kept samples to ``(size, size, 3)`` uint8 with a batch decoder.
 
     Same output as :class:`pixsieve.stages.DecodeStage`: ``batch.pixels``, ``width``,
@@ -97,8 +96,8 @@ class AcceleratedDecodeStage(Stage):
             instead of being split again.
     """
 
-    name: ClassVar[str] = "decode"
     backend: ClassVar[str] = "accelerated"
+    resources = DeviceResources()  # one GPU unless the device is the CPU
 
     def __init__(
         self,
@@ -131,21 +130,10 @@ class AcceleratedDecodeStage(Stage):
         return {**self.__dict__, "_pool": None, "_lock": None, "_accel": None, "_counts": Counter()}
 
     @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        """One GPU unless the device is the CPU (from the setting, like ``ClipEmbedder``: a
-        cluster's driver may have no GPU while its workers do)."""
-        on_gpu = self.device == "auto" or self.device.startswith("cuda")
-        return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
-
-    @property
     def counts(self) -> dict[str, int]:
         """Images ``accelerated``, ``routed_cpu`` (by header) and ``fallback_cpu`` (after a
         failed call), and ``failed_calls``, since this worker started."""
         return dict(self._counts)
-
-    def _threads(self) -> int:
-        """CPU threads to use (``threads`` or one per core)."""
-        return self.threads or os.cpu_count() or 1
 
     @abstractmethod
     def _build(self, device: torch.device) -> Any:
@@ -219,7 +207,7 @@ class AcceleratedDecodeStage(Stage):
         """Decode the batch; failures become ``error`` rows with the CPU decoder's reasons."""
         self.setup()
         assert self._lock is not None
-        n, s = len(batch), self.image_size
+        n = len(batch)
         headers: dict[int, JpegHeader] = {}
         cpu_rows: list[int] = []
         for i in np.flatnonzero(batch.alive).tolist():
@@ -238,54 +226,26 @@ class AcceleratedDecodeStage(Stage):
                 fallback_cpu=len(fallback),
             )
         futures += self._cpu_submit(batch, fallback)
-        cpu_rows += fallback
-
-        width = np.zeros(n, dtype=np.int32)
-        height = np.zeros(n, dtype=np.int32)
-        fmt = np.full(n, None, dtype=object)
-        failed = np.zeros(n, dtype=bool)
-        reasons: list[str] = [""] * n
-        decoded_rows: list[int] = []
-        decoded: list[np.ndarray] = []
-        for i, fut in zip(cpu_rows, futures, strict=True):
-            res = fut.result()
-            if isinstance(res, DecodeError):
-                failed[i], reasons[i] = True, res.reason
-            else:
-                decoded_rows.append(i)
-                decoded.append(res.pixels)
-                width[i], height[i], fmt[i] = res.width, res.height, res.format
+        gathered = gather(n, cpu_rows + fallback, (f.result() for f in futures))
         for rows, _ in parts:
             for i in rows:
-                width[i], height[i] = headers[i].oriented_size
-                fmt[i] = "JPEG"
-        batch.pixels = self._assemble(n, s, parts, decoded_rows, decoded)
-        batch.width, batch.height = width, height
-        batch.set_column("format", fmt)
-        batch.drop(failed, reasons, status=ERROR)
-        return batch
+                gathered.width[i], gathered.height[i] = headers[i].oriented_size
+                gathered.fmt[i] = "JPEG"
+        return finish(batch, gathered, self._assemble(n, parts, gathered))
 
-    def _assemble(
-        self,
-        n: int,
-        s: int,
-        parts: list[tuple[list[int], Any]],
-        cpu_rows: list[int],
-        cpu_pixels: list[np.ndarray],
-    ) -> Any:
+    def _assemble(self, n: int, parts: list[tuple[list[int], Any]], cpu: Gathered) -> Any:
         """One ``(N, S, S, 3)`` uint8 array (or CUDA tensor), zeros where not decoded."""
+        s = self.image_size
         if self._on_device:
             device = resolve_decode_device(self.device)
             pixels = torch.zeros((n, s, s, 3), dtype=torch.uint8, device=device)
             for rows, out in parts:
                 pixels[torch.tensor(rows, device=device)] = torch.as_tensor(out, device=device)
-            if cpu_rows:
-                host = torch.from_numpy(np.stack(cpu_pixels))
-                pixels[torch.tensor(cpu_rows, device=device)] = host.to(device)
+            if cpu.rows:
+                host = torch.from_numpy(np.stack(cpu.pixels))
+                pixels[torch.tensor(cpu.rows, device=device)] = host.to(device)
             return pixels
         array = np.zeros((n, s, s, 3), dtype=np.uint8)
         for rows, out in parts:
             array[rows] = out.cpu().numpy() if isinstance(out, torch.Tensor) else out
-        if cpu_rows:
-            array[cpu_rows] = np.stack(cpu_pixels)
-        return array
+        return cpu.place(array)

@@ -4,7 +4,7 @@ On CUDA, JPEGs are decoded by nvJPEG and the hardware JPEG engines (``device="mi
 resized on the GPU; with ``device="cpu"`` the same pipeline runs on libjpeg-turbo
 (``device_id=None``), which is how the tests run it without a GPU. Everything DALI is not
 given, or fails on, is decoded by the CPU decoder (see
-:mod:`pixsieve.stages.accel_decode`). Install with ``pip install 'pixsieve[dali]'``.
+:mod:`pixsieve.stages.decode.accelerated`). Install with ``pip install 'pixsieve[dali]'``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pixsieve.io.jpeg_header import JpegHeader
-from pixsieve.stages.accel_decode import AcceleratedDecodeStage
+from pixsieve.stages.decode.accelerated import AcceleratedDecodeStage
 
 DALI_HINT = (
     "NVIDIA DALI is not installed: pip install 'pixsieve[dali]' "
@@ -35,7 +35,7 @@ def dali_available() -> bool:
 class DaliDecodeStage(AcceleratedDecodeStage):
     """Decode still-kept samples with a DALI pipeline; same contract as ``DecodeStage``.
 
-    See :class:`~pixsieve.stages.accel_decode.AcceleratedDecodeStage` for the arguments.
+    See :class:`~pixsieve.stages.decode.accelerated.AcceleratedDecodeStage` for the arguments.
     ``hw_decoder_load`` is the share of JPEGs DALI gives the hardware JPEG engines on GPU.
     """
 
