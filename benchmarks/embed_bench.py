@@ -24,7 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-WEIGHTS = ROOT.parent / "shared" / "fixtures" / "weights"
+WEIGHTS = ROOT / "tests" / "data" / "weights"
 
 from ingest_bench import make_jpegs, write_shard  # noqa: E402
 

@@ -6,7 +6,7 @@ Run by hand from the repository root::
 
 Part 1 times, on one core, a Pillow full-decode + resize baseline against pixsieve's decoder
 (DCT-domain downscaling) and the full reader + decode stage, on ~512-px and ~1600×1200 JPEGs
-made from the real photos in ../shared/fixtures. Part 2 runs a pure ingest → export
+made from the real photos in tests/data/photos. Part 2 runs a pure ingest → export
 (``--skip embed``) on N and 10×N shards in child processes and compares their peak RSS.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ROOT.parent / "shared" / "fixtures" / "images" / "photos"
+PHOTOS = ROOT / "tests" / "data" / "photos"
 sys.path.insert(0, str(ROOT))
 
 from pixsieve.io.decode import _resize_crop, decode_image  # noqa: E402

@@ -3,7 +3,8 @@
 ``FakeAesthetic`` and ``FakeNSFW`` look like the real stages to everything downstream: the same
 names (``aesthetic``, ``nsfw``), reasons, score columns and threshold settings (``min_score``,
 ``max_prob``). ``FakeEmbed`` writes an 8-d embedding of colour statistics, so re-encodes, crops
-and flips of one photo (the bad shard's chelsea variants, UKBench ``00120*``) are near-duplicates.
+and flips of one photo (the bad shard's chelsea variants, the generated ``scene*`` variants) are
+near-duplicates.
 """
 
 from __future__ import annotations
