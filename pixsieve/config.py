@@ -8,8 +8,10 @@ A config file (TOML, JSON or YAML) mirrors these sections::
     [models]    aesthetic, nsfw          # paths, URLs or pinned names of the head weights
     [dedup]     exact, semantic, threshold, keep, mode, n_clusters
     [export]    samples_per_shard, partition_bytes
-    [run]       executor, workers, retries, skip = ["nsfw", ...]
+    [run]       executor, workers, retries, skip = ["nsfw", ...], ray_address
+    [storage]   options = {...}                # fsspec storage options (endpoint_url, key, ...)
 
+``docs/config.md`` documents every key; ``examples/curate.toml`` is a complete example.
 Command-line options override the file; the file overrides these defaults. Every value, from
 a file or an override, is checked against its field's type and range; a bad one raises
 :class:`ConfigError` naming the section, the key, what was expected and what was given.
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pixsieve.dedup.config import DEFAULT_THRESHOLD
 from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
 
 SKIPPABLE = ("embed", "aesthetic", "nsfw", "dedup", "semantic-dedup")
@@ -85,7 +88,7 @@ class DedupConfig:
 
     exact: bool = True
     semantic: bool = True
-    threshold: float | None = None
+    threshold: float = DEFAULT_THRESHOLD
     keep: str = "aesthetic"
     mode: str = "components"
     n_clusters: int | None = None
@@ -111,6 +114,28 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """fsspec storage options for every input and output URL (``endpoint_url``, ``key``, ...)."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+SECRET_WORDS = ("secret", "token", "password", "credential", "key")
+"""Storage option names holding any of these are written to ``run.json`` as ``<redacted>``."""
+
+
+def _redact(options: Any) -> Any:
+    if not isinstance(options, dict):
+        return options
+    return {
+        k: "<redacted>"
+        if any(w in str(k).lower() for w in SECRET_WORDS) and not isinstance(v, dict)
+        else _redact(v)
+        for k, v in options.items()
+    }
+
+
+@dataclass(frozen=True)
 class CurateConfig:
     """Everything ``pixsieve curate`` needs."""
 
@@ -121,10 +146,38 @@ class CurateConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form for ``run.json``."""
+        """Plain-dict form of every setting, as given and defaulted."""
         return asdict(self)
+
+    def applied(self) -> dict[str, Any]:
+        """The settings the run actually uses, for ``run.json``.
+
+        Settings of skipped stages are left out (``--skip embed`` lists no model, threshold
+        or semantic-dedup setting), ``dedup.exact``/``dedup.semantic`` say whether each ran,
+        and secret-looking storage options (``key``, ``secret``, ``token``...) are redacted.
+        """
+        out = self.to_dict()
+        skip = set(self.run.skip)
+        filters, dedup = out["filters"], out["dedup"]
+        if "embed" in skip:
+            skip |= {"aesthetic", "nsfw", "semantic-dedup"}
+            del out["embed"]
+        for head, key in (("aesthetic", "aesthetic_min"), ("nsfw", "nsfw_max")):
+            if head in skip:
+                del filters[key]
+                out.get("models", {}).pop(head, None)
+        if not out.get("models"):
+            out.pop("models", None)
+        dedup["exact"] = self.dedup.exact and "dedup" not in skip
+        dedup["semantic"] = self.dedup.semantic and not skip & {"dedup", "semantic-dedup"}
+        if not dedup["semantic"]:
+            for key in ("threshold", "keep", "mode", "n_clusters"):
+                del dedup[key]
+        out["storage"]["options"] = _redact(out["storage"]["options"])
+        return out
 
     def with_overrides(self, overrides: dict[str, dict[str, Any]]) -> CurateConfig:
         """Return a copy with ``{section: {field: value}}`` applied (``None`` values ignored)."""
@@ -197,6 +250,8 @@ def _describe(annotation: Any) -> str:
         return f"{words} (or unset)" if type(None) in args else words
     if typing.get_origin(annotation) is tuple:
         return f"a list of {_describe(args[0]).split(' ', 1)[1]}s"
+    if typing.get_origin(annotation) is dict:
+        return "a table of key = value settings"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         annotation, str(annotation)
     )
@@ -215,6 +270,9 @@ def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
                 if ok:
                     return True, out
         return False, value
+    if origin is dict:  # dict[str, Any]: a table with string keys
+        ok = isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+        return ok, dict(value) if ok else value
     if origin is tuple:  # tuple[str, ...]: a list or tuple of the item type
         (item, *_rest) = typing.get_args(annotation)
         if not isinstance(value, list | tuple):
@@ -268,7 +326,7 @@ def _one_of(section: str, key: str, value: str | None, choices: tuple[str, ...])
 
 def _validate(cfg: CurateConfig) -> None:
     """Check ranges and choices that the field types alone do not capture."""
-    from pixsieve.dedup.config import KEEP_POLICIES, MODES
+    from pixsieve.dedup.config import KEEP_POLICIES, MODES, check_threshold
 
     bad = [s for s in cfg.run.skip if s not in SKIPPABLE]
     if bad:
@@ -296,6 +354,8 @@ def _validate(cfg: CurateConfig) -> None:
         raise ConfigError(
             f"[filters] nsfw_max is a probability between 0 and 1, got {cfg.filters.nsfw_max!r}"
         )
-    threshold = cfg.dedup.threshold
-    if threshold is not None and not 0.0 < threshold <= 1.0:
-        raise ConfigError(f"[dedup] threshold is a cosine similarity in (0, 1], got {threshold!r}")
+    if cfg.dedup.threshold is not None:
+        try:
+            check_threshold(cfg.dedup.threshold)
+        except ValueError as e:
+            raise ConfigError(f"[dedup] {e}") from e

@@ -14,18 +14,24 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pixsieve.dedup.config import check_threshold
 from pixsieve.report.fates import OFF, Threshold
 from pixsieve.report.rundir import RunError
 from pixsieve.run.layout import OutputError
 
 
 class ThresholdType(click.ParamType):
-    """A number, or ``off``; with ``many=True`` a comma-separated list of them."""
+    """A number, or ``off``; with ``many=True`` a comma-separated list of them.
+
+    ``check`` (e.g. the dedup threshold's rule) validates each number; its ``ValueError`` is
+    reported as a usage error.
+    """
 
     name = "threshold"
 
-    def __init__(self, many: bool = False) -> None:
+    def __init__(self, many: bool = False, check: Callable[[float], float] | None = None) -> None:
         self.many = many
+        self.check = check
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """Parse ``4.5``, ``off`` or (``many``) ``4,4.5,off``."""
@@ -40,9 +46,15 @@ class ThresholdType(click.ParamType):
                 out.append(OFF)
                 continue
             try:
-                out.append(float(item))
+                number = float(item)
             except ValueError:
                 self.fail(f"{item!r} is not a number or 'off'", param, ctx)
+            if self.check is not None:
+                try:
+                    self.check(number)
+                except ValueError as e:
+                    self.fail(str(e), param, ctx)
+            out.append(number)
         return out if self.many else out[0]
 
 
@@ -92,7 +104,9 @@ _DEDUP = "Semantic-dedup cosine threshold(s); 'off' disables [the run's]."
 @_run_dir
 @click.option("--aesthetic-min", type=ThresholdType(many=True), help=_AESTHETIC)
 @click.option("--nsfw-max", type=ThresholdType(many=True), help=_NSFW)
-@click.option("--dedup-threshold", type=ThresholdType(many=True), help=_DEDUP)
+@click.option(
+    "--dedup-threshold", type=ThresholdType(many=True, check=check_threshold), help=_DEDUP
+)
 @click.option("--csv", "csv_path", help="Where to write the table as CSV [OUT/sweep.csv].")
 def sweep(
     output: str,
@@ -140,7 +154,7 @@ def sweep(
 @click.option("-o", "--output", "new_output", required=True, help="New run directory (OUT2).")
 @click.option("--aesthetic-min", type=ThresholdType(), help=_AESTHETIC)
 @click.option("--nsfw-max", type=ThresholdType(), help=_NSFW)
-@click.option("--dedup-threshold", type=ThresholdType(), help=_DEDUP)
+@click.option("--dedup-threshold", type=ThresholdType(check=check_threshold), help=_DEDUP)
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel export workers [all cores].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --output.")
 @click.option("--no-report", is_flag=True, help="Do not write OUT2/report.html.")

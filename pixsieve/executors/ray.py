@@ -30,13 +30,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pixsieve.extras import RAY_HINT, MissingExtraError
+
 try:
     import ray
     from ray.exceptions import RayActorError
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the Ray executor needs Ray: pip install 'pixsieve[ray]' (or 'ray[data]')"
-    ) from e
+    raise MissingExtraError(RAY_HINT) from e
 
 from pixsieve.executors.base import (
     Executor,

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from pixsieve.extras import TORCHVISION_HINT, MissingExtraError
 from pixsieve.io.jpeg_header import JpegHeader
 from pixsieve.stages.accel_decode import AcceleratedDecodeStage, resolve_decode_device
 from pixsieve.stages.base import Stage
@@ -23,7 +24,6 @@ from pixsieve.stages.decode import DecodeStage
 logger = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("dali", "nvjpeg", "pillow")
-TORCHVISION_HINT = "torchvision is not installed: pip install 'pixsieve[gpu]' (a CUDA build)"
 
 
 class CpuDecodeStage(DecodeStage):
@@ -73,7 +73,7 @@ class TorchvisionDecodeStage(AcceleratedDecodeStage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if importlib.util.find_spec("torchvision") is None:
-            raise ImportError(TORCHVISION_HINT)
+            raise MissingExtraError(TORCHVISION_HINT)
         super().__init__(*args, **kwargs)
         self._device = resolve_decode_device(self.device)
 
