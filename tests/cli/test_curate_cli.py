@@ -144,6 +144,7 @@ def test_offline_without_model_fails_fast_with_advice(tmp_path, monkeypatch):
     )
     assert result.exit_code == 1
     assert "pixsieve models download" in result.output
+    assert "--skip embed" in result.output  # the way to run without any model
     assert "Traceback" not in result.output
 
 
