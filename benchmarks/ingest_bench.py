@@ -130,7 +130,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--shards", type=int, default=4)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="pixsieve-bench-"))
+    with tempfile.TemporaryDirectory(prefix="pixsieve-bench-") as tmp:  # removed at the end
+        run(Path(tmp), args)
+
+
+def run(tmp: Path, args: argparse.Namespace) -> None:
+    """The measurements, with every file under ``tmp``."""
     print(f"machine: {resource.getpagesize()} B pages, python {sys.version.split()[0]}")
     for label, size in (("512px", (512, 512)), ("1600x1200", (1600, 1200))):
         images = make_jpegs(args.images, size)

@@ -237,10 +237,25 @@ def export_docs(
     the fields of datatrove and NeMo Curator, for text pipelines over captions."""
     from pixsieve.report.documents import Format, iter_documents, write_documents
 
+    seen = {"documents": 0, "no_text": 0}
+
+    def counted(tables: Iterator[Any]) -> Iterator[Any]:
+        for table in tables:
+            seen["documents"] += table.num_rows
+            seen["no_text"] += table["text"].null_count
+            yield table
+
     with user_errors():
-        docs = iter_documents(output, text_from, include_embedding)
+        docs = counted(iter_documents(output, text_from, include_embedding))
         paths = write_documents(docs, directory, cast(Format, fmt), rows_per_file)
-    click.echo(f"{len(paths)} file(s) in {directory}")
+    n, missing = seen["documents"], seen["no_text"]
+    click.echo(f"{n:,} documents in {len(paths)} file(s) in {directory}")
+    if missing:
+        click.echo(
+            f"warning: {missing:,} of {n:,} documents have no text from {text_from!r} "
+            "(written as null); check --text-from",
+            err=True,
+        )
 
 
 COMMANDS = (report, sweep, refilter, export_docs)
