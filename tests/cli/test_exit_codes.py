@@ -135,3 +135,19 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["tasks"]["scan"]["resumed"] > 0
     assert record["totals"]["input"] == 80 * 7
+
+
+def test_a_resumed_run_keeps_pipeline_order(tmp_path):
+    out = tmp_path / "out"
+    args = [str(SAMPLE), "-o", str(out), "--min-side", "300"]
+    first = curate(*args)
+    assert first.exit_code == COMPLETED, first.output
+    order = ["read", "exact_dedup", "decode", "size"]
+    assert list(json.loads((out / "run.json").read_text())["counters"]) == order
+    again = curate(*args)  # every task resumed: counters come back from the markers
+    assert again.exit_code == COMPLETED, again.output
+    record = json.loads((out / "run.json").read_text())
+    assert record["tasks"]["score"]["resumed"] == record["tasks"]["score"]["total"]
+    assert list(record["counters"]) == order
+    table = [line.split("│")[1].strip() for line in again.output.splitlines() if "│" in line]
+    assert table == order  # the stage table's rows (its header uses another border)
