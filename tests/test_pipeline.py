@@ -284,7 +284,11 @@ def test_partitions_share_one_schema(tmp_path, good_shards, bad_shard, not_a_tar
     schemas = {pq.read_schema(p) for p in parts}
     assert len(schemas) == 1
     table = ds.dataset(str(out / "manifest")).to_table()
-    assert table.filter(ds.field("position") >= 0).num_rows == result.counts["input"]
+    assert table.num_rows == result.counts["input"]  # the not-a-tar file's own row included
+    assert table.filter(ds.field("position") < 0).num_rows == 1
+    assert result.record["inputs"]["unreadable"] == 1
+    errors = table.filter(ds.field("status") == "error").num_rows
+    assert result.counts["error"] == errors
     meta = {pq.read_schema(p) for p in (out / "shards").glob("*.parquet")}
     assert len(meta) == 1 and "brightness" in next(iter(meta)).names
     files = [str(p) for p in (out / "shards").glob("*.parquet")]

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from pixsieve.extras import RAY_HINT, MissingExtraError
+
 try:
     import ray
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the Ray executor needs Ray: pip install 'pixsieve[ray]' (or 'ray[data]')"
-    ) from e
+    raise MissingExtraError(RAY_HINT) from e
 
 from pixsieve.executors.base import (
     Executor,

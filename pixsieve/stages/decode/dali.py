@@ -4,7 +4,8 @@ On CUDA, JPEGs are decoded by nvJPEG and the hardware JPEG engines (``device="mi
 resized on the GPU; with ``device="cpu"`` the same pipeline runs on libjpeg-turbo
 (``device_id=None``), which is how the tests run it without a GPU. Everything DALI is not
 given, or fails on, is decoded by the CPU decoder (see
-:mod:`pixsieve.stages.decode.accelerated`). Install with ``pip install 'pixsieve[dali]'``.
+:mod:`pixsieve.stages.decode.accelerated`). Install with ``pip install -e '.[dali]'`` in the
+checkout.
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from pixsieve.extras import DALI_HINT, MissingExtraError
 from pixsieve.io.jpeg_header import JpegHeader
 from pixsieve.stages.decode.accelerated import AcceleratedDecodeStage
-
-DALI_HINT = (
-    "NVIDIA DALI is not installed: pip install 'pixsieve[dali]' "
-    "(nvidia-dali-cuda120 for CUDA 12 drivers, nvidia-dali-cuda130 for CUDA 13)"
-)
 
 
 def dali_available() -> bool:
@@ -43,7 +40,7 @@ class DaliDecodeStage(AcceleratedDecodeStage):
 
     def __init__(self, *args: Any, hw_decoder_load: float = 0.65, **kwargs: Any) -> None:
         if not dali_available():
-            raise ImportError(DALI_HINT)
+            raise MissingExtraError(DALI_HINT)
         super().__init__(*args, **kwargs)
         self.hw_decoder_load = hw_decoder_load
 

@@ -11,11 +11,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from pixsieve.extras import TORCHVISION_HINT, MissingExtraError
 from pixsieve.io.jpeg_header import JpegHeader
 from pixsieve.stages.decode.accelerated import AcceleratedDecodeStage
 from pixsieve.stages.decode.base import resolve_decode_device
-
-TORCHVISION_HINT = "torchvision is not installed: pip install 'pixsieve[gpu]' (a CUDA build)"
 
 
 def resize_crop_chw(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -59,7 +58,7 @@ class TorchvisionDecodeStage(AcceleratedDecodeStage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if importlib.util.find_spec("torchvision") is None:
-            raise ImportError(TORCHVISION_HINT)
+            raise MissingExtraError(TORCHVISION_HINT)
         super().__init__(*args, **kwargs)
         self._device = resolve_decode_device(self.device)
 
