@@ -23,10 +23,11 @@ from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.run.finished import FinishedRun, RunError
 from pixsieve.run.layout import shard_id
 from pixsieve.stages.documents import TextSource
+from pixsieve.stages.scoring import BUILTIN_SCORE_FILTERS
 
 METADATA_COLUMNS = (
     "key", "source", "position", "output_shard", "width", "height", "format",
-    "aesthetic_score", "nsfw_prob",
+    *(kind.column for kind in BUILTIN_SCORE_FILTERS),
 )  # fmt: skip
 Format = Literal["parquet", "jsonl"]
 
