@@ -159,7 +159,11 @@ class StageStats:
 
 
 def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBatch:
-    """Run ``stage`` on ``batch`` and update ``stats`` from the change in the fate columns."""
+    """Run ``stage`` on ``batch`` and update ``stats`` from the change in the fate columns.
+
+    A stage with ``take_counts()`` (counters of its own since the last call, e.g. a decoder's
+    routing) adds them too.
+    """
     before = batch.status == KEPT
     start = time.perf_counter()
     out = stage.process(batch)
@@ -177,4 +181,5 @@ def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBa
     for i in np.flatnonzero(before & ~after):
         prefix = "errors" if out.status[i] == 2 else "dropped"
         stats.counts[f"{prefix}_{reason_code(out.reason[i] or 'unknown')}"] += 1
+    stats.counts.update(getattr(stage, "take_counts", dict)())  # a stage's own counters
     return out
