@@ -9,6 +9,8 @@ into one of three kinds; :class:`AcceleratorError` is what the stage raises for 
 
 from __future__ import annotations
 
+from pixsieve.device_errors import is_device_error, is_out_of_memory
+
 BAD_IMAGE = "bad_image"
 """Probably the data: split the call and let the CPU decoder judge the culprits."""
 OUT_OF_MEMORY = "out_of_memory"
@@ -16,21 +18,6 @@ OUT_OF_MEMORY = "out_of_memory"
 SYSTEMATIC = "systematic"
 """The decoder itself failed (device error, a bug): raise, do not decode around it."""
 
-OOM_MARKERS = (
-    "out of memory",
-    "cublas_status_alloc_failed",
-    "cudaerrormemoryallocation",
-    "nvjpeg_status_allocator_failure",
-)
-DEVICE_MARKERS = (
-    "cuda error",
-    "cudaerror",
-    "cuda driver",
-    "cublas_status",
-    "cudnn_status",
-    "device-side assert",
-    "illegal memory access",
-)
 IMAGE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, OSError)
 """What batch decoders raise for bad data (DALI and torchvision: ``RuntimeError``; Pillow,
 in tests: ``OSError``). Anything else is a bug, not an image."""
@@ -46,16 +33,11 @@ class AcceleratorError(RuntimeError):
 
 def classify(error: BaseException) -> str:
     """:data:`BAD_IMAGE`, :data:`OUT_OF_MEMORY` or :data:`SYSTEMATIC` for a failed call."""
-    text = str(error).lower()
-    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
-        return OUT_OF_MEMORY
-    if any(marker in text for marker in OOM_MARKERS):
+    if is_out_of_memory(error):
         return OUT_OF_MEMORY
     if isinstance(error, NotImplementedError | RecursionError):
         return SYSTEMATIC  # RuntimeError subclasses that no bad image raises
-    if not isinstance(error, IMAGE_ERRORS):
-        return SYSTEMATIC
-    if any(marker in text for marker in DEVICE_MARKERS):
+    if not isinstance(error, IMAGE_ERRORS) or is_device_error(error):
         return SYSTEMATIC
     return BAD_IMAGE
 
