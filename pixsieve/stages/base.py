@@ -168,6 +168,7 @@ def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBa
     start = time.perf_counter()
     out = stage.process(batch)
     stats.seconds += time.perf_counter() - start
+    stats.counts.update(getattr(stage, "take_counts", dict)())  # a stage's own counters
     if not isinstance(out, ImageBatch):
         raise TypeError(f"stage {stage_name(stage)} returned {type(out).__name__}, not ImageBatch")
     if len(out) != len(before):
@@ -181,5 +182,4 @@ def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBa
     for i in np.flatnonzero(before & ~after):
         prefix = "errors" if out.status[i] == 2 else "dropped"
         stats.counts[f"{prefix}_{reason_code(out.reason[i] or 'unknown')}"] += 1
-    stats.counts.update(getattr(stage, "take_counts", dict)())  # a stage's own counters
     return out
