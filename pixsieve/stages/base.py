@@ -294,11 +294,16 @@ class StageStats:
 
 
 def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBatch:
-    """Run ``stage`` on ``batch`` and update ``stats`` from the change in the fate columns."""
+    """Run ``stage`` on ``batch`` and update ``stats`` from the change in the fate columns.
+
+    A stage with ``take_counts()`` (counters of its own since the last call, e.g. a decoder's
+    routing) adds them too.
+    """
     before = batch.status == KEPT
     start = time.perf_counter()
     out = stage.process(batch)
     stats.seconds += time.perf_counter() - start
+    stats.counts.update(getattr(stage, "take_counts", dict)())  # a stage's own counters
     if not isinstance(out, ImageBatch):
         raise TypeError(f"stage {stage_name(stage)} returned {type(out).__name__}, not ImageBatch")
     if len(out) != len(before):

@@ -12,6 +12,10 @@ contract and its reasons on top of that:
 2. **Fallback.** When an accelerated call raises, it is split in halves and retried; a part of
    at most ``min_split`` images goes to the CPU decoder, which reports the bad sample as a
    decode error like any other. One corrupt JPEG costs a few extra calls, never the shard.
+   Only failures that look like bad data are treated so (:mod:`.failures`): out of memory
+   splits the call without sending its images to the CPU; a CUDA error, an exception no bad
+   image raises (a bug), or a batch whose every call failed the same way on JPEGs the CPU
+   decoder then read raises :class:`~pixsieve.stages.decode.failures.AcceleratorError`.
 3. **Orientation.** Accelerators decode without EXIF orientation; the small output is then
    rotated here, from the header's orientation, as the CPU decoder does.
 
@@ -46,6 +50,14 @@ from pixsieve.stages.decode.base import (
     finish,
     gather,
     resolve_decode_device,
+)
+from pixsieve.stages.decode.failures import (
+    OUT_OF_MEMORY,
+    SYSTEMATIC,
+    SYSTEMATIC_MIN_IMAGES,
+    AcceleratorError,
+    classify,
+    describe,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,16 +136,24 @@ class AcceleratedDecodeStage(DecoderStage):
         self._lock: threading.Lock | None = None
         self._accel: Any = None
         self._counts: Counter[str] = Counter()
+        self._taken: Counter[str] = Counter()
 
     def __getstate__(self) -> dict[str, Any]:
         # ship settings, never the pool, the lock or a built accelerator
-        return {**self.__dict__, "_pool": None, "_lock": None, "_accel": None, "_counts": Counter()}
+        fresh = {"_counts": Counter(), "_taken": Counter()}
+        return {**self.__dict__, "_pool": None, "_lock": None, "_accel": None, **fresh}
 
     @property
     def counts(self) -> dict[str, int]:
         """Images ``accelerated``, ``routed_cpu`` (by header) and ``fallback_cpu`` (after a
-        failed call), and ``failed_calls``, since this worker started."""
+        failed call), ``failed_calls`` and ``oom_splits``, since this worker started."""
         return dict(self._counts)
+
+    def take_counts(self) -> dict[str, int]:
+        """The routing counters since the last call (``run.json`` records them per stage)."""
+        new = self._counts - self._taken
+        self._taken.update(new)
+        return dict(new)
 
     @abstractmethod
     def _build(self, device: torch.device) -> Any:
@@ -166,27 +186,47 @@ class AcceleratedDecodeStage(DecoderStage):
 
     def _decode_accelerated(
         self, rows: list[int], batch: ImageBatch, headers: dict[int, JpegHeader]
-    ) -> tuple[list[tuple[list[int], Any]], list[int]]:
-        """Run the accelerator over ``rows``: ``(decoded parts, rows left to the CPU)``."""
+    ) -> tuple[list[tuple[list[int], Any]], list[int], set[str]]:
+        """Run the accelerator over ``rows``: decoded parts, rows left to the CPU, and the
+        distinct errors of the calls that failed on (probably) bad images."""
         parts: list[tuple[list[int], Any]] = []
         fallback: list[int] = []
+        errors: set[str] = set()
         todo = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
         while todo:
             chunk = todo.pop()
             items = [batch.image_bytes[i] or b"" for i in chunk]
             try:
                 out = self._accel_decode(items, [headers[i] for i in chunk])
-            except Exception as e:  # one bad image fails the whole call
-                self._counts["failed_calls"] += 1
+            except Exception as e:  # one bad image fails the whole call, but so does a bug
+                kind = classify(e)
+                self._counts["oom_splits" if kind == OUT_OF_MEMORY else "failed_calls"] += 1
                 logger.debug("%s decode of %d images failed: %s", self.backend, len(chunk), e)
-                if len(chunk) <= self.min_split:
+                if kind == SYSTEMATIC or (kind == OUT_OF_MEMORY and len(chunk) == 1):
+                    raise AcceleratorError(
+                        f"{self.backend} decoding failed, not because of an image: {describe(e)}"
+                    ) from e
+                if kind == OUT_OF_MEMORY:
+                    _free_device_memory()
+                if kind != OUT_OF_MEMORY and len(chunk) <= self.min_split:
                     fallback += chunk
+                    errors.add(describe(e))
                 else:
                     half = len(chunk) // 2
                     todo += [chunk[half:], chunk[:half]]
                 continue
             parts.append((chunk, self._orient(out, [headers[i].orientation for i in chunk])))
-        return parts, fallback
+        return parts, fallback, errors
+
+    def _check_fallback(self, parts: list[Any], fallback: list[int], errors: set[str],
+                        cpu: Gathered) -> None:  # fmt: skip
+        """Raise when every call failed the same way on many JPEGs the CPU decoder read."""
+        read = sum(1 for i in fallback if not cpu.failed[i])
+        if not parts and len(errors) == 1 and read >= SYSTEMATIC_MIN_IMAGES:
+            raise AcceleratorError(
+                f"{self.backend} decoding failed the same way on all {len(fallback)} JPEGs of "
+                f"a batch, {read} of which the CPU decoder reads: {errors.pop()}"
+            )
 
     @staticmethod
     def _orient(out: Any, orientations: list[int]) -> Any:
@@ -219,7 +259,7 @@ class AcceleratedDecodeStage(DecoderStage):
                 cpu_rows.append(i)
         futures = self._cpu_submit(batch, cpu_rows)  # the CPU works while the accelerator does
         with self._lock:  # one accelerated call at a time per stage
-            parts, fallback = self._decode_accelerated(list(headers), batch, headers)
+            parts, fallback, errors = self._decode_accelerated(list(headers), batch, headers)
             self._counts.update(
                 accelerated=len(headers) - len(fallback),
                 routed_cpu=len(cpu_rows),
@@ -227,6 +267,7 @@ class AcceleratedDecodeStage(DecoderStage):
             )
         futures += self._cpu_submit(batch, fallback)
         gathered = gather(n, cpu_rows + fallback, (f.result() for f in futures))
+        self._check_fallback(parts, fallback, errors, gathered)
         for rows, _ in parts:
             for i in rows:
                 gathered.width[i], gathered.height[i] = headers[i].oriented_size
@@ -249,3 +290,9 @@ class AcceleratedDecodeStage(DecoderStage):
         for rows, out in parts:
             array[rows] = out.cpu().numpy() if isinstance(out, torch.Tensor) else out
         return cpu.place(array)
+
+
+def _free_device_memory() -> None:
+    """Return cached CUDA memory after an out-of-memory error (no-op without CUDA)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

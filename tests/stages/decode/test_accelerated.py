@@ -7,19 +7,23 @@ and, like DALI and nvJPEG, fails the whole call when one image is bad.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 
 import numpy as np
 import pytest
 import torch
 from decode_parity import assert_same_fates, corrupt_batch_shard, read_batch
+from fixtures_shards import make_tar, photo_jpegs
 from PIL import Image
 
+from pixsieve import Pipeline
 from pixsieve.batch import ERROR, KEPT
 from pixsieve.io.dali_pipeline import crop_box
 from pixsieve.io.decode import _orient, _resize_crop
 from pixsieve.stages.decode import DecodeStage
 from pixsieve.stages.decode.accelerated import AcceleratedDecodeStage, orient_nhwc
+from pixsieve.stages.decode.failures import SYSTEMATIC_MIN_IMAGES, AcceleratorError
 
 
 class PillowAccel(AcceleratedDecodeStage):
@@ -116,3 +120,88 @@ def test_stage_pickles_settings_only():
     assert clone._accel is None and clone._pool is None and clone.batch_size == 7
     assert stage.describe()["batch_size"] == 7 and "device" in stage.describe()
     assert stage.resources.gpus == 0.0
+
+
+# --- systematic failures are not bad images (fakes for GPU errors) ---------------------------
+
+
+class BrokenAccel(PillowAccel):
+    """The fake accelerator, failing every call with ``error`` (or above ``oom_above`` images
+    with a CUDA out-of-memory error)."""
+
+    def __init__(self, error=None, oom_above=None, **kwargs):
+        super().__init__(**kwargs)
+        self.error, self.oom_above = error, oom_above
+
+    def _accel_decode(self, items, headers):
+        if self.oom_above is not None and len(items) > self.oom_above:
+            self.calls.append(-len(items))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        if self.error is not None:
+            self.calls.append(-len(items))
+            raise self.error
+        return super()._accel_decode(items, headers)
+
+
+@pytest.fixture(scope="module")
+def many_jpegs(tmp_path_factory) -> str:
+    """More plain JPEGs than :data:`SYSTEMATIC_MIN_IMAGES`, all readable."""
+    jpegs = photo_jpegs() * 3
+    assert len(jpegs) > SYSTEMATIC_MIN_IMAGES
+    members = [(f"{i:03d}.jpg", d) for i, (_, d) in enumerate(jpegs)]
+    return str(make_tar(tmp_path_factory.mktemp("many") / "many.tar", members))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("CUDA error: an illegal memory access was encountered"),
+        TypeError("resize_crop() takes 2 positional arguments but 3 were given"),
+    ],
+)
+def test_device_errors_and_bugs_raise_instead_of_decoding_on_cpu(error, good_shards):
+    stage = BrokenAccel(error, device="cpu")
+    with pytest.raises(AcceleratorError, match="not because of an image"):
+        stage.process(read_batch(good_shards[0]))
+    assert len(stage.calls) == 1  # no bisection down to the CPU decoder
+    assert "fallback_cpu" not in stage.counts
+
+
+def test_every_image_failing_the_same_way_is_systematic(many_jpegs):
+    stage = BrokenAccel(RuntimeError("resize produced (0, 224) pixels"), device="cpu")
+    with pytest.raises(AcceleratorError, match="the same way on all"):
+        stage.process(read_batch(many_jpegs))
+
+
+def test_out_of_memory_splits_the_call_and_never_falls_back(many_jpegs):
+    stage = BrokenAccel(oom_above=4, device="cpu", batch_size=64)
+    got = stage.process(read_batch(many_jpegs))
+    assert_same_fates(DecodeStage().process(read_batch(many_jpegs)), got, mean_tol=4.0)
+    assert max(stage.calls) <= 4 and stage.counts["oom_splits"] >= 1
+    assert stage.counts["accelerated"] == len(got) and stage.counts["fallback_cpu"] == 0
+    one = BrokenAccel(oom_above=0, device="cpu")  # not even one image fits: systematic
+    with pytest.raises(AcceleratorError, match="out of memory"):
+        one.process(read_batch(many_jpegs))
+
+
+def test_a_few_bad_images_still_go_to_the_cpu(tmp_path):
+    """Below the threshold, failures are bad images: the CPU decoder judges them."""
+    path = corrupt_batch_shard(tmp_path)
+    stage = BrokenAccel(RuntimeError("Error while decoding JPEG"), device="cpu")
+    got = stage.process(read_batch(path))
+    assert_same_fates(DecodeStage().process(read_batch(path)), got, mean_tol=4.0)
+    assert stage.counts["fallback_cpu"] == 10
+
+
+def test_run_json_records_routing_and_systematic_failures(tmp_path, good_shards, bad_shard):
+    inputs = [str(p) for p in [*good_shards, bad_shard]]
+    Pipeline([PillowAccel(device="cpu")]).run(inputs, str(tmp_path / "ok"))
+    record = json.loads((tmp_path / "ok" / "run.json").read_text())
+    counts = record["counters"]["decode"]["counts"]
+    assert counts["accelerated"] + counts["routed_cpu"] == counts["in"]
+    assert counts["routed_cpu"] == 8 and counts.get("fallback_cpu", 0) == 0
+
+    broken = BrokenAccel(RuntimeError("CUDA error: device-side assert triggered"), device="cpu")
+    result = Pipeline([broken], retries=0).run(inputs, str(tmp_path / "broken"))
+    assert result.counts["kept"] == 0  # nothing silently decoded on the CPU instead
+    assert all("AcceleratorError" in e["error"] for e in result.shard_errors)
