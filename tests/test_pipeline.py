@@ -77,7 +77,8 @@ def test_one_manifest_row_per_input_sample(mixed_run):
         for key in sample_keys(inputs / name)
     ]
     assert sorted(samples) == sorted(expected)  # every sample once: none lost, none twice
-    assert len(samples) == result.counts["input"]
+    assert len(rows) == result.counts["input"]  # totals are the manifest's, row for row
+    assert len(rows) - len(samples) == result.record["inputs"]["unreadable"] == 1
     assert {r["status"] for r in rows} <= {"kept", "removed", "error"}
     assert all((r["reason"] is None) == (r["status"] == "kept") for r in rows)
     shard_rows = [r for r in rows if r["position"] < 0]
