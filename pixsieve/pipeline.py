@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixsieve.executors import Executor, TaskResult, make_executor
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import InputError, ShardRef, discover_shards, partition_by_bytes
 from pixsieve.progress import PassProgress
 from pixsieve.run.export import ExportWorker
@@ -60,6 +61,7 @@ class Pipeline:
         partition_bytes: input bytes per export partition (fixes output layout independent of
             the executor).
         retries: extra attempts for a failing shard before it is recorded as an error.
+        read_limits: per-sample limits of the tar reader (``docs/limits.md``).
         config: the effective configuration to record in ``run.json``.
     """
 
@@ -73,6 +75,7 @@ class Pipeline:
         samples_per_shard: int = 1000,
         partition_bytes: int = 2 << 30,
         retries: int = 1,
+        read_limits: ReadLimits | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
         if not any(getattr(s, "name", None) == "decode" for s in stages):
@@ -87,6 +90,7 @@ class Pipeline:
         self.samples_per_shard = samples_per_shard
         self.partition_bytes = partition_bytes
         self.retries = retries
+        self.read_limits = read_limits or ReadLimits()
         self.config = config or {}
 
     def run(
@@ -183,11 +187,12 @@ class _Passes:
     def scan(self) -> int:
         """Hash every image; decide exact duplicates; return the number of samples."""
         n = len(self.shards)
+        p = self.pipeline
         with self._timed("scan"):
-            worker = ScanWorker(self.layout, self.shards, self.opts)
+            worker = ScanWorker(self.layout, self.shards, self.opts, p.read_limits)
             bar = self.bars.bar("scan", None)
             self.results["scan"] = list(
-                self.ex.map(worker, range(n), retries=self.pipeline.retries, progress=bar)
+                self.ex.map(worker, range(n), retries=p.retries, progress=bar)
             )
             if self._ran("scan"):  # new hashes: decide exact duplicates again
                 self._drop(self.layout.marker("scan", "exact"))
@@ -202,7 +207,13 @@ class _Passes:
         p = self.pipeline
         has_model = any(getattr(s, "is_model", False) for s in p.stages)
         worker = ScoreWorker(
-            self.layout, self.shards, p.stages, p.batch_size, self.opts, p.exact_dedup
+            self.layout,
+            self.shards,
+            p.stages,
+            p.batch_size,
+            self.opts,
+            p.exact_dedup,
+            limits=p.read_limits,
         )
         with self._timed("score"):
             self.results["score"] = list(
@@ -228,6 +239,7 @@ class _Passes:
             p.samples_per_shard,
             self.opts,
             self.semantic is not None,
+            limits=p.read_limits,
         )
         with self._timed("export"):
             self.results["export"] = list(

@@ -80,10 +80,12 @@ def test_one_manifest_row_per_input_sample(mixed_run):
     assert len(samples) == result.counts["input"]
     assert {r["status"] for r in rows} <= {"kept", "removed", "error"}
     assert all((r["reason"] is None) == (r["status"] == "kept") for r in rows)
-    shard_rows = [r for r in rows if r["position"] < 0]
-    assert len(shard_rows) == 1 and shard_rows[0]["reason"].startswith("shard_error: not_a_tar")
+    shard_rows = {r["source"].rsplit("/", 1)[1]: r for r in rows if r["position"] < 0}
+    assert sorted(shard_rows) == ["fake.tar", "truncated.tar"]  # one row per unreadable rest
+    assert shard_rows["fake.tar"]["reason"].startswith("shard_error: not_a_tar")
+    assert shard_rows["truncated.tar"]["reason"].startswith("shard_error: truncated_shard")
     assert any(e["task"].endswith("fake.tar") for e in result.shard_errors)
-    truncated = [r for r in rows if r["source"].endswith("truncated.tar")]
+    truncated = [r for r in rows if r["source"].endswith("truncated.tar") and r["position"] >= 0]
     assert truncated[-1]["reason"].startswith("truncated_shard")
     assert all(r["reason"] in (None, "exact_duplicate") for r in truncated[:-1])
 

@@ -9,13 +9,16 @@ arguments always give the same shard list, whatever the order they were typed in
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 SHARD_SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz")
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -102,6 +105,23 @@ def discover_shards(
     if not found:
         raise InputError("no input shards given")
     return [ShardRef(url, size) for url, size in sorted(found.items())]
+
+
+def not_a_regular_file(url: str, storage_options: dict[str, Any]) -> str | None:
+    """Why a local ``url`` must not be opened (a FIFO, a device, a directory), else ``None``."""
+    try:
+        fs, path = url_to_fs(url, **storage_options)
+    except Exception:  # let fsspec.open report it
+        return None
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing: fsspec.open raises FileNotFoundError
+    if stat.S_ISREG(mode):
+        return None
+    return f"not_a_file: {url} is not a regular file (never opened)"
 
 
 def partition_by_size(shards: list[ShardRef], parts: int) -> list[list[int]]:

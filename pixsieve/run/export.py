@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pixsieve.executors.base import Progress
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import conform
 from pixsieve.io.tar_reader import TarShardReader
@@ -41,8 +42,10 @@ class ExportWorker:
         samples_per_shard: int,
         storage_options: dict[str, Any],
         semantic: bool,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.layout = layout
+        self.limits = limits or ReadLimits()
         self.shards = shards
         self.partitions = partitions
         self.samples_per_shard = samples_per_shard
@@ -209,7 +212,8 @@ class ExportWorker:
         expected = sum(1 for s in status if s == "kept")
         copied = 0
         if expected:
-            for sample in TarShardReader(self.shards[index].url, self.storage_options):
+            url = self.shards[index].url
+            for sample in TarShardReader(url, self.storage_options, self.limits, False):
                 j = where.get(sample.position)
                 if j is None or keys[j] != sample.key:
                     raise RuntimeError(

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from pixsieve.batch import ERROR, ImageBatch
 from pixsieve.executors.base import Progress
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import batch_to_table
 from pixsieve.io.tar_reader import RawSample, TarShardReader
@@ -68,16 +69,34 @@ def _read_stats(batch: ImageBatch, stats: StageStats) -> None:
         stats.counts[f"errors_{code}"] += 1
 
 
-def shard_error_row(source: str, error: str) -> pa.Table:
-    """One manifest row for a shard in which no sample could be identified."""
+def shard_error_row(source: str, error: str | list[str]) -> pa.Table:
+    """One manifest row (``position = -1``, no key) per stretch of a shard that was unreadable."""
+    errors = [error] if isinstance(error, str) else list(error)
+    n = len(errors)
     return pa.table(
         {
-            "position": pa.array([-1], pa.int64()),
-            "key": pa.array([None], pa.string()),
-            "members": pa.array([[]], pa.list_(pa.string())),
-            "status": ["error"],
-            "reason": [f"shard_error: {error}"],
+            "position": pa.array([-1] * n, pa.int64()),
+            "key": pa.array([None] * n, pa.string()),
+            "members": pa.array([[]] * n, pa.list_(pa.string())),
+            "status": ["error"] * n,
+            "reason": [f"shard_error: {e}" for e in errors],
         }
+    )
+
+
+def _repeated_key_errors(table: pa.Table, keys: set[str]) -> pa.Table:
+    """Every group of a key that comes back after other keys is an error (none is whole)."""
+    if not keys or table.num_rows == 0:
+        return table
+    status = table["status"].to_pylist()
+    reasons = table["reason"].to_pylist()
+    for i, key in enumerate(table["key"].to_pylist()):
+        if key in keys and status[i] != "error":
+            status[i] = "error"
+            reasons[i] = f"duplicate_key: {key} (its members are not adjacent in the shard)"
+    table = table.set_column(table.column_names.index("status"), "status", pa.array(status))
+    return table.set_column(
+        table.column_names.index("reason"), "reason", pa.array(reasons, pa.string())
     )
 
 
@@ -110,8 +129,10 @@ class ScoreWorker:
         storage_options: dict[str, Any],
         exact: bool,
         prefetch: int = 2,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.layout = layout
+        self.limits = limits or ReadLimits()
         self.shards = shards
         self.stages = stages
         self.batch_size = batch_size
@@ -168,11 +189,13 @@ class ScoreWorker:
 
     def _batches(self, reader: TarShardReader, index: int) -> Iterator[ImageBatch]:
         chunk: list[RawSample] = []
+        held = 0
         for sample in reader:
             chunk.append(sample)
-            if len(chunk) >= self.batch_size:
+            held += sample.nbytes
+            if len(chunk) >= self.batch_size or held >= self.limits.batch_bytes:
                 yield ImageBatch.from_samples(chunk, reader.url, index)
-                chunk = []
+                chunk, held = [], 0
         if chunk:
             yield ImageBatch.from_samples(chunk, reader.url, index)
 
@@ -181,7 +204,7 @@ class ScoreWorker:
         self.setup()
         stages = self._thread_stages()
         url = self.shards[index].url
-        reader = TarShardReader(url, self.storage_options)
+        reader = TarShardReader(url, self.storage_options, self.limits)
         split = next(
             (i for i, s in enumerate(stages) if getattr(s, "is_model", False)), len(stages)
         )
@@ -194,11 +217,12 @@ class ScoreWorker:
         stats.update({stage_name(s): StageStats() for s in model_stages})
         tables = self._pump(reader, index, cpu_stages, model_stages, stats, progress)
         samples = sum(t.num_rows for t in tables)
-        if reader.error is not None and samples == 0:
-            tables.append(shard_error_row(url, reader.error))
+        if reader.lost:
+            tables.append(shard_error_row(url, reader.lost))
         table = pa.concat_tables(tables, promote_options="permissive") if tables else EMPTY_SAMPLES
-        if reader.error is not None and reader.error.startswith("corrupt_shard"):
-            table = _all_errors(table, f"shard_error: {reader.error}")
+        table = _repeated_key_errors(table, reader.repeated_keys)
+        if reader.untrusted:
+            table = _all_errors(table, f"shard_error: {reader.lost[-1]}")
         self.layout.write_table(self._path(index), table)
         summary = {
             "samples": samples,
@@ -264,10 +288,11 @@ class ScoreWorker:
         """Record every identifiable sample of a shard that kept failing as an error.
 
         Streams the shard keeping names only (no bytes). Writes the cache table so the export
-        pass accounts for the samples, but no completion marker: the next run retries.
+        pass accounts for the samples, but no completion marker: the next run retries. What
+        cannot even be listed becomes one ``position = -1`` row; nothing here raises except a
+        failure to write the table (which ends the run).
         """
         url = self.shards[index].url
-        reader = TarShardReader(url, self.storage_options)
         reason = f"shard_error: {error}"
         read = StageStats()
         tables: list[pa.Table] = []
@@ -280,7 +305,9 @@ class ScoreWorker:
             tables.append(batch_to_table(batch))
             chunk.clear()
 
+        lost: list[str] = []
         try:
+            reader = TarShardReader(url, self.storage_options, self.limits, check_sidecars=False)
             for sample in reader:
                 sample.data = [b""] * len(sample.data)  # names are enough
                 chunk.append(sample)
@@ -288,15 +315,18 @@ class ScoreWorker:
                     flush()
             if chunk:
                 flush()
+            lost = list(reader.lost)
         except Exception as e:  # the shard cannot even be listed to its end
             log.warning("listing %s after its failure failed too: %s", url, e)
-            if chunk:
-                flush()
-        table = (
-            pa.concat_tables(tables, promote_options="permissive")
-            if tables
-            else shard_error_row(url, error)
-        )
+            lost = [f"{error} (the rest could not be listed: {type(e).__name__}: {e})"[:1000]]
+            try:
+                if chunk:
+                    flush()
+            except Exception as e2:  # never let recording a failure fail
+                log.warning("could not record the samples listed from %s: %s", url, e2)
+        if lost or not tables:
+            tables.append(shard_error_row(url, lost or [error]))
+        table = pa.concat_tables(tables, promote_options="permissive")
         self.layout.write_table(self._path(index), table)
         read.counts["errors_shard_error"] += read.counts["kept"]
         read.counts["kept"] = 0
