@@ -141,13 +141,18 @@ def choose_decoder(device: str = "auto", backend: str = "auto", **settings: Any)
         have = available_backends(device) if on_gpu else ["pillow"]
         backend = have[0]
     logger.info("decode backend: %s on %s", backend, device)
+    cpu_only = ("max_decode_bytes", "decode_timeout")  # the CPU decoder's own limits
     if backend == "dali":
         from pixsieve.stages.dali_decode import DaliDecodeStage
 
-        return DaliDecodeStage(device=device, **settings)
+        return DaliDecodeStage(
+            device=device, **{k: v for k, v in settings.items() if k not in cpu_only}
+        )
     if backend == "nvjpeg":
-        return TorchvisionDecodeStage(device=device, **settings)
-    cpu_keys = ("image_size", "max_pixels", "max_full_decode_pixels", "threads")
+        return TorchvisionDecodeStage(
+            device=device, **{k: v for k, v in settings.items() if k not in cpu_only}
+        )
+    cpu_keys = ("image_size", "max_pixels", "max_full_decode_pixels", "threads", *cpu_only)
     return CpuDecodeStage(**{k: v for k, v in settings.items() if k in cpu_keys})
 
 
