@@ -115,20 +115,21 @@ class Pipeline:
         shards = discover_shards(inputs, opts)
         layout = RunLayout.open(output, opts)
         shards = _outside(shards, layout)
-        check_fingerprint(layout, shards, self, overwrite)
-        ex = make_executor(executor, workers)
-        with PassProgress(progress) as bars:
-            passes = _Passes(self, layout, shards, opts, ex, bars)
-            try:
-                passes.run_all()
-            finally:
-                ex.shutdown()
-        record = build_run_record(
-            layout, shards, self, ex, passes.results, passes.semantic, passes.timings, started
-        )
-        layout.write_json(layout.path("run.json"), record)
-        if report:
-            _write_report(output, opts)
+        with layout.locked():  # one run per output at a time
+            check_fingerprint(layout, shards, self, overwrite)
+            ex = make_executor(executor, workers)
+            with PassProgress(progress) as bars:
+                passes = _Passes(self, layout, shards, opts, ex, bars)
+                try:
+                    passes.run_all()
+                finally:
+                    ex.shutdown()
+            record = build_run_record(
+                layout, shards, self, ex, passes.results, passes.semantic, passes.timings, started
+            )
+            layout.write_json(layout.path("run.json"), record)
+            if report:
+                _write_report(output, opts)
         return RunResult(output=output, record=record, shard_errors=record["shard_errors"])
 
 
@@ -253,8 +254,17 @@ class _Passes:
 
 
 def _outside(shards: list[ShardRef], layout: RunLayout) -> list[ShardRef]:
-    """Leave out shards under the output directory (an output inside an input directory)."""
+    """Leave out shards under the output directory (an output inside an input directory).
+
+    A file the user named explicitly that lies inside the output is refused instead.
+    """
     prefix = layout.fs.unstrip_protocol(layout.root).rstrip("/") + "/"
+    named = [s.url for s in shards if s.explicit and s.url.startswith(prefix)]
+    if named:
+        raise InputError(
+            f"input {named[0]} lies inside the output directory {layout.url}; "
+            "move it out or choose another output"
+        )
     kept = [s for s in shards if not s.url.startswith(prefix)]
     if not kept:
         raise InputError(f"every input shard lies inside the output directory {layout.url}")

@@ -14,6 +14,7 @@ from pixsieve.io.shards import InputError
 from pixsieve.models.hub import ModelUnavailableError
 from pixsieve.pipeline import RunResult
 from pixsieve.run.layout import OutputError
+from pixsieve.run.summary import RunMismatch
 
 
 def model_error(exc: BaseException) -> ModelUnavailableError | None:
@@ -187,8 +188,12 @@ def curate(inputs: tuple[str, ...], output: str, config_file: str | None, **opts
         )
     except InputError as e:
         raise click.UsageError(str(e)) from e
+    except RunMismatch as e:
+        raise click.ClickException(e.message("--overwrite")) from e
     except OutputError as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:  # the environment (a vanished or read-only output...), not a sample
+        raise click.ClickException(f"{type(e).__name__}: {e}") from e
     except Exception as e:
         cause = model_error(e)
         if cause is not None:

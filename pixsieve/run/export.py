@@ -234,9 +234,9 @@ class ExportWorker:
 
     def _clean_stale(self, part: int) -> None:
         fs = self.layout.fs
-        pattern = self.layout.path("shards", f"part-{part:05d}-*")
-        for path in fs.glob(pattern):
-            fs.rm(path)
+        for name in (f"part-{part:05d}-*", f".part-{part:05d}-*"):  # and temporary files
+            for path in fs.glob(self.layout.path("shards", name)):
+                fs.rm(path)
 
     def fail(self, part: int, error: str) -> dict[str, Any]:
         """Record a partition that could not be exported: its kept samples become errors.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import platform
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from pixsieve.io.shards import ShardRef
 from pixsieve.run.layout import OutputError, RunLayout
 from pixsieve.stages.base import StageStats, reason_code, stage_name
 
+log = logging.getLogger(__name__)
 _PACKAGES = ("numpy", "pyarrow", "pillow", "fsspec", "torch", "transformers", "faiss-cpu", "ray")
 
 
@@ -37,16 +39,19 @@ def describe_stage(stage: Any) -> dict[str, Any]:
 
 
 def fingerprint(shards: list[ShardRef], pipeline: Any) -> dict[str, Any]:
-    """What must be equal for a run directory to be resumed."""
+    """What must be equal for a run directory to be resumed (``versions``: per shard)."""
     semantic = pipeline.semantic_dedup
+    limits = getattr(pipeline, "read_limits", None)
     return {
         "inputs": [[s.url, s.size] for s in shards],
+        "versions": [s.version for s in shards],
         "stages": [describe_stage(s) for s in pipeline.stages],
         "exact_dedup": pipeline.exact_dedup,
         "semantic_dedup": config_as_dict(semantic),
         "samples_per_shard": pipeline.samples_per_shard,
         "partition_bytes": pipeline.partition_bytes,
         "batch_size": pipeline.batch_size,
+        "read_limits": limits.describe() if limits is not None else None,
     }
 
 
@@ -63,28 +68,123 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class RunMismatch(OutputError):
+    """The output holds a run with other inputs or settings; ``differences`` says which."""
+
+    def __init__(self, url: str, differences: list[str]) -> None:
+        self.url = url
+        self.differences = differences
+        super().__init__(self.message("overwrite=True"))
+
+    def message(self, option: str) -> str:
+        """The one-line message, naming ``option`` as the way to replace the old run."""
+        return (
+            f"{self.url} already holds a run with other inputs or settings "
+            f"({'; '.join(self.differences)}); choose another output, or pass {option} "
+            "to replace it"
+        )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, besides shards rewritten in place."""
+    out: list[str] = []
+    old = [u for u, _ in saved.get("inputs") or []]
+    new = [u for u, _ in current["inputs"]]
+    if old != new:
+        added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+        what = [f"{len(added)} added, e.g. {added[0]}" if added else ""]
+        what.append(f"{len(removed)} removed, e.g. {removed[0]}" if removed else "")
+        out.append("input shards: " + (", ".join(w for w in what if w) or "other order"))
+    old_stages = {s["name"]: s for s in saved.get("stages") or []}
+    for stage in current["stages"]:
+        before = old_stages.pop(stage["name"], None)
+        if before is None:
+            out.append(f"stage {stage['name']} added")
+            continue
+        for key in sorted(set(before["settings"]) | set(stage["settings"])):
+            a, b = before["settings"].get(key), stage["settings"].get(key)
+            if a != b:
+                out.append(f"{stage['name']}.{key}: {_short(a)} -> {_short(b)}")
+    out += [f"stage {name} removed" for name in old_stages]
+    for key in sorted(set(saved) | set(current)):
+        if key not in ("inputs", "versions", "stages") and saved.get(key) != current.get(key):
+            out.append(f"{key}: {_short(saved.get(key))} -> {_short(current.get(key))}")
+    return out
+
+
+def _changed_shards(saved: dict[str, Any], current: dict[str, Any]) -> list[int]:
+    """Indices of shards whose size or version changed (same URLs, rewritten in place)."""
+    old_sizes = [size for _, size in saved["inputs"]]
+    old_versions = saved.get("versions") or [None] * len(old_sizes)
+    return [
+        i
+        for i, ((_, size), version) in enumerate(
+            zip(current["inputs"], current["versions"], strict=True)
+        )
+        if size != old_sizes[i] or (old_versions[i] is not None and version != old_versions[i])
+    ]
+
+
+def _redo(layout: RunLayout, shards: list[ShardRef], changed: list[int]) -> None:
+    """Forget the work done on ``changed`` shards and everything downstream of them."""
+    log.warning(
+        "%d input shard(s) changed since the last run (e.g. %s): redoing them and the steps after",
+        len(changed),
+        shards[changed[0]].url,
+    )
+    for i in changed:
+        for pass_name in ("scan", "score"):
+            marker = layout.marker(pass_name, f"{i:05d}")
+            if layout.fs.exists(marker):
+                layout.fs.rm(marker)
+    for p in (
+        ("manifest",),
+        ("shards",),
+        ("cache", "done", "export"),
+        ("cache", "done", "semantic"),
+        ("cache", "done", "scan", "exact.json"),
+    ):
+        if layout.fs.exists(layout.path(*p)):
+            layout.fs.rm(layout.path(*p), recursive=True)
+
+
 def check_fingerprint(
     layout: RunLayout, shards: list[ShardRef], pipeline: Any, overwrite: bool
 ) -> None:
-    """Allow resuming only the same run; with ``overwrite`` clear a different one first."""
+    """Resume only the same run; with ``overwrite`` clear a different one first.
+
+    Shards rewritten in place since the last run (their size or version changed) are redone,
+    with every global step after them. Other differences raise :class:`RunMismatch`.
+    """
     path = layout.path("cache", "fingerprint.json")
     current = fingerprint(shards, pipeline)
-    saved = layout.read_json(path)
+    saved = (layout.read_json(path) or {}).get("fingerprint")
     occupied = any(
         layout.fs.exists(layout.path(p)) for p in ("manifest", "shards", "run.json", "cache")
     )
-    same = saved is not None and saved.get("digest") == _digest(current)
-    if occupied and not same:
+    differences: list[str] = []
+    if occupied:
+        differences = (
+            _differences(saved, current)
+            if saved
+            else ["it has no record of its inputs (cache/fingerprint.json)"]
+        )
+    if differences:
         if not overwrite:
-            raise OutputError(
-                f"{layout.url} already holds a run with other inputs or settings; "
-                "choose another --output, or pass --overwrite to replace it"
-            )
+            raise RunMismatch(layout.url, differences)
         for p in ("manifest", "shards", "run.json", "cache", "report.html"):
             if layout.fs.exists(layout.path(p)):
                 layout.fs.rm(layout.path(p), recursive=True)
-    if not same:
-        layout.write_json(path, {"digest": _digest(current), "fingerprint": current})
+    elif occupied and saved:
+        changed = _changed_shards(saved, current)
+        if changed:
+            _redo(layout, shards, changed)
+    layout.write_json(path, {"digest": _digest(current), "fingerprint": current})
 
 
 def _versions() -> dict[str, str]:
