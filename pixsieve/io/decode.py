@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,20 +168,20 @@ def decode_or_error(
         return e
 
 
-def decode_image(
+@contextmanager
+def opened(
     data: bytes,
     size: int = 224,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
-) -> DecodedImage:
-    """Decode ``data`` to ``(size, size, 3)`` uint8 RGB; raise :class:`DecodeError` on failure.
+) -> Iterator[Image.Image]:
+    """Open ``data`` with every limit checked from its header; decode inside the block.
 
-    Reasons: ``empty``, ``decode_error: …``, ``too_large: …`` (declared size or estimated
-    decoder memory over a limit, refused from the header before any pixel memory is
-    allocated) and ``decode_timeout: …`` (not decoded within ``decode_timeout`` seconds; the
-    image is not tried again by another decoder).
+    Inside the block the image's memory is held in the process-wide budget and its deadline
+    runs (Pillow reads the bytes :data:`CHUNK` at a time). Every failure, in the block too,
+    comes out as :class:`DecodeError`.
     """
     if not data:
         raise DecodeError("empty", "zero-byte image")
@@ -209,13 +211,37 @@ def decode_image(
             )
         with BUDGET.hold(need, max_decode_bytes):
             src.deadline = time.monotonic() + decode_timeout  # waiting for memory is not decoding
-            pixels, orientation = _pixels(im, data, fmt, size)
+            im.decodermaxblock = CHUNK
+            yield im
     except DecodeError:
         raise
     except DecodeTimeout as e:
         raise DecodeError("decode_timeout", str(e)) from e
     except Exception as e:
         raise DecodeError("decode_error", f"{type(e).__name__}: {e}") from e
+
+
+def decode_image(
+    data: bytes,
+    size: int = 224,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
+) -> DecodedImage:
+    """Decode ``data`` to ``(size, size, 3)`` uint8 RGB; raise :class:`DecodeError` on failure.
+
+    Reasons: ``empty``, ``decode_error: …``, ``too_large: …`` (declared size or estimated
+    decoder memory over a limit, refused from the header before any pixel memory is
+    allocated) and ``decode_timeout: …`` (not decoded within ``decode_timeout`` seconds; the
+    image is not tried again by another decoder).
+    """
+    with opened(
+        data, size, max_pixels, max_full_decode_pixels, max_decode_bytes, decode_timeout
+    ) as im:
+        fmt = im.format or "unknown"
+        w, h = im.size
+        pixels, orientation = _pixels(im, data, fmt, size)
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     pixels = np.ascontiguousarray(_orient(pixels, orientation))
@@ -244,7 +270,6 @@ def _pixels(im: Image.Image, data: bytes, fmt: str, size: int) -> tuple[np.ndarr
         im.draft("RGB", (max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))))
     if getattr(im, "n_frames", 1) > 1:
         im.seek(0)
-    im.decodermaxblock = CHUNK
     im.load()
     im = to_rgb(im)
     return np.asarray(_resize_crop(im, size), dtype=np.uint8), orientation
