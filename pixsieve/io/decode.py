@@ -28,7 +28,6 @@ import numpy as np
 from PIL import Image
 
 from pixsieve.io.decode_limits import (
-    BUDGET,
     CHUNK,
     DEFAULT_DECODE_TIMEOUT,
     DEFAULT_MAX_DECODE_BYTES,
@@ -36,6 +35,7 @@ from pixsieve.io.decode_limits import (
     DeadlineReader,
     DecodeTimeout,
     decode_bytes,
+    held,
     jpeg_scans,
 )
 
@@ -209,7 +209,7 @@ def opened(
                 f"{w}x{h} {fmt} {im.mode} needs ~{need >> 20} MiB to decode "
                 f"(max_decode_bytes={max_decode_bytes})",
             )
-        with BUDGET.hold(need, max_decode_bytes):
+        with held(need, max_decode_bytes):
             src.deadline = time.monotonic() + decode_timeout  # waiting for memory is not decoding
             im.decodermaxblock = CHUNK
             yield im

@@ -17,12 +17,13 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from PIL import Image
+
+from pixsieve.io.limits import MemoryBudget
 
 MiB = 1 << 20
 DEFAULT_MAX_DECODE_BYTES: int = 512 * MiB
@@ -81,32 +82,17 @@ def decode_bytes(im: Image.Image, fmt: str, size: int) -> int:
     return w * h * per_pixel
 
 
-class DecodeBudget:
-    """A process-wide count of bytes held by running decodes, with a capacity per request.
-
-    :meth:`hold` waits until ``n`` more bytes fit under ``capacity`` (or nothing else is
-    held, so a single request never waits forever), then holds them until the block ends.
-    """
-
-    def __init__(self) -> None:
-        self._used = 0
-        self._cond = threading.Condition()
-
-    @contextmanager
-    def hold(self, n: int, capacity: int) -> Iterator[None]:
-        """Hold ``n`` bytes of the budget for the duration of the ``with`` block."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._used == 0 or self._used + n <= capacity)
-            self._used += n
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._used -= n
-                self._cond.notify_all()
+@contextmanager
+def held(n: int, capacity: int) -> Iterator[None]:
+    """Hold ``n`` bytes of :data:`BUDGET` for the duration of the ``with`` block."""
+    BUDGET.acquire(n, capacity)
+    try:
+        yield
+    finally:
+        BUDGET.release(n)
 
 
-BUDGET = DecodeBudget()
+BUDGET = MemoryBudget()  # decoder memory of every decode running in this process
 
 
 class DecodeTimeout(Exception):

@@ -18,14 +18,15 @@ import pyarrow as pa
 
 from pixsieve.batch import ERROR, ImageBatch
 from pixsieve.executors.base import Progress
-from pixsieve.io.limits import ReadLimits
+from pixsieve.io.limits import READ_BUDGET, ReadLimits
 from pixsieve.io.shards import ShardRef
-from pixsieve.io.tables import batch_to_table
+from pixsieve.io.tables import batch_to_table, mark_errors
 from pixsieve.io.tar_reader import RawSample, TarShardReader
 from pixsieve.run.layout import RunLayout, shard_id
 from pixsieve.stages.base import Stage, StageLike, StageStats, run_stage, stage_name
 
 PASS = "score"
+_NOT_ADJACENT = "duplicate_key: {key} (its members are not adjacent in the shard)"
 _END = object()
 log = logging.getLogger(__name__)
 EMPTY_SAMPLES = pa.table(
@@ -81,35 +82,6 @@ def shard_error_row(source: str, error: str | list[str]) -> pa.Table:
             "status": ["error"] * n,
             "reason": [f"shard_error: {e}" for e in errors],
         }
-    )
-
-
-def _repeated_key_errors(table: pa.Table, keys: set[str]) -> pa.Table:
-    """Every group of a key that comes back after other keys is an error (none is whole)."""
-    if not keys or table.num_rows == 0:
-        return table
-    status = table["status"].to_pylist()
-    reasons = table["reason"].to_pylist()
-    for i, key in enumerate(table["key"].to_pylist()):
-        if key in keys and status[i] != "error":
-            status[i] = "error"
-            reasons[i] = f"duplicate_key: {key} (its members are not adjacent in the shard)"
-    table = table.set_column(table.column_names.index("status"), "status", pa.array(status))
-    return table.set_column(
-        table.column_names.index("reason"), "reason", pa.array(reasons, pa.string())
-    )
-
-
-def _all_errors(table: pa.Table, reason: str) -> pa.Table:
-    """Every row that is not already an error becomes one, with ``reason``."""
-    status = table["status"].to_pylist()
-    reasons = table["reason"].to_pylist()
-    new_reasons = [r if s == "error" else reason for s, r in zip(status, reasons, strict=True)]
-    table = table.set_column(
-        table.column_names.index("status"), "status", pa.array(["error"] * len(status))
-    )
-    return table.set_column(
-        table.column_names.index("reason"), "reason", pa.array(new_reasons, pa.string())
     )
 
 
@@ -187,17 +159,32 @@ class ScoreWorker:
         """Saved summary when this shard was already scored."""
         return self.layout.read_json(self.layout.marker(PASS, shard_id(index)))
 
-    def _batches(self, reader: TarShardReader, index: int) -> Iterator[ImageBatch]:
+    def _batches(self, reader: TarShardReader, index: int) -> Iterator[tuple[ImageBatch, int]]:
+        """Batches with the bytes they hold in :data:`READ_BUDGET` (the receiver releases them).
+
+        When the budget is full, the batch being filled is handed on first, so a waiting
+        reader holds nothing of the budget (no deadlock) but the one sample it just read.
+        """
         chunk: list[RawSample] = []
         held = 0
-        for sample in reader:
-            chunk.append(sample)
-            held += sample.nbytes
-            if len(chunk) >= self.batch_size or held >= self.limits.batch_bytes:
-                yield ImageBatch.from_samples(chunk, reader.url, index)
-                chunk, held = [], 0
-        if chunk:
-            yield ImageBatch.from_samples(chunk, reader.url, index)
+        cap = self.limits.read_ahead_bytes
+        try:
+            for sample in reader:
+                if not READ_BUDGET.try_acquire(sample.nbytes, cap):
+                    if chunk:
+                        out, chunk, held = (chunk, held), [], 0
+                        yield ImageBatch.from_samples(out[0], reader.url, index), out[1]
+                    READ_BUDGET.acquire(sample.nbytes, cap)
+                chunk.append(sample)
+                held += sample.nbytes
+                if len(chunk) >= self.batch_size or held >= self.limits.batch_bytes:
+                    out, chunk, held = (chunk, held), [], 0
+                    yield ImageBatch.from_samples(out[0], reader.url, index), out[1]
+            if chunk:
+                out, chunk, held = (chunk, held), [], 0
+                yield ImageBatch.from_samples(out[0], reader.url, index), out[1]
+        finally:
+            READ_BUDGET.release(held)  # what was read but never handed on
 
     def run(self, index: int, progress: Progress) -> dict[str, Any]:
         """Score one shard; write ``cache/samples/SSSSS.parquet`` and its marker."""
@@ -220,9 +207,9 @@ class ScoreWorker:
         if reader.lost:
             tables.append(shard_error_row(url, reader.lost))
         table = pa.concat_tables(tables, promote_options="permissive") if tables else EMPTY_SAMPLES
-        table = _repeated_key_errors(table, reader.repeated_keys)
+        table = mark_errors(table, _NOT_ADJACENT, reader.repeated_keys)
         if reader.untrusted:
-            table = _all_errors(table, f"shard_error: {reader.lost[-1]}")
+            table = mark_errors(table, f"shard_error: {reader.lost[-1]}")
         self.layout.write_table(self._path(index), table)
         summary = {
             "samples": samples,
@@ -255,15 +242,19 @@ class ScoreWorker:
             return False
 
         def produce() -> None:
+            held = 0
             try:
-                for batch in self._batches(reader, index):
+                for batch, held in self._batches(reader, index):
                     _read_stats(batch, stats["read"])
                     for stage in cpu_stages:
                         batch = run_stage(stage, batch, stats[stage_name(stage)])
-                    if not put(batch):
+                    if not put((batch, held)):
+                        READ_BUDGET.release(held)
                         return
+                    held = 0
                 put(_END)
             except BaseException as e:  # hand the failure to the consumer
+                READ_BUDGET.release(held)
                 put(e)
 
         thread = threading.Thread(target=produce, name=f"pixsieve-read-{index}", daemon=True)
@@ -273,15 +264,22 @@ class ScoreWorker:
             while (item := q.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
-                batch = item
-                for stage in model_stages:
-                    batch = run_stage(stage, batch, stats[stage_name(stage)])
-                batch.release_bytes()
+                batch, held = item
+                try:
+                    for stage in model_stages:
+                        batch = run_stage(stage, batch, stats[stage_name(stage)])
+                    batch.release_bytes()
+                finally:
+                    READ_BUDGET.release(held)
                 tables.append(batch_to_table(batch))
                 progress(len(batch))
         finally:
             stop.set()  # the producer gives up on a full queue and ends
             thread.join()
+            while not q.empty():  # batches nobody will score: give their bytes back
+                left = q.get_nowait()
+                if isinstance(left, tuple):
+                    READ_BUDGET.release(left[1])
         return tables
 
     def fail(self, index: int, error: str) -> dict[str, Any]:
