@@ -25,7 +25,7 @@ from pixsieve.io.decode import opened, to_rgb
 from pixsieve.io.tar_reader import image_index
 
 THUMB_SIZE = 160
-MAX_MEMBER_BYTES = 256 << 20
+MAX_MEMBER_BYTES = 16 << 20  # bigger images get a placeholder: 8 shards read at once
 
 
 def image_member(members: Iterable[str] | None) -> str | None:
