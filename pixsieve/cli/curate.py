@@ -35,6 +35,7 @@ from pixsieve.errors import InputError
 from pixsieve.extras import RAY_HINT, MissingExtraError, require
 from pixsieve.io.shards import ShardRef, discover_shards
 from pixsieve.models.hub import ChecksumError, ModelUnavailableError
+from pixsieve.run.claim import RunMismatch
 from pixsieve.run.layout import OutputError
 from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
@@ -71,9 +72,9 @@ def print_summary(result: RunResult, console: Console) -> None:
     totals = rec["totals"]
     unreadable = (rec.get("inputs") or {}).get("unreadable", 0)
     rows = f"[bold]{totals['input']:,}[/] samples"
-    if unreadable:  # the manifest's rows: samples read, plus one row per unreadable file
+    if unreadable:  # the manifest's rows: samples read, plus one row per unreadable part
         samples = totals["input"] - unreadable
-        files = f"{unreadable:,} unreadable file" + ("s" if unreadable > 1 else "")
+        files = f"{unreadable:,} unreadable part" + ("s" if unreadable > 1 else "")
         rows = f"[bold]{totals['input']:,}[/] rows ({samples:,} samples, {files})"
     console.print(
         f"{rows}: [green]{totals['kept']:,} kept[/], "
@@ -319,8 +320,12 @@ def _run(shards: list[ShardRef], output: str, cfg: CurateConfig, opts: dict[str,
         )
     except InputError as e:
         raise click.UsageError(str(e)) from e
+    except RunMismatch as e:
+        raise click.ClickException(e.message("--overwrite")) from e
     except (OutputError, MissingExtraError) as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:  # the environment (a vanished or read-only output...), not a sample
+        raise click.ClickException(f"{type(e).__name__}: {e}") from e
     except Exception as e:
         cause = model_error(e)
         if cause is not None:

@@ -72,7 +72,8 @@ def test_duplicate_key_and_special_members(tmp_path):
     reader = TarShardReader(str(path))
     samples = list(reader)
     assert [s.key for s in samples] == ["a", "b", "a", "c"]
-    assert samples[2].reason == "duplicate_key: a"
+    assert samples[2].reason == "duplicate_key: a (first at position 0)"
+    assert reader.repeated_keys == {"a"}  # the score pass turns the first group into an error
     assert samples[3].reason.startswith("unsupported_member: c.jpg (symlink)")
     assert reader.skipped_members == 1
 
