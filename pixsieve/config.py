@@ -4,7 +4,7 @@ A config file (TOML, JSON or YAML) mirrors these sections::
 
     [read]      image_size, max_pixels, max_full_decode_pixels, batch_size, decoder,
                 max_decode_bytes, decode_timeout, max_sample_bytes, max_sidecar_bytes,
-                max_sample_members        # the limits: docs/limits.md
+                max_sample_members, keep_invalid_sidecars   # docs/limits.md
     [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only
     [embed]     model, revision, device, precision, batch_size
     [models]    aesthetic, nsfw          # paths, URLs or pinned names of the head weights
@@ -63,6 +63,7 @@ class ReadConfig:
     max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
     max_sidecar_bytes: int = DEFAULT_MAX_SIDECAR_BYTES
     max_sample_members: int = DEFAULT_MAX_SAMPLE_MEMBERS
+    keep_invalid_sidecars: bool = False
 
 
 @dataclass(frozen=True)

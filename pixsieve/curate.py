@@ -99,6 +99,7 @@ def build_pipeline(cfg: CurateConfig) -> Pipeline:
             max_sample_bytes=cfg.read.max_sample_bytes,
             max_sidecar_bytes=cfg.read.max_sidecar_bytes,
             max_sample_members=cfg.read.max_sample_members,
+            keep_invalid_sidecars=cfg.read.keep_invalid_sidecars,
         ),
         config=cfg.applied(),
     )

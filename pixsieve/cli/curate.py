@@ -143,6 +143,7 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
                 "max_pixels": opts["max_pixels"],
                 "batch_size": opts["batch_size"],
                 "decoder": opts["decoder"],
+                "keep_invalid_sidecars": opts["keep_invalid_sidecars"],
             },
             "filters": {
                 "min_side": opts["min_side"],
@@ -227,6 +228,12 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
 @click.option("--aesthetic-weights", help="Aesthetic head weights: path, URL or name.")
 @click.option("--nsfw-weights", help="NSFW head weights: path, URL or name.")
 @click.option("--score-only", is_flag=True, default=None, help="Record all scores, remove nothing.")
+@click.option(
+    "--keep-invalid-sidecars",
+    is_flag=True,
+    default=None,
+    help="Keep samples whose JSON/text sidecar does not parse (a warning, not an error).",
+)
 @click.option(
     "--dedup-threshold",
     type=float,

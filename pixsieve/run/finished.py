@@ -103,12 +103,19 @@ class FinishedRun:
             )
 
     def has_cached(self, column: str) -> bool:
-        """True when some per-shard cache holds ``column`` (e.g. ``embedding``)."""
+        """True when some per-shard cache holds a value in ``column`` (e.g. ``embedding``).
+
+        Every cache has every column of the run's schema; a column no stage filled is null.
+        """
         for i in range(len(self.shards)):
             path = self.layout.samples(i)
             if self.layout.fs.exists(path):
                 with self.layout.fs.open(path, "rb") as f:
-                    if column in pq.ParquetFile(f).schema_arrow.names:
+                    pf = pq.ParquetFile(f)
+                    if column not in pf.schema_arrow.names:
+                        continue
+                    values = pf.read(columns=[column])[column]
+                    if values.null_count < len(values):
                         return True
         return False
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from pixsieve.batch import ERROR, KEPT, ImageBatch
+from pixsieve.batch import ERROR, KEPT, ImageBatch, reason_code
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,14 @@ class Stage(ABC):
       ``--skip embed``).
     - ``is_model``: the stage runs a neural network (placed in an actor pool on Ray, fed by a
       prefetching producer locally).
+    - ``columns``: the per-sample columns the stage sets and wants recorded, name → type
+      (``"float32"``, ``"string"``, ``"list<float32>"``...: :data:`pixsieve.io.schemas.TYPES`).
+      They fix the run's Parquet schemas (``docs/output.md``); an undeclared column is not
+      recorded.
     """
 
     name: ClassVar[str] = "stage"
+    columns: ClassVar[Mapping[str, str]] = {}
     resources: ClassVar[Resources] = Resources()
     needs_embeddings: ClassVar[bool] = False
     is_model: ClassVar[bool] = False
@@ -155,7 +160,8 @@ class ScoreFilter(Filter):
     from ``run.json``) and the report (histogram, funnel step). Declare:
 
     - ``name`` / ``reason``: the stage name and the drop reason (usually equal);
-    - ``column``: the float score column :meth:`score` writes (NaN where unscored);
+    - ``column``: the float score column :meth:`score` writes (NaN where unscored; declared
+      in ``columns`` as ``float32`` for you);
     - ``threshold_setting``: the constructor argument / attribute holding the threshold;
     - ``default_threshold``: its default (the one place it is defined);
     - ``threshold_key``: its name in ``[filters]``, sweep tables and CLI options
@@ -189,6 +195,8 @@ class ScoreFilter(Filter):
             cls.label = cls.name
         if not cls.__dict__.get("title") and "column" in cls.__dict__:
             cls.title = cls.column.replace("_", " ")
+        if "column" in cls.__dict__ and "columns" not in cls.__dict__:
+            cls.columns = {**cls.columns, cls.column: "float32"}
 
     def __init__(
         self, threshold: float | None = None, score_only: bool = False, **named: float | None
@@ -240,11 +248,6 @@ class ScoreFilter(Filter):
 def stage_name(stage: object) -> str:
     """Name of a stage for counters: its ``name`` attribute or its class name."""
     return str(getattr(stage, "name", None) or type(stage).__name__)
-
-
-def reason_code(reason: str) -> str:
-    """Counter suffix of a reason: the part before ``:`` (``decode_error: x`` → decode_error)."""
-    return reason.split(":", 1)[0].strip().replace(" ", "_")
 
 
 class StageStats:

@@ -9,6 +9,7 @@ for nested objects: ``"json:meta.caption"``). The same rules serve
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -78,6 +79,7 @@ class TextStage(Stage):
     """
 
     name: ClassVar[str] = "text"
+    columns: ClassVar[Mapping[str, str]] = {"text": "string"}
 
     def __init__(self, text_from: str = "txt") -> None:
         self.text_from = str(TextSource.parse(text_from))

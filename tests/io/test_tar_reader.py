@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fixtures_shards import make_tar
 
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.tar_reader import TarShardReader, is_unsafe_name, split_name
 
 
@@ -47,8 +48,14 @@ def test_bad_shard_reasons(bad_shard):
     assert reasons["/abs/017-abs"].startswith("unsafe_name")
     assert reasons["012-upper"] is None  # upper-case .JPG is an image
     assert reasons["011-webp"] is None
+    assert reasons["013-badjson"].startswith("invalid_json: 013-badjson.json")  # loaders raise
+
+
+def test_invalid_sidecars_kept_with_a_warning_on_request(bad_shard):
+    reader = TarShardReader(str(bad_shard), limits=ReadLimits(keep_invalid_sidecars=True))
+    samples = {s.key: s for s in reader}
     assert "invalid_json" in samples["013-badjson"].warnings[0]
-    assert reasons["013-badjson"] is None  # the image is still usable
+    assert samples["013-badjson"].reason is None  # the image is still usable
     assert len(samples) == 20
 
 
