@@ -202,7 +202,7 @@ class MeanBrightness(Filter):
 class Tagger:
     """Not a subclass of anything: duck-typed stages work too."""
 
-    columns = {"tag": "string"}
+    columns: ClassVar[dict[str, str]] = {"tag": "string"}
 
     def setup(self) -> None:
         self.ready = True
