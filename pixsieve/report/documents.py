@@ -21,12 +21,11 @@ from fsspec.core import url_to_fs
 
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.run.finished import FinishedRun, RunError
-from pixsieve.run.layout import shard_id
 from pixsieve.stages.documents import TextSource
 from pixsieve.stages.scoring import BUILTIN_SCORE_FILTERS
 
 METADATA_COLUMNS = (
-    "key", "source", "position", "output_shard", "width", "height", "format",
+    "sample_id", "key", "source", "position", "output_shard", "width", "height", "format",
     *(kind.column for kind in BUILTIN_SCORE_FILTERS),
 )  # fmt: skip
 Format = Literal["parquet", "jsonl"]
@@ -44,11 +43,10 @@ class _Embeddings:
     def take(self, index: int, positions: list[int]) -> pa.Array:
         if index != self.index:
             path = self.run.layout.samples(index)
-            with self.run.layout.fs.open(path, "rb") as f:
-                if "embedding" not in pq.ParquetFile(f).schema_arrow.names:
-                    raise RunError(f"{self.run.url} has no cached embeddings (was embed skipped?)")
             table = self.run.layout.read_table(path, columns=["position", "embedding"])
             self.column = table["embedding"].combine_chunks()
+            if self.column.null_count == len(self.column):  # the column of a run's schema
+                raise RunError(f"{self.run.url} has no cached embeddings (was embed skipped?)")
             self.rows = {int(p): i for i, p in enumerate(table["position"].to_pylist())}
             self.index = index
         assert self.column is not None
@@ -112,7 +110,7 @@ def _shard_documents(
         raise RunError(f"{url} holds {len(texts)} samples, the manifest lists {len(keys)}")
     indices = [index_of.get(s, -1) for s in rows["source"].to_pylist()]
     data: dict[str, pa.Array] = {
-        "id": pa.array([f"{shard_id(i)}/{k}" for i, k in zip(indices, keys, strict=True)]),
+        "id": rows["sample_id"].combine_chunks(),
         "text": pa.array(texts, pa.string()),
         "metadata": pa.StructArray.from_arrays(
             [rows[c].combine_chunks() for c in rows.column_names], names=rows.column_names

@@ -143,8 +143,8 @@ def _scores_section(stats: ManifestStats, run: FinishedRun) -> str:
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
-def _groups_section(stats: ManifestStats) -> str:
-    if "component_id" not in stats.columns:
+def _groups_section(stats: ManifestStats, ran: bool) -> str:
+    if not ran:
         return '<p class="muted">Semantic dedup did not run.</p>'
     if not stats.groups:
         return '<p class="muted">No near-duplicates were found.</p>'
@@ -248,7 +248,7 @@ def render(run: FinishedRun, stats: ManifestStats, *, blur_nsfw: bool = True) ->
         "kept": _grid(stats.picks["kept"])
         if stats.picks.get("kept")
         else '<p class="muted">No thumbnails (nothing kept, or none sampled).</p>',
-        "duplicates": _groups_section(stats),
+        "duplicates": _groups_section(stats, run.semantic_ran),
         "errors": _errors_section(stats, run),
         "settings": _settings_section(run),
     }

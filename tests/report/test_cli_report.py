@@ -73,8 +73,8 @@ def test_refilter_and_export_docs_commands(
     ]
     assert len(lines) == record["totals"]["kept"]
     assert f"{len(lines):,} documents in" in result.output
-    no_text = sum(line["text"] is None for line in lines)  # 013-badjson has no .txt
-    assert no_text == 1 and f"warning: 1 of {len(lines):,} documents have no text" in result.output
+    assert all(line["text"] is not None for line in lines)  # 013-badjson is an error now
+    assert "documents have no text" not in result.output
 
 
 def test_export_docs_warns_and_counts_missing_texts(
