@@ -299,5 +299,22 @@ def export_docs(
         )
 
 
-COMMANDS = (report, sweep, refilter, export_docs)
+@click.command("export-embeddings")
+@_run_dir
+@click.option("-o", "--output", "directory", required=True, help="Directory to write to.")
+@click.option(
+    "--rows-per-file", type=click.IntRange(min=1), default=100_000, show_default=True,
+    help="Embeddings per .npy file.",
+)  # fmt: skip
+def export_embeddings(output: str, directory: str, rows_per_file: int) -> None:
+    """Write the kept samples' CLIP embeddings of the run in OUT as clip-retrieval's index
+    input: DIR/img_emb/img_emb_N.npy + DIR/metadata/metadata_N.parquet, rows in the same order."""
+    from pixsieve.report.embeddings import export_embeddings as export
+
+    with user_errors():
+        paths = export(output, directory, rows_per_file)
+    click.echo(f"embeddings in {len(paths)} file(s) in {directory}/img_emb")
+
+
+COMMANDS = (report, sweep, refilter, export_docs, export_embeddings)
 """The commands to register on :data:`pixsieve.cli.main`."""

@@ -3,8 +3,9 @@
 These are the fields of datatrove's ``Document`` and NeMo Curator's document tables, so a
 curated image set can feed a text pipeline (caption dedup, language or quality filters). Text is
 read from the output shards' sidecars (see :class:`pixsieve.stages.documents.TextSource`),
-metadata from the manifest, embeddings from the run's cache. ``id`` is
-``<input shard index>/<key>``: unique within the run and stable across re-runs.
+metadata from the manifest, embeddings from the run's cache. ``id`` is the manifest's
+``sample_id`` (``<input shard index>:<position>``): unique within the run and stable across
+re-runs.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ METADATA_COLUMNS = (
 Format = Literal["parquet", "jsonl"]
 
 
-class _Embeddings:
+class CachedEmbeddings:
     """Embeddings of one input shard at a time, looked up by position."""
 
     def __init__(self, run: FinishedRun) -> None:
@@ -41,6 +42,7 @@ class _Embeddings:
         self.column: pa.Array | None = None
 
     def take(self, index: int, positions: list[int]) -> pa.Array:
+        """The embeddings of input shard ``index`` at ``positions`` (``RunError``: none)."""
         if index != self.index:
             path = self.run.layout.samples(index)
             table = self.run.layout.read_table(path, columns=["position", "embedding"])
@@ -73,7 +75,7 @@ def iter_documents(
 
 def _generate(run: FinishedRun, source: TextSource, include_embedding: bool) -> Iterator[pa.Table]:
     index_of = {s.url: i for i, s in enumerate(run.shards)}
-    embeddings = _Embeddings(run)
+    embeddings = CachedEmbeddings(run)
     dataset = run.manifest()
     meta = [c for c in METADATA_COLUMNS if c in dataset.schema.names]
     for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
@@ -97,7 +99,7 @@ def _shard_documents(
     source: TextSource,
     include_embedding: bool,
     index_of: dict[str, int],
-    embeddings: _Embeddings,
+    embeddings: CachedEmbeddings,
 ) -> pa.Table:
     url = run.url_of(rows["output_shard"][0].as_py())
     keys = rows["key"].to_pylist()
@@ -137,7 +139,7 @@ def to_documents(
 ) -> pa.Table:
     """All kept samples of the run at ``output`` as one documents table.
 
-    Columns: ``id`` (``<input shard index>/<key>``), ``text`` (from ``text_from``: ``"txt"``,
+    Columns: ``id`` (the ``sample_id``), ``text`` (from ``text_from``: ``"txt"``,
     another sidecar extension, or ``"json:<field>"``; null when absent), ``metadata`` (struct:
     key, source, position, output shard, width, height, format and the scores) and, with
     ``include_embedding``, ``embedding`` (fixed-size float32 list).

@@ -136,6 +136,7 @@ def _redo(layout: RunLayout, fingerprint: dict[str, Any], changed: list[int]) ->
     for path in (
         layout.manifest_dir(),
         layout.shards_dir(),
+        layout.metadata_dir(),
         layout.done_dir("export"),
         layout.done_dir("semantic"),
         layout.marker("scan", "exact"),
