@@ -64,6 +64,13 @@ class Stage(ABC):
     def process(self, batch: ImageBatch) -> ImageBatch:
         """Transform one batch and return it."""
 
+    def tally(self, batch: ImageBatch, entered: np.ndarray) -> dict[str, int]:
+        """Extra counters of one processed batch (``entered``: kept on entry); none by default.
+
+        For what a stage notices without dropping (e.g. samples it could not score).
+        """
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """Return the stage's settings for ``run.json`` (public attributes by default)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -156,4 +163,7 @@ def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBa
     for i in np.flatnonzero(before & ~after):
         prefix = "errors" if out.status[i] == 2 else "dropped"
         stats.counts[f"{prefix}_{reason_code(out.reason[i] or 'unknown')}"] += 1
+    tally = getattr(stage, "tally", None)
+    if callable(tally):
+        stats.counts.update({k: v for k, v in tally(out, before).items() if v})
     return out
