@@ -3,7 +3,8 @@
 A config file (TOML, JSON or YAML) mirrors these sections::
 
     [read]      image_size, max_pixels, max_full_decode_pixels, batch_size, decoder
-    [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only
+    [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only,
+                clip_score_min, caption_from, require_caption
     [embed]     model, revision, device, precision, batch_size
     [models]    aesthetic, nsfw          # paths, URLs or pinned names of the head weights
     [dedup]     exact, semantic, threshold, keep, mode, n_clusters
@@ -28,10 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
+from pixsieve.stages.documents import caption_sources
 
-SKIPPABLE = ("embed", "aesthetic", "nsfw", "dedup", "semantic-dedup")
+SKIPPABLE = ("embed", "aesthetic", "nsfw", "caption", "dedup", "semantic-dedup")
 DEFAULT_AESTHETIC_MIN = 4.5
 DEFAULT_NSFW_MAX = 0.5
+DEFAULT_CLIP_SCORE_MIN = 0.2
+"""Least image–caption cosine kept, for OpenAI ViT-L/14; argued in docs/models.md."""
 
 
 class ConfigError(ValueError):
@@ -51,13 +55,21 @@ class ReadConfig:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """Thresholds of the built-in filters (size filter off by default)."""
+    """Thresholds of the built-in filters (size filter off by default).
+
+    ``clip_score_min``, ``caption_from`` and ``require_caption`` set image–caption alignment:
+    the caption source (``txt``: the ``.txt`` sidecar, else the ``.json`` ``caption`` field;
+    or ``json:FIELD``), the least cosine kept, and whether samples without one are removed.
+    """
 
     min_side: int = 0
     max_aspect_ratio: float | None = None
     aesthetic_min: float = DEFAULT_AESTHETIC_MIN
     nsfw_max: float = DEFAULT_NSFW_MAX
     score_only: bool = False
+    clip_score_min: float = DEFAULT_CLIP_SCORE_MIN
+    caption_from: str = "txt"
+    require_caption: bool = False
 
 
 @dataclass(frozen=True)
@@ -296,6 +308,15 @@ def _validate(cfg: CurateConfig) -> None:
         raise ConfigError(
             f"[filters] nsfw_max is a probability between 0 and 1, got {cfg.filters.nsfw_max!r}"
         )
+    if not -1.0 <= cfg.filters.clip_score_min <= 1.0:
+        raise ConfigError(
+            "[filters] clip_score_min is a cosine similarity between -1 and 1, "
+            f"got {cfg.filters.clip_score_min!r}"
+        )
+    try:
+        caption_sources(cfg.filters.caption_from)
+    except ValueError as e:
+        raise ConfigError(f"[filters] caption_from: {e}") from None
     threshold = cfg.dedup.threshold
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise ConfigError(f"[dedup] threshold is a cosine similarity in (0, 1], got {threshold!r}")

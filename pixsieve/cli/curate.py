@@ -54,6 +54,12 @@ def print_summary(result: RunResult, console: Console) -> None:
             for k, v in sorted(counts.items())
             if k.startswith(("dropped_", "errors_"))
         )
+        notes = [  # what a stage noticed without dropping (e.g. no_caption_missing)
+            f"{k}={v:,}"
+            for k, v in sorted(counts.items())
+            if k not in ("in", "kept") and not k.startswith(("dropped_", "errors_"))
+        ]
+        drops = "; ".join(filter(None, [drops, ", ".join(notes)]))
         table.add_row(
             name,
             f"{counts.get('in', 0):,}",
@@ -96,6 +102,21 @@ def print_summary(result: RunResult, console: Console) -> None:
 @click.option("--aesthetic-min", type=float, help="Keep when aesthetic score ≥ this [4.5].")
 @click.option(
     "--nsfw-max", type=click.FloatRange(0, 1), help="Remove when NSFW probability ≥ this [0.5]."
+)
+@click.option(
+    "--clip-score-min",
+    type=click.FloatRange(-1, 1),
+    help="Remove when image–caption CLIP cosine < this [0.2].",
+)
+@click.option(
+    "--caption-from",
+    help="Caption source: txt (.txt, else .json caption) or json:FIELD [txt].",
+)
+@click.option(
+    "--require-caption",
+    is_flag=True,
+    default=None,
+    help="Also remove samples without a usable caption.",
 )
 @click.option("--aesthetic-weights", help="Aesthetic head weights: path, URL or name.")
 @click.option("--nsfw-weights", help="NSFW head weights: path, URL or name.")
@@ -157,6 +178,9 @@ def curate(inputs: tuple[str, ...], output: str, config_file: str | None, **opts
                     "aesthetic_min": opts["aesthetic_min"],
                     "nsfw_max": opts["nsfw_max"],
                     "score_only": opts["score_only"],
+                    "clip_score_min": opts["clip_score_min"],
+                    "caption_from": opts["caption_from"],
+                    "require_caption": opts["require_caption"],
                 },
                 "embed": {
                     "model": opts["clip_model"],

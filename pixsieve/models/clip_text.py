@@ -22,25 +22,13 @@ import torch
 
 from pixsieve.models.clip import _quiet_transformers, resolve_device, resolve_precision
 from pixsieve.models.hub import HubFile, ModelUnavailableError, fetch_hub, resolve_clip
+from pixsieve.stages.documents import clip_chars
 
 logger = logging.getLogger(__name__)
 
 CONTEXT_LENGTH = 77
 """CLIP's text context: 75 caption tokens between the start and end markers."""
-MAX_CAPTION_CHARS = 4096
-"""Characters of a caption that are kept and tokenised (see :func:`clip_chars`)."""
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
-
-
-def clip_chars(text: str) -> str:
-    """``text``, or when longer than :data:`MAX_CAPTION_CHARS` its whitespace-collapsed start.
-
-    Collapsing first (as CLIP's tokenizer does anyway) means a cut caption holds 4096 characters
-    of words, far over 77 tokens, so cutting never hides that a caption was truncated.
-    """
-    if len(text) <= MAX_CAPTION_CHARS:
-        return text
-    return " ".join(text.split())[:MAX_CAPTION_CHARS]
 
 
 @dataclass(frozen=True)
@@ -209,8 +197,10 @@ def load_tokenizer(model_dir: str | os.PathLike[str]) -> Any:
     path = Path(model_dir)
     _check_tokenizer_files(path)
     with _quiet_transformers():
-        return CLIPTokenizer(
-            vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"), model_max_length=77
+        return CLIPTokenizer(  # no length limit here: ClipTextEncoder cuts and records it
+            vocab=str(path / "vocab.json"),
+            merges=str(path / "merges.txt"),
+            model_max_length=1 << 30,
         )
 
 

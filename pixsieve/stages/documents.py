@@ -18,6 +18,11 @@ from pixsieve.batch import ImageBatch
 from pixsieve.io.tar_reader import split_name
 from pixsieve.stages.base import Stage
 
+CAPTION_PROBLEMS = ("missing", "empty", "not_utf8", "bad_json", "not_text")
+"""Why a sample has no usable caption (see :func:`read_caption`)."""
+MAX_CAPTION_CHARS = 4096
+"""Characters of a caption that are kept and tokenised (see :func:`clip_chars`)."""
+
 
 @dataclass(frozen=True)
 class TextSource:
@@ -107,6 +112,51 @@ class TextSource:
         if value is None:
             return None
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def clip_chars(text: str) -> str:
+    """``text``, or when longer than :data:`MAX_CAPTION_CHARS` its whitespace-collapsed start.
+
+    Collapsing first (as CLIP's tokenizer does anyway) means a cut caption holds 4096 characters
+    of words, far over 77 tokens, so cutting never hides that a caption was truncated.
+    """
+    if len(text) <= MAX_CAPTION_CHARS:
+        return text
+    return " ".join(text.split())[:MAX_CAPTION_CHARS]
+
+
+def caption_sources(caption_from: str) -> tuple[TextSource, ...]:
+    """The sources tried in order: ``"txt"`` → ``.txt`` then ``.json`` ``caption``.
+
+    Raises:
+        ValueError: ``caption_from`` is not ``txt``, a sidecar extension or ``json:FIELD``.
+    """
+    first = TextSource.parse(caption_from)
+    if first == TextSource("txt"):
+        return first, TextSource("json", ("caption",))
+    return (first,)
+
+
+def read_caption(
+    sources: tuple[TextSource, ...], members: dict[str, bytes]
+) -> tuple[str | None, str | None]:
+    """``(caption, None)`` or ``(None, problem)``: the first source whose sidecar exists decides.
+
+    A caption of only whitespace is ``empty``; one longer than ``MAX_CAPTION_CHARS`` has its
+    whitespace collapsed and is cut there (far past CLIP's 77 tokens: the tokenizer marks it
+    truncated), which bounds what a hostile sidecar costs downstream.
+    """
+    text, problem = None, "missing"
+    for source in sources:
+        text, problem = source.read(members)
+        if problem == "missing" and source.member(members) is None:
+            continue  # no such sidecar: try the next source
+        break
+    if text is None:
+        return None, problem
+    if not text.strip():
+        return None, "empty"
+    return clip_chars(text), None
 
 
 class TextStage(Stage):
