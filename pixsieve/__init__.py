@@ -12,9 +12,8 @@ or run the default pipeline from a config with :func:`pixsieve.curate.curate`.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from pixsieve.batch import ImageBatch
 from pixsieve.pipeline import Pipeline, RunResult
+from pixsieve.version import __version__
 
 __all__ = ["ImageBatch", "Pipeline", "RunResult", "__version__"]

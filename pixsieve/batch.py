@@ -20,6 +20,8 @@ KEPT: int = 0
 REMOVED: int = 1
 ERROR: int = 2
 STATUS_NAMES: tuple[str, str, str] = ("kept", "removed", "error")
+EMBEDDING_COLUMN: str = "embedding"
+"""The column holding each sample's CLIP embedding (set by the embed stage)."""
 
 
 @dataclass

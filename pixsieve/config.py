@@ -19,7 +19,6 @@ a file or an override, is checked against its field's type and range; a bad one 
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 import types
 import typing
@@ -29,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
+from pixsieve.stages.captions import ImageTextFilter
 from pixsieve.stages.documents import caption_sources
+from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
 SKIPPABLE = ("embed", "aesthetic", "nsfw", "caption", "dedup", "semantic-dedup")
-DEFAULT_AESTHETIC_MIN = 4.5
-DEFAULT_NSFW_MAX = 0.5
-DEFAULT_CLIP_SCORE_MIN = 0.2
-"""Least image–caption cosine kept, for OpenAI ViT-L/14; argued in docs/models.md."""
+DECODERS = ("auto", "pillow", "dali", "nvjpeg")
+EXECUTORS = ("local", "ray")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -58,16 +58,16 @@ class FilterConfig:
     """Thresholds of the built-in filters (size filter off by default).
 
     ``clip_score_min``, ``caption_from`` and ``require_caption`` set image–caption alignment:
-    the caption source (``txt``: the ``.txt`` sidecar, else the ``.json`` ``caption`` field;
-    or ``json:FIELD``), the least cosine kept, and whether samples without one are removed.
+    the least cosine kept, the caption source (``txt``: the ``.txt`` sidecar, else the
+    ``.json`` ``caption`` field; or ``json:FIELD``), and whether samples without one are removed.
     """
 
     min_side: int = 0
     max_aspect_ratio: float | None = None
-    aesthetic_min: float = DEFAULT_AESTHETIC_MIN
-    nsfw_max: float = DEFAULT_NSFW_MAX
+    aesthetic_min: float = AestheticFilter.default_threshold
+    nsfw_max: float = NSFWFilter.default_threshold
     score_only: bool = False
-    clip_score_min: float = DEFAULT_CLIP_SCORE_MIN
+    clip_score_min: float = ImageTextFilter.default_threshold
     caption_from: str = "txt"
     require_caption: bool = False
 
@@ -285,9 +285,9 @@ def _validate(cfg: CurateConfig) -> None:
     bad = [s for s in cfg.run.skip if s not in SKIPPABLE]
     if bad:
         raise ConfigError(f"[run] cannot skip {bad}: choose from {', '.join(SKIPPABLE)}")
-    _one_of("read", "decoder", cfg.read.decoder, ("auto", "pillow", "dali", "nvjpeg"))
-    _one_of("run", "executor", cfg.run.executor, ("local", "ray"))
-    _one_of("embed", "precision", cfg.embed.precision, ("fp32", "bf16", "fp16"))
+    _one_of("read", "decoder", cfg.read.decoder, DECODERS)
+    _one_of("run", "executor", cfg.run.executor, EXECUTORS)
+    _one_of("embed", "precision", cfg.embed.precision, PRECISIONS)
     _one_of("dedup", "keep", cfg.dedup.keep, KEEP_POLICIES)
     _one_of("dedup", "mode", cfg.dedup.mode, MODES)
     _at_least("read", "image_size", cfg.read.image_size, 1)
@@ -302,17 +302,11 @@ def _validate(cfg: CurateConfig) -> None:
     _at_least("export", "partition_bytes", cfg.export.partition_bytes, 1)
     _at_least("run", "workers", cfg.run.workers, 1)
     _at_least("run", "retries", cfg.run.retries, 0)
-    if math.isnan(cfg.filters.aesthetic_min):
-        raise ConfigError("[filters] aesthetic_min must be a number, got nan")
-    if not 0.0 <= cfg.filters.nsfw_max <= 1.0:
-        raise ConfigError(
-            f"[filters] nsfw_max is a probability between 0 and 1, got {cfg.filters.nsfw_max!r}"
-        )
-    if not -1.0 <= cfg.filters.clip_score_min <= 1.0:
-        raise ConfigError(
-            "[filters] clip_score_min is a cosine similarity between -1 and 1, "
-            f"got {cfg.filters.clip_score_min!r}"
-        )
+    for kind in (AestheticFilter, NSFWFilter, ImageTextFilter):  # each checks its threshold
+        try:
+            kind.checked(getattr(cfg.filters, kind.threshold_key))
+        except ValueError as e:
+            raise ConfigError(f"[filters] {e}") from e
     try:
         caption_sources(cfg.filters.caption_from)
     except ValueError as e:

@@ -181,7 +181,7 @@ def curate(
     """Run the default pipeline on ``inputs`` into ``output`` (resumes an interrupted run).
 
     Before anything is written to ``output`` the inputs are listed (a typo raises
-    :class:`~pixsieve.io.shards.InputError` without fetching any model) and every model is
+    :class:`~pixsieve.errors.InputError` without fetching any model) and every model is
     resolved by :func:`preflight` (an unusable one raises ``ModelUnavailableError``).
     """
     cfg = cfg or CurateConfig()

@@ -1,4 +1,8 @@
-"""Progress bars (rich) for the passes of a run, and a no-op stand-in when disabled."""
+"""Progress bars (rich) for the passes of a run, and a no-op stand-in when disabled.
+
+:data:`Progress` is the callback type every task receives: ``progress(n)`` reports ``n`` more
+samples done. Passes import it from here (never from an executor).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,19 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     ProgressColumn,
     Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import (
+    Progress as RichProgress,
+)
 from rich.text import Text
+
+Progress = Callable[[int], None]
+"""A task's progress callback: called with the number of samples just done."""
 
 
 class RateColumn(ProgressColumn):
@@ -33,7 +42,7 @@ class PassProgress:
 
     def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
         self.enabled = enabled
-        self._progress = Progress(
+        self._progress = RichProgress(
             TextColumn("[bold]{task.description:<9}"),
             BarColumn(),
             MofNCompleteColumn(),

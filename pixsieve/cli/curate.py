@@ -9,11 +9,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pixsieve.config import SKIPPABLE, ConfigError, CurateConfig
-from pixsieve.io.shards import InputError
+from pixsieve.config import DECODERS, EXECUTORS, PRECISIONS, SKIPPABLE, ConfigError, CurateConfig
+from pixsieve.dedup.config import KEEP_POLICIES
+from pixsieve.errors import InputError
 from pixsieve.models.hub import ModelUnavailableError
 from pixsieve.pipeline import RunResult
 from pixsieve.run.layout import OutputError
+from pixsieve.stages.captions import ImageTextFilter
+from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
+
+_DEFAULTS = CurateConfig()  # option help shows the config's defaults, never a copy of them
 
 
 def model_error(exc: BaseException) -> ModelUnavailableError | None:
@@ -90,27 +95,40 @@ def print_summary(result: RunResult, console: Console) -> None:
     help="Skip a stage (repeatable); 'embed' skips all embedding stages.",
 )
 @click.option(
-    "--samples-per-shard", type=click.IntRange(min=1), help="Samples per output tar [1000]."
+    "--samples-per-shard",
+    type=click.IntRange(min=1),
+    help=f"Samples per output tar [{_DEFAULTS.export.samples_per_shard}].",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel workers [all cores].")
-@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where stages run [local].")
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    help=f"Where stages run [{_DEFAULTS.run.executor}].",
+)
 @click.option("--ray-address", help="Ray cluster address (else RAY_ADDRESS or a local cluster).")
 @click.option("--clip-model", help="CLIP model: Hugging Face id or local directory.")
 @click.option("--clip-revision", help="Hub revision of --clip-model.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N [auto].")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="CLIP precision.")
-@click.option("--aesthetic-min", type=float, help="Keep when aesthetic score ≥ this [4.5].")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="CLIP precision.")
 @click.option(
-    "--nsfw-max", type=click.FloatRange(0, 1), help="Remove when NSFW probability ≥ this [0.5]."
+    "--aesthetic-min",
+    type=float,
+    help=f"Keep when aesthetic score ≥ this [{AestheticFilter.default_threshold:g}].",
+)
+@click.option(
+    "--nsfw-max",
+    type=click.FloatRange(*(NSFWFilter.threshold_range or (None, None))),
+    help=f"Remove when NSFW probability ≥ this [{NSFWFilter.default_threshold:g}].",
 )
 @click.option(
     "--clip-score-min",
-    type=click.FloatRange(-1, 1),
-    help="Remove when image–caption CLIP cosine < this [0.2].",
+    type=click.FloatRange(*(ImageTextFilter.threshold_range or (None, None))),
+    help=f"Remove when image–caption CLIP cosine < this [{ImageTextFilter.default_threshold:g}].",
 )
 @click.option(
     "--caption-from",
-    help="Caption source: txt (.txt, else .json caption) or json:FIELD [txt].",
+    help=f"Caption source: txt (.txt, else .json caption) or json:FIELD "
+    f"[{_DEFAULTS.filters.caption_from}].",
 )
 @click.option(
     "--require-caption",
@@ -128,8 +146,8 @@ def print_summary(result: RunResult, console: Console) -> None:
 )
 @click.option(
     "--keep",
-    type=click.Choice(["aesthetic", "resolution", "first", "farthest"]),
-    help="Which duplicate survives [aesthetic].",
+    type=click.Choice(KEEP_POLICIES),
+    help=f"Which duplicate survives [{_DEFAULTS.dedup.keep}].",
 )
 @click.option(
     "--min-side", type=click.IntRange(min=0), help="Remove images with a shorter side below this."
@@ -144,11 +162,19 @@ def print_summary(result: RunResult, console: Console) -> None:
 )
 @click.option(
     "--decoder",
-    type=click.Choice(["auto", "pillow", "dali", "nvjpeg"]),
+    type=click.Choice(DECODERS),
     help="Image decoder [auto: DALI or nvJPEG on a GPU when installed, else CPU].",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per batch [256].")
-@click.option("--retries", type=click.IntRange(min=0), help="Retries of a failing shard [1].")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help=f"Samples per batch [{_DEFAULTS.read.batch_size}].",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    help=f"Retries of a failing shard [{_DEFAULTS.run.retries}].",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a different run already in --output.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")

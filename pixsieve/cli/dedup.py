@@ -17,6 +17,7 @@ from pixsieve.dedup import (
     MODES,
     DedupResult,
     EmbeddingError,
+    InputError,
     SemanticDedupConfig,
     find_duplicates,
     read_embeddings,
@@ -178,7 +179,7 @@ def dedup(
                 resolution=table.resolution,
                 progress=update,
             )
-    except EmbeddingError as exc:
+    except (EmbeddingError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
     target = write_duplicates(output, table.ids, result, extra={"input": str(embeddings)})
     _summary(console, result, time.perf_counter() - start, target)

@@ -14,9 +14,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pixsieve.report.fates import OFF, Threshold
-from pixsieve.report.rundir import RunError
+from pixsieve.config import EXECUTORS, CurateConfig
+from pixsieve.errors import EmbeddingError, InputError
+from pixsieve.run.fates import OFF, Threshold
+from pixsieve.run.finished import RunError
 from pixsieve.run.layout import OutputError
+
+_DEFAULTS = CurateConfig()
 
 
 class ThresholdType(click.ParamType):
@@ -46,6 +50,27 @@ class ThresholdType(click.ParamType):
         return out if self.many else out[0]
 
 
+class NamedThresholdType(ThresholdType):
+    """``NAME=VALUE`` (``many``: ``NAME=V1,V2``) for any score filter of the run, by stage name."""
+
+    name = "name=threshold"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse ``blueness=0.3`` or (``many``) ``blueness=0.3,0.4,off``."""
+        if not isinstance(value, str):
+            return value
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip():
+            self.fail(f"{value!r}: give NAME=VALUE, NAME being a score filter's stage name")
+        return name.strip(), super().convert(rest, param, ctx)
+
+
+_NAMED = (
+    "Threshold(s) of any score filter of the run by stage name, NAME=V[,V...] (repeatable; "
+    "for filters of your own, e.g. blueness=0.3,0.4)."
+)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into a one-line message and exit code 1."""
@@ -53,10 +78,8 @@ def user_errors() -> Iterator[None]:
         yield
     except (RunError, OutputError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
-    except Exception as e:
-        if type(e).__name__ in ("EmbeddingError", "InputError"):
-            raise click.ClickException(f"{type(e).__name__}: {e}") from e
-        raise
+    except (EmbeddingError, InputError) as e:
+        raise click.ClickException(f"{type(e).__name__}: {e}") from e
 
 
 def _run_dir(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,42 +116,48 @@ _DEDUP = "Semantic-dedup cosine threshold(s); 'off' disables [the run's]."
 @click.option("--aesthetic-min", type=ThresholdType(many=True), help=_AESTHETIC)
 @click.option("--nsfw-max", type=ThresholdType(many=True), help=_NSFW)
 @click.option("--dedup-threshold", type=ThresholdType(many=True), help=_DEDUP)
+@click.option(
+    "--threshold", "named", type=NamedThresholdType(many=True), multiple=True, help=_NAMED
+)
 @click.option("--csv", "csv_path", help="Where to write the table as CSV [OUT/sweep.csv].")
 def sweep(
     output: str,
     aesthetic_min: list[Threshold] | None,
     nsfw_max: list[Threshold] | None,
     dedup_threshold: list[Threshold] | None,
+    named: tuple[tuple[str, list[Threshold]], ...],
     csv_path: str | None,
 ) -> None:
     """How many samples each combination of thresholds keeps, from the cached scores and
     embeddings of the run in OUT (no model runs). Lists are comma-separated: 4,4.5,5."""
-    from pixsieve.report import sweep as run_sweep
+    from pixsieve.run.sweep import sweep as run_sweep
 
     with user_errors():
         result = run_sweep(
-            output, aesthetic_min=aesthetic_min, nsfw_max=nsfw_max, dedup_threshold=dedup_threshold
+            output,
+            aesthetic_min=aesthetic_min,
+            nsfw_max=nsfw_max,
+            dedup_threshold=dedup_threshold,
+            thresholds=dict(named),
         )
         written = result.write_csv(csv_path)
     table = Table(title=f"{result.samples:,} input samples · * = the run's own thresholds")
-    for col in ("aesthetic ≥", "nsfw <", "dedup <", "kept", "fraction"):
+    limits = result.columns[: result.columns.index("kept")]  # the thresholds, dedup's last
+    removed = [c for c in result.columns if c.startswith("removed_")]
+    for col in (*limits, "kept", "fraction"):
         table.add_column(col, justify="right")
-    for col in ("−aesthetic", "−nsfw", "−semantic dup"):
-        table.add_column(col, justify="right", style="dim")
+    for col in removed:
+        table.add_column("−" + col.removeprefix("removed_"), justify="right", style="dim")
 
     def show(v: float | None) -> str:
         return "off" if v is None else f"{v:g}"
 
     for row in result.rows:
         table.add_row(
-            show(row["aesthetic_min"]),
-            show(row["nsfw_max"]),
-            show(row["dedup_threshold"]),
+            *(show(row[c]) for c in limits),
             f"{row['kept']:,}" + (" *" if row["current"] else ""),
             f"{100 * row['fraction']:.1f}%",
-            f"{row['removed_aesthetic']:,}",
-            f"{row['removed_nsfw']:,}",
-            f"{row['removed_semantic_duplicate']:,}",
+            *(f"{row[c]:,}" for c in removed),
         )
     console = Console()
     console.print(table)
@@ -141,6 +170,14 @@ def sweep(
 @click.option("--aesthetic-min", type=ThresholdType(), help=_AESTHETIC)
 @click.option("--nsfw-max", type=ThresholdType(), help=_NSFW)
 @click.option("--dedup-threshold", type=ThresholdType(), help=_DEDUP)
+@click.option("--threshold", "named", type=NamedThresholdType(), multiple=True, help=_NAMED)
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default=_DEFAULTS.run.executor,
+    show_default=True,
+    help="Where semantic dedup and export run (as for curate).",
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel export workers [all cores].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --output.")
 @click.option("--no-report", is_flag=True, help="Do not write OUT2/report.html.")
@@ -150,6 +187,8 @@ def refilter(
     aesthetic_min: Threshold,
     nsfw_max: Threshold,
     dedup_threshold: Threshold,
+    named: tuple[tuple[str, Threshold], ...],
+    executor: str,
     workers: int | None,
     overwrite: bool,
     no_report: bool,
@@ -157,7 +196,7 @@ def refilter(
     """Re-export the run in OUT with new thresholds into a new run directory, from cached
     scores and embeddings (no model runs); kept samples' members are copied byte for byte from
     the input shards, which must still be readable."""
-    from pixsieve.report import refilter as run_refilter
+    from pixsieve.refilter import refilter as run_refilter
 
     with user_errors():
         result = run_refilter(
@@ -166,6 +205,8 @@ def refilter(
             aesthetic_min=aesthetic_min,
             nsfw_max=nsfw_max,
             dedup_threshold=dedup_threshold,
+            thresholds=dict(named),
+            executor=executor,
             workers=workers,
             overwrite=overwrite,
             report=not no_report,

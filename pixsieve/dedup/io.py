@@ -20,17 +20,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.kmeans import EmbeddingError
 from pixsieve.dedup.result import DedupResult
+from pixsieve.errors import InputError
 
 Progress = Callable[[str, int, int], None]
 
 DUPLICATES_FILE: str = "duplicates.parquet"
 SUMMARY_FILE: str = "dedup.json"
-
-
-class InputError(EmbeddingError):
-    """The embeddings table cannot be used (missing column, wrong type or dimension, NaN...)."""
 
 
 @dataclass

@@ -13,14 +13,12 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
+from pixsieve.errors import EmbeddingError
+
 Progress = Callable[[str, int, int], None]
 
 #: Rows per chunk when streaming over the embeddings (norms, search).
 CHUNK_ROWS: int = 65536
-
-
-class EmbeddingError(ValueError):
-    """Embeddings that cannot be deduplicated (wrong shape, NaN/inf, zero vectors)."""
 
 
 def faiss_gpu_available() -> bool:

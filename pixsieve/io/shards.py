@@ -17,13 +17,11 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
+from pixsieve.errors import InputError
+
 SHARD_SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz")
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
-
-
-class InputError(ValueError):
-    """The inputs cannot be resolved to shards (nothing matched, missing file, bad pattern)."""
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,11 @@ import pyarrow.dataset as ds
 
 from pixsieve.stages.base import reason_code
 
-SCORE_COLUMNS = ("aesthetic_score", "nsfw_prob")
 DETAIL_COLUMNS = (
     "position", "key", "source", "members", "status", "reason", "width", "height", "format",
-    "aesthetic_score", "nsfw_prob", "duplicate_of", "similarity", "component_id",
-    "component_size", "chained", "output_shard",
+    "duplicate_of", "similarity", "component_id", "component_size", "chained", "output_shard",
 )  # fmt: skip
+"""Columns read for each sampled row (the score columns are added by the caller)."""
 _SEP = "\x1f"
 
 
@@ -77,14 +76,19 @@ class _Sampler:
 
 
 def collect(
-    dataset: ds.Dataset, per_group: int = 12, max_groups: int = 8, seed: int = 0
+    dataset: ds.Dataset,
+    per_group: int = 12,
+    max_groups: int = 8,
+    seed: int = 0,
+    score_columns: tuple[str, ...] = (),
 ) -> ManifestStats:
-    """Gather counts, scores, errors, sampled rows and duplicate groups from ``dataset``."""
+    """Gather counts, scores (of ``score_columns``), errors, sampled rows and duplicate groups
+    from ``dataset``."""
     names = set(dataset.schema.names)
     stats = ManifestStats(columns=names)
-    light = ["position", "status", "reason", "source"] + [c for c in SCORE_COLUMNS if c in names]
+    light = ["position", "status", "reason", "source"] + [c for c in score_columns if c in names]
     sampler = _Sampler(per_group, seed)
-    score_parts: dict[str, list[np.ndarray]] = {c: [] for c in SCORE_COLUMNS if c in names}
+    score_parts: dict[str, list[np.ndarray]] = {c: [] for c in score_columns if c in names}
     kept_parts: list[np.ndarray] = []
     offset = 0
     fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
@@ -130,7 +134,7 @@ def collect(
         values = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         if np.isfinite(values).any():
             stats.scores[c] = (values, kept)
-    detail = [c for c in DETAIL_COLUMNS if c in names]
+    detail = [c for c in dict.fromkeys((*DETAIL_COLUMNS, *score_columns)) if c in names]
     stats.picks = _take(dataset.schema, fragments, starts, sampler.pool, detail)
     if "component_id" in names:
         stats.groups = _duplicate_groups(dataset, detail, max_groups, seed)

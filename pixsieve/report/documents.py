@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pixsieve.io.tar_reader import TarShardReader
-from pixsieve.report.rundir import FinishedRun, RunError
+from pixsieve.run.finished import FinishedRun, RunError
 from pixsieve.run.layout import shard_id
 from pixsieve.stages.documents import TextSource
 
@@ -42,7 +42,7 @@ class _Embeddings:
 
     def take(self, index: int, positions: list[int]) -> pa.Array:
         if index != self.index:
-            path = self.run.cache_path(index)
+            path = self.run.layout.samples(index)
             with self.run.layout.fs.open(path, "rb") as f:
                 if "embedding" not in pq.ParquetFile(f).schema_arrow.names:
                     raise RunError(f"{self.run.url} has no cached embeddings (was embed skipped?)")

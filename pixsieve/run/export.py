@@ -16,14 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pixsieve.executors.base import Progress
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import conform
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.io.writer import ShardWriter
-from pixsieve.run.layout import RunLayout, shard_id
+from pixsieve.progress import Progress
+from pixsieve.run.layout import RunLayout, part_id
 from pixsieve.run.score import shard_error_row
-from pixsieve.run.semantic import RESULT_PATH
 
 PASS = "export"
 SEMANTIC_COLUMNS = ("similarity", "component_id", "component_size", "chained")
@@ -69,7 +68,7 @@ class ExportWorker:
             if self._ready:
                 return
             self._schema = self._manifest_schema()
-            path = self.layout.path(*RESULT_PATH)
+            path = self.layout.semantic_duplicates()
             if self.semantic and self.layout.fs.exists(path):
                 table = self.layout.read_table(path)
                 for i in np.unique(table["shard_index"].to_numpy()):
@@ -92,7 +91,7 @@ class ExportWorker:
             )
         ]
         for index in range(len(self.shards)):
-            path = self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
+            path = self.layout.samples(index)
             if self.layout.fs.exists(path):
                 with self.layout.fs.open(path, "rb") as f:
                     schemas.append(pq.read_schema(f))
@@ -114,11 +113,11 @@ class ExportWorker:
 
     def done(self, part: int) -> dict[str, Any] | None:
         """Saved summary when this partition was already exported."""
-        return self.layout.read_json(self.layout.marker(PASS, f"{part:05d}"))
+        return self.layout.read_json(self.layout.marker(PASS, part_id(part)))
 
     def _decided(self, index: int) -> pa.Table:
         """The shard's cached table with semantic decisions applied (embeddings dropped)."""
-        path = self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
+        path = self.layout.samples(index)
         if not self.layout.fs.exists(path):  # the score pass could not even record the shard
             return shard_error_row(self.shards[index].url, "not scored").add_column(
                 2, "source", pa.array([self.shards[index].url], pa.string())
@@ -179,8 +178,8 @@ class ExportWorker:
         meta_schema = pa.schema([f for f in self._schema if f.name not in _NOT_METADATA])
         writer = ShardWriter(
             self.layout.fs,
-            self.layout.path("shards"),
-            f"part-{part:05d}",
+            self.layout.shards_dir(),
+            self.layout.shard_prefix(part),
             self.samples_per_shard,
             schema=meta_schema,
         )
@@ -193,10 +192,10 @@ class ExportWorker:
             writer.abort()
             raise
         manifest = pa.concat_tables([conform(m, self._schema) for m in manifests])
-        self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
+        self.layout.write_table(self.layout.manifest_part(part), manifest)
         kept = int(pc.sum(pc.equal(manifest["status"], "kept")).as_py() or 0)
         summary = {"samples": manifest.num_rows, "kept": kept, "shards": len(written)}
-        self.layout.write_json(self.layout.marker(PASS, f"{part:05d}"), summary)
+        self.layout.write_json(self.layout.marker(PASS, part_id(part)), summary)
         return summary
 
     def _export_shard(self, index: int, writer: ShardWriter, progress: Progress) -> pa.Table:
@@ -219,7 +218,7 @@ class ExportWorker:
                 if status[j] == "kept":
                     members = list(zip(sample.names, sample.data, strict=True))
                     name = writer.write(members, metadata[j], key=sample.key)
-                    output[j] = f"shards/{name}"
+                    output[j] = self.layout.output_shard(name)
                     copied += 1
                 if copied == expected:
                     break
@@ -230,7 +229,7 @@ class ExportWorker:
 
     def _clean_stale(self, part: int) -> None:
         fs = self.layout.fs
-        pattern = self.layout.path("shards", f"part-{part:05d}-*")
+        pattern = f"{self.layout.shards_dir()}/{self.layout.shard_prefix(part)}-*"
         for path in fs.glob(pattern):
             fs.rm(path)
 
@@ -258,5 +257,5 @@ class ExportWorker:
             )
             manifests.append(table.append_column("output_shard", pa.nulls(len(kept), pa.string())))
         manifest = pa.concat_tables([conform(m, self._schema) for m in manifests])
-        self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
+        self.layout.write_table(self.layout.manifest_part(part), manifest)
         return {"samples": manifest.num_rows, "kept": 0, "shards": 0, "error": error}

@@ -10,7 +10,12 @@
     OUT/cache/exact_duplicates.parquet
     OUT/cache/samples/SSSSS.parquet   per input shard: fate so far, scores, embeddings
     OUT/cache/semantic_duplicates.parquet
+    OUT/cache/fingerprint.json        inputs and settings (guards resuming another run)
     OUT/cache/done/PASS/ID.json       completion markers (resume skips what has one)
+    OUT/report.html                   the run's report
+
+:class:`RunLayout` is the one place these paths are spelled: every pass, the report and
+``refilter`` ask it by name (``layout.samples(i)``, ``layout.manifest_part(p)``, ...).
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ class OutputError(OSError):
 def shard_id(index: int) -> str:
     """Stable identifier of the ``index``-th input shard."""
     return f"{index:05d}"
+
+
+def part_id(part: int) -> str:
+    """Stable identifier of the ``part``-th export partition."""
+    return f"{part:05d}"
+
+
+_SHARDS = "shards"
+
+#: Top-level entries that make a directory "hold a run" (and that ``--overwrite`` clears).
+RUN_ENTRIES = ("manifest", "shards", "run.json", "cache", "report.html")
 
 
 @dataclass
@@ -63,9 +79,79 @@ class RunLayout:
         """Join ``parts`` under the output root."""
         return "/".join([self.root.rstrip("/"), *parts])
 
+    # -- artefacts, by name ---------------------------------------------------------------
+
+    def samples_dir(self) -> str:
+        """``cache/samples``: the per-shard sample caches."""
+        return self.path("cache", "samples")
+
+    def samples(self, index: int) -> str:
+        """``cache/samples/SSSSS.parquet``: fate so far, scores, embeddings of shard ``index``."""
+        return self.path("cache", "samples", f"{shard_id(index)}.parquet")
+
+    def hashes(self, index: int) -> str:
+        """``cache/hashes/SSSSS.parquet``: image content hashes of shard ``index``."""
+        return self.path("cache", "hashes", f"{shard_id(index)}.parquet")
+
+    def exact_duplicates(self) -> str:
+        """``cache/exact_duplicates.parquet``: the global exact-duplicate decision."""
+        return self.path("cache", "exact_duplicates.parquet")
+
+    def semantic_duplicates(self) -> str:
+        """``cache/semantic_duplicates.parquet``: the semantic dedup decision."""
+        return self.path("cache", "semantic_duplicates.parquet")
+
+    def fingerprint(self) -> str:
+        """``cache/fingerprint.json``: inputs and settings of the run in this directory."""
+        return self.path("cache", "fingerprint.json")
+
+    def done_dir(self, pass_name: str) -> str:
+        """``cache/done/PASS``: the completion markers of one pass."""
+        return self.path("cache", "done", pass_name)
+
     def marker(self, pass_name: str, item: str) -> str:
         """Completion marker path of ``item`` in ``pass_name``."""
         return self.path("cache", "done", pass_name, f"{item}.json")
+
+    def run_json(self) -> str:
+        """``run.json``: the record of the finished run."""
+        return self.path("run.json")
+
+    def manifest_dir(self) -> str:
+        """``manifest``: one part per export partition."""
+        return self.path("manifest")
+
+    def manifest_part(self, part: int) -> str:
+        """``manifest/part-PPPPP.parquet``: one row per input sample of partition ``part``."""
+        return self.path("manifest", f"part-{part_id(part)}.parquet")
+
+    def shards_dir(self) -> str:
+        """``shards``: the output tars and their Parquet files."""
+        return self.path(_SHARDS)
+
+    @staticmethod
+    def output_shard(name: str) -> str:
+        """An output shard's path relative to the run (the manifest's ``output_shard``)."""
+        return f"{_SHARDS}/{name}"
+
+    def shard_prefix(self, part: int) -> str:
+        """File-name prefix of partition ``part``'s output shards (``part-PPPPP``)."""
+        return f"part-{part_id(part)}"
+
+    def report(self) -> str:
+        """``report.html``."""
+        return self.path("report.html")
+
+    def present(self) -> list[str]:
+        """The entries of :data:`RUN_ENTRIES` that exist (a non-empty list: a run is here)."""
+        return [p for p in RUN_ENTRIES if self.fs.exists(self.path(p))]
+
+    def clear(self) -> None:
+        """Remove every entry of :data:`RUN_ENTRIES` (``--overwrite``)."""
+        for p in self.present():
+            self.fs.rm(self.path(p), recursive=True)
+
+    # -- reading and writing ---------------------------------------------------------------
 
     def read_json(self, path: str) -> dict[str, Any] | None:
         """Read a JSON file, or ``None`` if it does not exist."""

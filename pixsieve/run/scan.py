@@ -7,13 +7,12 @@ from typing import Any
 import pyarrow as pa
 
 from pixsieve.dedup.exact import content_hash, find_exact_duplicates
-from pixsieve.executors.base import Progress
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tar_reader import TarShardReader
+from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
 
 PASS = "scan"
-EXACT_PATH = ("cache", "exact_duplicates.parquet")
 
 
 class ScanWorker:
@@ -28,9 +27,6 @@ class ScanWorker:
 
     def setup(self) -> None:
         """Nothing to load."""
-
-    def _table_path(self, index: int) -> str:
-        return self.layout.path("cache", "hashes", f"{shard_id(index)}.parquet")
 
     def done(self, index: int) -> dict[str, Any] | None:
         """Saved summary when this shard was already scanned."""
@@ -62,7 +58,7 @@ class ScanWorker:
                 "hash": pa.array(digests, pa.binary(16)),
             }
         )
-        self.layout.write_table(self._table_path(index), table)
+        self.layout.write_table(self.layout.hashes(index), table)
         summary = {"samples": samples, "error": reader.error}
         self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)
         return summary
@@ -74,12 +70,12 @@ class ScanWorker:
 
 def exact_duplicates(layout: RunLayout, n_shards: int) -> pa.Table:
     """Global exact-duplicate decision over all scanned shards (cached in the output)."""
-    path = layout.path(*EXACT_PATH)
+    path = layout.exact_duplicates()
     if layout.read_json(layout.marker(PASS, "exact")) is not None:
         return layout.read_table(path)
     tables = []
     for i in range(n_shards):
-        p = layout.path("cache", "hashes", f"{shard_id(i)}.parquet")
+        p = layout.hashes(i)
         if layout.fs.exists(p):
             tables.append(layout.read_table(p))
     empty = pa.table({"hash": pa.array([], pa.binary(16))})

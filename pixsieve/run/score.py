@@ -11,18 +11,19 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pixsieve.batch import ERROR, ImageBatch
-from pixsieve.executors.base import Progress
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import batch_to_table
 from pixsieve.io.tar_reader import RawSample, TarShardReader
+from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
-from pixsieve.stages.base import Stage, StageLike, StageStats, run_stage, stage_name
+from pixsieve.stages.base import StageLike, StageStats, run_stage, stage_name
+from pixsieve.stages.exact import Duplicates, ExactDuplicateStage
 
 PASS = "score"
 _END = object()
@@ -38,34 +39,9 @@ EMPTY_SAMPLES = pa.table(
 )
 
 
-class ExactDuplicateStage(Stage):
-    """Remove samples the scan pass found to be byte-identical to an earlier one."""
-
-    name: ClassVar[str] = "exact_dedup"
-
-    def __init__(self, duplicates: dict[int, tuple[str, str]]) -> None:
-        self.duplicates = duplicates
-
-    def process(self, batch: ImageBatch) -> ImageBatch:
-        """Mark duplicates (``reason=exact_duplicate``) and release their bytes."""
-        hit = np.array([int(p) in self.duplicates for p in batch.position], dtype=bool)
-        of = np.full(len(batch), None, dtype=object)
-        src = np.full(len(batch), None, dtype=object)
-        for i in np.flatnonzero(hit):
-            of[i], src[i] = self.duplicates[int(batch.position[i])]
-            batch.image_bytes[i] = None
-        batch.drop(hit, "exact_duplicate")
-        batch.set_column("duplicate_of", of)
-        batch.set_column("duplicate_of_source", src)
-        return batch
-
-
 def _read_stats(batch: ImageBatch, stats: StageStats) -> None:
-    stats.counts["in"] += len(batch)
-    stats.counts["kept"] += int(batch.alive.sum())
-    for i in np.flatnonzero(batch.status == ERROR):
-        code = (batch.reason[i] or "unknown").split(":", 1)[0]
-        stats.counts[f"errors_{code}"] += 1
+    """Counters of reading: every sample entered; those the reader could not use are errors."""
+    stats.count(np.ones(len(batch), dtype=bool), batch.alive, batch.status == ERROR, batch.reason)
 
 
 def shard_error_row(source: str, error: str) -> pa.Table:
@@ -118,7 +94,7 @@ class ScoreWorker:
         self.storage_options = storage_options
         self.exact = exact
         self.prefetch = prefetch
-        self._duplicates: dict[int, dict[int, tuple[str, str]]] | None = None
+        self._duplicates: dict[int, Duplicates] | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -139,10 +115,10 @@ class ScoreWorker:
                 self._duplicates = self._load_duplicates()
         self._thread_stages()
 
-    def _load_duplicates(self) -> dict[int, dict[int, tuple[str, str]]]:
-        out: dict[int, dict[int, tuple[str, str]]] = {}
+    def _load_duplicates(self) -> dict[int, Duplicates]:
+        out: dict[int, Duplicates] = {}
         if self.exact:
-            dups = self.layout.read_table(self.layout.path("cache", "exact_duplicates.parquet"))
+            dups = self.layout.read_table(self.layout.exact_duplicates())
             for row in dups.to_pylist():
                 out.setdefault(row["shard_index"], {})[row["position"]] = (
                     row["duplicate_of"],
@@ -159,9 +135,6 @@ class ScoreWorker:
             self._local.stages = stages
         return stages
 
-    def _path(self, index: int) -> str:
-        return self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
-
     def done(self, index: int) -> dict[str, Any] | None:
         """Saved summary when this shard was already scored."""
         return self.layout.read_json(self.layout.marker(PASS, shard_id(index)))
@@ -177,7 +150,7 @@ class ScoreWorker:
             yield ImageBatch.from_samples(chunk, reader.url, index)
 
     def run(self, index: int, progress: Progress) -> dict[str, Any]:
-        """Score one shard; write ``cache/samples/SSSSS.parquet`` and its marker."""
+        """Score one shard; write its sample cache (``layout.samples``) and marker."""
         self.setup()
         stages = self._thread_stages()
         url = self.shards[index].url
@@ -199,7 +172,7 @@ class ScoreWorker:
         table = pa.concat_tables(tables, promote_options="permissive") if tables else EMPTY_SAMPLES
         if reader.error is not None and reader.error.startswith("corrupt_shard"):
             table = _all_errors(table, f"shard_error: {reader.error}")
-        self.layout.write_table(self._path(index), table)
+        self.layout.write_table(self.layout.samples(index), table)
         summary = {
             "samples": samples,
             "error": reader.error,
@@ -275,8 +248,8 @@ class ScoreWorker:
 
         def flush() -> None:
             batch = ImageBatch.from_samples(chunk, url, index)
-            _read_stats(batch, read)
             batch.drop(np.ones(len(batch), dtype=bool), reason, status=ERROR)
+            _read_stats(batch, read)
             tables.append(batch_to_table(batch))
             chunk.clear()
 
@@ -297,7 +270,5 @@ class ScoreWorker:
             if tables
             else shard_error_row(url, error)
         )
-        self.layout.write_table(self._path(index), table)
-        read.counts["errors_shard_error"] += read.counts["kept"]
-        read.counts["kept"] = 0
+        self.layout.write_table(self.layout.samples(index), table)
         return {"samples": read.counts["in"], "error": error, "stats": {"read": read.to_dict()}}

@@ -11,10 +11,10 @@ import pyarrow.compute as pc
 
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import embeddings_from_arrow
-from pixsieve.run.layout import RunLayout, shard_id
+from pixsieve.run.layout import RunLayout
+from pixsieve.stages.base import StageStats
 
 PASS = "semantic"
-RESULT_PATH = ("cache", "semantic_duplicates.parquet")
 _COLUMNS = ["position", "key", "status", "embedding", "aesthetic_score", "width", "height"]
 
 
@@ -22,7 +22,7 @@ def load_candidates(layout: RunLayout, shards: list[ShardRef]) -> dict[str, Any]
     """Collect kept samples that have an embedding, from every shard's cache."""
     parts: list[pa.Table] = []
     for i, shard in enumerate(shards):
-        path = layout.path("cache", "samples", f"{shard_id(i)}.parquet")
+        path = layout.samples(i)
         if not layout.fs.exists(path):
             continue
         t = layout.read_table(path)
@@ -75,6 +75,7 @@ def run_semantic_dedup(
         )
     }  # fmt: skip
     timings: dict[str, float] = {}
+    removed = np.zeros(n, dtype=bool)
     if n:
         result = find_duplicates(
             data["embeddings"],
@@ -85,15 +86,16 @@ def run_semantic_dedup(
             map_calls=map_calls,
         )
         timings = dict(getattr(result, "timings", {}) or {})
+        removed = np.asarray(result.removed, dtype=bool)
         grouped = np.flatnonzero(np.asarray(result.component_size) > 1)
         rep = np.asarray(result.duplicate_of)
         for i in grouped:
-            removed = bool(result.removed[i])
+            gone = bool(removed[i])
             rows["shard_index"].append(int(data["shard_index"][i]))
             rows["position"].append(int(data["position"][i]))
-            rows["removed"].append(removed)
-            rows["duplicate_of"].append(str(data["key"][rep[i]]) if removed else None)
-            rows["duplicate_of_source"].append(str(data["source"][rep[i]]) if removed else None)
+            rows["removed"].append(gone)
+            rows["duplicate_of"].append(str(data["key"][rep[i]]) if gone else None)
+            rows["duplicate_of_source"].append(str(data["source"][rep[i]]) if gone else None)
             sim = float(result.similarity[i])
             rows["similarity"].append(None if np.isnan(sim) else sim)
             rows["component_id"].append(int(result.component_id[i]))
@@ -112,10 +114,11 @@ def run_semantic_dedup(
             "chained": pa.array(rows["chained"], pa.bool_()),
         }
     )
-    layout.write_table(layout.path(*RESULT_PATH), table)
-    removed = int(sum(rows["removed"]))
+    layout.write_table(layout.semantic_duplicates(), table)
+    stats = StageStats()
+    stats.count(np.ones(n, dtype=bool), ~removed, np.zeros(n, dtype=bool), "semantic_duplicate")
     summary = {
-        "stats": {"counts": {"in": n, "kept": n - removed, "dropped_semantic_duplicate": removed}},
+        "stats": {"counts": dict(stats.counts)},
         "seconds": round(time.perf_counter() - start, 3),
         "timings": timings,
     }

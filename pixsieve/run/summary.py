@@ -18,10 +18,10 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from pixsieve import __version__
 from pixsieve.io.shards import ShardRef
 from pixsieve.run.layout import OutputError, RunLayout
 from pixsieve.stages.base import StageStats, reason_code, stage_name
+from pixsieve.version import __version__
 
 _PACKAGES = ("numpy", "pyarrow", "pillow", "fsspec", "torch", "transformers", "faiss-cpu", "ray")
 
@@ -63,28 +63,29 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def check_fingerprint(
-    layout: RunLayout, shards: list[ShardRef], pipeline: Any, overwrite: bool
+def claim_output(
+    layout: RunLayout, fingerprint: dict[str, Any], overwrite: bool, resume: bool = True
 ) -> None:
-    """Allow resuming only the same run; with ``overwrite`` clear a different one first."""
-    path = layout.path("cache", "fingerprint.json")
-    current = fingerprint(shards, pipeline)
-    saved = layout.read_json(path)
-    occupied = any(
-        layout.fs.exists(layout.path(p)) for p in ("manifest", "shards", "run.json", "cache")
-    )
-    same = saved is not None and saved.get("digest") == _digest(current)
-    if occupied and not same:
+    """Make ``layout`` the home of the run described by ``fingerprint``, or refuse.
+
+    The one output check of every entry point (``curate``, ``Pipeline.run``, ``refilter``).
+    An empty directory is claimed. One holding the same run (same fingerprint) is resumed
+    when ``resume``; any other run there is refused unless ``overwrite``, which clears it.
+    """
+    present = layout.present()
+    saved = layout.read_json(layout.fingerprint())
+    same = resume and saved is not None and saved.get("digest") == _digest(fingerprint)
+    if present and not same:
         if not overwrite:
+            what = "a run with other inputs or settings" if resume else "a run"
             raise OutputError(
-                f"{layout.url} already holds a run with other inputs or settings; "
+                f"{layout.url} already holds {what} ({', '.join(present)}); "
                 "choose another --output, or pass --overwrite to replace it"
             )
-        for p in ("manifest", "shards", "run.json", "cache", "report.html"):
-            if layout.fs.exists(layout.path(p)):
-                layout.fs.rm(layout.path(p), recursive=True)
+        layout.clear()
     if not same:
-        layout.write_json(path, {"digest": _digest(current), "fingerprint": current})
+        record = {"digest": _digest(fingerprint), "fingerprint": fingerprint}
+        layout.write_json(layout.fingerprint(), record)
 
 
 def _versions() -> dict[str, str]:
@@ -99,7 +100,7 @@ def _versions() -> dict[str, str]:
 
 def manifest_totals(layout: RunLayout) -> tuple[dict[str, int], dict[str, int]]:
     """Count samples by status and by reason code from the written manifest."""
-    path = layout.path("manifest")
+    path = layout.manifest_dir()
     if not layout.fs.exists(path):
         return {"input": 0, "kept": 0, "removed": 0, "error": 0}, {}
     table = ds.dataset(path, filesystem=layout.fs, format="parquet").to_table(
@@ -118,20 +119,35 @@ def manifest_totals(layout: RunLayout) -> tuple[dict[str, int], dict[str, int]]:
 def build_run_record(
     layout: RunLayout,
     shards: list[ShardRef],
-    pipeline: Any,
-    executor: Any,
+    *,
+    config: dict[str, Any],
+    stages: list[dict[str, Any]],
+    decoder: str,
+    semantic_config: Any,
+    executor: dict[str, Any],
     results: dict[str, list[Any]],
     semantic: dict[str, Any] | None,
     timings: dict[str, float],
     started: float,
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble everything ``run.json`` records about a finished run."""
-    stages: dict[str, StageStats] = {}
+    """Assemble everything ``run.json`` records about a finished run (the one writer).
+
+    ``stages`` are :func:`describe_stage` records; ``results`` the task results per pass that
+    ran. A run that started at a later pass (``refilter``) hands in ``earlier``: the
+    ``counters`` (stage → :meth:`StageStats.to_dict`) and ``shard_errors`` of the passes it did
+    not run.
+    """
+    earlier = earlier or {}
+    counters: dict[str, StageStats] = {}
+    for name, saved in (earlier.get("counters") or {}).items():
+        counters.setdefault(name, StageStats()).merge(saved)
     for r in results.get("score", []):
         for name, saved in (r.summary.get("stats") or {}).items():
-            stages.setdefault(name, StageStats()).merge(saved)
+            counters.setdefault(name, StageStats()).merge(saved)
     if semantic is not None:
-        stages.setdefault("semantic_dedup", StageStats()).merge(semantic["stats"])
+        counters["semantic_dedup"] = StageStats()
+        counters["semantic_dedup"].merge(semantic["stats"])
     errors: dict[tuple[str, str], dict[str, Any]] = {}
     for pass_name, rs in results.items():
         for r in rs:
@@ -148,25 +164,22 @@ def build_run_record(
     return {
         "pixsieve_version": __version__,
         "versions": _versions(),
-        "config": pipeline.config,
-        "stages": [describe_stage(s) for s in pipeline.stages],
-        "decoder": next(
-            (getattr(s, "backend", "pillow") for s in pipeline.stages if stage_name(s) == "decode"),
-            "pillow",
-        ),
-        "executor": executor.describe(),
+        "config": config,
+        "stages": stages,
+        "decoder": decoder,
+        "executor": executor,
         "inputs": {"shards": len(shards), "bytes": sum(s.size for s in shards)},
         "totals": totals,
         "reasons": reasons,
-        "counters": {name: s.to_dict() for name, s in stages.items()},
+        "counters": {name: s.to_dict() for name, s in counters.items()},
         "semantic_dedup": semantic,
-        "semantic_dedup_config": config_as_dict(pipeline.semantic_dedup),
+        "semantic_dedup_config": config_as_dict(semantic_config),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "tasks": {
             p: {"total": len(rs), "resumed": sum(1 for r in rs if r.resumed)}
             for p, rs in results.items()
         },
-        "shard_errors": list(errors.values()),
+        "shard_errors": list(earlier.get("shard_errors") or []) + list(errors.values()),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(finished - started, 3),
     }

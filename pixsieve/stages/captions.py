@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from pixsieve.batch import ImageBatch
-from pixsieve.config import DEFAULT_CLIP_SCORE_MIN
 from pixsieve.models.hub import DEFAULT_CLIP_ID, DEFAULT_CLIP_REVISION
-from pixsieve.stages.base import Filter, Resources, Stage
+from pixsieve.stages.base import Resources, ScoreFilter, Stage, keep_at_least
 from pixsieve.stages.documents import CAPTION_PROBLEMS, caption_sources, read_caption
 from pixsieve.stages.embed import EMBEDDING_COLUMN
 
@@ -128,28 +127,37 @@ class TextEmbedder(Stage):
         return batch
 
 
-class ImageTextFilter(Filter):
+class ImageTextFilter(ScoreFilter):
     """Remove samples whose image and caption disagree: ``clip_score`` below ``min_score``.
 
     Column ``clip_score`` (float32 cosine in [-1, 1]; null without an image embedding or a
     caption); reason ``caption_mismatch``. Samples without a caption are kept and counted
     (``no_caption_<why>``) unless ``require_caption`` (then removed, reason ``no_caption``).
-    Captions cut at 77 tokens are counted as ``caption_truncated``.
+    Captions cut at 77 tokens are counted as ``caption_truncated``. The default threshold is
+    argued in docs/models.md.
     """
 
     name: ClassVar[str] = "caption"
     reason: ClassVar[str] = "caption_mismatch"
     column: ClassVar[str] = "clip_score"
+    threshold_setting: ClassVar[str] = "min_score"
+    default_threshold: ClassVar[float] = 0.2
+    threshold_key: ClassVar[str] = "clip_score_min"
+    threshold_range: ClassVar[tuple[float, float] | None] = (-1.0, 1.0)
+    threshold_meaning: ClassVar[str] = "a cosine similarity"
+    label: ClassVar[str] = "caption mismatch"
+    title: ClassVar[str] = "Image–caption CLIP score"
+    score_format: ClassVar[str] = "{:.3f}"
     needs_embeddings: ClassVar[bool] = True
+    keep_scores = staticmethod(keep_at_least)
 
     def __init__(
         self,
-        min_score: float = DEFAULT_CLIP_SCORE_MIN,
+        min_score: float | None = None,
         require_caption: bool = False,
         score_only: bool = False,
     ) -> None:
-        super().__init__(score_only=score_only)
-        self.min_score = float(min_score)
+        super().__init__(min_score, score_only)
         self.require_caption = bool(require_caption)
 
     def score(self, batch: ImageBatch) -> dict[str, np.ndarray]:
@@ -172,8 +180,7 @@ class ImageTextFilter(Filter):
 
     def keep(self, batch: ImageBatch) -> np.ndarray:
         """Keep scores ≥ ``min_score``, unscored samples (unless a caption is required)."""
-        score = batch.columns[self.column]
-        keep = np.isnan(score) | (score >= self.min_score)
+        keep = super().keep(batch)
         if self.require_caption:
             keep &= self._captioned(batch)
         return keep

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from dedup_tools.synthetic import planted_embeddings
 
 from pixsieve.cli.dedup import dedup
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates
-from pixsieve.dedup.synthetic import planted_embeddings
 
 DIM = 64
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dedup_tools.synthetic import planted_embeddings
 
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates
-from pixsieve.dedup.synthetic import planted_embeddings
 from pixsieve.executors import LocalExecutor
 
 

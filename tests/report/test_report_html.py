@@ -14,9 +14,9 @@ import pytest
 from pixsieve.report import RunError, write_report
 from pixsieve.report.collect import ManifestStats, collect
 from pixsieve.report.html import SECTIONS, _groups_section, funnel_steps
-from pixsieve.report.rundir import FinishedRun
 from pixsieve.report.svg import bin_scores
 from pixsieve.report.thumbs import read_members, thumbnail
+from pixsieve.run.finished import FinishedRun
 from pixsieve.stages.base import reason_code
 
 

@@ -1,7 +1,8 @@
 """Threshold sweeps from a finished run's caches: what would each setting keep? No model runs.
 
-For every combination of aesthetic minimum, NSFW maximum and semantic-dedup threshold the
-threshold filters are re-decided from cached scores (:mod:`pixsieve.report.fates`) and, when a
+For every combination of score-filter thresholds (aesthetic minimum, NSFW maximum, and those of
+any other :class:`~pixsieve.stages.base.ScoreFilter` the run ran) and semantic-dedup threshold
+the score filters are re-decided from cached scores (:mod:`pixsieve.run.fates`) and, when a
 dedup threshold applies, the semantic dedup core runs again on the cached embeddings of the
 samples that survive, exactly as the semantic pass of a fresh run would (same order, same
 aesthetic and resolution tie-breaks, same settings but the threshold).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,37 +24,44 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from pixsieve.io.tables import embeddings_from_arrow
-from pixsieve.report.fates import (
+from pixsieve.run.fates import (
+    Filters,
     Threshold,
     base_alive,
     decide,
+    known_filters,
+    ran_filters,
     resolve,
     score_arrays,
-    threshold_order,
 )
-from pixsieve.report.rundir import THRESHOLD_STAGES, FinishedRun
+from pixsieve.run.finished import FinishedRun, RunError
 
-COLUMNS = (
-    "aesthetic_min", "nsfw_max", "dedup_threshold", "kept", "fraction",
-    "removed_aesthetic", "removed_nsfw", "removed_semantic_duplicate", "current",
-)  # fmt: skip
+
+def columns(filters: Filters) -> tuple[str, ...]:
+    """The sweep table's columns for a run with score filters ``filters``."""
+    return (
+        *(k.threshold_key for k in filters), "dedup_threshold", "kept", "fraction",
+        *(f"removed_{k.reason}" for k in filters), "removed_semantic_duplicate", "current",
+    )  # fmt: skip
 
 
 @dataclass
 class SweepResult:
-    """Retained counts per threshold combination (one dict per row, keys :data:`COLUMNS`)."""
+    """Retained counts per threshold combination (one dict per row, keys :attr:`columns`)."""
 
     output: str
     samples: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: tuple[str, ...] = ()
 
     def to_table(self) -> pa.Table:
         """The rows as an Arrow table (``None`` thresholds: that filter is off)."""
         types = {"kept": pa.int64(), "current": pa.bool_(), "fraction": pa.float64()}
         return pa.table(
-            {c: pa.array([r[c] for r in self.rows], types.get(c, pa.float64())) for c in COLUMNS}
-            if self.rows
-            else {c: pa.array([], types.get(c, pa.float64())) for c in COLUMNS}
+            {
+                c: pa.array([r[c] for r in self.rows], types.get(c, pa.float64()))
+                for c in self.columns
+            }
         )
 
     def write_csv(
@@ -84,12 +92,12 @@ class _Cached:
     embeddings: np.ndarray | None
 
 
-def _load(run: FinishedRun, order: list[str], embeddings: bool) -> _Cached:
+def _load(run: FinishedRun, order: Filters, embeddings: bool) -> _Cached:
     wanted = ["position", "status", "reason", "width", "height", "aesthetic_score"]
-    wanted += [THRESHOLD_STAGES[n][0] for n in order] + (["embedding"] if embeddings else [])
+    wanted += [k.column for k in order] + (["embedding"] if embeddings else [])
     parts: list[pa.Table] = []
     for i in range(len(run.shards)):
-        path = run.cache_path(i)
+        path = run.layout.samples(i)
         if not run.layout.fs.exists(path):
             continue
         with run.layout.fs.open(path, "rb") as f:
@@ -134,29 +142,35 @@ def sweep(
     aesthetic_min: Threshold | Sequence[Threshold] = None,
     nsfw_max: Threshold | Sequence[Threshold] = None,
     dedup_threshold: Threshold | Sequence[Threshold] = None,
+    thresholds: Mapping[str, Threshold | Sequence[Threshold]] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> SweepResult:
     """Count what each combination of thresholds would keep, from cached scores/embeddings.
 
     Each argument is one value or a list; ``None`` means the run's own setting and ``"off"``
-    switches that filter (or semantic dedup) off. Raises
-    :class:`~pixsieve.report.rundir.RunError` for a directory that cannot answer.
+    switches that filter (or semantic dedup) off. ``thresholds`` sets any score filter's by
+    its stage name (``{"aesthetic": [4, 5], "my_filter": 0.3}``); ``aesthetic_min`` and
+    ``nsfw_max`` are shorthands for the built-in two. Raises
+    :class:`~pixsieve.run.finished.RunError` for a directory that cannot answer.
     """
     run = FinishedRun.open(output, storage_options)
     run.require_cache()
-    order = threshold_order(run)
+    order = ran_filters(run)
+    known = known_filters(run)
+    given = _given(thresholds, aesthetic=aesthetic_min, nsfw=nsfw_max)
     current = resolve(run)
+    names = list(given)
     combos = [
-        resolve(run, a, p, t)
-        for a, p, t in itertools.product(
-            _values(aesthetic_min), _values(nsfw_max), _values(dedup_threshold)
+        resolve(run, dict(zip(names, values, strict=True)), t)
+        for *values, t in itertools.product(
+            *(_values(given[n]) for n in names), _values(dedup_threshold)
         )
     ]
     combos = list(dict.fromkeys(combos))
     cached = _load(run, order, any(c.dedup is not None for c in combos))
     base_config = run.semantic_config() if any(c.dedup is not None for c in combos) else None
     n = len(cached.start)
-    result = SweepResult(output=output, samples=n)
+    result = SweepResult(output=output, samples=n, columns=columns(known))
     memo: dict[tuple[bytes, float], int] = {}
     for th in combos:
         kept, removed = decide(cached.start, cached.scores, order, th)
@@ -173,13 +187,29 @@ def sweep(
                 **th.label(),
                 "kept": retained,
                 "fraction": retained / n if n else 0.0,
-                "removed_aesthetic": int(removed.get("aesthetic", np.zeros(0)).sum()),
-                "removed_nsfw": int(removed.get("nsfw", np.zeros(0)).sum()),
+                **{
+                    f"removed_{k.reason}": int(removed[k.name].sum()) if k.name in removed else 0
+                    for k in known
+                },
                 "removed_semantic_duplicate": semantic,
                 "current": th == current,
             }
         )
     return result
+
+
+def _given(
+    thresholds: Mapping[str, Threshold | Sequence[Threshold]] | None,
+    **shorthands: Threshold | Sequence[Threshold],
+) -> dict[str, Threshold | Sequence[Threshold]]:
+    """Threshold values by filter name: the mapping plus the shorthands that are set."""
+    given = dict(thresholds or {})
+    for name, value in shorthands.items():
+        if value is not None:
+            if given.get(name) is not None:
+                raise RunError(f"the {name} threshold is given twice")
+            given[name] = value
+    return given
 
 
 def _semantic_removed(cached: _Cached, cand: np.ndarray, threshold: float, base: Any) -> int:

@@ -8,6 +8,7 @@ fails with :class:`RunError` instead of leaving an empty directory behind.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,14 +18,8 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pixsieve.io.shards import ShardRef
-from pixsieve.run.layout import RunLayout, shard_id
-
-#: Threshold filters whose decisions the sweep and refilter tools recompute: stage name →
-#: (score column, setting holding the threshold).
-THRESHOLD_STAGES: dict[str, tuple[str, str]] = {
-    "aesthetic": ("aesthetic_score", "min_score"),
-    "nsfw": ("nsfw_prob", "max_prob"),
-}
+from pixsieve.run.layout import RunLayout
+from pixsieve.stages.base import ScoreFilter
 
 
 class RunError(Exception):
@@ -52,15 +47,15 @@ class FinishedRun:
         if not fs.isdir(root):
             raise RunError(f"{output} is not a directory")
         try:
-            record = layout.read_json(layout.path("run.json"))
+            record = layout.read_json(layout.run_json())
         except (ValueError, OSError) as e:
             raise RunError(f"{output}/run.json is unreadable: {e}") from e
-        if record is None or not fs.exists(layout.path("manifest")):
+        if record is None or not fs.exists(layout.manifest_dir()):
             raise RunError(
                 f"{output} is not a finished pixsieve run (no run.json or manifest/); "
                 "run `pixsieve curate` first, or finish it by running it again"
             )
-        saved = layout.read_json(layout.path("cache", "fingerprint.json")) or {}
+        saved = layout.read_json(layout.fingerprint()) or {}
         return cls(
             layout=layout,
             record=record,
@@ -91,7 +86,7 @@ class FinishedRun:
         Its schema unites every part's (a part holding only unreadable shards lacks the score
         columns, and a dataset would otherwise take the first part's schema for all).
         """
-        path, fs = self.layout.path("manifest"), self.layout.fs
+        path, fs = self.layout.manifest_dir(), self.layout.fs
         dataset = ds.dataset(path, filesystem=fs, format="parquet")
         schemas = [f.physical_schema for f in dataset.get_fragments()]
         if not schemas:
@@ -99,13 +94,9 @@ class FinishedRun:
         schema = pa.unify_schemas(schemas, promote_options="permissive")
         return ds.dataset(path, filesystem=fs, format="parquet", schema=schema)
 
-    def cache_path(self, index: int) -> str:
-        """Path of the per-sample cache of input shard ``index``."""
-        return self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
-
     def require_cache(self) -> None:
         """Raise :class:`RunError` when the per-sample caches are gone."""
-        if not self.layout.fs.exists(self.layout.path("cache", "samples")):
+        if not self.layout.fs.exists(self.layout.samples_dir()):
             raise RunError(
                 f"{self.url} has no cache/samples/: the cached scores and embeddings were "
                 "deleted, so thresholds cannot be changed without re-running"
@@ -114,7 +105,7 @@ class FinishedRun:
     def has_cached(self, column: str) -> bool:
         """True when some per-shard cache holds ``column`` (e.g. ``embedding``)."""
         for i in range(len(self.shards)):
-            path = self.cache_path(i)
+            path = self.layout.samples(i)
             if self.layout.fs.exists(path):
                 with self.layout.fs.open(path, "rb") as f:
                     if column in pq.ParquetFile(f).schema_arrow.names:
@@ -132,12 +123,26 @@ class FinishedRun:
         """Stage names in the order they ran."""
         return [str(s.get("name")) for s in self.record.get("stages") or []]
 
-    def threshold(self, name: str) -> float | None:
-        """The threshold the run used for the threshold stage ``name`` (``None``: not run)."""
-        settings = self.stage_settings(name)
+    def score_filters(self) -> list[type[ScoreFilter]]:
+        """The :class:`~pixsieve.stages.base.ScoreFilter` classes that ran, in stage order.
+
+        Found from the class each ``run.json`` stage record names; a class that cannot be
+        imported here is not a score filter to this run (its decisions stand as they are).
+        """
+        out: list[type[ScoreFilter]] = []
+        for stage in self.record.get("stages") or []:
+            kind = _import_class(str(stage.get("class") or ""))
+            is_filter = isinstance(kind, type) and issubclass(kind, ScoreFilter)
+            if is_filter and kind not in out and stage.get("name") == kind.name:
+                out.append(kind)
+        return out
+
+    def threshold(self, kind: type[ScoreFilter]) -> float | None:
+        """The threshold the run used for score filter ``kind`` (``None``: it did not run)."""
+        settings = self.stage_settings(kind.name)
         if settings is None:
             return None
-        value = settings.get(THRESHOLD_STAGES[name][1])
+        value = settings.get(kind.threshold_setting)
         return None if value is None else float(value)
 
     def score_only(self, name: str) -> bool:
@@ -165,3 +170,17 @@ class FinishedRun:
     def totals(self) -> dict[str, int]:
         """``run.json`` totals (``input``, ``kept``, ``removed``, ``error``)."""
         return dict(self.record.get("totals") or {})
+
+
+def _import_class(path: str) -> Any:
+    """The object ``module.Qual.Name`` names, or ``None`` when it cannot be imported."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except Exception:  # not a module (or a broken one): try a shorter prefix
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name, None)
+        return obj
+    return None
