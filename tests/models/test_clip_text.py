@@ -101,3 +101,27 @@ def test_vision_only_model_is_refused_with_a_hint(tiny_vision_clip_dir, tmp_path
         shutil.copy(tiny_clip_dir / name, folder / name)
     with pytest.raises(ModelUnavailableError, match=r"no CLIP text tower.*--skip caption"):
         load_clip_text(folder, device="cpu")
+
+
+def test_a_cached_snapshot_without_tokenizer_files_gets_them(tiny_clip_dir, tmp_path, monkeypatch):
+    """A CLIP snapshot cached before the tokenizer was pinned: its two files are fetched into it,
+    from the same repository and commit."""
+    from pixsieve.models import clip_text
+
+    revision = "32bd64288804d66eefd0ccbe215aa642df71cc41"
+    snapshot = tmp_path / "hf" / "models--openai--clip-vit-large-patch14" / "snapshots" / revision
+    shutil.copytree(tiny_clip_dir, snapshot, ignore=shutil.ignore_patterns("*.json", "*.txt"))
+    shutil.copy(tiny_clip_dir / "config.json", snapshot / "config.json")
+    calls = []
+
+    def fake_fetch_hub(source, root=None, local_only=False):
+        calls.append((source.repo_id, source.filename, source.revision, root))
+        shutil.copy(tiny_clip_dir / source.filename, snapshot / source.filename)
+        return snapshot / source.filename
+
+    monkeypatch.setattr(clip_text, "fetch_hub", fake_fetch_hub)
+    assert clip_text.resolve_clip_text(snapshot) == snapshot
+    repo = "openai/clip-vit-large-patch14"
+    assert calls == [(repo, name, revision, tmp_path) for name in ("vocab.json", "merges.txt")]
+    calls.clear()
+    assert clip_text.resolve_clip_text(snapshot) == snapshot and calls == []  # now complete
