@@ -147,7 +147,7 @@ class ClipTextEncoder:
         return out, tokens.truncated
 
 
-def _fill_tokenizer(path: Path) -> None:
+def fill_tokenizer(path: Path) -> None:
     """Fetch tokenizer files missing from a cached Hub snapshot (one cached before they were
     part of the pinned download); the snapshot's own commit pins them. Local folders are left
     as they are."""
@@ -169,7 +169,7 @@ def resolve_clip_text(
         ModelUnavailableError: the folder has no tokenizer files or no text tower.
     """
     path = resolve_clip(model, revision)
-    _fill_tokenizer(path)
+    fill_tokenizer(path)
     _check_tokenizer_files(path)
     if not has_text_tower(path):
         raise ModelUnavailableError(

@@ -10,10 +10,12 @@ import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner
 
+from pixsieve.cli import main
 from pixsieve.cli.report import sweep as sweep_command
 from pixsieve.config import CurateConfig, EmbedConfig, FilterConfig, RunConfig
 from pixsieve.curate import curate
 from pixsieve.refilter import refilter
+from pixsieve.report.documents import to_documents
 from pixsieve.report.html import write_report
 from pixsieve.run.sweep import sweep
 
@@ -94,3 +96,23 @@ def test_report_histogram_and_lowest_pairs(runs: dict) -> None:
     shown = [float(s) for s in re.findall(r"caption (-?\d\.\d+)<", removed)]
     assert shown == sorted(shown) and len(shown) >= 1  # lowest first
     assert removed.count("data:image/jpeg;base64,") == removed.count("<figure")  # thumbnails
+
+
+def test_text_embeddings_export_beside_image_embeddings(runs: dict, tmp_path: Path) -> None:
+    low, _ = runs["cuts"]
+    docs = to_documents(str(runs[low]), include_embedding=True, include_text_embedding=True)
+    cache = ds.dataset(str(runs[low] / "cache" / "samples")).to_table().to_pylist()
+    cached = {(r["key"], r["position"]): r for r in cache}
+    assert docs.num_rows > 0
+    for doc in docs.to_pylist():
+        row = cached[(doc["metadata"]["key"], doc["metadata"]["position"])]
+        assert doc["embedding"] == row["embedding"]
+        assert doc["text_embedding"] == row["text_embedding"]
+        assert doc["text"] == row["caption"]
+        cosine = float(np.dot(doc["embedding"], doc["text_embedding"]))
+        assert cosine == pytest.approx(doc["metadata"]["clip_score"], abs=1e-5)
+    result = CliRunner().invoke(
+        main,
+        ["export-docs", str(runs[low]), "-o", str(tmp_path / "d"), "--include-text-embedding"],
+    )
+    assert result.exit_code == 0, result.output
