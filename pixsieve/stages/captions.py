@@ -20,15 +20,14 @@ other sidecar extension name one source only. The reading rules live with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from pixsieve.batch import ImageBatch
-from pixsieve.models.hub import DEFAULT_CLIP_ID, DEFAULT_CLIP_REVISION
-from pixsieve.stages.base import Resources, ScoreFilter, Stage, keep_at_least
+from pixsieve.stages.base import ScoreFilter, Stage, keep_at_least
 from pixsieve.stages.documents import CAPTION_PROBLEMS, caption_sources, read_caption
-from pixsieve.stages.embed import EMBEDDING_COLUMN
+from pixsieve.stages.embed import EMBEDDING_COLUMN, ClipModelStage
 
 if TYPE_CHECKING:
     from pixsieve.models.clip_text import ClipTextEncoder
@@ -54,43 +53,16 @@ class CaptionStage(Stage):
         return batch
 
 
-class TextEmbedder(Stage):
+class TextEmbedder(ClipModelStage):
     """Embed each decoded sample's caption with the text tower of the same CLIP checkpoint.
 
-    Takes the image embedder's settings (model, revision, device, precision) so both towers come
-    from one snapshot and run on one device in one precision. Columns ``text_embedding``
-    (``(N, D)`` float32, NaN rows where there is no caption or no decoded image) and
-    ``caption_truncated`` (bool; null where nothing was tokenised).
+    Takes the image embedder's settings (model, revision, device, precision, batch size) so
+    both towers come from one snapshot and run on one device in one precision. Columns
+    ``text_embedding`` (``(N, D)`` float32, NaN rows where there is no caption or no decoded
+    image) and ``caption_truncated`` (bool; null where nothing was tokenised).
     """
 
     name: ClassVar[str] = "embed_text"
-    is_model: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        model: str | None = None,
-        revision: str | None = None,
-        device: str = "auto",
-        precision: str | None = None,
-        batch_size: int = 256,
-    ) -> None:
-        self.model = model or DEFAULT_CLIP_ID
-        if self.model == DEFAULT_CLIP_ID and revision is None:
-            revision = DEFAULT_CLIP_REVISION
-        self.revision = revision
-        self.device = device
-        self.precision = precision
-        self.batch_size = batch_size
-        self._encoder: ClipTextEncoder | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_encoder": None}  # ship settings, never the loaded model
-
-    @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        """One GPU unless the device is the CPU (decided from the setting, as for embed)."""
-        wants_gpu = self.device == "auto" or self.device.startswith("cuda")
-        return Resources(cpus=1.0, gpus=1.0 if wants_gpu else 0.0)
 
     def setup(self) -> None:
         """Load the text tower and tokenizer (once)."""

@@ -21,15 +21,11 @@ if TYPE_CHECKING:
 EMBEDDING_COLUMN = "embedding"
 
 
-class ClipEmbedder(Stage):
-    """Embed every decoded sample with CLIP (default: pinned OpenAI ViT-L/14).
+class ClipModelStage(Stage):
+    """Settings shared by the stages that run a tower of one CLIP checkpoint: which model and
+    revision (the pinned OpenAI ViT-L/14 by default), device, precision, batch size. The
+    loaded model (``_encoder``) is never pickled; :attr:`resources` follows the device."""
 
-    Sets column ``embedding``: ``(N, D)`` float32, L2-normalised, NaN rows where the sample was
-    not decoded. Removed samples that were decoded are embedded too, so their scores can still
-    be recorded. The model loads once per worker in :meth:`setup`.
-    """
-
-    name: ClassVar[str] = "embed"
     is_model: ClassVar[bool] = True
 
     def __init__(
@@ -47,7 +43,7 @@ class ClipEmbedder(Stage):
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
-        self._encoder: ClipEncoder | None = None
+        self._encoder: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_encoder": None}  # ship settings, never the loaded model
@@ -61,6 +57,17 @@ class ClipEmbedder(Stage):
         """
         wants_gpu = self.device == "auto" or self.device.startswith("cuda")
         return Resources(cpus=1.0, gpus=1.0 if wants_gpu else 0.0)
+
+
+class ClipEmbedder(ClipModelStage):
+    """Embed every decoded sample with CLIP (default: pinned OpenAI ViT-L/14).
+
+    Sets column ``embedding``: ``(N, D)`` float32, L2-normalised, NaN rows where the sample was
+    not decoded. Removed samples that were decoded are embedded too, so their scores can still
+    be recorded. The model loads once per worker in :meth:`setup`.
+    """
+
+    name: ClassVar[str] = "embed"
 
     def setup(self) -> None:
         """Load the CLIP model (once)."""

@@ -203,3 +203,19 @@ def test_skip_caption_loads_no_text_tower(tiny_clip_dir, tiny_vision_clip_dir, s
     with pytest.raises(ModelUnavailableError, match=r"text tower.*--skip caption"):
         curate([str(path)], str(tmp_path / "out2"), _config(tiny_vision_clip_dir))  # ...not with
     assert not (tmp_path / "out2").exists()
+
+
+def test_text_embedder_takes_the_image_embedder_settings(offline, tiny_clip_dir):
+    import pickle
+
+    from pixsieve.stages.captions import TextEmbedder
+    from pixsieve.stages.embed import ClipEmbedder
+
+    cfg = _config(tiny_clip_dir)
+    image, text = (s for s in build_stages(cfg) if isinstance(s, ClipEmbedder | TextEmbedder))
+    assert text.describe() == image.describe()  # same model, revision, device, precision
+    assert text.resources == image.resources and text.is_model
+    assert TextEmbedder().describe() == ClipEmbedder().describe()  # both default to the pin
+    text.setup()
+    shipped = pickle.loads(pickle.dumps(text))  # settings travel, the loaded model does not
+    assert shipped._encoder is None and shipped.describe() == text.describe()
