@@ -24,7 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-WEIGHTS = ROOT.parent / "shared" / "fixtures" / "weights"
+WEIGHTS = ROOT / "tests" / "data" / "weights"
 
 from ingest_bench import make_jpegs, write_shard  # noqa: E402
 
@@ -67,7 +67,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="pixsieve-embed-"))
+    with tempfile.TemporaryDirectory(prefix="pixsieve-embed-") as tmp:  # removed at the end
+        run(Path(tmp), args)
+
+
+def run(tmp: Path, args: argparse.Namespace) -> None:
+    """The measurements, with every file under ``tmp``."""
     model_dir = save_vit_l14(tmp / "vit-l-14")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     pixels = np.random.default_rng(0).integers(0, 255, (args.images, 224, 224, 3), dtype=np.uint8)

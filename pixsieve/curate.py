@@ -14,8 +14,8 @@ from pixsieve.models import hub
 from pixsieve.models.hub import ModelUnavailableError
 from pixsieve.pipeline import Pipeline, RunResult
 from pixsieve.stages.base import StageLike
+from pixsieve.stages.decode import choose_decoder
 from pixsieve.stages.filters import ImageSizeFilter
-from pixsieve.stages.gpu_decode import choose_decoder
 
 
 def build_stages(cfg: CurateConfig) -> list[StageLike]:
@@ -80,10 +80,9 @@ def semantic_config(cfg: CurateConfig) -> Any:
     from pixsieve.dedup import SemanticDedupConfig
 
     d = cfg.dedup
-    kwargs: dict[str, Any] = {"keep": d.keep, "mode": d.mode, "n_clusters": d.n_clusters}
-    if d.threshold is not None:
-        kwargs["threshold"] = d.threshold
-    return SemanticDedupConfig(**kwargs)
+    return SemanticDedupConfig(
+        threshold=d.threshold, keep=d.keep, mode=d.mode, n_clusters=d.n_clusters
+    )
 
 
 def build_pipeline(cfg: CurateConfig) -> Pipeline:
@@ -97,7 +96,7 @@ def build_pipeline(cfg: CurateConfig) -> Pipeline:
         samples_per_shard=cfg.export.samples_per_shard,
         partition_bytes=cfg.export.partition_bytes,
         retries=cfg.run.retries,
-        config=cfg.to_dict(),
+        config=cfg.applied(),
     )
 
 
@@ -180,11 +179,13 @@ def curate(
 ) -> RunResult:
     """Run the default pipeline on ``inputs`` into ``output`` (resumes an interrupted run).
 
-    Before anything is written to ``output`` the inputs are listed (a typo raises
-    :class:`~pixsieve.errors.InputError` without fetching any model) and every model is
-    resolved by :func:`preflight` (an unusable one raises ``ModelUnavailableError``).
+    ``storage_options`` (fsspec: ``endpoint_url``, ``key``, ...) add to the config's
+    ``[storage] options``. Before anything is written to ``output`` the inputs are listed (a
+    typo raises :class:`~pixsieve.errors.InputError` without fetching any model) and every
+    model is resolved by :func:`preflight` (an unusable one raises ``ModelUnavailableError``).
     """
     cfg = cfg or CurateConfig()
+    storage_options = {**cfg.storage.options, **(storage_options or {})} or None
     shards = discover_shards([inputs] if isinstance(inputs, str) else list(inputs), storage_options)
     preflight(cfg)
     executor_options = {"address": cfg.run.ray_address} if cfg.run.executor == "ray" else {}

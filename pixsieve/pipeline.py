@@ -22,8 +22,8 @@ from pixsieve.passes import Passes
 from pixsieve.progress import PassProgress
 from pixsieve.run.layout import OutputError, RunLayout
 from pixsieve.run.summary import claim_output, describe_stage, fingerprint
-from pixsieve.stages.base import StageLike, stage_name
-from pixsieve.stages.decode import DecodeStage
+from pixsieve.stages.base import StageLike
+from pixsieve.stages.decode import DecodeStage, find_decoder
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Pipeline:
         retries: int = 1,
         config: dict[str, Any] | None = None,
     ) -> None:
-        if not any(getattr(s, "name", None) == "decode" for s in stages):
+        if find_decoder(stages) is None:
             stages = [DecodeStage(), *stages]
         for s in stages:
             if not (callable(getattr(s, "setup", None)) and callable(getattr(s, "process", None))):
@@ -151,10 +151,7 @@ class Pipeline:
     @property
     def decoder(self) -> str:
         """The decoder backend the decode stage uses (recorded in ``run.json``)."""
-        return next(
-            (getattr(s, "backend", "pillow") for s in self.stages if stage_name(s) == "decode"),
-            "pillow",
-        )
+        return str(getattr(find_decoder(self.stages), "backend", "custom"))
 
 
 def _outside(shards: list[ShardRef], layout: RunLayout) -> list[ShardRef]:

@@ -19,13 +19,15 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.progress import (
-    Progress as RichProgress,
-)
+from rich.progress import Progress as RichProgress
 from rich.text import Text
 
 Progress = Callable[[int], None]
-"""A task's progress callback: called with the number of samples just done."""
+"""A pass's progress callback: called with the number of samples a step finished."""
+
+
+def no_progress(_: int) -> None:
+    """A progress callback that ignores updates (used inside remote workers)."""
 
 
 class RateColumn(ProgressColumn):
@@ -65,7 +67,7 @@ class PassProgress:
     ) -> None:
         self._progress.__exit__(exc_type, exc, tb)
 
-    def bar(self, name: str, total: int | None) -> Callable[[int], None]:
+    def bar(self, name: str, total: int | None) -> Progress:
         """Add a bar for ``name`` counting images; return its advance callback."""
         task_id = self._progress.add_task(name, total=total)
 

@@ -17,19 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from fixtures_data import AESTHETIC_PTH, GOLDEN, NSFW_PTH, PHOTOS, RATING_EMBEDDINGS, WEIGHTS
 
 if TYPE_CHECKING:
     from pixsieve.models.clip import ClipEncoder
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-WEIGHTS = FIXTURES / "weights"
-AESTHETIC_PTH = WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"
-NSFW_PTH = WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"
-RATING_EMBEDDINGS = FIXTURES / "embeddings" / "vit_l_14"
-GOLDEN = FIXTURES / "golden"
 TOKENIZER_DATA = Path(__file__).resolve().parent / "data" / "clip_tokenizer"
 BPE_VOCAB = TOKENIZER_DATA / "bpe_simple_vocab_16e6.txt.gz"
-PHOTOS = FIXTURES / "images" / "photos"
+__all__ = ["AESTHETIC_PTH", "GOLDEN", "NSFW_PTH", "PHOTOS", "RATING_EMBEDDINGS", "WEIGHTS"]
 
 TINY_CLIP = {
     "hidden_size": 64,

@@ -77,7 +77,8 @@ def test_one_manifest_row_per_input_sample(mixed_run):
         for key in sample_keys(inputs / name)
     ]
     assert sorted(samples) == sorted(expected)  # every sample once: none lost, none twice
-    assert len(samples) == result.counts["input"]
+    assert len(rows) == result.counts["input"]  # totals are the manifest's, row for row
+    assert len(rows) - len(samples) == result.record["inputs"]["unreadable"] == 1
     assert {r["status"] for r in rows} <= {"kept", "removed", "error"}
     assert all((r["reason"] is None) == (r["status"] == "kept") for r in rows)
     shard_rows = [r for r in rows if r["position"] < 0]
@@ -284,7 +285,11 @@ def test_partitions_share_one_schema(tmp_path, good_shards, bad_shard, not_a_tar
     schemas = {pq.read_schema(p) for p in parts}
     assert len(schemas) == 1
     table = ds.dataset(str(out / "manifest")).to_table()
-    assert table.filter(ds.field("position") >= 0).num_rows == result.counts["input"]
+    assert table.num_rows == result.counts["input"]  # the not-a-tar file's own row included
+    assert table.filter(ds.field("position") < 0).num_rows == 1
+    assert result.record["inputs"]["unreadable"] == 1
+    errors = table.filter(ds.field("status") == "error").num_rows
+    assert result.counts["error"] == errors
     meta = {pq.read_schema(p) for p in (out / "shards").glob("*.parquet")}
     assert len(meta) == 1 and "brightness" in next(iter(meta)).names
     files = [str(p) for p in (out / "shards").glob("*.parquet")]

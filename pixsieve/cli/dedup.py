@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pixsieve.cli.options import dedup_threshold
 from pixsieve.dedup import (
     DEFAULT_THRESHOLD,
     KEEP_POLICIES,
@@ -89,10 +90,11 @@ def _summary(console: Console, result: DedupResult, seconds: float, target: Path
 @click.option(
     "--threshold",
     "-t",
-    type=click.FloatRange(-1.0, 1.0),
+    type=float,
+    callback=dedup_threshold,
     default=DEFAULT_THRESHOLD,
     show_default=True,
-    help="Cosine similarity at or above which two items are duplicates (= 1 - eps).",
+    help="Cosine similarity in (0, 1] at or above which two items are duplicates (= 1 - eps).",
 )
 @click.option(
     "--keep",

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pixsieve.config import EXECUTORS, CurateConfig
+from pixsieve.dedup.config import check_threshold
 from pixsieve.errors import EmbeddingError, InputError
 from pixsieve.run.fates import OFF, Threshold
 from pixsieve.run.finished import RunError
@@ -24,12 +25,17 @@ _DEFAULTS = CurateConfig()
 
 
 class ThresholdType(click.ParamType):
-    """A number, or ``off``; with ``many=True`` a comma-separated list of them."""
+    """A number, or ``off``; with ``many=True`` a comma-separated list of them.
+
+    ``check`` (e.g. the dedup threshold's rule) validates each number; its ``ValueError`` is
+    reported as a usage error.
+    """
 
     name = "threshold"
 
-    def __init__(self, many: bool = False) -> None:
+    def __init__(self, many: bool = False, check: Callable[[float], float] | None = None) -> None:
         self.many = many
+        self.check = check
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """Parse ``4.5``, ``off`` or (``many``) ``4,4.5,off``."""
@@ -44,9 +50,15 @@ class ThresholdType(click.ParamType):
                 out.append(OFF)
                 continue
             try:
-                out.append(float(item))
+                number = float(item)
             except ValueError:
                 self.fail(f"{item!r} is not a number or 'off'", param, ctx)
+            if self.check is not None:
+                try:
+                    self.check(number)
+                except ValueError as e:
+                    self.fail(str(e), param, ctx)
+            out.append(number)
         return out if self.many else out[0]
 
 
@@ -115,7 +127,9 @@ _DEDUP = "Semantic-dedup cosine threshold(s); 'off' disables [the run's]."
 @_run_dir
 @click.option("--aesthetic-min", type=ThresholdType(many=True), help=_AESTHETIC)
 @click.option("--nsfw-max", type=ThresholdType(many=True), help=_NSFW)
-@click.option("--dedup-threshold", type=ThresholdType(many=True), help=_DEDUP)
+@click.option(
+    "--dedup-threshold", type=ThresholdType(many=True, check=check_threshold), help=_DEDUP
+)
 @click.option(
     "--threshold", "named", type=NamedThresholdType(many=True), multiple=True, help=_NAMED
 )
@@ -169,7 +183,7 @@ def sweep(
 @click.option("-o", "--output", "new_output", required=True, help="New run directory (OUT2).")
 @click.option("--aesthetic-min", type=ThresholdType(), help=_AESTHETIC)
 @click.option("--nsfw-max", type=ThresholdType(), help=_NSFW)
-@click.option("--dedup-threshold", type=ThresholdType(), help=_DEDUP)
+@click.option("--dedup-threshold", type=ThresholdType(check=check_threshold), help=_DEDUP)
 @click.option("--threshold", "named", type=NamedThresholdType(), multiple=True, help=_NAMED)
 @click.option(
     "--executor",
@@ -270,12 +284,29 @@ def export_docs(
     the fields of datatrove and NeMo Curator, for text pipelines over captions."""
     from pixsieve.report.documents import Format, iter_documents, write_documents
 
+    seen = {"documents": 0, "no_text": 0}
+
+    def counted(tables: Iterator[Any]) -> Iterator[Any]:
+        for table in tables:
+            seen["documents"] += table.num_rows
+            seen["no_text"] += table["text"].null_count
+            yield table
+
     with user_errors():
-        docs = iter_documents(
-            output, text_from, include_embedding, include_text_embedding=include_text_embedding
+        docs = counted(
+            iter_documents(
+                output, text_from, include_embedding, include_text_embedding=include_text_embedding
+            )
         )
         paths = write_documents(docs, directory, cast(Format, fmt), rows_per_file)
-    click.echo(f"{len(paths)} file(s) in {directory}")
+    n, missing = seen["documents"], seen["no_text"]
+    click.echo(f"{n:,} documents in {len(paths)} file(s) in {directory}")
+    if missing:
+        click.echo(
+            f"warning: {missing:,} of {n:,} documents have no text from {text_from!r} "
+            "(written as null); check --text-from",
+            err=True,
+        )
 
 
 COMMANDS = (report, sweep, refilter, export_docs)

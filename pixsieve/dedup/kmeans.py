@@ -3,17 +3,21 @@
 k-means is trained on a sample (``points_per_centroid * k`` points at most); every point is then
 assigned by a chunked exact search over the centroids, which also returns the next nearest
 centroids that the border rule needs. faiss runs on GPU when it was built with GPU support and
-one is visible, else on CPU.
+one is visible, else on CPU. faiss is imported when first used (:func:`load_faiss`), so
+``import pixsieve`` works without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
-import faiss
 import numpy as np
 
 from pixsieve.errors import EmbeddingError
+
+FAISS_HINT = "semantic dedup needs faiss: pip install faiss-cpu (or a faiss GPU build)"
 
 Progress = Callable[[str, int, int], None]
 
@@ -21,9 +25,19 @@ Progress = Callable[[str, int, int], None]
 CHUNK_ROWS: int = 65536
 
 
+def load_faiss() -> ModuleType:
+    """Import faiss, or raise ``ImportError`` with an install hint."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError(FAISS_HINT) from e
+    return faiss
+
+
 def faiss_gpu_available() -> bool:
     """True when faiss was built with GPU support and sees at least one GPU."""
     try:
+        faiss = load_faiss()
         return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     except Exception:  # pragma: no cover - depends on the faiss build
         return False
@@ -94,7 +108,7 @@ def fit_centroids(
     sample_size = min(n, k * points_per_centroid)
     idx = np.sort(rng.choice(n, size=sample_size, replace=False)) if sample_size < n else None
     train = np.ascontiguousarray(x[idx] if idx is not None else x, dtype=np.float32)
-    km = faiss.Kmeans(
+    km = load_faiss().Kmeans(
         d,
         k,
         niter=iters,
@@ -123,7 +137,8 @@ def assign(
     """
     n = x.shape[0]
     m = min(m, len(centroids))
-    index: faiss.Index = faiss.IndexFlatIP(centroids.shape[1])
+    faiss = load_faiss()
+    index: Any = faiss.IndexFlatIP(centroids.shape[1])
     if use_gpu:  # pragma: no cover - needs a faiss GPU build
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(centroids)

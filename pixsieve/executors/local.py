@@ -56,5 +56,8 @@ class LocalExecutor(Executor):
             for task in tasks:
                 yield run_task(worker, task, retries, progress)
             return
-        with ThreadPoolExecutor(self.workers) as pool:
+        pool = ThreadPoolExecutor(self.workers)
+        try:
             yield from pool.map(lambda t: run_task(worker, t, retries, locked_progress), tasks)
+        finally:  # on Ctrl-C (or a closed generator) start no new task; finish the running ones
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -22,11 +22,14 @@ from fsspec.core import url_to_fs
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.run.finished import FinishedRun, RunError
 from pixsieve.run.layout import shard_id
+from pixsieve.stages.captions import ImageTextFilter
 from pixsieve.stages.documents import TextSource
+from pixsieve.stages.scoring import BUILTIN_SCORE_FILTERS
 
 METADATA_COLUMNS = (
     "key", "source", "position", "output_shard", "width", "height", "format",
-    "aesthetic_score", "nsfw_prob", "clip_score", "caption_truncated",
+    *(kind.column for kind in BUILTIN_SCORE_FILTERS),
+    ImageTextFilter.column, "caption_truncated",
 )  # fmt: skip
 Format = Literal["parquet", "jsonl"]
 

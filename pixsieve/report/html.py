@@ -195,7 +195,8 @@ def _settings_section(run: FinishedRun) -> str:
         for s in run.record.get("stages") or []
     ]
     semantic = run.fingerprint.get("semantic_dedup")
-    rows.append(["semantic dedup", f"<code>{escape(str(semantic))}</code>"])
+    semantic_text = "not run" if semantic is None else json.dumps(semantic, default=str)
+    rows.append(["semantic dedup", f"<code>{escape(semantic_text)}</code>"])
     if run.record.get("refiltered_from"):
         rows.append(["refiltered from", escape(json.dumps(run.record["refiltered_from"]))])
     versions = json.dumps(run.record.get("versions") or {}, sort_keys=True)

@@ -161,11 +161,15 @@ class RunLayout:
             return json.loads(f.read())
 
     def write_json(self, path: str, data: dict[str, Any]) -> None:
-        """Write JSON atomically (temporary file + rename)."""
+        """Write JSON atomically (temporary file + rename), keys in their given order.
+
+        Insertion order is kept (not sorted) so counters read back on a resume stay in
+        pipeline order.
+        """
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         tmp = f"{path}.tmp"
         with self.fs.open(tmp, "wb") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+            f.write(json.dumps(data, indent=2, default=str).encode())
         self.fs.mv(tmp, path)
 
     def write_table(self, path: str, table: pa.Table) -> None:

@@ -13,9 +13,11 @@ from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import embeddings_from_arrow
 from pixsieve.run.layout import RunLayout
 from pixsieve.stages.base import StageStats
+from pixsieve.stages.scoring import AestheticFilter
 
 PASS = "semantic"
-_COLUMNS = ["position", "key", "status", "embedding", "aesthetic_score", "width", "height"]
+_AESTHETIC = AestheticFilter.column  # the "keep the most aesthetic" tie-break reads it
+_COLUMNS = ["position", "key", "status", "embedding", _AESTHETIC, "width", "height"]
 
 
 def load_candidates(layout: RunLayout, shards: list[ShardRef]) -> dict[str, Any]:
@@ -32,13 +34,13 @@ def load_candidates(layout: RunLayout, shards: list[ShardRef]) -> dict[str, Any]
         cols = {c: t[c] for c in _COLUMNS if c in t.column_names}
         cols["shard_index"] = pa.array(np.full(t.num_rows, i, dtype=np.int64))
         cols["source"] = pa.array([shard.url] * t.num_rows, pa.string())
-        if "aesthetic_score" not in cols:
-            cols["aesthetic_score"] = pa.nulls(t.num_rows, pa.float32())
+        if _AESTHETIC not in cols:
+            cols[_AESTHETIC] = pa.nulls(t.num_rows, pa.float32())
         parts.append(pa.table(cols))
     if not parts:
         return {"n": 0}
     table = pa.concat_tables(parts, promote_options="permissive")
-    aesthetic = table["aesthetic_score"].to_numpy(zero_copy_only=False).astype(np.float32)
+    aesthetic = table[_AESTHETIC].to_numpy(zero_copy_only=False).astype(np.float32)
     return {
         "n": table.num_rows,
         "embeddings": embeddings_from_arrow(table["embedding"]),

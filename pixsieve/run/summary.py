@@ -99,14 +99,17 @@ def _versions() -> dict[str, str]:
 
 
 def manifest_totals(layout: RunLayout) -> tuple[dict[str, int], dict[str, int]]:
-    """Count samples by status and by reason code from the written manifest."""
+    """Count manifest rows by status and by reason code, as written.
+
+    Every row counts, including a file's own row when no sample of it could be identified
+    (``position`` -1: not a tar, unreadable): the totals are the manifest's, row for row.
+    """
     path = layout.manifest_dir()
     if not layout.fs.exists(path):
         return {"input": 0, "kept": 0, "removed": 0, "error": 0}, {}
     table = ds.dataset(path, filesystem=layout.fs, format="parquet").to_table(
-        columns=["position", "status", "reason"]
+        columns=["status", "reason"]
     )
-    table = table.filter(pc.greater_equal(table["position"], 0))
     status = Counter(table["status"].to_pylist())
     reasons = Counter(reason_code(r) for r in table["reason"].to_pylist() if r)
     totals = {
@@ -114,6 +117,17 @@ def manifest_totals(layout: RunLayout) -> tuple[dict[str, int], dict[str, int]]:
         **{k: status.get(k, 0) for k in ("kept", "removed", "error")},
     }
     return totals, dict(sorted(reasons.items()))
+
+
+def unreadable_files(layout: RunLayout) -> int:
+    """Manifest rows that stand for a whole input file in which no sample was found."""
+    path = layout.manifest_dir()
+    if not layout.fs.exists(path):
+        return 0
+    table = ds.dataset(path, filesystem=layout.fs, format="parquet").to_table(
+        columns=["position"], filter=pc.field("position") < 0
+    )
+    return table.num_rows
 
 
 def build_run_record(
@@ -168,7 +182,11 @@ def build_run_record(
         "stages": stages,
         "decoder": decoder,
         "executor": executor,
-        "inputs": {"shards": len(shards), "bytes": sum(s.size for s in shards)},
+        "inputs": {
+            "shards": len(shards),
+            "bytes": sum(s.size for s in shards),
+            "unreadable": unreadable_files(layout),
+        },
         "totals": totals,
         "reasons": reasons,
         "counters": {name: s.to_dict() for name, s in counters.items()},

@@ -35,6 +35,7 @@ from pixsieve.run.fates import (
     score_arrays,
 )
 from pixsieve.run.finished import FinishedRun, RunError
+from pixsieve.stages.scoring import AestheticFilter
 
 
 def columns(filters: Filters) -> tuple[str, ...]:
@@ -93,7 +94,7 @@ class _Cached:
 
 
 def _load(run: FinishedRun, order: Filters, embeddings: bool) -> _Cached:
-    wanted = ["position", "status", "reason", "width", "height", "aesthetic_score"]
+    wanted = ["position", "status", "reason", "width", "height", AestheticFilter.column]
     wanted += [k.column for k in order] + (["embedding"] if embeddings else [])
     parts: list[pa.Table] = []
     for i in range(len(run.shards)):
@@ -109,8 +110,8 @@ def _load(run: FinishedRun, order: Filters, embeddings: bool) -> _Cached:
         parts.append(t)
     table = pa.concat_tables(parts, promote_options="permissive")
     aesthetic = None
-    if "aesthetic_score" in table.column_names:
-        a = pc.fill_null(table["aesthetic_score"].cast(pa.float32()), float("nan"))
+    if AestheticFilter.column in table.column_names:  # semantic dedup's keep tie-break
+        a = pc.fill_null(table[AestheticFilter.column].cast(pa.float32()), float("nan"))
         aesthetic = a.to_numpy(zero_copy_only=False).astype(np.float32)
     width = table["width"].to_numpy(zero_copy_only=False).astype(np.int64)
     height = table["height"].to_numpy(zero_copy_only=False).astype(np.int64)

@@ -28,6 +28,27 @@ class Resources:
     gpus: float = 0.0
 
 
+def device_resources(device: str) -> Resources:
+    """What a stage running on ``device`` needs: one GPU unless the device is the CPU.
+
+    Decided from the setting, not from this machine: a cluster's driver may have no GPU while
+    its workers do. Executors drop GPU requests where no node has a GPU.
+    """
+    on_gpu = device == "auto" or device.startswith("cuda")
+    return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
+
+
+class DeviceResources:
+    """A stage's ``resources`` from its ``device`` setting (:func:`device_resources`).
+
+    Use as a class attribute, ``resources = DeviceResources()``: read on each access, so it
+    follows the stage's current ``device``.
+    """
+
+    def __get__(self, stage: object, owner: type | None = None) -> Resources:
+        return device_resources(str(getattr(stage, "device", "auto")))
+
+
 @runtime_checkable
 class StageLike(Protocol):
     """Anything with ``setup()`` and ``process(batch)`` can be a stage."""
@@ -280,11 +301,16 @@ class StageStats:
 
 
 def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBatch:
-    """Run ``stage`` on ``batch`` and update ``stats`` from the change in the fate columns."""
+    """Run ``stage`` on ``batch`` and update ``stats`` from the change in the fate columns.
+
+    A stage with ``take_counts()`` (counters of its own since the last call, e.g. a decoder's
+    routing) adds them too.
+    """
     before = batch.status == KEPT
     start = time.perf_counter()
     out = stage.process(batch)
     stats.seconds += time.perf_counter() - start
+    stats.counts.update(getattr(stage, "take_counts", dict)())  # a stage's own counters
     if not isinstance(out, ImageBatch):
         raise TypeError(f"stage {stage_name(stage)} returned {type(out).__name__}, not ImageBatch")
     if len(out) != len(before):

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from pixsieve.batch import ImageBatch
+from pixsieve.batch import EMBEDDING_COLUMN, ImageBatch
 from pixsieve.stages.base import ScoreFilter, Stage, keep_at_least
 from pixsieve.stages.documents import CAPTION_PROBLEMS, caption_sources, read_caption
-from pixsieve.stages.embed import EMBEDDING_COLUMN, ClipModelStage
+from pixsieve.stages.embed import ClipModelStage
 
 if TYPE_CHECKING:
     from pixsieve.models.clip_text import ClipTextEncoder

@@ -9,16 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
-from pixsieve.batch import ImageBatch
+from pixsieve.batch import EMBEDDING_COLUMN, ImageBatch
 from pixsieve.models.hub import DEFAULT_CLIP_ID, DEFAULT_CLIP_REVISION
-from pixsieve.stages.base import Resources, Stage
+from pixsieve.stages.base import DeviceResources, Stage
 
 if TYPE_CHECKING:
     from pixsieve.models.clip import ClipEncoder
 
-EMBEDDING_COLUMN = "embedding"
+__all__ = ["EMBEDDING_COLUMN", "ClipEmbedder", "ClipModelStage"]
 
 
 class ClipModelStage(Stage):
@@ -27,6 +26,7 @@ class ClipModelStage(Stage):
     loaded model (``_encoder``) is never pickled; :attr:`resources` follows the device."""
 
     is_model: ClassVar[bool] = True
+    resources = DeviceResources()  # one GPU unless the device is the CPU
 
     def __init__(
         self,
@@ -47,16 +47,6 @@ class ClipModelStage(Stage):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_encoder": None}  # ship settings, never the loaded model
-
-    @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        """One GPU unless the device is the CPU.
-
-        Decided from the setting, not from this machine: a cluster's driver may have no GPU
-        while its workers do. Executors drop GPU requests where no node has a GPU.
-        """
-        wants_gpu = self.device == "auto" or self.device.startswith("cuda")
-        return Resources(cpus=1.0, gpus=1.0 if wants_gpu else 0.0)
 
 
 class ClipEmbedder(ClipModelStage):
@@ -95,6 +85,8 @@ class ClipEmbedder(ClipModelStage):
                 raise RuntimeError("embed needs decoded pixels: run the decode stage before it")
             pixels = batch.pixels
             if len(rows) < len(batch):  # index on the pixels' own device (a GPU decoder's)
+                import torch
+
                 device = getattr(pixels, "device", None)
                 pixels = pixels[torch.as_tensor(rows, device=device) if device else rows]
             out[rows] = encoder.encode(pixels)

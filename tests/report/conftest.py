@@ -4,7 +4,7 @@
 (same name, reason, score column, threshold setting and keep rule, all inherited) with a cheap
 pixel statistic in place of the LAION head. ``FakeEmbed`` writes an 8-d embedding of colour
 statistics, so re-encodes, crops and flips of one photo (the bad shard's chelsea variants,
-UKBench ``00120*``) are near-duplicates.
+the generated ``scene*`` variants) are near-duplicates.
 """
 
 from __future__ import annotations

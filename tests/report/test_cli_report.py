@@ -72,6 +72,22 @@ def test_refilter_and_export_docs_commands(
         json.loads(x) for p in sorted(docs.glob("*.jsonl")) for x in p.read_text().splitlines()
     ]
     assert len(lines) == record["totals"]["kept"]
+    assert f"{len(lines):,} documents in" in result.output
+    no_text = sum(line["text"] is None for line in lines)  # 013-badjson has no .txt
+    assert no_text == 1 and f"warning: 1 of {len(lines):,} documents have no text" in result.output
+
+
+def test_export_docs_warns_and_counts_missing_texts(
+    runner: CliRunner, scored_run: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    args = [str(scored_run), "-o", str(docs), "--format", "jsonl", "--text-from", "json:caption"]
+    result = runner.invoke(export_docs, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for p in sorted(docs.glob("*.jsonl")) for x in p.read_text().splitlines()]
+    assert rows and all(r["text"] is None for r in rows)  # the fixtures' JSON has no caption
+    n = len(rows)
+    assert f"warning: {n:,} of {n:,} documents have no text from 'json:caption'" in result.output
 
 
 @pytest.mark.parametrize(

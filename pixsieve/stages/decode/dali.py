@@ -4,7 +4,8 @@ On CUDA, JPEGs are decoded by nvJPEG and the hardware JPEG engines (``device="mi
 resized on the GPU; with ``device="cpu"`` the same pipeline runs on libjpeg-turbo
 (``device_id=None``), which is how the tests run it without a GPU. Everything DALI is not
 given, or fails on, is decoded by the CPU decoder (see
-:mod:`pixsieve.stages.accel_decode`). Install with ``pip install 'pixsieve[dali]'``.
+:mod:`pixsieve.stages.decode.accelerated`). Install with ``pip install -e '.[dali]'`` in the
+checkout.
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from pixsieve.extras import DALI_HINT, MissingExtraError
 from pixsieve.io.jpeg_header import JpegHeader
-from pixsieve.stages.accel_decode import AcceleratedDecodeStage
-
-DALI_HINT = (
-    "NVIDIA DALI is not installed: pip install 'pixsieve[dali]' "
-    "(nvidia-dali-cuda120 for CUDA 12 drivers, nvidia-dali-cuda130 for CUDA 13)"
-)
+from pixsieve.stages.decode.accelerated import AcceleratedDecodeStage
 
 
 def dali_available() -> bool:
@@ -35,7 +32,7 @@ def dali_available() -> bool:
 class DaliDecodeStage(AcceleratedDecodeStage):
     """Decode still-kept samples with a DALI pipeline; same contract as ``DecodeStage``.
 
-    See :class:`~pixsieve.stages.accel_decode.AcceleratedDecodeStage` for the arguments.
+    See :class:`~pixsieve.stages.decode.accelerated.AcceleratedDecodeStage` for the arguments.
     ``hw_decoder_load`` is the share of JPEGs DALI gives the hardware JPEG engines on GPU.
     """
 
@@ -43,7 +40,7 @@ class DaliDecodeStage(AcceleratedDecodeStage):
 
     def __init__(self, *args: Any, hw_decoder_load: float = 0.65, **kwargs: Any) -> None:
         if not dali_available():
-            raise ImportError(DALI_HINT)
+            raise MissingExtraError(DALI_HINT)
         super().__init__(*args, **kwargs)
         self.hw_decoder_load = hw_decoder_load
 

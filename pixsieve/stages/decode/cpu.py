@@ -7,13 +7,12 @@ with the decoder's reason; the rest of the batch goes on.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import numpy as np
 
-from pixsieve.batch import ERROR, ImageBatch
+from pixsieve.batch import ImageBatch
 from pixsieve.io.decode import (
     DEFAULT_MAX_FULL_DECODE_PIXELS,
     DEFAULT_MAX_PIXELS,
@@ -21,13 +20,14 @@ from pixsieve.io.decode import (
     DecodeError,
     decode_or_error,
 )
-from pixsieve.stages.base import Resources, Stage
+from pixsieve.stages.base import Resources
+from pixsieve.stages.decode.base import DecoderStage, finish, gather
 
 
-class DecodeStage(Stage):
+class DecodeStage(DecoderStage):
     """Decode every still-kept sample's image to ``(size, size, 3)`` uint8 pixels."""
 
-    name: ClassVar[str] = "decode"
+    backend: ClassVar[str] = "pillow"
     resources: ClassVar[Resources] = Resources(cpus=1.0)
 
     def __init__(
@@ -49,9 +49,9 @@ class DecodeStage(Stage):
         return state
 
     def setup(self) -> None:
-        """Start the decode thread pool (one thread per core unless set)."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads or os.cpu_count() or 1)
+        """Start the decode thread pool (one thread per core unless set; none for one)."""
+        if self._pool is None and self._threads() > 1:
+            self._pool = ThreadPoolExecutor(self._threads())
 
     def _decode(self, data: bytes | None) -> DecodedImage | DecodeError:
         return decode_or_error(data, self.image_size, self.max_pixels, self.max_full_decode_pixels)
@@ -59,29 +59,13 @@ class DecodeStage(Stage):
     def process(self, batch: ImageBatch) -> ImageBatch:
         """Decode the batch; failures become ``error`` rows with a reason."""
         self.setup()
-        assert self._pool is not None
-        n, s = len(batch), self.image_size
-        pixels = np.zeros((n, s, s, 3), dtype=np.uint8)
-        width = np.zeros(n, dtype=np.int32)
-        height = np.zeros(n, dtype=np.int32)
-        fmt = np.full(n, None, dtype=object)
-        todo = np.flatnonzero(batch.alive)
+        todo = np.flatnonzero(batch.alive).tolist()
         items = [batch.image_bytes[i] for i in todo]
-        if self._pool._max_workers == 1:  # one thread: skip the hand-offs
-            results = map(self._decode, items)
-        else:
-            results = self._pool.map(self._decode, items)
-        failed = np.zeros(n, dtype=bool)
-        reasons: list[str] = [""] * n
-        for i, res in zip(todo, results, strict=True):
-            if isinstance(res, DecodeError):
-                failed[i] = True
-                reasons[i] = res.reason
-            else:
-                pixels[i] = res.pixels
-                width[i], height[i] = res.width, res.height
-                fmt[i] = res.format
-        batch.pixels, batch.width, batch.height = pixels, width, height
-        batch.set_column("format", fmt)
-        batch.drop(failed, reasons, status=ERROR)
-        return batch
+        # one thread: no pool, no hand-offs
+        results = self._pool.map(self._decode, items) if self._pool else map(self._decode, items)
+        pixels = np.zeros((len(batch), self.image_size, self.image_size, 3), dtype=np.uint8)
+        return finish(batch, gather(len(batch), todo, results, into=pixels), pixels)
+
+
+CpuDecodeStage = DecodeStage
+"""The CPU decoder under the name the chooser gives it (``backend="pillow"``)."""

@@ -1,35 +1,20 @@
-"""GPU JPEG decoding with torchvision (nvJPEG), and the decode-backend chooser.
+"""GPU JPEG decoding with torchvision (``torchvision.io.decode_jpeg``: batched nvJPEG).
 
-:func:`choose_decoder` picks, for a device, the fastest decode stage that is installed:
-DALI (:class:`~pixsieve.stages.dali_decode.DaliDecodeStage`), then torchvision's nvJPEG
-(:class:`TorchvisionDecodeStage`), then the CPU :class:`~pixsieve.stages.decode.DecodeStage`.
-The stage's ``backend`` attribute names the choice; ``run.json`` records it as ``decoder``.
+Install with ``pip install 'pixsieve[gpu]'`` (a CUDA build of torchvision).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import io
-import logging
 from typing import Any, ClassVar
 
 import torch
 
+from pixsieve.extras import TORCHVISION_HINT, MissingExtraError
 from pixsieve.io.jpeg_header import JpegHeader
-from pixsieve.stages.accel_decode import AcceleratedDecodeStage, resolve_decode_device
-from pixsieve.stages.base import Stage
-from pixsieve.stages.decode import DecodeStage
-
-logger = logging.getLogger(__name__)
-
-BACKENDS: tuple[str, ...] = ("dali", "nvjpeg", "pillow")
-TORCHVISION_HINT = "torchvision is not installed: pip install 'pixsieve[gpu]' (a CUDA build)"
-
-
-class CpuDecodeStage(DecodeStage):
-    """The CPU :class:`DecodeStage` (simplejpeg + Pillow), labelled with its ``backend``."""
-
-    backend: ClassVar[str] = "pillow"
+from pixsieve.stages.decode.accelerated import AcceleratedDecodeStage
+from pixsieve.stages.decode.base import resolve_decode_device
 
 
 def resize_crop_chw(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -65,7 +50,7 @@ class TorchvisionDecodeStage(AcceleratedDecodeStage):
     """Decode JPEGs with ``torchvision.io.decode_jpeg`` on CUDA (nvJPEG), batched.
 
     Same contract as ``DecodeStage``; see
-    :class:`~pixsieve.stages.accel_decode.AcceleratedDecodeStage` for the arguments and the
+    :class:`~pixsieve.stages.decode.accelerated.AcceleratedDecodeStage` for the arguments and the
     routing of what nvJPEG is not given or fails on to the CPU decoder.
     """
 
@@ -73,7 +58,7 @@ class TorchvisionDecodeStage(AcceleratedDecodeStage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if importlib.util.find_spec("torchvision") is None:
-            raise ImportError(TORCHVISION_HINT)
+            raise MissingExtraError(TORCHVISION_HINT)
         super().__init__(*args, **kwargs)
         self._device = resolve_decode_device(self.device)
 
@@ -103,7 +88,8 @@ class TorchvisionDecodeStage(AcceleratedDecodeStage):
         return out if self._on_device else out.cpu().numpy()
 
 
-def _torchvision_decodes_on_gpu() -> bool:
+def torchvision_decodes_on_gpu() -> bool:
+    """Whether torchvision's GPU JPEG decoder can be imported (not whether it runs)."""
     if importlib.util.find_spec("torchvision") is None:
         return False
     try:
@@ -111,51 +97,3 @@ def _torchvision_decodes_on_gpu() -> bool:
     except Exception:  # a torchvision build that does not match torch
         return False
     return True
-
-
-def available_backends(device: str = "auto") -> list[str]:
-    """Backends that can run on ``device``, fastest first (``pillow`` is always there)."""
-    from pixsieve.stages.dali_decode import dali_available
-
-    out = []
-    if dali_available():
-        out.append("dali")  # runs CPU-only too, but the CPU DecodeStage is the CPU default
-    if resolve_decode_device(device).type == "cuda" and _torchvision_decodes_on_gpu():
-        out.append("nvjpeg")
-    return [*out, "pillow"]
-
-
-def choose_decoder(device: str = "auto", backend: str = "auto", **settings: Any) -> Stage:
-    """The decode stage for ``device``: DALI, else torchvision nvJPEG, else the CPU decoder.
-
-    On a CPU device ``auto`` gives the CPU :class:`DecodeStage` (``backend="pillow"``), which
-    decodes JPEGs at reduced DCT scale and beats a CPU-only DALI. ``backend`` forces one of
-    :data:`BACKENDS` (``ImportError`` with an install hint when it is missing). ``settings``
-    go to the stage (``image_size``, ``max_pixels``, ``max_full_decode_pixels``, ``threads``;
-    the GPU stages also take ``batch_size``, ``keep_on_device``...).
-    """
-    if backend not in ("auto", *BACKENDS):
-        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
-    on_gpu = resolve_decode_device(device).type == "cuda"
-    if backend == "auto":
-        have = available_backends(device) if on_gpu else ["pillow"]
-        backend = have[0]
-    logger.info("decode backend: %s on %s", backend, device)
-    if backend == "dali":
-        from pixsieve.stages.dali_decode import DaliDecodeStage
-
-        return DaliDecodeStage(device=device, **settings)
-    if backend == "nvjpeg":
-        return TorchvisionDecodeStage(device=device, **settings)
-    cpu_keys = ("image_size", "max_pixels", "max_full_decode_pixels", "threads")
-    return CpuDecodeStage(**{k: v for k, v in settings.items() if k in cpu_keys})
-
-
-__all__ = [
-    "BACKENDS",
-    "CpuDecodeStage",
-    "TorchvisionDecodeStage",
-    "available_backends",
-    "choose_decoder",
-    "resize_crop_chw",
-]

@@ -12,17 +12,21 @@ contract and its reasons on top of that:
 2. **Fallback.** When an accelerated call raises, it is split in halves and retried; a part of
    at most ``min_split`` images goes to the CPU decoder, which reports the bad sample as a
    decode error like any other. One corrupt JPEG costs a few extra calls, never the shard.
+   Only failures that look like bad data are treated so (:mod:`.failures`): out of memory
+   splits the call without sending its images to the CPU; a CUDA error, an exception no bad
+   image raises (a bug), or a batch whose every call failed the same way on JPEGs the CPU
+   decoder then read raises :class:`~pixsieve.stages.decode.failures.AcceleratorError`.
 3. **Orientation.** Accelerators decode without EXIF orientation; the small output is then
    rotated here, from the header's orientation, as the CPU decoder does.
 
 Subclasses fill :meth:`AcceleratedDecodeStage._build` and
-:meth:`AcceleratedDecodeStage._accel_decode`.
+:meth:`AcceleratedDecodeStage._accel_decode`; the result assembly is the decode family's one
+finish step (:mod:`pixsieve.stages.decode.base`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from abc import abstractmethod
 from collections import Counter
@@ -32,28 +36,35 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pixsieve.batch import ERROR, ImageBatch
+from pixsieve.batch import ImageBatch
 from pixsieve.io.decode import (
     DEFAULT_MAX_FULL_DECODE_PIXELS,
     DEFAULT_MAX_PIXELS,
-    DecodeError,
     decode_or_error,
 )
 from pixsieve.io.jpeg_header import JpegHeader, read_jpeg_header
-from pixsieve.stages.base import Resources, Stage
+from pixsieve.stages.base import DeviceResources
+from pixsieve.stages.decode.base import (
+    DecoderStage,
+    Gathered,
+    finish,
+    gather,
+    resolve_decode_device,
+)
+from pixsieve.stages.decode.failures import (
+    OUT_OF_MEMORY,
+    SYSTEMATIC,
+    SYSTEMATIC_MIN_IMAGES,
+    AcceleratorError,
+    classify,
+    describe,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ACCEL_PIXELS: int = 4096 * 4096
 """Larger JPEGs go to the CPU decoder, which decodes them at 1/2–1/8 scale in the DCT domain
 (a GPU decoder decodes at full size: a 16k × 16k image would take 768 MB of device memory)."""
-
-
-def resolve_decode_device(device: str) -> torch.device:
-    """``"auto"`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def orient_nhwc(x: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -78,7 +89,7 @@ def orient_nhwc(x: torch.Tensor, orientation: int) -> torch.Tensor:
     return x
 
 
-class AcceleratedDecodeStage(Stage):
+class AcceleratedDecodeStage(DecoderStage):
     """Decode still-kept samples to ``(size, size, 3)`` uint8 with a batch decoder.
 
     Same output as :class:`pixsieve.stages.DecodeStage`: ``batch.pixels``, ``width``,
@@ -97,8 +108,8 @@ class AcceleratedDecodeStage(Stage):
             instead of being split again.
     """
 
-    name: ClassVar[str] = "decode"
     backend: ClassVar[str] = "accelerated"
+    resources = DeviceResources()  # one GPU unless the device is the CPU
 
     def __init__(
         self,
@@ -125,27 +136,24 @@ class AcceleratedDecodeStage(Stage):
         self._lock: threading.Lock | None = None
         self._accel: Any = None
         self._counts: Counter[str] = Counter()
+        self._taken: Counter[str] = Counter()
 
     def __getstate__(self) -> dict[str, Any]:
         # ship settings, never the pool, the lock or a built accelerator
-        return {**self.__dict__, "_pool": None, "_lock": None, "_accel": None, "_counts": Counter()}
-
-    @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        """One GPU unless the device is the CPU (from the setting, like ``ClipEmbedder``: a
-        cluster's driver may have no GPU while its workers do)."""
-        on_gpu = self.device == "auto" or self.device.startswith("cuda")
-        return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
+        fresh = {"_counts": Counter(), "_taken": Counter()}
+        return {**self.__dict__, "_pool": None, "_lock": None, "_accel": None, **fresh}
 
     @property
     def counts(self) -> dict[str, int]:
         """Images ``accelerated``, ``routed_cpu`` (by header) and ``fallback_cpu`` (after a
-        failed call), and ``failed_calls``, since this worker started."""
+        failed call), ``failed_calls`` and ``oom_splits``, since this worker started."""
         return dict(self._counts)
 
-    def _threads(self) -> int:
-        """CPU threads to use (``threads`` or one per core)."""
-        return self.threads or os.cpu_count() or 1
+    def take_counts(self) -> dict[str, int]:
+        """The routing counters since the last call (``run.json`` records them per stage)."""
+        new = self._counts - self._taken
+        self._taken.update(new)
+        return dict(new)
 
     @abstractmethod
     def _build(self, device: torch.device) -> Any:
@@ -178,27 +186,47 @@ class AcceleratedDecodeStage(Stage):
 
     def _decode_accelerated(
         self, rows: list[int], batch: ImageBatch, headers: dict[int, JpegHeader]
-    ) -> tuple[list[tuple[list[int], Any]], list[int]]:
-        """Run the accelerator over ``rows``: ``(decoded parts, rows left to the CPU)``."""
+    ) -> tuple[list[tuple[list[int], Any]], list[int], set[str]]:
+        """Run the accelerator over ``rows``: decoded parts, rows left to the CPU, and the
+        distinct errors of the calls that failed on (probably) bad images."""
         parts: list[tuple[list[int], Any]] = []
         fallback: list[int] = []
+        errors: set[str] = set()
         todo = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
         while todo:
             chunk = todo.pop()
             items = [batch.image_bytes[i] or b"" for i in chunk]
             try:
                 out = self._accel_decode(items, [headers[i] for i in chunk])
-            except Exception as e:  # one bad image fails the whole call
-                self._counts["failed_calls"] += 1
+            except Exception as e:  # one bad image fails the whole call, but so does a bug
+                kind = classify(e)
+                self._counts["oom_splits" if kind == OUT_OF_MEMORY else "failed_calls"] += 1
                 logger.debug("%s decode of %d images failed: %s", self.backend, len(chunk), e)
-                if len(chunk) <= self.min_split:
+                if kind == SYSTEMATIC or (kind == OUT_OF_MEMORY and len(chunk) == 1):
+                    raise AcceleratorError(
+                        f"{self.backend} decoding failed, not because of an image: {describe(e)}"
+                    ) from e
+                if kind == OUT_OF_MEMORY:
+                    _free_device_memory()
+                if kind != OUT_OF_MEMORY and len(chunk) <= self.min_split:
                     fallback += chunk
+                    errors.add(describe(e))
                 else:
                     half = len(chunk) // 2
                     todo += [chunk[half:], chunk[:half]]
                 continue
             parts.append((chunk, self._orient(out, [headers[i].orientation for i in chunk])))
-        return parts, fallback
+        return parts, fallback, errors
+
+    def _check_fallback(self, parts: list[Any], fallback: list[int], errors: set[str],
+                        cpu: Gathered) -> None:  # fmt: skip
+        """Raise when every call failed the same way on many JPEGs the CPU decoder read."""
+        read = sum(1 for i in fallback if not cpu.failed[i])
+        if not parts and len(errors) == 1 and read >= SYSTEMATIC_MIN_IMAGES:
+            raise AcceleratorError(
+                f"{self.backend} decoding failed the same way on all {len(fallback)} JPEGs of "
+                f"a batch, {read} of which the CPU decoder reads: {errors.pop()}"
+            )
 
     @staticmethod
     def _orient(out: Any, orientations: list[int]) -> Any:
@@ -219,7 +247,7 @@ class AcceleratedDecodeStage(Stage):
         """Decode the batch; failures become ``error`` rows with the CPU decoder's reasons."""
         self.setup()
         assert self._lock is not None
-        n, s = len(batch), self.image_size
+        n = len(batch)
         headers: dict[int, JpegHeader] = {}
         cpu_rows: list[int] = []
         for i in np.flatnonzero(batch.alive).tolist():
@@ -231,61 +259,40 @@ class AcceleratedDecodeStage(Stage):
                 cpu_rows.append(i)
         futures = self._cpu_submit(batch, cpu_rows)  # the CPU works while the accelerator does
         with self._lock:  # one accelerated call at a time per stage
-            parts, fallback = self._decode_accelerated(list(headers), batch, headers)
+            parts, fallback, errors = self._decode_accelerated(list(headers), batch, headers)
             self._counts.update(
                 accelerated=len(headers) - len(fallback),
                 routed_cpu=len(cpu_rows),
                 fallback_cpu=len(fallback),
             )
         futures += self._cpu_submit(batch, fallback)
-        cpu_rows += fallback
-
-        width = np.zeros(n, dtype=np.int32)
-        height = np.zeros(n, dtype=np.int32)
-        fmt = np.full(n, None, dtype=object)
-        failed = np.zeros(n, dtype=bool)
-        reasons: list[str] = [""] * n
-        decoded_rows: list[int] = []
-        decoded: list[np.ndarray] = []
-        for i, fut in zip(cpu_rows, futures, strict=True):
-            res = fut.result()
-            if isinstance(res, DecodeError):
-                failed[i], reasons[i] = True, res.reason
-            else:
-                decoded_rows.append(i)
-                decoded.append(res.pixels)
-                width[i], height[i], fmt[i] = res.width, res.height, res.format
+        gathered = gather(n, cpu_rows + fallback, (f.result() for f in futures))
+        self._check_fallback(parts, fallback, errors, gathered)
         for rows, _ in parts:
             for i in rows:
-                width[i], height[i] = headers[i].oriented_size
-                fmt[i] = "JPEG"
-        batch.pixels = self._assemble(n, s, parts, decoded_rows, decoded)
-        batch.width, batch.height = width, height
-        batch.set_column("format", fmt)
-        batch.drop(failed, reasons, status=ERROR)
-        return batch
+                gathered.width[i], gathered.height[i] = headers[i].oriented_size
+                gathered.fmt[i] = "JPEG"
+        return finish(batch, gathered, self._assemble(n, parts, gathered))
 
-    def _assemble(
-        self,
-        n: int,
-        s: int,
-        parts: list[tuple[list[int], Any]],
-        cpu_rows: list[int],
-        cpu_pixels: list[np.ndarray],
-    ) -> Any:
+    def _assemble(self, n: int, parts: list[tuple[list[int], Any]], cpu: Gathered) -> Any:
         """One ``(N, S, S, 3)`` uint8 array (or CUDA tensor), zeros where not decoded."""
+        s = self.image_size
         if self._on_device:
             device = resolve_decode_device(self.device)
             pixels = torch.zeros((n, s, s, 3), dtype=torch.uint8, device=device)
             for rows, out in parts:
                 pixels[torch.tensor(rows, device=device)] = torch.as_tensor(out, device=device)
-            if cpu_rows:
-                host = torch.from_numpy(np.stack(cpu_pixels))
-                pixels[torch.tensor(cpu_rows, device=device)] = host.to(device)
+            if cpu.rows:
+                host = torch.from_numpy(np.stack(cpu.pixels))
+                pixels[torch.tensor(cpu.rows, device=device)] = host.to(device)
             return pixels
         array = np.zeros((n, s, s, 3), dtype=np.uint8)
         for rows, out in parts:
             array[rows] = out.cpu().numpy() if isinstance(out, torch.Tensor) else out
-        if cpu_rows:
-            array[cpu_rows] = np.stack(cpu_pixels)
-        return array
+        return cpu.place(array)
+
+
+def _free_device_memory() -> None:
+    """Return cached CUDA memory after an out-of-memory error (no-op without CUDA)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
