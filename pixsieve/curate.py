@@ -52,11 +52,16 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
     captions = "caption" not in skip
     if captions:
         stages.append(CaptionStage(f.caption_from))
-    model = {"model": e.model, "revision": e.revision, "device": e.device}
-    model.update(precision=e.precision, batch_size=e.batch_size)
-    stages.append(ClipEmbedder(**model))
+    clip: dict[str, Any] = {
+        "model": e.model,
+        "revision": e.revision,
+        "device": e.device,
+        "precision": e.precision,
+        "batch_size": e.batch_size,
+    }
+    stages.append(ClipEmbedder(**clip))
     if captions:  # the same checkpoint, device and precision as the image tower
-        stages.append(TextEmbedder(**model))
+        stages.append(TextEmbedder(**clip))
     if "aesthetic" not in skip:
         stages.append(
             AestheticFilter(

@@ -125,3 +125,18 @@ def test_a_cached_snapshot_without_tokenizer_files_gets_them(tiny_clip_dir, tmp_
     assert calls == [(repo, name, revision, tmp_path) for name in ("vocab.json", "merges.txt")]
     calls.clear()
     assert clip_text.resolve_clip_text(snapshot) == snapshot and calls == []  # now complete
+
+
+@pytest.mark.gpu
+def test_cuda_text_tower_follows_the_image_tower_and_matches_cpu(encoder, tiny_clip_dir):
+    from pixsieve.models.clip import load_clip
+
+    image = load_clip(tiny_clip_dir)  # device="auto": CUDA, bf16
+    text = load_clip_text(tiny_clip_dir)
+    assert (text.device, text.dtype) == (image.device, image.dtype)
+    assert text.device.type == "cuda" and text.dtype == torch.bfloat16
+    captions = ["a photo of a cat", " ".join(["cat"] * 200), "a dog"]
+    gpu, cut = text.encode(captions)
+    cpu, _ = encoder.encode(captions)
+    assert cut.tolist() == [False, True, False]
+    assert np.sum(gpu * cpu, axis=1).min() > 0.99
