@@ -27,7 +27,8 @@ from pixsieve.run.score import shard_error_row
 
 PASS = "export"
 SEMANTIC_COLUMNS = ("similarity", "component_id", "component_size", "chained")
-_NOT_METADATA = {"members", "status", "reason", "output_shard", "position", "embedding"}
+CACHE_ONLY = ("embedding", "text_embedding")  # vectors stay in cache/, never in the manifest
+_NOT_METADATA = {"members", "status", "reason", "output_shard", "position", *CACHE_ONLY}
 
 
 class ExportWorker:
@@ -111,7 +112,7 @@ class ExportWorker:
                 )
             )
         schema = pa.unify_schemas(schemas, promote_options="permissive")
-        return pa.schema([f for f in schema if f.name != "embedding"])
+        return pa.schema([f for f in schema if f.name not in CACHE_ONLY])
 
     def done(self, part: int) -> dict[str, Any] | None:
         """Saved summary when this partition was already exported."""
@@ -125,8 +126,7 @@ class ExportWorker:
                 2, "source", pa.array([self.shards[index].url], pa.string())
             )
         table = self.layout.read_table(path)
-        if "embedding" in table.column_names:
-            table = table.drop_columns(["embedding"])
+        table = table.drop_columns([c for c in CACHE_ONLY if c in table.column_names])
         n = table.num_rows
         source = pa.array([self.shards[index].url] * n, pa.string())
         table = table.add_column(2, "source", source)
