@@ -190,8 +190,8 @@ def curate(inputs: tuple[str, ...], output: str, config_file: str | None, **opts
         raise click.UsageError(str(e)) from e
     except RunMismatch as e:
         raise click.ClickException(e.message("--overwrite")) from e
-    except OutputError as e:  # on Ray, the worker's own error is the ``cause``
-        raise click.ClickException(str(getattr(e, "cause", None) or e)) from e
+    except OutputError as e:
+        raise click.ClickException(str(e)) from e
     except OSError as e:  # the environment (a vanished or read-only output...), not a sample
         raise click.ClickException(f"{type(e).__name__}: {e}") from e
     except Exception as e:
