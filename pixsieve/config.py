@@ -2,7 +2,9 @@
 
 A config file (TOML, JSON or YAML) mirrors these sections::
 
-    [read]      image_size, max_pixels, max_full_decode_pixels, batch_size, decoder
+    [read]      image_size, max_pixels, max_full_decode_pixels, batch_size, decoder,
+                max_decode_bytes, decode_timeout, max_sample_bytes, max_sidecar_bytes,
+                max_sample_members        # the limits: docs/limits.md
     [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only,
                 clip_score_min, caption_from, require_caption
     [embed]     model, revision, device, precision, batch_size
@@ -29,7 +31,17 @@ from typing import Any
 
 from pixsieve.config_values import ConfigError, build_section, type_name
 from pixsieve.dedup.config import DEFAULT_THRESHOLD
-from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
+from pixsieve.io.decode import (
+    DEFAULT_DECODE_TIMEOUT,
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_FULL_DECODE_PIXELS,
+    DEFAULT_MAX_PIXELS,
+)
+from pixsieve.io.limits import (
+    DEFAULT_MAX_SAMPLE_BYTES,
+    DEFAULT_MAX_SAMPLE_MEMBERS,
+    DEFAULT_MAX_SIDECAR_BYTES,
+)
 from pixsieve.stages.captions import ImageTextFilter
 from pixsieve.stages.documents import caption_sources
 from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
@@ -49,6 +61,11 @@ class ReadConfig:
     max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS
     batch_size: int = 256
     decoder: str = "auto"
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT
+    max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
+    max_sidecar_bytes: int = DEFAULT_MAX_SIDECAR_BYTES
+    max_sample_members: int = DEFAULT_MAX_SAMPLE_MEMBERS
 
 
 @dataclass(frozen=True)
@@ -277,6 +294,11 @@ def _validate(cfg: CurateConfig) -> None:
     _at_least("read", "image_size", cfg.read.image_size, 1)
     _at_least("read", "max_pixels", cfg.read.max_pixels, 1)
     _at_least("read", "max_full_decode_pixels", cfg.read.max_full_decode_pixels, 1)
+    _at_least("read", "max_decode_bytes", cfg.read.max_decode_bytes, 1)
+    _at_least("read", "decode_timeout", cfg.read.decode_timeout, 0.001)
+    _at_least("read", "max_sample_bytes", cfg.read.max_sample_bytes, 1)
+    _at_least("read", "max_sidecar_bytes", cfg.read.max_sidecar_bytes, 1)
+    _at_least("read", "max_sample_members", cfg.read.max_sample_members, 1)
     _at_least("read", "batch_size", cfg.read.batch_size, 1)
     _at_least("embed", "batch_size", cfg.embed.batch_size, 1)
     _at_least("filters", "min_side", cfg.filters.min_side, 0)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pixsieve.config import CurateConfig
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import discover_shards
 from pixsieve.models import hub
 from pixsieve.models.hub import ModelUnavailableError
@@ -38,6 +39,8 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
             image_size=cfg.read.image_size,
             max_pixels=cfg.read.max_pixels,
             max_full_decode_pixels=cfg.read.max_full_decode_pixels,
+            max_decode_bytes=cfg.read.max_decode_bytes,
+            decode_timeout=cfg.read.decode_timeout,
         )
     ]
     if f.min_side > 0 or f.max_aspect_ratio is not None:
@@ -101,6 +104,11 @@ def build_pipeline(cfg: CurateConfig) -> Pipeline:
         samples_per_shard=cfg.export.samples_per_shard,
         partition_bytes=cfg.export.partition_bytes,
         retries=cfg.run.retries,
+        read_limits=ReadLimits(
+            max_sample_bytes=cfg.read.max_sample_bytes,
+            max_sidecar_bytes=cfg.read.max_sidecar_bytes,
+            max_sample_members=cfg.read.max_sample_members,
+        ),
         config=cfg.applied(),
     )
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixsieve.executors import Executor, TaskResult
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import ShardRef, partition_by_bytes
 from pixsieve.progress import PassProgress
 from pixsieve.run.export import ExportWorker
@@ -47,6 +48,7 @@ class Passes:
     samples_per_shard: int = 1000
     partition_bytes: int = 2 << 30
     retries: int = 1
+    read_limits: ReadLimits = field(default_factory=ReadLimits)
     storage_options: dict[str, Any] = field(default_factory=dict)
     bars: PassProgress = field(default_factory=lambda: PassProgress(False))
     results: dict[str, list[TaskResult]] = field(default_factory=dict)
@@ -102,7 +104,7 @@ class Passes:
         """Hash every image; decide exact duplicates; return the number of samples."""
         n = len(self.shards)
         with self._timed("scan"):
-            worker = ScanWorker(self.layout, self.shards, self.storage_options)
+            worker = ScanWorker(self.layout, self.shards, self.storage_options, self.read_limits)
             bar = self.bars.bar("scan", None)
             self.results["scan"] = list(
                 self.executor.map(worker, range(n), retries=self.retries, progress=bar)
@@ -125,6 +127,7 @@ class Passes:
             self.batch_size,
             self.storage_options,
             self.exact_dedup,
+            limits=self.read_limits,
         )
         with self._timed("score"):
             self.results["score"] = list(
@@ -149,6 +152,7 @@ class Passes:
             self.samples_per_shard,
             self.storage_options,
             self.semantic is not None,
+            limits=self.read_limits,
         )
         with self._timed("export"):
             self.results["export"] = list(

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixsieve.executors import Executor, make_executor
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import InputError, ShardRef, discover_shards
 from pixsieve.passes import Passes
 from pixsieve.progress import PassProgress
+from pixsieve.run.claim import claim_output
 from pixsieve.run.layout import OutputError, RunLayout
-from pixsieve.run.summary import claim_output, describe_stage, fingerprint
+from pixsieve.run.summary import describe_stage, fingerprint
 from pixsieve.stages.base import StageLike
 from pixsieve.stages.decode import DecodeStage, find_decoder
 
@@ -55,6 +57,7 @@ class Pipeline:
         partition_bytes: input bytes per export partition (fixes output layout independent of
             the executor).
         retries: extra attempts for a failing shard before it is recorded as an error.
+        read_limits: per-sample limits of the tar reader (``docs/limits.md``).
         config: the effective configuration to record in ``run.json``.
     """
 
@@ -68,6 +71,7 @@ class Pipeline:
         samples_per_shard: int = 1000,
         partition_bytes: int = 2 << 30,
         retries: int = 1,
+        read_limits: ReadLimits | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
         if find_decoder(stages) is None:
@@ -82,6 +86,7 @@ class Pipeline:
         self.samples_per_shard = samples_per_shard
         self.partition_bytes = partition_bytes
         self.retries = retries
+        self.read_limits = read_limits or ReadLimits()
         self.config = config or {}
 
     def run(
@@ -106,22 +111,23 @@ class Pipeline:
         shards = discover_shards(inputs, opts)
         layout = RunLayout.open(output, opts)
         shards = _outside(shards, layout)
-        claim_output(layout, fingerprint(shards, self), overwrite)
-        ex = make_executor(executor, workers)
-        with PassProgress(progress) as bars:
-            passes = self.passes(layout, shards, ex, opts, bars)
-            try:
-                passes.run()
-            finally:
-                ex.shutdown()
-        record = passes.record(
-            config=self.config,
-            stages=[describe_stage(s) for s in self.stages],
-            decoder=self.decoder,
-            started=started,
-        )
-        if report:
-            write_report_or_warn(output, opts)
+        with layout.locked():  # one run per output at a time
+            claim_output(layout, fingerprint(shards, self), overwrite)
+            ex = make_executor(executor, workers)
+            with PassProgress(progress) as bars:
+                passes = self.passes(layout, shards, ex, opts, bars)
+                try:
+                    passes.run()
+                finally:
+                    ex.shutdown()
+            record = passes.record(
+                config=self.config,
+                stages=[describe_stage(s) for s in self.stages],
+                decoder=self.decoder,
+                started=started,
+            )
+            if report:
+                write_report_or_warn(output, opts)
         return RunResult(output=output, record=record, shard_errors=record["shard_errors"])
 
     def passes(
@@ -144,6 +150,7 @@ class Pipeline:
             samples_per_shard=self.samples_per_shard,
             partition_bytes=self.partition_bytes,
             retries=self.retries,
+            read_limits=self.read_limits,
             storage_options=storage_options or {},
             bars=bars or PassProgress(False),
         )
@@ -155,8 +162,17 @@ class Pipeline:
 
 
 def _outside(shards: list[ShardRef], layout: RunLayout) -> list[ShardRef]:
-    """Leave out shards under the output directory (an output inside an input directory)."""
+    """Leave out shards under the output directory (an output inside an input directory).
+
+    A file the user named explicitly that lies inside the output is refused instead.
+    """
     prefix = layout.fs.unstrip_protocol(layout.root).rstrip("/") + "/"
+    named = [s.url for s in shards if s.explicit and s.url.startswith(prefix)]
+    if named:
+        raise InputError(
+            f"input {named[0]} lies inside the output directory {layout.url}; "
+            "move it out or choose another output"
+        )
     kept = [s for s in shards if not s.url.startswith(prefix)]
     if not kept:
         raise InputError(f"every input shard lies inside the output directory {layout.url}")

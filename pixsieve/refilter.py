@@ -4,7 +4,7 @@
 the old caches with their score-filter fates re-decided by each filter's own rule
 (:func:`pixsieve.run.fates.refate_table`). Then it runs the ordinary
 :class:`~pixsieve.passes.Passes` from ``semantic`` on, through the same executor, output check
-(:func:`~pixsieve.run.summary.claim_output`) and ``run.json`` writer as ``curate``: semantic
+(:func:`~pixsieve.run.claim.claim_output`) and ``run.json`` writer as ``curate``: semantic
 dedup over the new caches (spread out by the executor's ``map_calls``) and the export, which
 copies the kept samples' members from the input shards byte for byte. No model runs. The
 result is itself a finished run: it can be reported on, swept or refiltered again.
@@ -20,8 +20,10 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from pixsieve.executors import Executor, make_executor
+from pixsieve.io.limits import ReadLimits
 from pixsieve.passes import Passes
 from pixsieve.pipeline import RunResult, write_report_or_warn
+from pixsieve.run.claim import claim_output
 from pixsieve.run.fates import (
     Threshold,
     Thresholds,
@@ -32,7 +34,7 @@ from pixsieve.run.fates import (
 )
 from pixsieve.run.finished import FinishedRun, RunError
 from pixsieve.run.layout import OutputError, RunLayout
-from pixsieve.run.summary import claim_output, config_as_dict
+from pixsieve.run.summary import config_as_dict
 from pixsieve.stages.base import StageStats
 
 
@@ -74,52 +76,52 @@ def refilter(
     semantic = _semantic_config(run, chosen)
     stages = settings_with(run, chosen)
     fingerprint = {**run.fingerprint, "stages": stages, "semantic_dedup": config_as_dict(semantic)}
-    layout = _claim(run, new_output, opts, fingerprint, overwrite)
-    t0 = time.perf_counter()
-    counters = _refate(run, layout, chosen)
-    passes = Passes(
-        layout,
-        shards,
-        make_executor(executor, workers),
-        exact_dedup=bool(run.fingerprint.get("exact_dedup", True)),
-        semantic_dedup=semantic,
-        samples_per_shard=int(run.fingerprint.get("samples_per_shard") or 1000),
-        partition_bytes=int(run.fingerprint.get("partition_bytes") or 2 << 30),
-        storage_options=opts,
-    )
-    passes.timings["refate"] = time.perf_counter() - t0
-    try:
-        passes.run(start="semantic")
-    finally:
-        passes.executor.shutdown()
-    record = passes.record(
-        config=_config_with(run.record.get("config") or {}, chosen),
-        stages=stages,
-        decoder=str(run.record.get("decoder") or "pillow"),
-        started=started,
-        earlier={"counters": counters, "shard_errors": _earlier_errors(run)},
-        extra={"refiltered_from": {"run": run.url, "thresholds": chosen.label()}},
-    )
-    if report:
-        write_report_or_warn(new_output, opts)
+    layout = _open(run, new_output, opts)
+    limits = run.fingerprint.get("read_limits")
+    with layout.locked():  # one run per output at a time, as for curate
+        try:
+            claim_output(layout, fingerprint, overwrite, resume=False)
+        except OutputError as e:
+            raise RunError(str(e)) from e
+        t0 = time.perf_counter()
+        counters = _refate(run, layout, chosen)
+        passes = Passes(
+            layout,
+            shards,
+            make_executor(executor, workers),
+            exact_dedup=bool(run.fingerprint.get("exact_dedup", True)),
+            semantic_dedup=semantic,
+            samples_per_shard=int(run.fingerprint.get("samples_per_shard") or 1000),
+            partition_bytes=int(run.fingerprint.get("partition_bytes") or 2 << 30),
+            read_limits=ReadLimits(**limits) if isinstance(limits, dict) else ReadLimits(),
+            storage_options=opts,
+        )
+        passes.timings["refate"] = time.perf_counter() - t0
+        try:
+            passes.run(start="semantic")
+        finally:
+            passes.executor.shutdown()
+        record = passes.record(
+            config=_config_with(run.record.get("config") or {}, chosen),
+            stages=stages,
+            decoder=str(run.record.get("decoder") or "pillow"),
+            started=started,
+            earlier={"counters": counters, "shard_errors": _earlier_errors(run)},
+            extra={"refiltered_from": {"run": run.url, "thresholds": chosen.label()}},
+        )
+        if report:
+            write_report_or_warn(new_output, opts)
     return RunResult(output=new_output, record=record, shard_errors=record["shard_errors"])
 
 
-def _claim(
-    run: FinishedRun,
-    new_output: str,
-    opts: dict[str, Any],
-    fingerprint: dict[str, Any],
-    overwrite: bool,
-) -> RunLayout:
-    """Open ``new_output`` and claim it with curate's check (never resuming: it is rewritten)."""
+def _open(run: FinishedRun, new_output: str, opts: dict[str, Any]) -> RunLayout:
+    """Open ``new_output``, which must differ from the run directory."""
     try:
         layout = RunLayout.open(new_output, opts)
-        if layout.fs is run.layout.fs and layout.root == run.layout.root:
-            raise RunError("refilter writes a new run: --output must differ from the run directory")
-        claim_output(layout, fingerprint, overwrite, resume=False)
     except OutputError as e:
         raise RunError(str(e)) from e
+    if layout.fs is run.layout.fs and layout.root == run.layout.root:
+        raise RunError("refilter writes a new run: --output must differ from the run directory")
     return layout
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from pixsieve.cli.exits import (
     EXIT_CODES_HELP,
@@ -21,6 +20,7 @@ from pixsieve.cli.exits import (
     exit_code,
 )
 from pixsieve.cli.options import dedup_threshold, parse_storage_options
+from pixsieve.cli.summary import print_summary
 from pixsieve.config import (
     DECODERS,
     EXECUTORS,
@@ -35,6 +35,7 @@ from pixsieve.errors import InputError
 from pixsieve.extras import RAY_HINT, MissingExtraError, require
 from pixsieve.io.shards import ShardRef, discover_shards
 from pixsieve.models.hub import ChecksumError, ModelUnavailableError
+from pixsieve.run.claim import RunMismatch
 from pixsieve.run.layout import OutputError
 from pixsieve.stages.captions import ImageTextFilter
 from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
@@ -42,7 +43,7 @@ from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 _DEFAULTS = CurateConfig()  # option help shows the config's defaults, never a copy of them
 
 if TYPE_CHECKING:
-    from pixsieve.pipeline import RunResult
+    pass
 
 SKIP_EMBED_HINT = "to curate without models (ingest, exact dedup, export) add --skip embed"
 
@@ -64,54 +65,6 @@ def model_error(exc: BaseException) -> ModelUnavailableError | None:
             return e
         todo += [getattr(e, "cause", None), e.__context__, e.__cause__]
     return None
-
-
-def print_summary(result: RunResult, console: Console) -> None:
-    """Print totals, per-stage counters and shard errors as tables."""
-    rec = result.record
-    totals = rec["totals"]
-    unreadable = (rec.get("inputs") or {}).get("unreadable", 0)
-    rows = f"[bold]{totals['input']:,}[/] samples"
-    if unreadable:  # the manifest's rows: samples read, plus one row per unreadable file
-        samples = totals["input"] - unreadable
-        files = f"{unreadable:,} unreadable file" + ("s" if unreadable > 1 else "")
-        rows = f"[bold]{totals['input']:,}[/] rows ({samples:,} samples, {files})"
-    console.print(
-        f"{rows}: [green]{totals['kept']:,} kept[/], "
-        f"[yellow]{totals['removed']:,} removed[/], [red]{totals['error']:,} errors[/] "
-        f"in {rec['seconds']:.1f}s → {result.output}"
-    )
-    table = Table(title="stages", show_lines=False)
-    for col in ("stage", "in", "kept", "dropped / errors", "seconds"):
-        table.add_column(col, justify="left" if col in ("stage", "dropped / errors") else "right")
-    for name, stats in rec["counters"].items():
-        counts = stats["counts"]
-        drops = ", ".join(
-            f"{k.split('_', 1)[1]}={v:,}"
-            for k, v in sorted(counts.items())
-            if k.startswith(("dropped_", "errors_"))
-        )
-        notes = [  # what a stage noticed without dropping (e.g. no_caption_missing)
-            f"{k}={v:,}"
-            for k, v in sorted(counts.items())
-            if k not in ("in", "kept") and not k.startswith(("dropped_", "errors_"))
-        ]
-        drops = "; ".join(filter(None, [drops, ", ".join(notes)]))
-        table.add_row(
-            name,
-            f"{counts.get('in', 0):,}",
-            f"{counts.get('kept', 0):,}",
-            drops or "-",
-            f"{stats.get('seconds', 0):.2f}",
-        )
-    console.print(table)
-    if result.shard_errors:
-        errs = Table(title="shard errors")
-        for col in ("pass", "task", "error"):
-            errs.add_column(col)
-        for e in result.shard_errors:
-            errs.add_row(e["pass"], e["task"], e["error"])
-        console.print(errs)
 
 
 def check_output(output: str, storage_options: dict[str, Any]) -> None:
@@ -336,8 +289,12 @@ def _run(shards: list[ShardRef], output: str, cfg: CurateConfig, opts: dict[str,
         )
     except InputError as e:
         raise click.UsageError(str(e)) from e
-    except (OutputError, MissingExtraError) as e:
-        raise click.ClickException(str(e)) from e
+    except RunMismatch as e:
+        raise click.ClickException(e.message("--overwrite")) from e
+    except (OutputError, MissingExtraError) as e:  # on Ray, the worker's own error (its cause)
+        raise click.ClickException(str(getattr(e, "cause", None) or e)) from e
+    except OSError as e:  # the environment (a vanished or read-only output...), not a sample
+        raise click.ClickException(f"{type(e).__name__}: {e}") from e
     except Exception as e:
         cause = model_error(e)
         if cause is not None:

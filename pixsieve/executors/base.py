@@ -97,12 +97,16 @@ def run_task(
             summary = worker.run(task, progress)
             return TaskResult(task, summary, attempt, time.perf_counter() - start)
         except Exception as e:  # a failing shard must not sink the run
+            if getattr(e, "ends_run", False):  # the output cannot be written: no shard's fault
+                raise
             error = f"{type(e).__name__}: {e}"
             log.warning("task %s failed (attempt %d/%d): %s", task, attempt, retries + 1, error)
             log.debug("%s", traceback.format_exc())
     try:
         summary = worker.fail(task, error)
     except Exception as e:  # even recording the failure failed: keep the run going
+        if getattr(e, "ends_run", False):
+            raise
         log.error("task %s: recording its failure failed too: %s", task, e)
         summary = {"samples": 0, "error": f"{error}; recording it failed: {type(e).__name__}: {e}"}
     attempts = max(retries + 1, crashes)

@@ -76,3 +76,21 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
             columns.append(table[name])
             fields.append(table.schema.field(name))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def mark_errors(table: pa.Table, reason: str, keys: set[str] | None = None) -> pa.Table:
+    """Rows not already errors become errors with ``reason`` (``{key}`` is filled in).
+
+    All rows, or only those whose key is in ``keys`` (nothing to do for an empty set).
+    """
+    if (keys is not None and not keys) or table.num_rows == 0:
+        return table
+    status = table["status"].to_pylist()
+    reasons = table["reason"].to_pylist()
+    for i, key in enumerate(table["key"].to_pylist()):
+        if status[i] != "error" and (keys is None or key in keys):
+            status[i], reasons[i] = "error", reason.replace("{key}", str(key))
+    table = table.set_column(table.column_names.index("status"), "status", pa.array(status))
+    return table.set_column(
+        table.column_names.index("reason"), "reason", pa.array(reasons, pa.string())
+    )

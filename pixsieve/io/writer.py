@@ -2,15 +2,21 @@
 
 Shards fill up to ``samples_per_shard`` across any number of calls, get deterministic names
 (``{prefix}-{n:05d}.tar``), fixed member metadata (mtime, owner, mode) so the same input gives
-the same bytes, and are written atomically: to a temporary name first, renamed when complete.
-Works on any fsspec destination.
+the same bytes, and are written atomically: to a hidden temporary name first (``.NAME.tmp``,
+which dataset readers skip), renamed when complete. Works on any fsspec destination.
+
+A failed write (disk full, quota, read-only or vanished directory) raises
+:class:`OutputWriteError`, which ends the run with a one-line message instead of turning
+samples into errors: no shard is to blame, and a re-run resumes once the problem is fixed.
 """
 
 from __future__ import annotations
 
 import io
 import tarfile
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import fsspec
 import pyarrow as pa
@@ -19,14 +25,58 @@ import pyarrow.parquet as pq
 from pixsieve.io.tar_reader import is_unsafe_name
 
 FIXED_MTIME: int = 946684800  # 2000-01-01T00:00:00Z: reproducible tars
+T = TypeVar("T")
+
+
+class OutputError(OSError):
+    """The output location cannot be used (unwritable, or holds a different run)."""
+
+
+class OutputWriteError(OutputError):
+    """Writing into the output failed (disk full, read-only...): the run ends here."""
+
+    ends_run = True  # the task policy re-raises instead of blaming the shard
+
+
+def temp_path(path: str) -> str:
+    """The hidden temporary name ``path`` is written under before its rename."""
+    head, _, name = path.rpartition("/")
+    return f"{head}/.{name}.tmp" if head else f".{name}.tmp"
+
+
+@contextmanager
+def output_errors(path: str, fs: fsspec.AbstractFileSystem | None = None) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` into :class:`OutputWriteError`.
+
+    The temporary file of ``path`` is removed (best effort) so it never lingers.
+    """
+    try:
+        yield
+    except OutputWriteError:
+        raise
+    except OSError as e:
+        if fs is not None:
+            try:
+                if fs.exists(temp_path(path)):
+                    fs.rm(temp_path(path))
+            except OSError:
+                pass
+        raise OutputWriteError(f"cannot write {path}: {e}") from e
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[Any], T]) -> T:
+    """Call ``write(file)`` on a hidden temporary file, then rename it to ``path``."""
+    tmp = temp_path(path)
+    with output_errors(path, fs):
+        with fs.open(tmp, "wb") as f:
+            out = write(f)
+        fs.mv(tmp, path)
+    return out
 
 
 def write_parquet_atomic(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` via a temporary file and a rename."""
-    tmp = f"{path}.tmp"
-    with fs.open(tmp, "wb") as f:
-        pq.write_table(table, f, compression="zstd")
-    fs.mv(tmp, path)
+    """Write ``table`` to ``path`` via a hidden temporary file and a rename."""
+    write_atomic(fs, path, lambda f: pq.write_table(table, f, compression="zstd"))
 
 
 class ShardWriter:
@@ -64,10 +114,12 @@ class ShardWriter:
         return f"{self.prefix}-{self.shard_count:05d}.tar"
 
     def _open(self) -> None:
-        self.fs.makedirs(self.directory, exist_ok=True)
-        self._tmp = f"{self.directory}/{self.current_name}.tmp"
-        self._file = self.fs.open(self._tmp, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        final = f"{self.directory}/{self.current_name}"
+        self._tmp = temp_path(final)
+        with output_errors(final):
+            self.fs.makedirs(self.directory, exist_ok=True)
+            self._file = self.fs.open(self._tmp, "wb")
+            self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
 
     def write(
         self, members: list[tuple[str, bytes]], metadata: dict[str, Any], key: str | None = None
@@ -88,14 +140,15 @@ class ShardWriter:
         if key is not None:
             self._keys.add(key)
         name_here = self.current_name
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = FIXED_MTIME
-            info.mode = 0o444
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
+        with output_errors(f"{self.directory}/{name_here}"):
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mtime = FIXED_MTIME
+                info.mode = 0o444
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                self._tar.addfile(info, io.BytesIO(data))
         self._rows.append(metadata)
         if len(self._rows) >= self.samples_per_shard:
             self._finish()
@@ -104,10 +157,11 @@ class ShardWriter:
     def _finish(self) -> None:
         if self._tar is None:
             return
-        self._tar.close()
-        self._file.close()
         final = f"{self.directory}/{self.current_name}"
-        self.fs.mv(self._tmp, final)
+        with output_errors(final):
+            self._tar.close()
+            self._file.close()
+            self.fs.mv(self._tmp, final)
         table = pa.Table.from_pylist(self._rows, schema=self.schema)
         write_parquet_atomic(self.fs, final[: -len(".tar")] + ".parquet", table)
         self.written.append(final)
@@ -128,8 +182,13 @@ class ShardWriter:
             try:
                 self._tar.close()
                 self._file.close()
+            except OSError:
+                pass  # the disk may be full: the file is dropped below anyway
             finally:
-                if self.fs.exists(self._tmp):
-                    self.fs.rm(self._tmp)
+                try:
+                    if self.fs.exists(self._tmp):
+                        self.fs.rm(self._tmp)
+                except OSError:
+                    pass
         self._tar = None
         self._rows = []

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import conform
 from pixsieve.io.tar_reader import TarShardReader
@@ -41,8 +42,10 @@ class ExportWorker:
         samples_per_shard: int,
         storage_options: dict[str, Any],
         semantic: bool,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.layout = layout
+        self.limits = limits or ReadLimits()
         self.shards = shards
         self.partitions = partitions
         self.samples_per_shard = samples_per_shard
@@ -208,7 +211,8 @@ class ExportWorker:
         expected = sum(1 for s in status if s == "kept")
         copied = 0
         if expected:
-            for sample in TarShardReader(self.shards[index].url, self.storage_options):
+            url = self.shards[index].url
+            for sample in TarShardReader(url, self.storage_options, self.limits, False):
                 j = where.get(sample.position)
                 if j is None or keys[j] != sample.key:
                     raise RuntimeError(
@@ -229,9 +233,9 @@ class ExportWorker:
 
     def _clean_stale(self, part: int) -> None:
         fs = self.layout.fs
-        pattern = f"{self.layout.shards_dir()}/{self.layout.shard_prefix(part)}-*"
-        for path in fs.glob(pattern):
-            fs.rm(path)
+        for prefix in (self.layout.shard_prefix(part), f".{self.layout.shard_prefix(part)}"):
+            for path in fs.glob(f"{self.layout.shards_dir()}/{prefix}-*"):  # and temporary files
+                fs.rm(path)
 
     def fail(self, part: int, error: str) -> dict[str, Any]:
         """Record a partition that could not be exported: its kept samples become errors.

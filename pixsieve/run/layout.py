@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +31,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from pixsieve.io.writer import write_parquet_atomic
+from pixsieve.io.writer import OutputError, output_errors, write_atomic, write_parquet_atomic
+from pixsieve.run.lock import OutputLock
 
-
-class OutputError(OSError):
-    """The output location cannot be used (unwritable, or holds a different run)."""
+__all__ = ["OutputError", "RunLayout", "shard_id"]
 
 
 def shard_id(index: int) -> str:
@@ -74,6 +75,26 @@ class RunLayout:
         except (OSError, ValueError, ImportError) as e:
             raise OutputError(f"cannot write to output {output!r}: {e}") from e
         return cls(fs=fs, root=root, url=output)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the output's lock (one run at a time) and clear leftover temporary files."""
+        lock = OutputLock(self.fs, self.root, self.url)
+        lock.acquire()
+        try:
+            self._drop_temporaries()
+            yield
+        finally:
+            lock.release()
+
+    def _drop_temporaries(self) -> None:
+        """Remove ``*.tmp`` files an interrupted run left (readers skip them anyway)."""
+        for sub in ("manifest", "shards", "cache"):
+            top = self.path(sub)
+            if self.fs.exists(top):
+                for p in self.fs.find(top):
+                    if p.endswith(".tmp"):
+                        self.fs.rm(p)
 
     def path(self, *parts: str) -> str:
         """Join ``parts`` under the output root."""
@@ -161,20 +182,20 @@ class RunLayout:
             return json.loads(f.read())
 
     def write_json(self, path: str, data: dict[str, Any]) -> None:
-        """Write JSON atomically (temporary file + rename), keys in their given order.
+        """Write JSON atomically (hidden temporary file + rename), keys in their given order.
 
         Insertion order is kept (not sorted) so counters read back on a resume stay in
         pipeline order.
         """
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = f"{path}.tmp"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(json.dumps(data, indent=2, default=str).encode())
-        self.fs.mv(tmp, path)
+        with output_errors(path):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        body = json.dumps(data, indent=2, default=str).encode()
+        write_atomic(self.fs, path, lambda f: f.write(body))
 
     def write_table(self, path: str, table: pa.Table) -> None:
         """Write a Parquet table atomically."""
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with output_errors(path):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         write_parquet_atomic(self.fs, path, table)
 
     def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table:

@@ -7,6 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from pixsieve.dedup.exact import content_hash, find_exact_duplicates
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.progress import Progress
@@ -19,11 +20,16 @@ class ScanWorker:
     """Hash the image of every structurally valid sample of one shard."""
 
     def __init__(
-        self, layout: RunLayout, shards: list[ShardRef], storage_options: dict[str, Any]
+        self,
+        layout: RunLayout,
+        shards: list[ShardRef],
+        storage_options: dict[str, Any],
+        limits: ReadLimits | None = None,
     ) -> None:
         self.layout = layout
         self.shards = shards
         self.storage_options = storage_options
+        self.limits = limits or ReadLimits()
 
     def setup(self) -> None:
         """Nothing to load."""
@@ -35,7 +41,7 @@ class ScanWorker:
     def run(self, index: int, progress: Progress) -> dict[str, Any]:
         """Hash one shard's images and write ``cache/hashes/SSSSS.parquet``."""
         url = self.shards[index].url
-        reader = TarShardReader(url, self.storage_options)
+        reader = TarShardReader(url, self.storage_options, self.limits, check_sidecars=False)
         positions, keys, digests = [], [], []
         samples = 0
         for sample in reader:
@@ -48,6 +54,11 @@ class ScanWorker:
             if samples % 256 == 0:
                 progress(256)
         progress(samples % 256)
+        if reader.repeated_keys:  # every group of such a key is an error (see the reader)
+            kept = [i for i, k in enumerate(keys) if k not in reader.repeated_keys]
+            positions = [positions[i] for i in kept]
+            keys = [keys[i] for i in kept]
+            digests = [digests[i] for i in kept]
         n = len(positions)
         table = pa.table(
             {

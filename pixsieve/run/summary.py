@@ -1,14 +1,13 @@
 """``run.json``: effective config, versions, counters per stage and reason, timings, errors.
 
-Also guards resumption: a run directory remembers a fingerprint of its inputs and settings, and
-refuses to mix outputs of a different run into it.
+The fingerprint of a run's inputs and settings is built here (:func:`fingerprint`); the
+check that guards resumption with it lives in :mod:`pixsieve.run.claim`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import logging
 import platform
 import time
 from collections import Counter
@@ -19,10 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from pixsieve.io.shards import ShardRef
-from pixsieve.run.layout import OutputError, RunLayout
+from pixsieve.run.layout import RunLayout
 from pixsieve.stages.base import StageStats, reason_code, stage_name
 from pixsieve.version import __version__
 
+log = logging.getLogger(__name__)
 _PACKAGES = ("numpy", "pyarrow", "pillow", "fsspec", "torch", "transformers", "faiss-cpu", "ray")
 
 
@@ -37,16 +37,19 @@ def describe_stage(stage: Any) -> dict[str, Any]:
 
 
 def fingerprint(shards: list[ShardRef], pipeline: Any) -> dict[str, Any]:
-    """What must be equal for a run directory to be resumed."""
+    """What must be equal for a run directory to be resumed (``versions``: per shard)."""
     semantic = pipeline.semantic_dedup
+    limits = getattr(pipeline, "read_limits", None)
     return {
         "inputs": [[s.url, s.size] for s in shards],
+        "versions": [s.version for s in shards],
         "stages": [describe_stage(s) for s in pipeline.stages],
         "exact_dedup": pipeline.exact_dedup,
         "semantic_dedup": config_as_dict(semantic),
         "samples_per_shard": pipeline.samples_per_shard,
         "partition_bytes": pipeline.partition_bytes,
         "batch_size": pipeline.batch_size,
+        "read_limits": limits.describe() if limits is not None else None,
     }
 
 
@@ -57,35 +60,6 @@ def config_as_dict(config: Any) -> Any:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dataclasses.asdict(config)
     return repr(config)
-
-
-def _digest(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def claim_output(
-    layout: RunLayout, fingerprint: dict[str, Any], overwrite: bool, resume: bool = True
-) -> None:
-    """Make ``layout`` the home of the run described by ``fingerprint``, or refuse.
-
-    The one output check of every entry point (``curate``, ``Pipeline.run``, ``refilter``).
-    An empty directory is claimed. One holding the same run (same fingerprint) is resumed
-    when ``resume``; any other run there is refused unless ``overwrite``, which clears it.
-    """
-    present = layout.present()
-    saved = layout.read_json(layout.fingerprint())
-    same = resume and saved is not None and saved.get("digest") == _digest(fingerprint)
-    if present and not same:
-        if not overwrite:
-            what = "a run with other inputs or settings" if resume else "a run"
-            raise OutputError(
-                f"{layout.url} already holds {what} ({', '.join(present)}); "
-                "choose another --output, or pass --overwrite to replace it"
-            )
-        layout.clear()
-    if not same:
-        record = {"digest": _digest(fingerprint), "fingerprint": fingerprint}
-        layout.write_json(layout.fingerprint(), record)
 
 
 def _versions() -> dict[str, str]:
@@ -120,7 +94,8 @@ def manifest_totals(layout: RunLayout) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def unreadable_files(layout: RunLayout) -> int:
-    """Manifest rows that stand for a whole input file in which no sample was found."""
+    """Manifest rows (``position`` -1) that stand for an unreadable file or unreadable part of
+    one (not a tar, a corrupt stretch, a truncated rest) rather than for a sample."""
     path = layout.manifest_dir()
     if not layout.fs.exists(path):
         return 0

@@ -55,7 +55,7 @@ def test_shard_errors_exit_3_and_totals_match_the_manifest(tmp_path, good_shards
     }
     samples = len(statuses) - 1
     first_line = result.output.splitlines()[0]
-    assert first_line.startswith(f"{len(statuses)} rows ({samples} samples, 1 unreadable file)")
+    assert first_line.startswith(f"{len(statuses)} rows ({samples} samples, 1 unreadable part)")
     assert f"{totals['error']} errors" in first_line
     assert "completed with shard errors" in result.output
 

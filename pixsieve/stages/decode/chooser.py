@@ -18,7 +18,15 @@ from pixsieve.stages.decode.cpu import DecodeStage
 logger = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("dali", "nvjpeg", "pillow")
-CPU_SETTINGS: tuple[str, ...] = ("image_size", "max_pixels", "max_full_decode_pixels", "threads")
+CPU_ONLY: tuple[str, ...] = ("max_decode_bytes", "decode_timeout")
+"""The CPU decoder's own limits (the GPU stages do not take them)."""
+CPU_SETTINGS: tuple[str, ...] = (
+    "image_size",
+    "max_pixels",
+    "max_full_decode_pixels",
+    "threads",
+    *CPU_ONLY,
+)
 """The settings the CPU decoder takes (the GPU stages take more: ``batch_size``...)."""
 
 
@@ -55,9 +63,14 @@ def choose_decoder(device: str = "auto", backend: str = "auto", **settings: Any)
     if backend == "dali":
         from pixsieve.stages.decode.dali import DaliDecodeStage
 
-        return DaliDecodeStage(device=device, **settings)
+        return DaliDecodeStage(device=device, **_gpu_settings(settings))
     if backend == "nvjpeg":
         from pixsieve.stages.decode.nvjpeg import TorchvisionDecodeStage
 
-        return TorchvisionDecodeStage(device=device, **settings)
+        return TorchvisionDecodeStage(device=device, **_gpu_settings(settings))
     return DecodeStage(**{k: v for k, v in settings.items() if k in CPU_SETTINGS})
+
+
+def _gpu_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the CPU decoder's own limits."""
+    return {k: v for k, v in settings.items() if k not in CPU_ONLY}

@@ -14,6 +14,8 @@ import numpy as np
 
 from pixsieve.batch import ImageBatch
 from pixsieve.io.decode import (
+    DEFAULT_DECODE_TIMEOUT,
+    DEFAULT_MAX_DECODE_BYTES,
     DEFAULT_MAX_FULL_DECODE_PIXELS,
     DEFAULT_MAX_PIXELS,
     DecodedImage,
@@ -36,10 +38,14 @@ class DecodeStage(DecoderStage):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
         threads: int | None = None,
+        max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+        decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
     ) -> None:
         self.image_size = image_size
         self.max_pixels = max_pixels
         self.max_full_decode_pixels = max_full_decode_pixels
+        self.max_decode_bytes = max_decode_bytes
+        self.decode_timeout = decode_timeout
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
 
@@ -54,7 +60,14 @@ class DecodeStage(DecoderStage):
             self._pool = ThreadPoolExecutor(self._threads())
 
     def _decode(self, data: bytes | None) -> DecodedImage | DecodeError:
-        return decode_or_error(data, self.image_size, self.max_pixels, self.max_full_decode_pixels)
+        return decode_or_error(
+            data,
+            self.image_size,
+            self.max_pixels,
+            self.max_full_decode_pixels,
+            self.max_decode_bytes,
+            self.decode_timeout,
+        )
 
     def process(self, batch: ImageBatch) -> ImageBatch:
         """Decode the batch; failures become ``error`` rows with a reason."""
