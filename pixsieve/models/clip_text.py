@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixsieve.models.captions import clip_chars
 from pixsieve.models.clip import _quiet_transformers, resolve_device, resolve_precision
 from pixsieve.models.hub import HubFile, ModelUnavailableError, fetch_hub, resolve_clip
-from pixsieve.stages.documents import clip_chars
 
 logger = logging.getLogger(__name__)
 

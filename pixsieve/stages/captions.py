@@ -3,7 +3,7 @@
 Three small stages, in pipeline order:
 
 - :class:`CaptionStage` (CPU, runs ahead with decoding): column ``caption`` (the text, at most
-  :data:`~pixsieve.stages.documents.MAX_CAPTION_CHARS` characters) and ``caption_status``
+  :data:`~pixsieve.models.captions.MAX_CAPTION_CHARS` characters) and ``caption_status``
   (null when a caption was read, else why not: ``missing``, ``empty``, ``not_utf8``,
   ``bad_json``, ``not_text``).
 - :class:`TextEmbedder` (model): column ``text_embedding`` (unit-norm, NaN rows without a

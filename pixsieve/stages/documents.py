@@ -16,12 +16,11 @@ import numpy as np
 
 from pixsieve.batch import ImageBatch
 from pixsieve.io.tar_reader import split_name
+from pixsieve.models.captions import clip_chars
 from pixsieve.stages.base import Stage
 
 CAPTION_PROBLEMS = ("missing", "empty", "not_utf8", "bad_json", "not_text")
 """Why a sample has no usable caption (see :func:`read_caption`)."""
-MAX_CAPTION_CHARS = 4096
-"""Characters of a caption that are kept and tokenised (see :func:`clip_chars`)."""
 
 
 @dataclass(frozen=True)
@@ -112,17 +111,6 @@ class TextSource:
         if value is None:
             return None
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def clip_chars(text: str) -> str:
-    """``text``, or when longer than :data:`MAX_CAPTION_CHARS` its whitespace-collapsed start.
-
-    Collapsing first (as CLIP's tokenizer does anyway) means a cut caption holds 4096 characters
-    of words, far over 77 tokens, so cutting never hides that a caption was truncated.
-    """
-    if len(text) <= MAX_CAPTION_CHARS:
-        return text
-    return " ".join(text.split())[:MAX_CAPTION_CHARS]
 
 
 def caption_sources(caption_from: str) -> tuple[TextSource, ...]:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pixsieve.models import ModelUnavailableError
+from pixsieve.models.captions import MAX_CAPTION_CHARS, clip_chars
 from pixsieve.models.clip_text import CONTEXT_LENGTH, load_clip_text, load_tokenizer
-from pixsieve.stages.documents import MAX_CAPTION_CHARS, clip_chars
 
 # Token ids of OpenAI's reference tokenizer (clip.tokenize), start 49406 and end 49407 included.
 KNOWN_IDS = {
