@@ -263,6 +263,11 @@ def _text_source(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--include-embedding", is_flag=True, help="Add the cached CLIP embedding.")
 @click.option(
+    "--include-text-embedding",
+    is_flag=True,
+    help="Add the cached CLIP text embedding of the caption.",
+)
+@click.option(
     "--rows-per-file", type=click.IntRange(min=1), default=100_000, show_default=True,
     help="Documents per output file.",
 )  # fmt: skip
@@ -272,6 +277,7 @@ def export_docs(
     directory: str,
     text_from: str,
     include_embedding: bool,
+    include_text_embedding: bool,
     rows_per_file: int,
 ) -> None:
     """Write the kept samples of the run in OUT as documents (id, text, metadata[, embedding]):
@@ -287,7 +293,11 @@ def export_docs(
             yield table
 
     with user_errors():
-        docs = counted(iter_documents(output, text_from, include_embedding))
+        docs = counted(
+            iter_documents(
+                output, text_from, include_embedding, include_text_embedding=include_text_embedding
+            )
+        )
         paths = write_documents(docs, directory, cast(Format, fmt), rows_per_file)
     n, missing = seen["documents"], seen["no_text"]
     click.echo(f"{n:,} documents in {len(paths)} file(s) in {directory}")

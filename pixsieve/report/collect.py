@@ -41,6 +41,7 @@ class ManifestStats:
     picks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     groups: list[list[dict[str, Any]]] = field(default_factory=list)
     columns: set[str] = field(default_factory=set)
+    caption_pairs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def status_count(self, status: str) -> int:
         """Samples with ``status``."""

@@ -22,21 +22,25 @@ from fsspec.core import url_to_fs
 
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.run.finished import FinishedRun, RunError
+from pixsieve.stages.captions import ImageTextFilter
 from pixsieve.stages.documents import TextSource
 from pixsieve.stages.scoring import BUILTIN_SCORE_FILTERS
 
 METADATA_COLUMNS = (
     "sample_id", "key", "source", "position", "output_shard", "width", "height", "format",
     *(kind.column for kind in BUILTIN_SCORE_FILTERS),
+    ImageTextFilter.column, "caption_truncated",
 )  # fmt: skip
 Format = Literal["parquet", "jsonl"]
 
 
 class CachedEmbeddings:
-    """Embeddings of one input shard at a time, looked up by position."""
+    """One cached vector column (``embedding``, ``text_embedding``) of one input shard at a
+    time, looked up by position."""
 
-    def __init__(self, run: FinishedRun) -> None:
+    def __init__(self, run: FinishedRun, name: str = "embedding") -> None:
         self.run = run
+        self.name = name
         self.index = -1
         self.rows: dict[int, int] = {}
         self.column: pa.Array | None = None
@@ -45,10 +49,16 @@ class CachedEmbeddings:
         """The embeddings of input shard ``index`` at ``positions`` (``RunError``: none)."""
         if index != self.index:
             path = self.run.layout.samples(index)
-            table = self.run.layout.read_table(path, columns=["position", "embedding"])
-            self.column = table["embedding"].combine_chunks()
-            if self.column.null_count == len(self.column):  # the column of a run's schema
-                raise RunError(f"{self.run.url} has no cached embeddings (was embed skipped?)")
+            with self.run.layout.fs.open(path, "rb") as f:
+                present = self.name in pq.ParquetFile(f).schema_arrow.names
+            column = None
+            if present:
+                table = self.run.layout.read_table(path, columns=["position", self.name])
+                column = table[self.name].combine_chunks()
+            if column is None or column.null_count == len(column):  # none, or never filled
+                what = {"text_embedding": "caption"}.get(self.name, "embed")
+                raise RunError(f"{self.run.url} has no cached {self.name}s (was {what} skipped?)")
+            self.column = column
             self.rows = {int(p): i for i, p in enumerate(table["position"].to_pylist())}
             self.index = index
         assert self.column is not None
@@ -60,6 +70,7 @@ def iter_documents(
     text_from: str = "txt",
     include_embedding: bool = False,
     storage_options: dict[str, Any] | None = None,
+    include_text_embedding: bool = False,
 ) -> Iterator[pa.Table]:
     """Yield the kept samples' documents, one table per output shard, in output order.
 
@@ -68,14 +79,21 @@ def iter_documents(
     """
     source = TextSource.parse(text_from)
     run = FinishedRun.open(output, storage_options)
-    if include_embedding:
+    vectors = _vector_columns(include_embedding, include_text_embedding)
+    if vectors:
         run.require_cache()
-    return _generate(run, source, include_embedding)
+    return _generate(run, source, vectors)
 
 
-def _generate(run: FinishedRun, source: TextSource, include_embedding: bool) -> Iterator[pa.Table]:
+def _vector_columns(include_embedding: bool, include_text_embedding: bool) -> tuple[str, ...]:
+    """The cached vector columns asked for, in output order."""
+    wanted = {"embedding": include_embedding, "text_embedding": include_text_embedding}
+    return tuple(name for name, on in wanted.items() if on)
+
+
+def _generate(run: FinishedRun, source: TextSource, vectors: tuple[str, ...]) -> Iterator[pa.Table]:
     index_of = {s.url: i for i, s in enumerate(run.shards)}
-    embeddings = CachedEmbeddings(run)
+    embeddings = {name: CachedEmbeddings(run, name) for name in vectors}
     dataset = run.manifest()
     meta = [c for c in METADATA_COLUMNS if c in dataset.schema.names]
     for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
@@ -89,7 +107,7 @@ def _generate(run: FinishedRun, source: TextSource, include_embedding: bool) -> 
             while end < len(shards) and shards[end] == shards[start]:
                 end += 1
             rows = kept.slice(start, end - start)
-            yield _shard_documents(run, rows, source, include_embedding, index_of, embeddings)
+            yield _shard_documents(run, rows, source, index_of, embeddings)
             start = end
 
 
@@ -97,9 +115,8 @@ def _shard_documents(
     run: FinishedRun,
     rows: pa.Table,
     source: TextSource,
-    include_embedding: bool,
     index_of: dict[str, int],
-    embeddings: CachedEmbeddings,
+    embeddings: dict[str, CachedEmbeddings],
 ) -> pa.Table:
     url = run.url_of(rows["output_shard"][0].as_py())
     keys = rows["key"].to_pylist()
@@ -118,16 +135,16 @@ def _shard_documents(
             [rows[c].combine_chunks() for c in rows.column_names], names=rows.column_names
         ),
     }
-    if include_embedding:
-        positions = rows["position"].to_pylist()
+    positions = rows["position"].to_pylist()
+    for name, vectors in embeddings.items():
         parts, start = [], 0
         while start < len(indices):  # one lookup per run of rows from the same input shard
             end = start
             while end < len(indices) and indices[end] == indices[start]:
                 end += 1
-            parts.append(embeddings.take(indices[start], positions[start:end]))
+            parts.append(vectors.take(indices[start], positions[start:end]))
             start = end
-        data["embedding"] = pa.concat_arrays(parts)
+        data[name] = pa.concat_arrays(parts)
     return pa.table(data)
 
 
@@ -136,22 +153,30 @@ def to_documents(
     text_from: str = "txt",
     include_embedding: bool = False,
     storage_options: dict[str, Any] | None = None,
+    include_text_embedding: bool = False,
 ) -> pa.Table:
     """All kept samples of the run at ``output`` as one documents table.
 
     Columns: ``id`` (the ``sample_id``), ``text`` (from ``text_from``: ``"txt"``,
     another sidecar extension, or ``"json:<field>"``; null when absent), ``metadata`` (struct:
     key, source, position, output shard, width, height, format and the scores) and, with
-    ``include_embedding``, ``embedding`` (fixed-size float32 list).
+    ``include_embedding``, ``embedding`` (fixed-size float32 list, the CLIP image embedding)
+    and, with ``include_text_embedding``, ``text_embedding`` (the caption's CLIP text embedding
+    in the same space; null where the sample had no usable caption).
     """
-    tables = list(iter_documents(output, text_from, include_embedding, storage_options))
+    tables = list(
+        iter_documents(
+            output, text_from, include_embedding, storage_options, include_text_embedding
+        )
+    )
     if not tables:
-        return _empty(output, include_embedding, storage_options)
+        vectors = _vector_columns(include_embedding, include_text_embedding)
+        return _empty(output, vectors, storage_options)
     return pa.concat_tables(tables)
 
 
 def _empty(
-    output: str, include_embedding: bool, storage_options: dict[str, Any] | None
+    output: str, vectors: tuple[str, ...], storage_options: dict[str, Any] | None
 ) -> pa.Table:
     run = FinishedRun.open(output, storage_options)
     schema = run.manifest().schema
@@ -161,8 +186,8 @@ def _empty(
         "text": pa.array([], pa.string()),
         "metadata": pa.array([], pa.struct(fields)),
     }
-    if include_embedding:
-        cols["embedding"] = pa.array([], pa.list_(pa.float32()))
+    for name in vectors:
+        cols[name] = pa.array([], pa.list_(pa.float32()))
     return pa.table(cols)
 
 

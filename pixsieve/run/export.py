@@ -61,6 +61,9 @@ class ExportWorker:
         self.schema = manifest_schema(columns or {})
         self.metadata_schema = metadata_schema(columns or {})
         self.first: list[int] = [0] * (len(partitions) + 1)
+        self._cached_columns = [
+            n for n in self.schema.names if n not in ("source", "output_shard", *SEMANTIC_COLUMNS)
+        ]
         self._sem: dict[int, pa.Table] = {}
         self._ready = False
         self._lock = threading.Lock()
@@ -138,8 +141,8 @@ class ExportWorker:
         url = self.shards[index].url
         if not self.layout.fs.exists(path):  # the score pass could not even record the shard
             table = shard_error_row(index, "not scored")
-        else:
-            table = self.layout.read_table(path)
+        else:  # the cache's columns the manifest has (not its vectors)
+            table = self.layout.read_table(path, columns=self._cached_columns)
         table = table.append_column("source", pa.array([url] * table.num_rows, pa.string()))
         table = conform(table, self.schema)
         sem = self._sem.get(index)

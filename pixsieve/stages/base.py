@@ -91,6 +91,14 @@ class Stage(ABC):
     def process(self, batch: ImageBatch) -> ImageBatch:
         """Transform one batch and return it."""
 
+    def tally(self, batch: ImageBatch, entered: np.ndarray) -> dict[str, int]:
+        """Extra counters of one processed batch (``entered``: kept on entry); none by default.
+
+        For what a stage notices without dropping (e.g. samples it could not score, or how a
+        decoder routed its images); ``run_stage`` adds them to the stage's counters.
+        """
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """Return the stage's settings for ``run.json`` (public attributes by default)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -299,14 +307,13 @@ class StageStats:
 def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBatch:
     """Run ``stage`` on ``batch`` and update ``stats`` from the change in the fate columns.
 
-    A stage with ``take_counts()`` (counters of its own since the last call, e.g. a decoder's
-    routing) adds them too.
+    A stage's :meth:`Stage.tally` (counters of its own: samples it could not score, a
+    decoder's routing) adds to them.
     """
     before = batch.status == KEPT
     start = time.perf_counter()
     out = stage.process(batch)
     stats.seconds += time.perf_counter() - start
-    stats.counts.update(getattr(stage, "take_counts", dict)())  # a stage's own counters
     if not isinstance(out, ImageBatch):
         raise TypeError(f"stage {stage_name(stage)} returned {type(out).__name__}, not ImageBatch")
     if len(out) != len(before):
@@ -315,4 +322,7 @@ def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBa
             "drop samples with batch.drop(mask, reason) instead"
         )
     stats.count(before, out.status == KEPT, out.status == ERROR, out.reason)
+    tally = getattr(stage, "tally", None)
+    if callable(tally):
+        stats.counts.update({k: v for k, v in tally(out, before).items() if v})
     return out

@@ -20,7 +20,8 @@ def runner() -> CliRunner:
 
 
 def test_names_and_help(runner: CliRunner) -> None:
-    assert [c.name for c in COMMANDS] == ["report", "sweep", "refilter", "export-docs"]
+    names = ["report", "sweep", "refilter", "export-docs", "export-embeddings"]
+    assert [c.name for c in COMMANDS] == names
     for command in COMMANDS:  # main registers exactly these
         assert main.commands[command.name] is command
         assert command.help and len(command.help) > 40

@@ -229,3 +229,18 @@ def test_a_setup_failure_ends_the_run_instead_of_failing_every_shard(tmp_path, g
     with pytest.raises(FileNotFoundError, match="model weights"):
         Pipeline([NoModel()]).run([str(p) for p in good_shards], str(tmp_path / "out"))
     assert not (tmp_path / "out" / "manifest").exists()
+
+
+def test_a_full_disk_ends_the_run_instead_of_blaming_samples(tmp_path, good_shards, monkeypatch):
+    import hostile.fullfs
+
+    from pixsieve.io.writer import OutputWriteError
+
+    monkeypatch.setattr(hostile.fullfs, "_written", 0)
+    monkeypatch.setenv("PIXSIEVE_TEST_QUOTA", "50000")
+    with pytest.raises(OutputWriteError, match="No space left on device"):
+        Pipeline([]).run([str(good_shards[0])], f"fullfs://{tmp_path / 'out'}", report=False)
+    monkeypatch.delenv("PIXSIEVE_TEST_QUOTA")
+    result = Pipeline([]).run([str(good_shards[0])], str(tmp_path / "out"), report=False)
+    assert result.counts["kept"] == result.counts["input"] > 0
+    assert not list((tmp_path / "out").rglob("*.tmp"))
