@@ -242,3 +242,19 @@ def test_bad_config_value_is_a_usage_error(tmp_path):
     assert result.exit_code == 2
     assert "[read] batch_size must be an integer" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_invalid_sidecars_are_errors_unless_kept(tmp_path, bad_shard):
+    out = tmp_path / "out"
+    result = run(str(bad_shard), "-o", str(out), "--skip", "embed")
+    assert result.exit_code == 0, result.output
+    row = next(r for r in rows(out) if r["key"] == "013-badjson")
+    assert row["status"] == "error" and row["reason"] == "invalid_json"
+    assert row["output_shard"] is None
+    kept = tmp_path / "kept"
+    result = run(str(bad_shard), "-o", str(kept), "--skip", "embed", "--keep-invalid-sidecars")
+    assert result.exit_code == 0, result.output
+    row = next(r for r in rows(kept) if r["key"] == "013-badjson")
+    assert row["status"] == "kept" and row["warnings"].startswith("invalid_json: 013-badjson")
+    record = json.loads((kept / "run.json").read_text())
+    assert record["config"]["read"]["keep_invalid_sidecars"] is True
