@@ -117,7 +117,8 @@ def _card(row: dict[str, Any], extra: str = "") -> str:
     if row.get("width"):
         lines.append(f"{row['width']}×{row['height']} {escape(str(row.get('format') or ''))}")
     if row.get("status") != "kept" and row.get("reason"):
-        lines.append(f'<span class="muted">{escape(str(row["reason"])[:120])}</span>')
+        why = str(row["reason"]) + (f": {row['reason_detail']}" if row.get("reason_detail") else "")
+        lines.append(f'<span class="muted">{escape(why[:120])}</span>')
     if row.get("duplicate_of"):
         lines.append(f"dup of {escape(str(row['duplicate_of']))}")
     if row.get("similarity") is not None:
