@@ -83,8 +83,8 @@ class FinishedRun:
     def manifest(self) -> ds.Dataset:
         """The manifest as a lazy Arrow dataset (read only the columns you need).
 
-        Its schema unites every part's (a part holding only unreadable shards lacks the score
-        columns, and a dataset would otherwise take the first part's schema for all).
+        Every part has the run's one manifest schema (``pixsieve.io.schemas``); the parts'
+        schemas are still united, so a run written before schemas were fixed reads too.
         """
         path, fs = self.layout.manifest_dir(), self.layout.fs
         dataset = ds.dataset(path, filesystem=fs, format="parquet")
