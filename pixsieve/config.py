@@ -87,7 +87,7 @@ class DedupConfig:
     semantic: bool = True
     threshold: float | None = None
     keep: str = "aesthetic"
-    mode: str = "components"
+    mode: str | None = None  # None: pixsieve.dedup's default (witness)
     n_clusters: int | None = None
 
 

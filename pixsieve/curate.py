@@ -76,9 +76,11 @@ def semantic_config(cfg: CurateConfig) -> Any:
     from pixsieve.dedup import SemanticDedupConfig
 
     d = cfg.dedup
-    kwargs: dict[str, Any] = {"keep": d.keep, "mode": d.mode, "n_clusters": d.n_clusters}
+    kwargs: dict[str, Any] = {"keep": d.keep, "n_clusters": d.n_clusters}
     if d.threshold is not None:
         kwargs["threshold"] = d.threshold
+    if d.mode is not None:
+        kwargs["mode"] = d.mode
     return SemanticDedupConfig(**kwargs)
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pixsieve.dedup import (
+    DEFAULT_MODE,
     DEFAULT_THRESHOLD,
     KEEP_POLICIES,
     MODES,
@@ -103,9 +104,10 @@ def _summary(console: Console, result: DedupResult, seconds: float, target: Path
 @click.option(
     "--mode",
     type=click.Choice(MODES),
-    default="components",
+    default=DEFAULT_MODE,
     show_default=True,
-    help="components: one survivor per connected group; semdedup: NeMo Curator's rule.",
+    help="witness: removed only when >= threshold to a kept item; components: one survivor "
+    "per connected group (chains included); semdedup: NeMo Curator's rule.",
 )
 @click.option("--id-column", default="id", show_default=True, help="Column with unique ids.")
 @click.option(

@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 KeepPolicy = Literal["aesthetic", "resolution", "first", "farthest"]
-Mode = Literal["components", "semdedup"]
+Mode = Literal["witness", "components", "semdedup"]
 
 KEEP_POLICIES: tuple[str, ...] = ("aesthetic", "resolution", "first", "farthest")
-MODES: tuple[str, ...] = ("components", "semdedup")
+MODES: tuple[str, ...] = ("witness", "components", "semdedup")
+#: Default mode: every removed item is at or above the threshold to a kept one.
+DEFAULT_MODE: str = "witness"
 
 #: Default cosine-similarity cut for CLIP ViT-L/14 image embeddings (``eps = 0.05``).
 DEFAULT_THRESHOLD: float = 0.95
@@ -44,8 +46,11 @@ class SemanticDedupConfig:
         keep: which member of a duplicate group survives: ``aesthetic`` (highest score; ``first``
             when scores are missing), ``resolution`` (largest width*height), ``first`` (lowest
             index) or ``farthest`` (farthest from its cluster centroid, SemDeDup's "hard").
-        mode: ``components`` (connected components over all pairs, one survivor per component)
-            or ``semdedup`` (SemDeDup's per-cluster rule, for parity with NeMo Curator).
+        mode: ``witness`` (members of a duplicate component visited in keep order; one is
+            removed only when it is at or above the threshold to an already kept member, its
+            ``duplicate_of``), ``components`` (connected components over all pairs, one survivor
+            per component, chains included) or ``semdedup`` (SemDeDup's per-cluster rule, for
+            parity with NeMo Curator).
         seed: seed of k-means sampling and initialisation (results are deterministic per seed).
         block_size: rows and columns of one similarity block; a block holds
             ``block_size**2`` float32 values (4096 → 64 MiB).
@@ -67,7 +72,7 @@ class SemanticDedupConfig:
     threshold: float = DEFAULT_THRESHOLD
     n_clusters: int | None = None
     keep: KeepPolicy = "aesthetic"
-    mode: Mode = "components"
+    mode: Mode = DEFAULT_MODE  # type: ignore[assignment]
     seed: int = 0
     block_size: int = 4096
     border_candidates: int = 16

@@ -27,6 +27,7 @@ from pixsieve.dedup.kmeans import (
 )
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
 from pixsieve.dedup.result import DedupResult, empty_result
+from pixsieve.dedup.witness import witness_groups
 
 Progress = Callable[[str, int, int], None]
 
@@ -118,12 +119,39 @@ def find_duplicates(
             labels, reps = _semdedup(x, membership, prio, config, result, progress, map_calls)
         else:
             a, b = _edges(x, membership, config, result, progress, map_calls)
+    sim = None
     with phase("components"):
         if not semdedup:
             labels = connected_components(n, a, b)
+            if config.mode == "witness":
+                labels, sim = _witness(x, labels, prio, config, result)
             reps = representatives(labels, prio)
-        _finalise(x, labels, reps, config, result)
+        _finalise(x, labels, reps, config, result, sim)
     return result
+
+
+def _witness(
+    x: np.ndarray,
+    labels: np.ndarray,
+    prio: np.ndarray,
+    config: SemanticDedupConfig,
+    result: DedupResult,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply :func:`witness_groups` to every component; return ``(reps, similarity)``.
+
+    ``reps[i]`` is ``i``'s witness when removed, else ``i``: the groups reported are the stars
+    of a kept item and the items it witnesses. ``similarity`` is the exact cosine (NaN if kept).
+    """
+    n = len(labels)
+    rows = np.flatnonzero(np.bincount(labels, minlength=n)[labels] >= 2)
+    out = witness_groups(rows, labels[rows], x, prio[rows], config.threshold, vector_index=rows)
+    reps = np.arange(n, dtype=np.int64)
+    sim = np.full(n, np.nan)
+    removed = out.witness >= 0
+    reps[rows[removed]] = out.witness[removed]
+    sim[rows[removed]] = out.similarity[removed]
+    result.counts["witness_similarities"] = out.n_compared
+    return reps, sim
 
 
 MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
@@ -219,13 +247,17 @@ def _finalise(
     reps: np.ndarray,
     config: SemanticDedupConfig,
     result: DedupResult,
+    similarity: np.ndarray | None = None,
 ) -> None:
-    """Fill the per-item arrays of ``result`` from component labels and representatives."""
+    """Fill the per-item arrays of ``result`` from component labels and representatives.
+
+    ``similarity`` (per item, to its representative) is computed here unless given.
+    """
     n = len(x)
     comp, size = number_components(labels)
     removed = reps != np.arange(n)
     idx = np.flatnonzero(removed)
-    sim = exact_cosine(x, idx, x, reps[idx])
+    sim = exact_cosine(x, idx, x, reps[idx]) if similarity is None else similarity[idx]
     n_comp = int(comp.max()) + 1 if n else 0
     weakest = np.full(n_comp, np.inf)
     np.minimum.at(weakest, comp[idx], sim)
