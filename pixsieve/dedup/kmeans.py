@@ -69,10 +69,13 @@ def normalize(embeddings: np.ndarray, progress: Progress | None = None) -> np.nd
     unit = bool(np.all(np.abs(norms - 1.0) < 1e-4))
     if unit and x.dtype == np.float32 and x.flags.c_contiguous:
         return x
+    # rows already of unit norm keep their values, so the result of a row never depends on the
+    # other rows it is normalised with (a batch of a file gives what the whole array gives)
+    scale = np.where(np.abs(norms - 1.0) < 1e-4, 1.0, norms)
     out = np.empty(x.shape, dtype=np.float32)
     for start in range(0, n, CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, n)
-        out[start:stop] = x[start:stop] / norms[start:stop, None]
+        out[start:stop] = x[start:stop] / scale[start:stop, None]
     return out
 
 
@@ -86,16 +89,46 @@ def fit_centroids(
     use_gpu: bool = False,
 ) -> np.ndarray:
     """Spherical k-means on a sample of the unit rows ``x``; returns ``(k, D)`` unit centroids."""
-    n, d = x.shape
+    idx = sample_indices(len(x), k, points_per_centroid, seed)
+    train = x if len(idx) == len(x) else x[idx]
+    return train_centroids(
+        train, k, iters=iters, points_per_centroid=points_per_centroid, seed=seed, use_gpu=use_gpu
+    )
+
+
+def sample_indices(
+    n: int, k: int, points_per_centroid: int, seed: int, cap: int | None = None
+) -> np.ndarray:
+    """Sorted rows k-means trains on: ``min(n, k * points_per_centroid, cap)`` drawn with ``seed``.
+
+    The same rows whether the embeddings are one array or streamed from files.
+    """
     if k <= 1:
-        c = x.mean(axis=0, dtype=np.float64)
-        norm = np.linalg.norm(c)
-        c = c / norm if norm > 0 else x[0].astype(np.float64)
-        return c[None, :].astype(np.float32)
+        return np.arange(n, dtype=np.int64) if cap is None or n <= cap else np.arange(cap)
+    size = min(n, k * points_per_centroid, cap if cap is not None else n)
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    sample_size = min(n, k * points_per_centroid)
-    idx = np.sort(rng.choice(n, size=sample_size, replace=False)) if sample_size < n else None
-    train = np.ascontiguousarray(x[idx] if idx is not None else x, dtype=np.float32)
+    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
+
+
+def train_centroids(
+    train: np.ndarray,
+    k: int,
+    *,
+    iters: int,
+    points_per_centroid: int,
+    seed: int,
+    use_gpu: bool = False,
+) -> np.ndarray:
+    """Spherical k-means on the unit rows ``train`` (the sample); returns ``(k, D)`` centroids."""
+    d = train.shape[1]
+    if k <= 1:
+        c = train.mean(axis=0, dtype=np.float64)
+        norm = np.linalg.norm(c)
+        c = c / norm if norm > 0 else train[0].astype(np.float64)
+        return c[None, :].astype(np.float32)
+    train = np.ascontiguousarray(train, dtype=np.float32)
     km = faiss.Kmeans(
         d,
         k,

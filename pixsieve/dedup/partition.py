@@ -1,0 +1,226 @@
+"""Per-file tasks of partitioned dedup: each reads one input file and writes partition files.
+
+* :func:`assign_file` finds every row's nearest centroids, applies the border rule
+  (:mod:`pixsieve.dedup.border`) and writes each membership ``(row, cluster, secondary,
+  priority, embedding)`` into the file of its cluster's bucket, ``assign/fFFFFF/bBBBB.parquet``.
+* :func:`gather_file` writes the rows that ended in a duplicate group, with their group label,
+  into ``gather/fFFFFF/gGGGG.parquet`` (bucket = label modulo the bucket count).
+
+A task writes into ``<dir>.tmp`` and renames it when done, so a finished directory is the
+completion marker and a rerun skips it. Tasks take only plain arguments (paths, small arrays,
+frozen settings), so any executor's ``map`` can run them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
+from pixsieve.dedup.keep import priority
+from pixsieve.dedup.kmeans import normalize
+from pixsieve.dedup.sources import Columns, Source, read_blocks
+
+COUNTS_FILE = "counts.json"
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """What a per-file task needs besides its own arguments.
+
+    Attributes:
+        work: the work directory.
+        columns: input column names.
+        dim: embedding dimension.
+        batch_rows: rows read at a time.
+        policy: the resolved keep policy (sets each row's priority).
+    """
+
+    work: str
+    columns: Columns
+    dim: int
+    batch_rows: int
+    policy: str
+
+
+def fixed_list(x: np.ndarray) -> pa.Array:
+    """``(n, D)`` float32 rows as a fixed-size list array (no copy of the values)."""
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
+
+
+def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    """The fixed-size list column of ``table`` as an ``(n, D)`` float32 array."""
+    col = table.column(column).combine_chunks()
+    dim = col.type.list_size
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), dim)
+
+
+def _begin(final: Path) -> Path | None:
+    """A fresh ``<final>.tmp`` directory, or ``None`` when ``final`` is already done."""
+    if final.exists():
+        return None
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _finish(tmp: Path, final: Path, counts: dict[str, Any]) -> dict[str, Any]:
+    (tmp / COUNTS_FILE).write_text(json.dumps(counts))
+    tmp.rename(final)
+    return counts
+
+
+def _done(final: Path) -> dict[str, Any]:
+    return json.loads((final / COUNTS_FILE).read_text())
+
+
+class _Writers:
+    """One Parquet writer per bucket, opened on first use."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        self.folder, self.prefix = folder, prefix
+        self.open: dict[int, pq.ParquetWriter] = {}
+
+    def write(self, bucket: int, table: pa.Table) -> None:
+        if bucket not in self.open:
+            path = self.folder / f"{self.prefix}{bucket:04d}.parquet"
+            self.open[bucket] = pq.ParquetWriter(path, table.schema, compression="none")
+        self.open[bucket].write_table(table)
+
+    def close(self) -> None:
+        for writer in self.open.values():
+            writer.close()
+
+
+def assign_file(
+    task: FileTask,
+    source: Source,
+    index: int,
+    centroids_path: str,
+    bucket_of: np.ndarray,
+    candidates: int,
+    threshold: float,
+    slack: float,
+) -> dict[str, Any]:
+    """Assign the rows of one input file to clusters and write them into bucket partitions.
+
+    Also writes ``own.npy`` (each row's own cluster) and ``priority.npy`` (its keep priority).
+    Returns counts: ``rows``, ``secondary`` (border memberships).
+    """
+    final = Path(task.work) / "assign" / f"f{index:05d}"
+    tmp = _begin(final)
+    if tmp is None:
+        return _done(final)
+    centroids = np.load(centroids_path)
+    k = len(centroids)
+    index_ip = faiss.IndexFlatIP(centroids.shape[1])
+    index_ip.add(centroids)
+    m = min(candidates, k)
+    half = border_margin(threshold, slack) if m > 1 else 0.0
+    gram = centroids @ centroids.T if half > 0 and k <= GRAM_MAX_CLUSTERS else None
+    own = np.empty(source.rows, dtype=np.int32)
+    prio = np.empty(source.rows, dtype=np.float64)
+    writers = _Writers(tmp, "b")
+    start = n_secondary = 0
+    try:
+        for block in read_blocks(source.path, task.columns, task.dim, task.batch_rows):
+            x = normalize(block.embeddings)
+            sims, ids = index_ip.search(x, m)
+            r = len(x)
+            own[start : start + r] = ids[:, 0]
+            p = priority(
+                task.policy,
+                r,
+                aesthetic=block.aesthetic,
+                resolution=block.resolution,
+                centroid_sim=sims[:, 0],
+            )
+            prio[start : start + r] = p
+            point, cluster = np.arange(r), ids[:, 0].astype(np.int64)
+            secondary = np.zeros(r, dtype=bool)
+            if half > 0:
+                rows, other = border_chunk(sims, ids, centroids, gram, half)
+                point = np.concatenate([point, rows])
+                cluster = np.concatenate([cluster, other])
+                secondary = np.concatenate([secondary, np.ones(len(rows), dtype=bool)])
+                n_secondary += len(rows)
+            bucket = bucket_of[cluster]
+            order = np.argsort(bucket, kind="stable")
+            cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+            for part in np.split(order, cuts):
+                if not len(part):
+                    continue
+                pts = point[part]
+                table = pa.table(
+                    {
+                        "row": pa.array(source.offset + start + pts, pa.int64()),
+                        "cluster": pa.array(cluster[part], pa.int32()),
+                        "secondary": pa.array(secondary[part]),
+                        "priority": pa.array(p[pts], pa.float64()),
+                        "embedding": fixed_list(x[pts]),
+                    }
+                )
+                writers.write(int(bucket[part[0]]), table)
+            start += r
+    finally:
+        writers.close()
+    np.save(tmp / "own.npy", own)
+    np.save(tmp / "priority.npy", prio)
+    return _finish(tmp, final, {"rows": source.rows, "secondary": n_secondary})
+
+
+def gather_file(
+    task: FileTask,
+    source: Source,
+    index: int,
+    local_rows: np.ndarray,
+    labels: np.ndarray,
+    child: np.ndarray,
+    n_buckets: int,
+) -> dict[str, Any]:
+    """Write the grouped rows of one file (``local_rows``, ascending) with their group labels.
+
+    ``child`` marks rows that SemDeDup removed (``semdedup`` mode; all false otherwise).
+    """
+    final = Path(task.work) / "gather" / f"f{index:05d}"
+    tmp = _begin(final)
+    if tmp is None:
+        return _done(final)
+    prio = np.load(Path(task.work) / "assign" / f"f{index:05d}" / "priority.npy")
+    writers = _Writers(tmp, "g")
+    start = 0
+    try:
+        for block in read_blocks(source.path, task.columns, task.dim, task.batch_rows):
+            r = len(block.embeddings)
+            lo, hi = np.searchsorted(local_rows, [start, start + r])
+            if hi > lo:
+                take = local_rows[lo:hi]
+                x = normalize(block.embeddings[take - start])
+                lab, bucket = labels[lo:hi], labels[lo:hi] % n_buckets
+                order = np.argsort(bucket, kind="stable")
+                cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+                for part in np.split(order, cuts):
+                    table = pa.table(
+                        {
+                            "row": pa.array(source.offset + take[part], pa.int64()),
+                            "label": pa.array(lab[part], pa.int64()),
+                            "priority": pa.array(prio[take[part]], pa.float64()),
+                            "child": pa.array(child[lo:hi][part]),
+                            "embedding": fixed_list(x[part]),
+                        }
+                    )
+                    writers.write(int(bucket[part[0]]), table)
+            start += r
+    finally:
+        writers.close()
+    return _finish(tmp, final, {"rows": len(local_rows)})
