@@ -35,7 +35,7 @@ def _write(table: pa.Table, final: Path, counts: dict[str, Any]) -> dict[str, An
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".tmp")
     pq.write_table(table, tmp, compression="none")
-    final.with_suffix(".json").write_text(json.dumps(counts))
+    final.with_suffix(".json").write_text(json.dumps(counts, default=int))
     tmp.rename(final)
     return counts
 

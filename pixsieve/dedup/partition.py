@@ -75,7 +75,7 @@ def _begin(final: Path) -> Path | None:
 
 
 def _finish(tmp: Path, final: Path, counts: dict[str, Any]) -> dict[str, Any]:
-    (tmp / COUNTS_FILE).write_text(json.dumps(counts))
+    (tmp / COUNTS_FILE).write_text(json.dumps(counts, default=int))
     tmp.rename(final)
     return counts
 
