@@ -112,6 +112,10 @@ class Budget:
         """Similarity buckets for ``memberships`` expected rows."""
         return max(1, math.ceil(memberships / self.bucket_rows))
 
+    def id_buckets(self) -> int:
+        """Buckets for the uniqueness check of the ids (about 100 bytes per id in memory)."""
+        return max(1, math.ceil(self.n * 100 / max(1, self.per_task // 2)))
+
     def group_buckets(self, grouped: int) -> int:
         """Buckets for the ``grouped`` items whose groups are resolved with their embeddings."""
         return max(1, math.ceil(grouped / self.bucket_rows))

@@ -22,12 +22,14 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
+from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.keep import priority
 from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.sources import Columns, Source, read_blocks
+from pixsieve.dedup.sources import Columns, InputError, Source, read_blocks
 
 COUNTS_FILE = "counts.json"
 
@@ -102,6 +104,29 @@ class _Writers:
             writer.close()
 
 
+def _write_ids(writers: _Writers, ids: pa.Array, n_buckets: int) -> None:
+    bucket = key_buckets(ids, n_buckets)
+    order = np.argsort(bucket, kind="stable")
+    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+    for part in np.split(order, cuts) if len(order) else []:
+        writers.write(int(bucket[part[0]]), pa.table({"id": ids.take(pa.array(part))}))
+
+
+def repeated_id(work: str, bucket: int) -> str | None:
+    """The first id seen twice among the ids of one id bucket, as a message, or ``None``."""
+    files = sorted(str(p) for p in Path(work).glob(f"assign/f*/i{bucket:04d}.parquet"))
+    if not files:
+        return None
+    ids = pq.read_table(files[0]).column("id") if len(files) == 1 else None
+    if ids is None:
+        ids = pa.concat_tables([pq.read_table(f) for f in files]).column("id")
+    if pc.count_distinct(ids).as_py() == len(ids):
+        return None
+    counts = pc.value_counts(ids)
+    first = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+    return f"ids must be unique; {first!r} appears more than once"
+
+
 def assign_file(
     task: FileTask,
     source: Source,
@@ -111,11 +136,16 @@ def assign_file(
     candidates: int,
     threshold: float,
     slack: float,
+    id_buckets: int = 1,
 ) -> dict[str, Any]:
     """Assign the rows of one input file to clusters and write them into bucket partitions.
 
-    Also writes ``own.npy`` (each row's own cluster) and ``priority.npy`` (its keep priority).
+    Also writes ``own.npy`` (each row's own cluster), ``priority.npy`` (its keep priority) and
+    the ids partitioned by hash into ``iBBBB.parquet`` (for the uniqueness check).
     Returns counts: ``rows``, ``secondary`` (border memberships).
+
+    Raises:
+        InputError: a bad row (see :func:`pixsieve.dedup.sources.check_batch`) or a null id.
     """
     final = Path(task.work) / "assign" / f"f{index:05d}"
     tmp = _begin(final)
@@ -130,10 +160,13 @@ def assign_file(
     gram = centroids @ centroids.T if half > 0 and k <= GRAM_MAX_CLUSTERS else None
     own = np.empty(source.rows, dtype=np.int32)
     prio = np.empty(source.rows, dtype=np.float64)
-    writers = _Writers(tmp, "b")
+    writers, id_writers = _Writers(tmp, "b"), _Writers(tmp, "i")
     start = n_secondary = 0
     try:
         for block in read_blocks(source.path, task.columns, task.dim, task.batch_rows):
+            if block.ids.null_count:
+                raise InputError(f"id column {task.columns.id!r} has null values in {source.path}")
+            _write_ids(id_writers, block.ids, id_buckets)
             x = normalize(block.embeddings)
             sims, ids = index_ip.search(x, m)
             r = len(x)
@@ -144,6 +177,7 @@ def assign_file(
                 aesthetic=block.aesthetic,
                 resolution=block.resolution,
                 centroid_sim=sims[:, 0],
+                start=source.offset + start,
             )
             prio[start : start + r] = p
             point, cluster = np.arange(r), ids[:, 0].astype(np.int64)
@@ -174,6 +208,7 @@ def assign_file(
             start += r
     finally:
         writers.close()
+        id_writers.close()
     np.save(tmp / "own.npy", own)
     np.save(tmp / "priority.npy", prio)
     return _finish(tmp, final, {"rows": source.rows, "secondary": n_secondary})

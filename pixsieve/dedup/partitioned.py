@@ -40,7 +40,7 @@ from pixsieve.dedup.io import DUPLICATES_FILE, SUMMARY_FILE
 from pixsieve.dedup.keep import resolve_policy
 from pixsieve.dedup.kmeans import normalize, sample_indices, train_centroids
 from pixsieve.dedup.memory import Budget, default_memory_limit
-from pixsieve.dedup.partition import FileTask, assign_file, gather_file
+from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
 from pixsieve.dedup.result import describe_groups
 from pixsieve.dedup.sources import (
     Columns,
@@ -77,6 +77,12 @@ class PartitionedResult:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     keep_policy: str = ""
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """Size and modification time: a changed input file invalidates earlier partitions."""
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _plan_key(plan: dict[str, Any]) -> str:
@@ -177,12 +183,13 @@ def dedup_files(
     semdedup = config.mode == "semdedup"
     n_buckets = budget.buckets(n * (1.0 if semdedup else 2.0))
     plan = {
-        "files": [(s.path, s.rows) for s in sources],
+        "files": [(s.path, s.rows, *_stamp(s.path)) for s in sources],
         "columns": columns.__dict__,
         "config": config.to_dict(),
         "policy": policy,
         "k": k,
         "buckets": n_buckets,
+        "id_buckets": budget.id_buckets(),
     }
     _prepare_work(work, plan)
     task = FileTask(str(work), columns, dim, budget.batch_rows, policy)
@@ -210,13 +217,19 @@ def dedup_files(
     bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // max(k, 1)).astype(np.int64)
     candidates = 1 if semdedup else config.border_candidates
     slack = 0.0 if semdedup else config.border_slack
+    id_buckets = budget.id_buckets()
     with phase("assign"):
+        border = (candidates, config.threshold, slack, id_buckets)
         calls = [
-            (task, s, i, str(centroids_path), bucket_of, candidates, config.threshold, slack)
-            for i, s in enumerate(sources)
+            (task, s, i, str(centroids_path), bucket_of, *border) for i, s in enumerate(sources)
         ]
         assigned = tick("assign", run(assign_file, calls), len(calls)) if n else []
     counts["border_memberships"] = sum(c["secondary"] for c in assigned)
+    with phase("ids"):
+        calls = [(str(work), b) for b in range(id_buckets)]
+        problems = [p for p in tick("ids", run(repeated_id, calls), len(calls)) if p] if n else []
+        if problems:
+            raise InputError(f"id column {columns.id!r}: {problems[0]}")
 
     with phase("similarity"):
         calls = [(str(work), b, config, budget.bucket_rows) for b in range(n_buckets)]

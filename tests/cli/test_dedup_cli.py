@@ -146,7 +146,7 @@ def _bad_table(tmp_path, kind: str):
         ("dims", "8 dimensions; 1 row(s), first id 7 has 5"),
         ("nan", "NaN or inf in embeddings: 1 row(s), first id 3"),
         ("type", "must be a list of floats"),
-        ("ids", "repeated values"),
+        ("ids", "ids must be unique; 0 appears more than once"),
     ],
 )
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, kind, message):
