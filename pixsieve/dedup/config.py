@@ -8,7 +8,6 @@ was chosen.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -24,15 +23,20 @@ DEFAULT_MODE: str = "witness"
 DEFAULT_THRESHOLD: float = 0.95
 
 
-def auto_n_clusters(n: int) -> int:
-    """Number of k-means clusters for ``n`` points: about ``sqrt(n)``, at least 40 points each.
+#: Items per k-means cluster aimed at by :func:`auto_n_clusters`.
+CLUSTER_SIZE: int = 1000
 
-    ``sqrt(n)`` balances the two costs: assigning points to centroids grows with ``n * k`` and
-    the within-cluster similarity search with ``n * n / k``.
+
+def auto_n_clusters(n: int) -> int:
+    """Number of k-means clusters for ``n`` points: one per :data:`CLUSTER_SIZE` (1,000) items.
+
+    Clusters of a bounded size keep the within-cluster search per item flat as ``n`` grows (a
+    ``sqrt(n)`` count would make clusters, and the cost per item, grow with ``sqrt(n)``); the
+    assignment to ``n / 1000`` centroids is what grows instead, and it is a cheap search.
     """
     if n <= 0:
         return 1
-    return max(1, min(round(math.sqrt(n)), n // 40))
+    return max(1, round(n / CLUSTER_SIZE))
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class SemanticDedupConfig:
     Attributes:
         threshold: cosine similarity at or above which two embeddings are duplicates
             (``1 - eps`` in SemDeDup / NeMo Curator terms).
-        n_clusters: k-means clusters; ``None`` picks :func:`auto_n_clusters` from ``N``.
+        n_clusters: k-means clusters; ``None`` picks :func:`auto_n_clusters` from ``N`` (N/1000).
         keep: which member of a duplicate group survives: ``aesthetic`` (highest score; ``first``
             when scores are missing), ``resolution`` (largest width*height), ``first`` (lowest
             index) or ``farthest`` (farthest from its cluster centroid, SemDeDup's "hard").

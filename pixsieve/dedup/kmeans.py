@@ -17,6 +17,9 @@ Progress = Callable[[str, int, int], None]
 
 #: Rows per chunk when streaming over the embeddings (norms, search).
 CHUNK_ROWS: int = 65536
+#: Up to this many centroids the nearest ones are found by exact search; above it by an HNSW
+#: graph over the centroids, whose cost per item grows with ``log k`` instead of ``k``.
+FLAT_MAX_CENTROIDS: int = 4096
 
 
 class EmbeddingError(ValueError):
@@ -144,6 +147,26 @@ def train_centroids(
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
+def centroid_index(centroids: np.ndarray, m: int, use_gpu: bool = False) -> faiss.Index:
+    """A faiss inner-product index over the centroids for finding each item's ``m`` nearest.
+
+    Exact (``IndexFlatIP``) up to :data:`FLAT_MAX_CENTROIDS` centroids, an HNSW graph above:
+    for ``k = N / 1000`` a flat search would cost ``O(N)`` per item. HNSW is approximate; a
+    missed candidate can only cost recall at a cluster border, never precision.
+    """
+    d = centroids.shape[1]
+    if len(centroids) <= FLAT_MAX_CENTROIDS:
+        index: faiss.Index = faiss.IndexFlatIP(d)
+        if use_gpu:  # pragma: no cover - needs a faiss GPU build
+            index = faiss.index_cpu_to_all_gpus(index)
+    else:
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = max(64, 4 * m)
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    return index
+
+
 def assign(
     x: np.ndarray,
     centroids: np.ndarray,
@@ -158,10 +181,7 @@ def assign(
     """
     n = x.shape[0]
     m = min(m, len(centroids))
-    index: faiss.Index = faiss.IndexFlatIP(centroids.shape[1])
-    if use_gpu:  # pragma: no cover - needs a faiss GPU build
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(centroids)
+    index = centroid_index(centroids, m, use_gpu)
     sims = np.empty((n, m), dtype=np.float32)
     ids = np.empty((n, m), dtype=np.int64)
     for start in range(0, n, CHUNK_ROWS):

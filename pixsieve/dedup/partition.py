@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.keep import priority
-from pixsieve.dedup.kmeans import normalize
+from pixsieve.dedup.kmeans import centroid_index, normalize
 from pixsieve.dedup.sources import Columns, InputError, Source, read_blocks
 
 COUNTS_FILE = "counts.json"
@@ -153,9 +152,8 @@ def assign_file(
         return _done(final)
     centroids = np.load(centroids_path)
     k = len(centroids)
-    index_ip = faiss.IndexFlatIP(centroids.shape[1])
-    index_ip.add(centroids)
     m = min(candidates, k)
+    index_ip = centroid_index(centroids, m)
     half = border_margin(threshold, slack) if m > 1 else 0.0
     gram = centroids @ centroids.T if half > 0 and k <= GRAM_MAX_CLUSTERS else None
     own = np.empty(source.rows, dtype=np.int32)

@@ -142,12 +142,12 @@ def witness_groups(
             pos = first[:, None] + np.arange(s)  # positions in rank order
             w, v = _small(order[pos], take, threshold, vectors.shape[1])
             wit_local[order[pos]], sim[order[pos]] = w, v
-            n_compared += len(first) * s * s
+            n_compared += int(len(first) * s * s)
             continue
         for f in first:
             rows = order[f : f + s]
             w, v = _large(rows, take, threshold)
             wit_local[rows], sim[rows] = w, v
-            n_compared += s * s
+            n_compared += int(s * s)
     witness = np.where(wit_local >= 0, members[np.maximum(wit_local, 0)], -1)
     return Witnesses(witness=witness, similarity=sim, n_compared=n_compared)
