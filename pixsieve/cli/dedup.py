@@ -27,6 +27,7 @@ from pixsieve.dedup.sources import Columns
 PHASE_LABELS: dict[str, str] = {
     "sample": "k-means sample (files)",
     "assign": "assigning (files)",
+    "ids": "checking ids",
     "similarity": "searching (buckets)",
     "gather": "gathering groups",
     "resolve": "resolving groups",

@@ -2,7 +2,7 @@
 
 One number, ``memory_limit`` (bytes; default half of the machine's memory or of the cgroup
 limit, whichever is smaller), bounds the peak RSS of the whole process. The driver keeps a
-reserve for the interpreter, faiss and its per-item arrays (16 bytes per item); the rest is
+reserve for the interpreter, faiss and its per-item arrays (26 bytes per item); the rest is
 split between the concurrent tasks, and each task sizes its reads from its share. Nothing here
 grows with the number of items except that reserve.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 #: Interpreter, numpy, pyarrow and faiss before any data (measured: ~300 MiB).
 BASE_RESERVE: int = 400 << 20
-#: Bytes the driver holds per item (union-find labels, group flags).
-DRIVER_BYTES_PER_ITEM: int = 17
+#: Bytes the driver holds per item at its peak (union-find labels, component sizes, flags).
+DRIVER_BYTES_PER_ITEM: int = 26
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 
