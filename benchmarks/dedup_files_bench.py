@@ -109,12 +109,13 @@ def run_dedup(folder: Path, out: Path, args: argparse.Namespace) -> dict:
     if proc.returncode:
         raise SystemExit(f"dedup failed with exit code {proc.returncode}")
     summary = json.loads((out / "dedup.json").read_text())
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "phases_cpu_s": summary.get("cpu_seconds"),
         "wall_s": round(wall, 1),
         "peak_rss_tree_gib": round(peak / 2**30, 2),
-        "ru_maxrss_child_gib": round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2
-        ),
+        "ru_maxrss_child_gib": round(usage.ru_maxrss / 2**20, 2),
         "phases_s": summary["timings"],
         "counts": summary["counts"],
         "load_avg_before": [round(v, 1) for v in load_before],

@@ -143,12 +143,14 @@ def dedup_files(
     work = Path(work_dir) if work_dir is not None else out / "work"
     run = map_calls or thread_map(workers)
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
 
     @contextmanager
     def phase(name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         yield
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - cpu_start
 
     def tick(name: str, results: Iterable[Any], total: int) -> list[Any]:
         done = []
@@ -288,6 +290,7 @@ def dedup_files(
         "workers": workers,
         "counts": counts,
         "timings": {key: round(v, 3) for key, v in timings.items()},
+        "cpu_seconds": {key: round(v, 3) for key, v in cpu.items()},
         "notes": result.notes,
     }
     result.summary.write_text(json.dumps(summary, indent=2, default=str) + "\n")
