@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
-from pixsieve.dedup.partition import vectors_of
+from pixsieve.dedup.partition import unpack_into, unpacked
 from pixsieve.dedup.witness import witness_groups
 
 
@@ -53,8 +53,25 @@ def _cluster_groups(sizes: dict[int, int], budget_rows: int) -> list[list[int]]:
     return groups
 
 
+def _sorted_vectors(files: list[str], flt: Any, order: np.ndarray, dim: int) -> np.ndarray:
+    """The packed embeddings of ``files`` (filtered) in ``order``, read one file at a time
+    into one array (the only full copy held)."""
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))
+    x = np.empty((len(order), dim), dtype=np.float32)
+    pos = 0
+    for path in files:
+        col = ds.dataset(path, format="parquet").to_table(columns=["embedding"], filter=flt)
+        col = col.column("embedding")
+        unpack_into(col, x, where[pos : pos + len(col)])
+        pos += len(col)
+        del col
+    pa.default_memory_pool().release_unused()
+    return x
+
+
 def bucket_edges(
-    work: str, bucket: int, config: SemanticDedupConfig, budget_rows: int
+    work: str, bucket: int, config: SemanticDedupConfig, budget_rows: int, dim: int
 ) -> dict[str, Any]:
     """Find the duplicate edges of every cluster of one bucket; write ``edges/bBBBB.parquet``.
 
@@ -76,15 +93,14 @@ def bucket_edges(
         groups = _cluster_groups(dict(zip(ids.tolist(), sizes.tolist(), strict=True)), budget_rows)
         for group in groups:
             flt = None if len(groups) == 1 else pc.field("cluster").isin(group)
-            table = dataset.to_table(filter=flt)
+            meta = dataset.to_table(columns=["row", "cluster", "secondary", "priority"], filter=flt)
             counts["passes"] += 1
-            row = table.column("row").to_numpy()
-            cluster = table.column("cluster").to_numpy()
-            secondary = table.column("secondary").to_numpy(zero_copy_only=False)
-            prio = table.column("priority").to_numpy()
+            row = meta.column("row").to_numpy()
+            cluster = meta.column("cluster").to_numpy()
+            secondary = meta.column("secondary").to_numpy(zero_copy_only=False)
+            prio = meta.column("priority").to_numpy()
             order = np.lexsort((row, secondary, cluster))
-            x = vectors_of(table)[order]
-            del table
+            x = _sorted_vectors(files, flt, order, dim)
             row, cluster = row[order], cluster[order]
             secondary, prio = secondary[order], prio[order]
             cuts = np.flatnonzero(np.diff(cluster)) + 1
@@ -164,7 +180,7 @@ def resolve_groups(
     return rows[best], sim, len(idx)
 
 
-def resolve_bucket(work: str, bucket: int, config: SemanticDedupConfig) -> dict[str, Any]:
+def resolve_bucket(work: str, bucket: int, config: SemanticDedupConfig, dim: int) -> dict[str, Any]:
     """Resolve the groups of one group bucket; write ``resolved/gGGGG.parquet``
     (``row``, ``rep``, ``similarity``)."""
     final = Path(work) / "resolved" / f"g{bucket:04d}.parquet"
@@ -174,10 +190,13 @@ def resolve_bucket(work: str, bucket: int, config: SemanticDedupConfig) -> dict[
     if files:
         table = ds.dataset(files, format="parquet").to_table()
         rows = table.column("row").to_numpy()
+        vectors = unpacked(table.column("embedding"), dim)
+        table = table.drop_columns(["embedding"])
+        pa.default_memory_pool().release_unused()
         rep, sim, n_compared = resolve_groups(
             rows,
             table.column("label").to_numpy(),
-            vectors_of(table),
+            vectors,
             table.column("priority").to_numpy(),
             table.column("child").to_numpy(zero_copy_only=False),
             config,

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.keep import priority
-from pixsieve.dedup.kmeans import centroid_index, normalize
+from pixsieve.dedup.kmeans import CentroidSearch, normalize
 from pixsieve.dedup.sources import Columns, InputError, Source, read_blocks
 
 COUNTS_FILE = "counts.json"
@@ -58,11 +58,38 @@ def fixed_list(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
 
 
-def vectors_of(table: pa.Table, column: str = "embedding") -> np.ndarray:
-    """The fixed-size list column of ``table`` as an ``(n, D)`` float32 array."""
-    col = table.column(column).combine_chunks()
-    dim = col.type.list_size
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), dim)
+def packed(x: np.ndarray) -> pa.Array:
+    """``(n, D)`` float32 rows as one fixed-size binary value each (no copy of the values).
+
+    Partition files store embeddings this way: a flat column decodes as one memory copy,
+    where a Parquet list column costs a repetition and definition level per number.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    width = 4 * x.shape[1]
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(x), [None, pa.py_buffer(x.reshape(-1))]
+    )
+
+
+def unpack_into(column: pa.ChunkedArray | pa.Array, out: np.ndarray, rows: np.ndarray) -> None:
+    """Write the packed embeddings of ``column`` into ``out[rows]`` chunk by chunk."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    dim = out.shape[1]
+    pos = 0
+    for chunk in chunks:
+        n = len(chunk)
+        if n:
+            data = np.frombuffer(chunk.buffers()[1], dtype=np.float32)
+            data = data[chunk.offset * dim : (chunk.offset + n) * dim].reshape(n, dim)
+            out[rows[pos : pos + n]] = data
+        pos += n
+
+
+def unpacked(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """The packed embeddings of ``column`` as one ``(n, dim)`` float32 array."""
+    out = np.empty((len(column), dim), dtype=np.float32)
+    unpack_into(column, out, np.arange(len(column)))
+    return out
 
 
 def _begin(final: Path) -> Path | None:
@@ -152,8 +179,8 @@ def assign_file(
         return _done(final)
     centroids = np.load(centroids_path)
     k = len(centroids)
-    m = min(candidates, k)
-    index_ip = centroid_index(centroids, m)
+    search = CentroidSearch(centroids, candidates)
+    m = search.m
     half = border_margin(threshold, slack) if m > 1 else 0.0
     gram = centroids @ centroids.T if half > 0 and k <= GRAM_MAX_CLUSTERS else None
     own = np.empty(source.rows, dtype=np.int32)
@@ -166,7 +193,7 @@ def assign_file(
                 raise InputError(f"id column {task.columns.id!r} has null values in {source.path}")
             _write_ids(id_writers, block.ids, id_buckets)
             x = normalize(block.embeddings)
-            sims, ids = index_ip.search(x, m)
+            sims, ids = search.search(x)
             r = len(x)
             own[start : start + r] = ids[:, 0]
             p = priority(
@@ -199,7 +226,7 @@ def assign_file(
                         "cluster": pa.array(cluster[part], pa.int32()),
                         "secondary": pa.array(secondary[part]),
                         "priority": pa.array(p[pts], pa.float64()),
-                        "embedding": fixed_list(x[pts]),
+                        "embedding": packed(x[pts]),
                     }
                 )
                 writers.write(int(bucket[part[0]]), table)
@@ -207,6 +234,7 @@ def assign_file(
     finally:
         writers.close()
         id_writers.close()
+        pa.default_memory_pool().release_unused()
     np.save(tmp / "own.npy", own)
     np.save(tmp / "priority.npy", prio)
     return _finish(tmp, final, {"rows": source.rows, "secondary": n_secondary})
@@ -249,11 +277,12 @@ def gather_file(
                             "label": pa.array(lab[part], pa.int64()),
                             "priority": pa.array(prio[take[part]], pa.float64()),
                             "child": pa.array(child[lo:hi][part]),
-                            "embedding": fixed_list(x[part]),
+                            "embedding": packed(x[part]),
                         }
                     )
                     writers.write(int(bucket[part[0]]), table)
             start += r
     finally:
         writers.close()
+        pa.default_memory_pool().release_unused()
     return _finish(tmp, final, {"rows": len(local_rows)})

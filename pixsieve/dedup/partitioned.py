@@ -234,7 +234,7 @@ def dedup_files(
             raise InputError(f"id column {columns.id!r}: {problems[0]}")
 
     with phase("similarity"):
-        calls = [(str(work), b, config, budget.bucket_rows) for b in range(n_buckets)]
+        calls = [(str(work), b, config, budget.bucket_rows, dim) for b in range(n_buckets)]
         edges = tick("similarity", run(bucket_edges, calls), len(calls)) if n else []
     for key in ("pairs_found", "similarities_computed"):
         counts[key] = sum(e.get(key, 0) for e in edges)
@@ -266,7 +266,7 @@ def dedup_files(
         del calls
 
     with phase("resolve"):
-        calls = [(str(work), g, config) for g in range(g_buckets)]
+        calls = [(str(work), g, config, dim) for g in range(g_buckets)]
         resolved = tick("resolve", run(resolve_bucket, calls), len(calls))
     counts["resolve_similarities"] = sum(r["similarities_computed"] for r in resolved)
 
