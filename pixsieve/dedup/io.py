@@ -3,7 +3,9 @@
 Input is a Parquet file or directory with an id column and an embedding column (``list`` or
 ``fixed_size_list`` of numbers, e.g. NeMo Curator's ``image_embedding``). It is streamed batch by
 batch into one preallocated float32 array (:mod:`pixsieve.dedup.sources` checks each batch).
-Output is ``duplicates.parquet``: one row per removed id with the id it duplicates.
+Output is ``duplicates.parquet``: one row per removed id with the id it duplicates, from an
+in-memory result (:func:`write_duplicates`) or from the files of a partitioned run
+(:func:`write_partitioned_output`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,20 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.result import DedupResult
-from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources, read_blocks
+from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.result import DedupResult, describe_groups
+from pixsieve.dedup.sources import (
+    Columns,
+    InputError,
+    Source,
+    parquet_files,
+    plan_sources,
+    read_blocks,
+    read_ids,
+)
 
 Progress = Callable[[str, int, int], None]
 
@@ -118,3 +130,72 @@ def write_duplicates(
     summary = {**(extra or {}), **result.summary()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return target
+
+
+def resolved_rows(work: Path, g_buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row, rep, similarity)`` of every grouped row, ascending by row."""
+    files = [str(work / "resolved" / f"g{g:04d}.parquet") for g in range(g_buckets)]
+    if not files:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0)
+    table = ds.dataset(files, format="parquet").to_table()
+    rows = table.column("row").to_numpy()
+    order = np.argsort(rows, kind="stable")
+    return (
+        rows[order],
+        table.column("rep").to_numpy()[order],
+        table.column("similarity").to_numpy()[order],
+    )
+
+
+def write_partitioned_output(
+    work: Path,
+    out: Path,
+    sources: list[Source],
+    columns: Columns,
+    config: SemanticDedupConfig,
+    g_buckets: int,
+) -> dict[str, int]:
+    """Write ``duplicates.parquet``: one row per removed id, ascending by input order."""
+    rows, rep, sim = resolved_rows(work, g_buckets)
+    desc = describe_groups(rows, rep, sim, config)
+    removed = desc["removed"]
+    r_rows, r_rep = rows[removed], rep[removed]
+    ids = ids_of_rows(sources, columns.id, np.concatenate([r_rows, r_rep]))
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "id": ids[: len(r_rows)],
+            "duplicate_of": ids[len(r_rows) :],
+            "similarity": pa.array(sim[removed], type=pa.float32()),
+            "component_id": pa.array(desc["component_id"][removed], type=pa.int64()),
+            "component_size": pa.array(desc["component_size"][removed], type=pa.int64()),
+            "chained": pa.array(desc["chained"][removed], type=pa.bool_()),
+        }
+    )
+    tmp = out / (DUPLICATES_FILE + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.rename(out / DUPLICATES_FILE)
+    return {
+        "components": desc["n_components"],
+        "removed": int(removed.sum()),
+        "chained_components": desc["n_chained"],
+    }
+
+
+def ids_of_rows(sources: list[Source], column: str, rows: np.ndarray) -> pa.Array:
+    """The ids of global ``rows`` (any order), reading one file's id column at a time."""
+    order = np.argsort(rows, kind="stable")
+    parts: list[pa.Array] = []
+    sorted_rows = rows[order]
+    for source in sources:
+        lo, hi = np.searchsorted(sorted_rows, [source.offset, source.offset + source.rows])
+        if hi > lo:
+            ids = read_ids(source.path, column)
+            parts.append(ids.take(pa.array(sorted_rows[lo:hi] - source.offset)))
+    if not parts:
+        return pa.array([], pa.string())
+    merged = pa.concat_arrays(parts)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return merged.take(pa.array(inverse))

@@ -29,28 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from pixsieve.dedup.buckets import bucket_edges, resolve_bucket
 from pixsieve.dedup.components import connected_components
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.io import DUPLICATES_FILE, SUMMARY_FILE
+from pixsieve.dedup.io import DUPLICATES_FILE, SUMMARY_FILE, write_partitioned_output
 from pixsieve.dedup.keep import resolve_policy
-from pixsieve.dedup.kmeans import normalize, sample_indices, train_centroids
+from pixsieve.dedup.kmeans import sample_indices, train_centroids
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
-from pixsieve.dedup.result import describe_groups
-from pixsieve.dedup.sources import (
-    Columns,
-    InputError,
-    Source,
-    parquet_files,
-    plan_sources,
-    read_blocks,
-)
-from pixsieve.dedup.sources import read_ids as read_id_column
+from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources, read_sample
 
 Progress = Callable[[str, int, int], None]
 MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
@@ -197,81 +186,87 @@ def dedup_files(
     task = FileTask(str(work), columns, dim, budget.batch_rows, policy)
     counts: dict[str, Any] = {"n": n, "n_clusters": k, "files": len(sources), "buckets": n_buckets}
 
-    centroids_path = work / "centroids.npy"
-    if not centroids_path.exists() and n:
-        with phase("sample"):
-            cap = budget.sample_rows
-            idx = sample_indices(n, k, config.kmeans_points_per_centroid, config.seed, cap=cap)
-            train = read_sample(sources, columns, dim, idx, budget.batch_rows, progress)
-        with phase("kmeans"):
-            centroids = train_centroids(
-                train,
-                k,
-                iters=config.kmeans_iters,
-                points_per_centroid=config.kmeans_points_per_centroid,
-                seed=config.seed,
-            )
-            del train
-            np.save(work / "centroids.tmp.npy", centroids)
-            (work / "centroids.tmp.npy").rename(centroids_path)
-    counts["kmeans_sample"] = int(min(n, k * config.kmeans_points_per_centroid, budget.sample_rows))
+    def passes() -> int:
+        """Run the phases up to resolve; return the number of group buckets."""
+        centroids_path = work / "centroids.npy"
+        if not centroids_path.exists() and n:
+            with phase("sample"):
+                cap = budget.sample_rows
+                idx = sample_indices(n, k, config.kmeans_points_per_centroid, config.seed, cap=cap)
+                train = read_sample(sources, columns, dim, idx, budget.batch_rows, progress)
+            with phase("kmeans"):
+                centroids = train_centroids(
+                    train,
+                    k,
+                    iters=config.kmeans_iters,
+                    points_per_centroid=config.kmeans_points_per_centroid,
+                    seed=config.seed,
+                )
+                del train
+                np.save(work / "centroids.tmp.npy", centroids)
+                (work / "centroids.tmp.npy").rename(centroids_path)
+        counts["kmeans_sample"] = int(
+            min(n, k * config.kmeans_points_per_centroid, budget.sample_rows)
+        )
 
-    bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // max(k, 1)).astype(np.int64)
-    candidates = 1 if semdedup else config.border_candidates
-    slack = 0.0 if semdedup else config.border_slack
-    id_buckets = budget.id_buckets()
-    with phase("assign"):
-        border = (candidates, config.threshold, slack, id_buckets)
-        calls = [
-            (task, s, i, str(centroids_path), bucket_of, *border) for i, s in enumerate(sources)
-        ]
-        assigned = tick("assign", run(assign_file, calls), len(calls)) if n else []
-    counts["border_memberships"] = sum(c["secondary"] for c in assigned)
-    with phase("ids"):
-        calls = [(str(work), b) for b in range(id_buckets)]
-        problems = [p for p in tick("ids", run(repeated_id, calls), len(calls)) if p] if n else []
-        if problems:
-            raise InputError(f"id column {columns.id!r}: {problems[0]}")
+        bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // max(k, 1)).astype(np.int64)
+        candidates = 1 if semdedup else config.border_candidates
+        slack = 0.0 if semdedup else config.border_slack
+        id_buckets = budget.id_buckets()
+        with phase("assign"):
+            border = (candidates, config.threshold, slack, id_buckets)
+            calls = [
+                (task, s, i, str(centroids_path), bucket_of, *border) for i, s in enumerate(sources)
+            ]
+            assigned = tick("assign", run(assign_file, calls), len(calls))
+        counts["border_memberships"] = sum(c["secondary"] for c in assigned)
+        with phase("ids"):
+            calls = [(str(work), b) for b in range(id_buckets)]
+            problems = [p for p in tick("ids", run(repeated_id, calls), len(calls)) if p]
+            if problems:
+                raise InputError(f"id column {columns.id!r}: {problems[0]}")
 
-    with phase("similarity"):
-        calls = [(str(work), b, config, budget.bucket_rows, dim) for b in range(n_buckets)]
-        edges = tick("similarity", run(bucket_edges, calls), len(calls)) if n else []
-    for key in ("pairs_found", "similarities_computed"):
-        counts[key] = sum(e.get(key, 0) for e in edges)
-    counts["bucket_passes"] = sum(e.get("passes", 0) for e in edges)
+        with phase("similarity"):
+            calls = [(str(work), b, config, budget.bucket_rows, dim) for b in range(n_buckets)]
+            edges = tick("similarity", run(bucket_edges, calls), len(calls))
+        for key in ("pairs_found", "similarities_computed"):
+            counts[key] = sum(e.get(key, 0) for e in edges)
+        counts["bucket_passes"] = sum(e.get("passes", 0) for e in edges)
 
-    with phase("components"):
-        edge_files = [str(work / "edges" / f"b{b:04d}.parquet") for b in range(n_buckets)]
-        table = ds.dataset(edge_files, format="parquet").to_table() if n else None
-        a = table.column("a").to_numpy() if table is not None else np.empty(0, np.int64)
-        b = table.column("b").to_numpy() if table is not None else np.empty(0, np.int64)
-        del table
-        labels = connected_components(n, a, b)
-        grouped = np.bincount(labels, minlength=n)[labels] >= 2
-        child = np.zeros(n, dtype=bool)
-        child[a] = semdedup
-        del a, b
-        n_grouped = int(grouped.sum())
-        g_buckets = budget.group_buckets(n_grouped)
-    counts["grouped"] = n_grouped
+        with phase("components"):
+            edge_files = [str(work / "edges" / f"b{b:04d}.parquet") for b in range(n_buckets)]
+            table = ds.dataset(edge_files, format="parquet").to_table()
+            a = table.column("a").to_numpy() if table is not None else np.empty(0, np.int64)
+            b = table.column("b").to_numpy() if table is not None else np.empty(0, np.int64)
+            del table
+            labels = connected_components(n, a, b)
+            grouped = np.bincount(labels, minlength=n)[labels] >= 2
+            child = np.zeros(n, dtype=bool)
+            child[a] = semdedup
+            del a, b
+            n_grouped = int(grouped.sum())
+            g_buckets = budget.group_buckets(n_grouped)
+        counts["grouped"] = n_grouped
 
-    with phase("gather"):
-        calls = []
-        for i, s in enumerate(sources):
-            local = np.flatnonzero(grouped[s.offset : s.offset + s.rows])
-            glob_rows = local + s.offset
-            calls.append((task, s, i, local, labels[glob_rows], child[glob_rows], g_buckets))
-        del labels, grouped, child
-        tick("gather", run(gather_file, calls), len(calls))
-        del calls
+        with phase("gather"):
+            calls = []
+            for i, s in enumerate(sources):
+                local = np.flatnonzero(grouped[s.offset : s.offset + s.rows])
+                glob_rows = local + s.offset
+                calls.append((task, s, i, local, labels[glob_rows], child[glob_rows], g_buckets))
+            del labels, grouped, child
+            tick("gather", run(gather_file, calls), len(calls))
+            del calls
 
-    with phase("resolve"):
-        calls = [(str(work), g, config, dim) for g in range(g_buckets)]
-        resolved = tick("resolve", run(resolve_bucket, calls), len(calls))
-    counts["resolve_similarities"] = sum(r["similarities_computed"] for r in resolved)
+        with phase("resolve"):
+            calls = [(str(work), g, config, dim) for g in range(g_buckets)]
+            resolved = tick("resolve", run(resolve_bucket, calls), len(calls))
+        counts["resolve_similarities"] = sum(r["similarities_computed"] for r in resolved)
+        return g_buckets
 
+    g_buckets = passes() if n else 0
     with phase("write"):
-        groups = _write_output(work, out, sources, columns, config, g_buckets)
+        groups = write_partitioned_output(work, out, sources, columns, config, g_buckets)
     counts.update(groups)
     result = PartitionedResult(
         duplicates=out / DUPLICATES_FILE,
@@ -297,96 +292,3 @@ def dedup_files(
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
-
-
-def read_sample(
-    sources: list[Source],
-    columns: Columns,
-    dim: int,
-    idx: np.ndarray,
-    batch_rows: int,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """The unit embeddings of the sorted global rows ``idx``, streamed file by file."""
-    train = np.empty((len(idx), dim), dtype=np.float32)
-    got = 0
-    for i, source in enumerate(sources):
-        lo, hi = np.searchsorted(idx, [source.offset, source.offset + source.rows])
-        start = source.offset
-        blocks = read_blocks(source.path, columns, dim, batch_rows) if hi > lo else iter(())
-        for block in blocks:
-            r = len(block.embeddings)
-            a, b = np.searchsorted(idx[lo:hi], [start, start + r]) + lo
-            if b > a:
-                train[got : got + b - a] = normalize(block.embeddings[idx[a:b] - start])
-                got += b - a
-            start += r
-        if progress:
-            progress("sample", i + 1, len(sources))
-    return train
-
-
-def resolved_rows(work: Path, g_buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(row, rep, similarity)`` of every grouped row, ascending by row."""
-    files = [str(work / "resolved" / f"g{g:04d}.parquet") for g in range(g_buckets)]
-    table = ds.dataset(files, format="parquet").to_table()
-    rows = table.column("row").to_numpy()
-    order = np.argsort(rows, kind="stable")
-    return (
-        rows[order],
-        table.column("rep").to_numpy()[order],
-        table.column("similarity").to_numpy()[order],
-    )
-
-
-def _write_output(
-    work: Path,
-    out: Path,
-    sources: list[Source],
-    columns: Columns,
-    config: SemanticDedupConfig,
-    g_buckets: int,
-) -> dict[str, int]:
-    """Write ``duplicates.parquet``: one row per removed id, ascending by input order."""
-    rows, rep, sim = resolved_rows(work, g_buckets)
-    desc = describe_groups(rows, rep, sim, config)
-    removed = desc["removed"]
-    r_rows, r_rep = rows[removed], rep[removed]
-    ids = _ids_of(sources, columns.id, np.concatenate([r_rows, r_rep]))
-    out.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "id": ids[: len(r_rows)],
-            "duplicate_of": ids[len(r_rows) :],
-            "similarity": pa.array(sim[removed], type=pa.float32()),
-            "component_id": pa.array(desc["component_id"][removed], type=pa.int64()),
-            "component_size": pa.array(desc["component_size"][removed], type=pa.int64()),
-            "chained": pa.array(desc["chained"][removed], type=pa.bool_()),
-        }
-    )
-    tmp = out / (DUPLICATES_FILE + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.rename(out / DUPLICATES_FILE)
-    return {
-        "components": desc["n_components"],
-        "removed": int(removed.sum()),
-        "chained_components": desc["n_chained"],
-    }
-
-
-def _ids_of(sources: list[Source], column: str, rows: np.ndarray) -> pa.Array:
-    """The ids of global ``rows`` (any order), reading one file's id column at a time."""
-    order = np.argsort(rows, kind="stable")
-    parts: list[pa.Array] = []
-    sorted_rows = rows[order]
-    for source in sources:
-        lo, hi = np.searchsorted(sorted_rows, [source.offset, source.offset + source.rows])
-        if hi > lo:
-            ids = read_id_column(source.path, column)
-            parts.append(ids.take(pa.array(sorted_rows[lo:hi] - source.offset)))
-    if not parts:
-        return pa.array([], pa.string())
-    merged = pa.concat_arrays(parts)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return merged.take(pa.array(inverse))

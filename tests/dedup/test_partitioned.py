@@ -175,3 +175,13 @@ def test_memory_limit_too_small_is_refused(random_planted, tmp_path):
 def test_thread_map_keeps_order():
     run = thread_map(3)
     assert list(run(lambda a, b: a * b, [(i, 2) for i in range(20)])) == [2 * i for i in range(20)]
+
+
+def test_empty_input_writes_an_empty_result(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    empty = pa.table({"id": pa.array([], pa.string()), "embedding": fixed_list(np.zeros((0, 8)))})
+    pq.write_table(empty, folder / "a.parquet")
+    result = dedup_files(folder, tmp_path / "out")
+    assert pq.read_table(result.duplicates).num_rows == 0
+    assert result.counts["removed"] == 0
