@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pixsieve.config_values import ConfigError, build_section, type_name
-from pixsieve.dedup.config import DEFAULT_THRESHOLD
+from pixsieve.dedup.config import DEFAULT_MODE, DEFAULT_THRESHOLD
 from pixsieve.io.decode import (
     DEFAULT_DECODE_TIMEOUT,
     DEFAULT_MAX_DECODE_BYTES,
@@ -115,7 +115,7 @@ class DedupConfig:
     semantic: bool = True
     threshold: float = DEFAULT_THRESHOLD
     keep: str = "aesthetic"
-    mode: str = "components"
+    mode: str = DEFAULT_MODE
     n_clusters: int | None = None
 
 
