@@ -115,6 +115,20 @@ EMBEDDING_METADATA = pa.schema(
 """``metadata/metadata_N.parquet`` of ``export-embeddings``: the rows of ``img_emb_N.npy``."""
 
 
+def dedup_duplicates(id_type: pa.DataType) -> pa.Schema:
+    """``pixsieve dedup``'s ``duplicates.parquet``: ids keep the input id column's type."""
+    return pa.schema(
+        [
+            pa.field("id", id_type),
+            pa.field("duplicate_of", id_type),
+            pa.field("similarity", pa.float32()),
+            pa.field("component_id", pa.int64()),
+            pa.field("component_size", pa.int64()),
+            pa.field("chained", pa.bool_()),
+        ]
+    )
+
+
 def sample_id(shard_index: int, position: int) -> str:
     """A sample's id: its input shard's index in the run and its position in that shard.
 
