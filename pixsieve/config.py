@@ -11,7 +11,7 @@ A config file (TOML, JSON or YAML) mirrors these sections::
     [models]    aesthetic, nsfw          # paths, URLs or pinned names of the head weights
     [dedup]     exact, semantic, threshold, keep, mode, n_clusters
     [export]    samples_per_shard, partition_bytes
-    [run]       executor, workers, retries, skip = ["nsfw", ...], ray_address
+    [run]       executor, workers, retries, skip = ["nsfw", ...], ray_address, memory_limit
     [storage]   options = {...}                # fsspec storage options (endpoint_url, key, ...)
 
 ``docs/config.md`` documents every key; ``examples/curate.toml`` is a complete example.
@@ -136,6 +136,7 @@ class RunConfig:
     retries: int = 1
     skip: tuple[str, ...] = ()
     ray_address: str | None = None
+    memory_limit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,13 @@ def _validate(cfg: CurateConfig) -> None:
     _at_least("export", "partition_bytes", cfg.export.partition_bytes, 1)
     _at_least("run", "workers", cfg.run.workers, 1)
     _at_least("run", "retries", cfg.run.retries, 0)
+    if cfg.run.memory_limit is not None:
+        from pixsieve.dedup.memory import parse_size
+
+        try:
+            parse_size(cfg.run.memory_limit)
+        except ValueError as e:
+            raise ConfigError(f"[run] memory_limit: {e}") from None
     for kind in (AestheticFilter, NSFWFilter, ImageTextFilter):  # each checks its threshold
         try:
             kind.checked(getattr(cfg.filters, kind.threshold_key))

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pixsieve.config import CurateConfig
+from pixsieve.dedup.memory import parse_size
 from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import discover_shards
 from pixsieve.models import hub
@@ -104,6 +105,7 @@ def build_pipeline(cfg: CurateConfig) -> Pipeline:
         samples_per_shard=cfg.export.samples_per_shard,
         partition_bytes=cfg.export.partition_bytes,
         retries=cfg.run.retries,
+        memory_limit=parse_size(cfg.run.memory_limit) if cfg.run.memory_limit else None,
         read_limits=ReadLimits(
             max_sample_bytes=cfg.read.max_sample_bytes,
             max_sidecar_bytes=cfg.read.max_sidecar_bytes,

@@ -8,6 +8,7 @@ it is given; the passes themselves (:mod:`pixsieve.run`) never import an executo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,7 @@ class Passes:
     read_limits: ReadLimits = field(default_factory=ReadLimits)
     columns: dict[str, Any] | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    memory_limit: int | None = None
     bars: PassProgress = field(default_factory=lambda: PassProgress(False))
     results: dict[str, list[TaskResult]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -81,6 +83,7 @@ class Passes:
         fresh = self.score(total) if first <= 1 else True
         if fresh:
             self._forget("semantic")
+            self._drop(self.layout.semantic_dir())
         if self.semantic_dedup is not None:
             with self._timed("semantic_dedup"):
                 self.semantic = run_semantic_dedup(
@@ -88,10 +91,16 @@ class Passes:
                     self.shards,
                     self.semantic_dedup,
                     map_calls=self.executor.map_calls,
+                    memory_limit=self.memory_limit,
+                    workers=self._workers(),
                 )
         if fresh:
             self._forget("export")
         self.export(total)
+
+    def _workers(self) -> int:
+        """Tasks that run at once (the semantic pass splits its memory budget by them)."""
+        return int(self.executor.describe().get("workers") or os.cpu_count() or 1)
 
     def _forget(self, pass_name: str) -> None:
         """Drop a pass's completion markers so it runs again."""
@@ -115,7 +124,10 @@ class Passes:
             )
             if self._ran("scan"):  # new hashes: decide exact duplicates again
                 self._drop(self.layout.marker("scan", "exact"))
-            exact_duplicates(self.layout, n)
+                self._drop(self.layout.exact_work())
+            exact_duplicates(
+                self.layout, n, memory_limit=self.memory_limit, map_calls=self.executor.map_calls
+            )
         return sum(int(r.summary.get("samples", 0)) for r in self.results["scan"])
 
     def score(self, total: int | None) -> bool:

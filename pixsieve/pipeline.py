@@ -57,6 +57,8 @@ class Pipeline:
         partition_bytes: input bytes per export partition (fixes output layout independent of
             the executor).
         retries: extra attempts for a failing shard before it is recorded as an error.
+        memory_limit: bytes the exact and semantic dedup steps may use (``None``: half the
+            machine's memory); sets their partition sizes, never their answers.
         read_limits: per-sample limits of the tar reader (``docs/limits.md``).
         config: the effective configuration to record in ``run.json``.
     """
@@ -71,6 +73,7 @@ class Pipeline:
         samples_per_shard: int = 1000,
         partition_bytes: int = 2 << 30,
         retries: int = 1,
+        memory_limit: int | None = None,
         read_limits: ReadLimits | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
@@ -86,6 +89,7 @@ class Pipeline:
         self.samples_per_shard = samples_per_shard
         self.partition_bytes = partition_bytes
         self.retries = retries
+        self.memory_limit = memory_limit
         self.read_limits = read_limits or ReadLimits()
         self.config = config or {}
 
@@ -150,6 +154,7 @@ class Pipeline:
             samples_per_shard=self.samples_per_shard,
             partition_bytes=self.partition_bytes,
             retries=self.retries,
+            memory_limit=self.memory_limit,
             read_limits=self.read_limits,
             storage_options=storage_options or {},
             bars=bars or PassProgress(False),

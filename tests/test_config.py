@@ -106,6 +106,7 @@ def test_good_yaml(tmp_path):
         ("read = 3\n", ["[read]", "table of key = value", "3"]),
         ("[run]\nretries = -1\n", ["[run] retries", "at least 0", "-1"]),
         ("[run]\nworkers = 0\n", ["[run] workers", "at least 1", "0"]),
+        ('[run]\nmemory_limit = "lots"\n', ["[run] memory_limit", "not a memory size", "'lots'"]),
         ("[read]\nbatch_size = 0\n", ["[read] batch_size", "at least 1", "0"]),
         ("[embed]\nbatch_size = 0\n", ["[embed] batch_size", "at least 1", "0"]),
         ("[read]\nimage_size = 0\n", ["[read] image_size", "at least 1", "0"]),

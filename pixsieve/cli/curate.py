@@ -129,6 +129,7 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
                 "retries": opts["retries"],
                 "skip": tuple(opts["skip"]) or None,
                 "ray_address": opts["ray_address"],
+                "memory_limit": opts["memory_limit"],
             },
         }
     )
@@ -173,6 +174,10 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
     help=f"Where stages run [{_DEFAULTS.run.executor}].",
 )
 @click.option("--ray-address", help="Ray cluster address (else RAY_ADDRESS or a local cluster).")
+@click.option(
+    "--memory-limit",
+    help="Memory of the exact and semantic dedup steps, e.g. 8GiB [half the machine's].",
+)
 @click.option("--clip-model", help="CLIP model: Hugging Face id or local directory.")
 @click.option("--clip-revision", help="Hub revision of --clip-model.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N [auto].")

@@ -265,6 +265,7 @@ def dedup_files(
         return g_buckets
 
     g_buckets = passes() if n else 0
+    counts["group_buckets"] = g_buckets
     with phase("write"):
         groups = write_partitioned_output(work, out, sources, columns, config, g_buckets)
     counts.update(groups)

@@ -9,7 +9,11 @@
     OUT/cache/hashes/SSSSS.parquet    image content hashes per input shard (scan pass)
     OUT/cache/exact_duplicates.parquet
     OUT/cache/samples/SSSSS.parquet   per input shard: fate so far, scores, embeddings
+    OUT/cache/exact/                  partitioned exact dedup: hash buckets, per-bucket answers
     OUT/cache/semantic_duplicates.parquet
+    OUT/cache/semantic/inputs/SSSSS.parquet  per shard: id, embedding, keep-policy columns
+    OUT/cache/semantic/work/          partitioned semantic dedup: centroids, partitions, edges
+    OUT/cache/semantic/out/           its duplicates.parquet and dedup.json
     OUT/cache/fingerprint.json        inputs and settings (guards resuming another run)
     OUT/cache/done/PASS/ID.json       completion markers (resume skips what has one)
     OUT/report.html                   the run's report
@@ -21,6 +25,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from pixsieve.io.writer import OutputError, output_errors, write_atomic, write_parquet_atomic
 from pixsieve.run.lock import OutputLock
@@ -127,6 +134,46 @@ class RunLayout:
     def semantic_duplicates(self) -> str:
         """``cache/semantic_duplicates.parquet``: the semantic dedup decision."""
         return self.path("cache", "semantic_duplicates.parquet")
+
+    def exact_work(self) -> str:
+        """``cache/exact``: partitions and per-bucket answers of the exact-duplicate step."""
+        return self.path("cache", "exact")
+
+    def semantic_dir(self) -> str:
+        """``cache/semantic``: everything the semantic pass writes besides its decision."""
+        return self.path("cache", "semantic")
+
+    def semantic_input(self, index: int) -> str:
+        """``cache/semantic/inputs/SSSSS.parquet``: shard ``index``'s dedup candidates."""
+        return self.path("cache", "semantic", "inputs", f"{shard_id(index)}.parquet")
+
+    def semantic_work(self) -> str:
+        """``cache/semantic/work``: the partition files of semantic dedup (its resume state)."""
+        return self.path("cache", "semantic", "work")
+
+    def semantic_out(self) -> str:
+        """``cache/semantic/out``: semantic dedup's ``duplicates.parquet`` and ``dedup.json``."""
+        return self.path("cache", "semantic", "out")
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the output is on local (or mounted shared) disk."""
+        return isinstance(self.fs, LocalFileSystem)
+
+    @contextmanager
+    def workspace(self, path: str) -> Iterator[str]:
+        """A local directory standing for ``path`` (a directory of this run) for partition files.
+
+        On local disk it is ``path`` itself, kept so an interrupted step resumes from it; on
+        object storage it is a temporary local directory, removed afterwards (the step then
+        starts afresh on a rerun).
+        """
+        if self.is_local:
+            os.makedirs(path, exist_ok=True)
+            yield path
+            return
+        with tempfile.TemporaryDirectory(prefix="pixsieve-") as tmp:
+            yield tmp
 
     def fingerprint(self) -> str:
         """``cache/fingerprint.json``: inputs and settings of the run in this directory."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pixsieve.dedup.exact import content_hash, find_exact_duplicates
 from pixsieve.io.limits import ReadLimits
@@ -15,6 +18,7 @@ from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
 
 PASS = "scan"
+MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
 
 
 class ScanWorker:
@@ -82,18 +86,44 @@ class ScanWorker:
         return {"samples": 0, "error": error}
 
 
-def exact_duplicates(layout: RunLayout, n_shards: int) -> pa.Table:
-    """Global exact-duplicate decision over all scanned shards (cached in the output)."""
+def exact_duplicates(
+    layout: RunLayout,
+    n_shards: int,
+    *,
+    memory_limit: int | None = None,
+    map_calls: MapCalls | None = None,
+) -> pa.Table:
+    """Global exact-duplicate decision over all scanned shards (cached in the output).
+
+    Runs :func:`pixsieve.dedup.exact_parts.exact_duplicates_partitioned` over the per-shard
+    hash tables: hashes are split into hash-prefix buckets (``layout.exact_work()``), each
+    bucket decided alone, so no process holds every hash. The first occurrence in input order
+    wins, as over all hashes at once. Only the duplicates (rows to drop) come back here.
+    """
     path = layout.exact_duplicates()
     if layout.read_json(layout.marker(PASS, "exact")) is not None:
         return layout.read_table(path)
-    tables = []
-    for i in range(n_shards):
-        p = layout.hashes(i)
-        if layout.fs.exists(p):
-            tables.append(layout.read_table(p))
-    dups = find_exact_duplicates(pa.concat_tables(tables) if tables else HASHES.empty_table())
-    dups = conform(dups, EXACT_DUPLICATES)
+    from pixsieve.dedup.exact_parts import exact_duplicates_partitioned
+
+    run = map_calls if layout.is_local else None  # a temporary work dir is seen only here
+    with layout.workspace(layout.exact_work()) as work:
+        files = []
+        for i in range(n_shards):
+            p = layout.hashes(i)
+            if not layout.fs.exists(p):
+                continue
+            if not layout.is_local:  # partition tasks read local files
+                local = f"{work}/hashes-{shard_id(i)}.parquet"
+                pq.write_table(layout.read_table(p), local)
+                p = local
+            files.append(p)
+        outs = exact_duplicates_partitioned(files, work, memory_limit=memory_limit, map_calls=run)
+        parts = [pq.read_table(o) for o in outs]
+    empty = find_exact_duplicates(HASHES.empty_table())
+    dups = pa.concat_tables([conform(t, EXACT_DUPLICATES) for t in [empty, *parts]])
+    if parts:
+        order = np.lexsort((dups["position"].to_numpy(), dups["shard_index"].to_numpy()))
+        dups = dups.take(pa.array(order))
     layout.write_table(path, dups)
     layout.write_json(layout.marker(PASS, "exact"), {"duplicates": dups.num_rows})
     return dups

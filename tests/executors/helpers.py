@@ -100,6 +100,24 @@ class SlowStage(Stage):
         return batch
 
 
+class ThumbnailEmbedder(Stage):
+    """Planted embeddings (zero-mean 16x16 grey thumbnails) and a width-based aesthetic score:
+    re-encodes and resizes of a photo stay within ~0.99 cosine, other photos do not."""
+
+    name: ClassVar[str] = "embed"
+
+    def process(self, batch: ImageBatch) -> ImageBatch:
+        emb = np.full((len(batch), 256), np.nan, dtype=np.float32)
+        for i in np.flatnonzero(batch.decoded):
+            im = Image.fromarray(batch.pixels[i]).convert("L").resize((16, 16), Image.BILINEAR)
+            v = np.asarray(im, dtype=np.float32).ravel()
+            v -= v.mean()
+            emb[i] = v / (np.linalg.norm(v) + 1e-6)
+        batch.set_column("embedding", emb)
+        batch.set_column("aesthetic_score", np.where(batch.decoded, batch.width / 1000, np.nan))
+        return batch
+
+
 def conformance_stages() -> list[Any]:
     """Decode + two filters that remove some samples and record scores."""
     return [DecodeStage(threads=2), ImageSizeFilter(min_side=300), BrightnessFilter(110.0)]
