@@ -143,9 +143,13 @@ class RunLayout:
         """``cache/semantic``: everything the semantic pass writes besides its decision."""
         return self.path("cache", "semantic")
 
+    def semantic_inputs(self) -> str:
+        """``cache/semantic/inputs``: the per-shard dedup candidates."""
+        return self.path("cache", "semantic", "inputs")
+
     def semantic_input(self, index: int) -> str:
         """``cache/semantic/inputs/SSSSS.parquet``: shard ``index``'s dedup candidates."""
-        return self.path("cache", "semantic", "inputs", f"{shard_id(index)}.parquet")
+        return f"{self.semantic_inputs()}/{shard_id(index)}.parquet"
 
     def semantic_work(self) -> str:
         """``cache/semantic/work``: the partition files of semantic dedup (its resume state)."""

@@ -126,4 +126,6 @@ def exact_duplicates(
         dups = dups.take(pa.array(order))
     layout.write_table(path, dups)
     layout.write_json(layout.marker(PASS, "exact"), {"duplicates": dups.num_rows})
+    if layout.is_local and layout.fs.exists(layout.exact_work()):  # the marker covers it
+        layout.fs.rm(layout.exact_work(), recursive=True)
     return dups

@@ -7,7 +7,8 @@
    k-means, per-file assignment, per-bucket edges, resolution), their tasks placed through the
    executor's ``map_calls`` → ``layout.semantic_work()`` and ``layout.semantic_out()``.
 3. every grouped row (kept or removed) → ``layout.semantic_duplicates()``, which the export
-   pass reads; then the pass's completion marker.
+   pass reads; then the pass's completion marker, after which the inputs and partition files
+   (as large as the embeddings) are removed.
 
 Each step resumes: an input file or a partition that exists is not redone (the dedup module's
 own resume; its plan records the input files' sizes and times, so changed inputs start it
@@ -224,4 +225,7 @@ def run_semantic_dedup(
         "timings": timings,
     }
     layout.write_json(layout.marker(PASS, "all"), summary)
+    for done in (layout.semantic_work(), layout.semantic_inputs()):  # the marker covers them
+        if layout.is_local and layout.fs.exists(done):
+            layout.fs.rm(done, recursive=True)
     return summary
