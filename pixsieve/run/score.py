@@ -25,6 +25,7 @@ from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
 from pixsieve.stages.base import StageLike, StageStats, run_stage, stage_name
 from pixsieve.stages.exact import Duplicates, ExactDuplicateStage
+from pixsieve.stages.launch import HostCopy, land, launch, launchers
 
 PASS = "score"
 _NOT_ADJACENT = "duplicate_key: {key} (its members are not adjacent in the shard)"
@@ -233,22 +234,36 @@ class ScoreWorker:
         thread = threading.Thread(target=produce, name=f"pixsieve-read-{index}", daemon=True)
         thread.start()
         tables: list[pa.Table] = []
+        ahead = launchers(model_stages)
+        inflight: list[tuple[ImageBatch, int, HostCopy | None]] = []  # launched, not landed
+
+        def finish(batch: ImageBatch, held: int, copy: HostCopy | None) -> None:
+            try:
+                land(batch, copy)
+                for stage in model_stages:
+                    batch = run_stage(stage, batch, stats[stage_name(stage)])
+                batch.release_bytes()
+            finally:
+                READ_BUDGET.release(held)
+            tables.append(batch_to_table(batch))
+            progress(len(batch))
+
         try:
             while (item := q.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
                 batch, held = item
-                try:
-                    for stage in model_stages:
-                        batch = run_stage(stage, batch, stats[stage_name(stage)])
-                    batch.release_bytes()
-                finally:
-                    READ_BUDGET.release(held)
-                tables.append(batch_to_table(batch))
-                progress(len(batch))
+                inflight.append((batch, held, None))
+                inflight[-1] = (batch, held, launch(batch, ahead, stats))  # batch k+1 queued...
+                if len(inflight) > 1:
+                    finish(*inflight.pop(0))  # ...before batch k is consumed
+            while inflight:
+                finish(*inflight.pop(0))
         finally:
             stop.set()  # the producer gives up on a full queue and ends
             thread.join()
+            for left in inflight:  # launched batches nobody will land
+                READ_BUDGET.release(left[1])
             while not q.empty():  # batches nobody will score: give their bytes back
                 left = q.get_nowait()
                 if isinstance(left, tuple):

@@ -40,6 +40,7 @@ class ClipEmbedder(Stage):
         device: str = "auto",
         precision: str | None = None,
         batch_size: int = 64,
+        compile: bool = False,
     ) -> None:
         self.model = model or DEFAULT_CLIP_ID
         if self.model == DEFAULT_CLIP_ID and revision is None:
@@ -48,6 +49,7 @@ class ClipEmbedder(Stage):
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
+        self.compile = compile
         self._encoder: ClipEncoder | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -59,7 +61,12 @@ class ClipEmbedder(Stage):
             from pixsieve.models.clip import load_clip
 
             self._encoder = load_clip(
-                self.model, self.revision, self.device, self.precision, self.batch_size
+                self.model,
+                self.revision,
+                self.device,
+                self.precision,
+                self.batch_size,
+                compile=self.compile,
             )
 
     @property
@@ -69,18 +76,33 @@ class ClipEmbedder(Stage):
         assert self._encoder is not None
         return self._encoder
 
+    def _rows_and_pixels(self, batch: ImageBatch) -> tuple[np.ndarray, Any]:
+        """The decoded rows and their pixels (indexed on the pixels' own device)."""
+        rows = np.flatnonzero(batch.decoded)
+        if not len(rows):
+            return rows, None
+        if batch.pixels is None:
+            raise RuntimeError("embed needs decoded pixels: run the decode stage before it")
+        pixels = batch.pixels
+        if len(rows) < len(batch):  # index on the pixels' own device (a GPU decoder's)
+            device = getattr(pixels, "device", None)
+            pixels = pixels[torch.as_tensor(rows, device=device) if device else rows]
+        return rows, pixels
+
+    def launch(self, batch: ImageBatch) -> None:
+        """Queue the forward of the decoded rows on the device (``batch.launched``)."""
+        rows, pixels = self._rows_and_pixels(batch)
+        if len(rows):
+            batch.launched[EMBEDDING_COLUMN] = (rows, self.encoder.embed(pixels))
+
     def process(self, batch: ImageBatch) -> ImageBatch:
-        """Add the ``embedding`` column for this batch."""
+        """Add the ``embedding`` column for this batch (kept as is when it was launched)."""
+        if EMBEDDING_COLUMN in batch.landed:
+            return batch
         encoder = self.encoder
         out = np.full((len(batch), encoder.projection_dim), np.nan, dtype=np.float32)
-        rows = np.flatnonzero(batch.decoded)
+        rows, pixels = self._rows_and_pixels(batch)
         if len(rows):
-            if batch.pixels is None:
-                raise RuntimeError("embed needs decoded pixels: run the decode stage before it")
-            pixels = batch.pixels
-            if len(rows) < len(batch):  # index on the pixels' own device (a GPU decoder's)
-                device = getattr(pixels, "device", None)
-                pixels = pixels[torch.as_tensor(rows, device=device) if device else rows]
             out[rows] = encoder.encode(pixels)
         batch.set_column(EMBEDDING_COLUMN, out)
         return batch
