@@ -56,6 +56,7 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
             device=e.device,
             precision=e.precision,
             batch_size=e.batch_size,
+            compile=e.compile,
         )
     )
     if "aesthetic" not in skip:

@@ -77,6 +77,7 @@ def run_semantic_dedup(
         )
     }  # fmt: skip
     timings: dict[str, float] = {}
+    backend = ""
     removed = np.zeros(n, dtype=bool)
     if n:
         result = find_duplicates(
@@ -88,6 +89,7 @@ def run_semantic_dedup(
             map_calls=map_calls,
         )
         timings = dict(getattr(result, "timings", {}) or {})
+        backend = str(getattr(result, "backend", "") or "")
         removed = np.asarray(result.removed, dtype=bool)
         grouped = np.flatnonzero(np.asarray(result.component_size) > 1)
         rep = np.asarray(result.duplicate_of)
@@ -123,6 +125,7 @@ def run_semantic_dedup(
         "stats": {"counts": dict(stats.counts)},
         "seconds": round(time.perf_counter() - start, 3),
         "timings": timings,
+        "backend": backend,  # faiss or torch:<device> (pixsieve.dedup.torch_ops)
     }
     layout.write_json(layout.marker(PASS, "all"), summary)
     return summary
