@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from pixsieve.devices import replica_devices
 from pixsieve.executors import Executor, TaskResult
 from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import ShardRef, partition_by_bytes
@@ -129,6 +130,7 @@ class Passes:
             self.exact_dedup,
             limits=self.read_limits,
         )
+        worker.replicas = _replicas(self.stages) if self.executor.name == "local" else []
         with self._timed("score"):
             self.results["score"] = list(
                 self.executor.map(
@@ -190,6 +192,11 @@ class Passes:
             started=started,
             earlier=earlier,
         )
+        ran = [r.summary for r in self.results.get("score", []) if r.summary.get("device")]
+        record["devices"] = sorted({str(s["device"]) for s in ran})  # where models ran
+        chosen = sorted({str(s["decoder"]) for s in ran if s.get("decoder")})
+        if decoder == "auto" and chosen:  # chosen on the workers
+            record["decoder"] = chosen[0] if len(chosen) == 1 else chosen
         record.update(extra or {})
         self.layout.write_json(self.layout.run_json(), record)
         return record
@@ -200,3 +207,11 @@ def _resources(stages: list[StageLike]) -> dict[str, float]:
     cpus = max((getattr(getattr(s, "resources", None), "cpus", 1.0) for s in stages), default=1.0)
     gpus = max((getattr(getattr(s, "resources", None), "gpus", 0.0) for s in stages), default=0.0)
     return {"cpus": float(cpus), "gpus": float(gpus)}
+
+
+def _replicas(stages: list[StageLike]) -> list[str]:
+    """One model replica per visible GPU for a model stage on ``auto`` / ``cuda``."""
+    model = next((s for s in stages if getattr(s, "is_model", False)), None)
+    if model is None:
+        return []
+    return replica_devices(str(getattr(model, "device", "cpu")))

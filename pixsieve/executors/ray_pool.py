@@ -23,6 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from pixsieve.devices import CPUS_ENV
 from pixsieve.executors.base import (
     Attempts,
     Progress,
@@ -50,6 +51,15 @@ class TaskActor:
         is not done, so an actor whose tasks are all finished never loads a model.
         """
         self.worker = worker
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus:  # decode pools and torch size themselves from what Ray gave this actor
+            os.environ[CPUS_ENV] = str(max(1, int(cpus)))
+            try:
+                import torch
+
+                torch.set_num_threads(max(1, int(cpus)))
+            except ImportError:  # pragma: no cover - torch is a dependency
+                pass
         return self.where
 
     def run(self, task: Any, retries: int, crashes: int = 0, error: str = "") -> TaskResult:

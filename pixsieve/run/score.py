@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pixsieve.batch import ERROR, ImageBatch
+from pixsieve.devices import bound_device, cpu_budget, follows_binding
 from pixsieve.io.limits import READ_BUDGET, ReadLimits
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import batch_to_table, mark_errors
@@ -24,10 +25,31 @@ from pixsieve.io.tar_reader import RawSample, TarShardReader
 from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
 from pixsieve.stages.base import StageLike, StageStats, run_stage, stage_name
+from pixsieve.stages.decode.base import find_decoder
 from pixsieve.stages.exact import Duplicates, ExactDuplicateStage
 from pixsieve.stages.launch import HostCopy, land, launch, launchers
 
 PASS = "score"
+
+
+def _place(stage: StageLike, device: str | None, replicas: int) -> None:
+    """Move a stage copy to its replica's ``device``; split the CPUs between decoders."""
+    if device and follows_binding(getattr(stage, "device", "")):
+        stage.device = device  # type: ignore[attr-defined]
+    decoder = getattr(stage, "is_decoder", False)
+    if replicas > 1 and decoder and getattr(stage, "threads", 0) is None:
+        stage.threads = max(1, cpu_budget() // replicas)  # type: ignore[attr-defined]
+
+
+def _model_device(stages: list[StageLike]) -> str:
+    """Where the first model stage runs (its resolved device when it says), else ``cpu``."""
+    for stage in stages:
+        if getattr(stage, "is_model", False):
+            encoder = getattr(stage, "_encoder", None)
+            return str(getattr(encoder, "device", None) or getattr(stage, "device", "cpu"))
+    return "cpu"
+
+
 _NOT_ADJACENT = "duplicate_key: {key} (its members are not adjacent in the shard)"
 _END = object()
 log = logging.getLogger(__name__)
@@ -88,6 +110,7 @@ class ScoreWorker:
         self.storage_options = storage_options
         self.exact = exact
         self.prefetch = prefetch
+        self.replicas: list[str] = []  # devices of the model replicas (placement)
         self._duplicates: dict[int, Duplicates] | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -124,9 +147,12 @@ class ScoreWorker:
         stages = getattr(self._local, "stages", None)
         if stages is None:
             stages = copy.deepcopy(self.stages)
+            device = bound_device()  # the replica's device, when an executor placed one
             for stage in stages:
+                _place(stage, device, len(self.replicas))
                 stage.setup()
             self._local.stages = stages
+            self._local.device = device or _model_device(stages)
         return stages
 
     def done(self, index: int) -> dict[str, Any] | None:
@@ -188,6 +214,8 @@ class ScoreWorker:
         summary = {
             "samples": samples,
             "error": reader.error,
+            "device": self._local.device,
+            "decoder": str(getattr(find_decoder(stages), "backend", "custom")),
             "stats": {name: s.to_dict() for name, s in stats.items()},
         }
         self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)

@@ -56,6 +56,21 @@ def choose_decoder(device: str = "auto", backend: str = "auto", **settings: Any)
     """
     if backend not in ("auto", *BACKENDS):
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    if backend == "auto" and str(device).startswith(("auto", "cuda")) and not _cuda_here():
+        from pixsieve.stages.decode.on_worker import WorkerChosenDecoder
+
+        return WorkerChosenDecoder(device, settings)  # a GPU worker chooses for itself
+    return choose_here(device, backend, **settings)
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_here(device: str = "auto", backend: str = "auto", **settings: Any) -> DecoderStage:
+    """:func:`choose_decoder` decided on this machine (what a worker's copy calls)."""
     if backend == "auto":
         on_gpu = resolve_decode_device(device).type == "cuda"
         backend = available_backends(device)[0] if on_gpu else "pillow"
