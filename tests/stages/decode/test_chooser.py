@@ -8,8 +8,7 @@ import pytest
 
 from pixsieve import Pipeline
 from pixsieve.stages.decode import CpuDecodeStage, available_backends, choose_decoder
-from pixsieve.stages.decode.chooser import choose_here
-from pixsieve.stages.decode.on_worker import WorkerChosenDecoder
+from pixsieve.stages.decode.chooser import WorkerChosenDecoder, choose_here
 
 # --- chooser -------------------------------------------------------------------------------
 
