@@ -410,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.probe_only:
             report["decode_probe"] = probe_decoders(device, samples, args)
             util.stop()
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=2, default=str))
             return report
         model_dir = save_clip(root / "clip", TINY if args.tiny else VIT_L14, torch.bfloat16)
         heads = save_heads(root)
