@@ -16,7 +16,6 @@ import numpy as np
 
 from pixsieve.dedup.components import spanning_edges, union_edges
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.torch_ops import choose_backend, pairs_above
 
 #: Least band around the threshold that is recomputed in float64. The rounding error of a
 #: float32 dot product of two unit vectors is at most about ``D * 2**-24`` (4.6e-5 for 768-d);
@@ -113,6 +112,8 @@ def cluster_edges(
     found_j: list[np.ndarray] = []
     found_s: list[np.ndarray] = []
     n_pairs = n_compared = 0
+    from pixsieve.dedup.torch_ops import choose_backend, pairs_above  # torch when dedup runs
+
     backend, device = choose_backend(config.backend)
     for r0 in range(0, n_primary if backend == "faiss" else 0, bs):
         r1 = min(r0 + bs, n_primary)

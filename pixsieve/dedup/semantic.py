@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from pixsieve.dedup import torch_ops
 from pixsieve.dedup.border import Membership, build_membership
 from pixsieve.dedup.components import compress, connected_components, number_components
 from pixsieve.dedup.config import SemanticDedupConfig
@@ -85,6 +84,8 @@ def find_duplicates(
         return result
 
     k = config.clusters_for(n)
+    from pixsieve.dedup import torch_ops  # torch only once dedup runs
+
     backend, device = torch_ops.choose_backend(config.backend)
     result.backend = backend if backend == "faiss" else f"torch:{device.type}"
     use_gpu = backend == "faiss" and (

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from pixsieve.batch import ImageBatch
 from pixsieve.stages.base import StageLike, StageStats, stage_name
@@ -44,8 +43,10 @@ class HostCopy:
     """Device → host copies of a batch's launched tensors, started now, waited for later."""
 
     def __init__(self, launched: dict[str, tuple[np.ndarray, Any]]) -> None:
+        import torch
+
         self.rows: dict[str, np.ndarray] = {}
-        self.host: dict[str, torch.Tensor] = {}
+        self.host: dict[str, Any] = {}
         self.event: Any = None
         self.tensors = launched  # held until the copy is done
         for name, (rows, tensor) in launched.items():
