@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 CPUS_ENV = "PIXSIEVE_CPUS"
 _bound = threading.local()
@@ -83,3 +84,21 @@ def cpu_budget() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def place_stage(stage: Any, device: str | None, replicas: int) -> None:
+    """Move a stage copy to its replica's ``device``; split the CPUs between decoders."""
+    if device and follows_binding(getattr(stage, "device", "")):
+        stage.device = device  # type: ignore[attr-defined]
+    decoder = getattr(stage, "is_decoder", False)
+    if replicas > 1 and decoder and getattr(stage, "threads", 0) is None:
+        stage.threads = max(1, cpu_budget() // replicas)  # type: ignore[attr-defined]
+
+
+def model_device(stages: list[Any]) -> str:
+    """Where the first model stage runs (its resolved device when it says), else ``cpu``."""
+    for stage in stages:
+        if getattr(stage, "is_model", False):
+            encoder = getattr(stage, "_encoder", None)
+            return str(getattr(encoder, "device", None) or getattr(stage, "device", "cpu"))
+    return "cpu"

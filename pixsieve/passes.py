@@ -130,18 +130,24 @@ class Passes:
             self.exact_dedup,
             limits=self.read_limits,
         )
-        worker.replicas = _replicas(self.stages) if self.executor.name == "local" else []
+        local = self.executor.name == "local"
+        worker.replicas = _replicas(self.stages) if local else []
+        # one local model thread takes the shards in order: read the next one ahead
+        worker.read_ahead = local and has_model and len(worker.replicas) <= 1
         with self._timed("score"):
-            self.results["score"] = list(
-                self.executor.map(
-                    worker,
-                    range(len(self.shards)),
-                    retries=self.retries,
-                    progress=self.bars.bar("score", total),
-                    parallel=not has_model,
-                    resources=_resources(self.stages),
+            try:
+                self.results["score"] = list(
+                    self.executor.map(
+                        worker,
+                        range(len(self.shards)),
+                        retries=self.retries,
+                        progress=self.bars.bar("score", total),
+                        parallel=not has_model,
+                        resources=_resources(self.stages),
+                    )
                 )
-            )
+            finally:
+                worker.close()  # feeds read ahead that no task claimed
         return self._ran("score")
 
     def export(self, total: int | None) -> None:
