@@ -23,6 +23,7 @@ import torch
 
 from pixsieve.device_errors import is_out_of_memory
 from pixsieve.models.hub import ModelUnavailableError, resolve_clip
+from pixsieve.models.streamed import read_converted
 
 logger = logging.getLogger(__name__)
 
@@ -304,14 +305,22 @@ def load_clip(
     ``activation_budget`` bounds one forward's activation bytes (default: 256 MiB on the CPU,
     unbounded on accelerators).
     """
-    from transformers import CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     path = resolve_clip(model, revision)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     try:
         with _quiet_transformers():
-            net = CLIPVisionModelWithProjection.from_pretrained(path, dtype=dtype)
+            weights = read_converted(path, dtype, ("vision_model.", "visual_projection."))
+            if weights is None:  # already in this precision (mapped, no copy), or not safetensors
+                net = CLIPVisionModelWithProjection.from_pretrained(path, dtype=dtype)
+            else:  # converted tensor by tensor: no float32 copy of the whole model first
+                config = CLIPVisionConfig.from_pretrained(path)
+                net = CLIPVisionModelWithProjection.from_pretrained(
+                    None, config=config, state_dict=weights, dtype=dtype
+                )
+                del weights
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(f"cannot load a CLIP vision model from {path}: {exc}") from exc
     net = net.to(dev).eval().requires_grad_(False)

@@ -207,3 +207,24 @@ def test_cpu_chunk_is_bounded_by_the_activation_budget(tiny_clip_dir):
     assert small.max_chunk == max(1, (1 << 20) // per_image) < 64
     assert activation_chunk(small.model.config, torch.bfloat16, 1 << 20) >= 2 * small.max_chunk - 1
     assert load_clip(tiny_clip_dir, device="cpu", activation_budget=0).max_chunk is None
+
+
+@pytest.mark.parametrize("fixture", ["tiny_clip_dir", "tiny_full_clip_dir"])
+def test_bf16_is_read_tensor_by_tensor_and_equals_the_transformers_load(fixture, request, pixels):
+    from transformers import CLIPVisionModelWithProjection
+
+    from pixsieve.models.streamed import read_converted
+
+    folder = request.getfixturevalue(fixture)
+    prefixes = ("vision_model.", "visual_projection.")
+    weights = read_converted(folder, torch.bfloat16, prefixes)
+    assert weights and all(t.dtype == torch.bfloat16 for t in weights.values())
+    assert not any(k.startswith("text_model.") for k in weights)  # the text tower is skipped
+    assert read_converted(folder, torch.float32, prefixes) is None  # fp32 file: mapped as is
+    ours = load_clip(folder, device="cpu", precision="bf16")
+    assert next(ours.model.parameters()).dtype == torch.bfloat16
+    ref = CLIPVisionModelWithProjection.from_pretrained(folder, dtype=torch.bfloat16)
+    x = ours.preprocess(pixels)
+    with torch.inference_mode():
+        got, want = ours.model(pixel_values=x).image_embeds, ref(pixel_values=x).image_embeds
+    assert torch.equal(got, want)
