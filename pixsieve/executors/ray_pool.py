@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -53,13 +54,13 @@ class TaskActor:
         self.worker = worker
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
         if cpus:  # decode pools and torch size themselves from what Ray gave this actor
-            os.environ[CPUS_ENV] = str(max(1, int(cpus)))
-            try:
-                import torch
-
-                torch.set_num_threads(max(1, int(cpus)))
-            except ImportError:  # pragma: no cover - torch is a dependency
-                pass
+            n = max(1, int(cpus))
+            os.environ[CPUS_ENV] = str(n)
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                torch.set_num_threads(n)
+            else:  # read by torch when the worker's set-up imports it
+                os.environ["OMP_NUM_THREADS"] = str(n)
         return self.where
 
     def run(self, task: Any, retries: int, crashes: int = 0, error: str = "") -> TaskResult:
