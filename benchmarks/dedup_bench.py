@@ -60,7 +60,9 @@ def _hwm_gb() -> float:
     return _rss_gb()
 
 
-def run_one(n: int, dim: int, threshold: float, queries: int, seed: int, hard: bool) -> dict:
+def run_one(
+    n: int, dim: int, threshold: float, queries: int, seed: int, hard: bool, mode: str | None
+) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # dedup_tools
     from dedup_tools.evaluate import (
         exact_neighbors,
@@ -80,9 +82,12 @@ def run_one(n: int, dim: int, threshold: float, queries: int, seed: int, hard: b
     reset = _reset_peak()
 
     config = SemanticDedupConfig(threshold=threshold, return_pairs=True, seed=seed)
-    start = time.perf_counter()
+    if mode:
+        config = SemanticDedupConfig(**{**config.to_dict(), "mode": mode})
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = find_duplicates(x, config)
     dedup_s = time.perf_counter() - start
+    dedup_cpu_s = time.process_time() - cpu_start
     rss_dedup = _hwm_gb() if reset else _rss_gb()
 
     truth = planted.planted_pairs(threshold)
@@ -106,8 +111,10 @@ def run_one(n: int, dim: int, threshold: float, queries: int, seed: int, hard: b
         "n": n,
         "dim": dim,
         "threshold": threshold,
+        "mode": config.mode,
         "generate_s": round(gen_s, 1),
         "dedup_s": round(dedup_s, 1),
+        "dedup_cpu_s": round(dedup_cpu_s, 1),
         "phases_s": {k: round(v, 1) for k, v in result.timings.items()},
         "peak_rss_generate_gb": round(rss_generate, 2),
         "peak_rss_dedup_gb": round(rss_dedup, 2),
@@ -166,6 +173,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--mode", default=None, help="dedup mode (default: the library's)")
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
@@ -175,7 +183,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single is not None:
-        row = run_one(args.single, args.dim, args.threshold, args.queries, args.seed, args.hard)
+        row = run_one(
+            args.single, args.dim, args.threshold, args.queries, args.seed, args.hard, args.mode
+        )
         print(json.dumps(row))
         return
     rows = []
@@ -194,6 +204,7 @@ def main() -> None:
             "--seed",
             str(args.seed),
             *(["--hard"] if args.hard else []),
+            *(["--mode", args.mode] if args.mode else []),
         ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))

@@ -28,7 +28,13 @@ WEIGHTS = ROOT / "tests" / "data" / "weights"
 
 from ingest_bench import make_jpegs, write_shard  # noqa: E402
 
-from pixsieve.config import CurateConfig, EmbedConfig, FilterConfig, ModelsConfig  # noqa: E402
+from pixsieve.config import (  # noqa: E402
+    CurateConfig,
+    EmbedConfig,
+    FilterConfig,
+    ModelsConfig,
+    RunConfig,
+)
 from pixsieve.curate import curate  # noqa: E402
 from pixsieve.models import load_clip  # noqa: E402
 
@@ -83,6 +89,7 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
             model=str(model_dir), device="cpu", precision="fp32", batch_size=args.batch_size
         ),
         filters=FilterConfig(aesthetic_min=0.0),
+        run=RunConfig(skip=("caption",)),  # a vision-only model: see caption_bench.py
         models=ModelsConfig(
             aesthetic=str(WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"),
             nsfw=str(WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"),

@@ -4,8 +4,9 @@ A config file (TOML, JSON or YAML) mirrors these sections::
 
     [read]      image_size, max_pixels, max_full_decode_pixels, batch_size, decoder,
                 max_decode_bytes, decode_timeout, max_sample_bytes, max_sidecar_bytes,
-                max_sample_members        # the limits: docs/limits.md
-    [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only
+                max_sample_members, keep_invalid_sidecars   # docs/limits.md
+    [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only,
+                clip_score_min, caption_from, require_caption
     [embed]     model, revision, device, precision, batch_size
     [models]    aesthetic, nsfw          # paths, URLs or pinned names of the head weights
     [dedup]     exact, semantic, threshold, keep, mode, n_clusters
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pixsieve.config_values import ConfigError, build_section, type_name
-from pixsieve.dedup.config import DEFAULT_THRESHOLD
+from pixsieve.dedup.config import DEFAULT_MODE, DEFAULT_THRESHOLD
 from pixsieve.io.decode import (
     DEFAULT_DECODE_TIMEOUT,
     DEFAULT_MAX_DECODE_BYTES,
@@ -41,9 +42,11 @@ from pixsieve.io.limits import (
     DEFAULT_MAX_SAMPLE_MEMBERS,
     DEFAULT_MAX_SIDECAR_BYTES,
 )
+from pixsieve.stages.captions import ImageTextFilter
+from pixsieve.stages.documents import caption_sources
 from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
-SKIPPABLE = ("embed", "aesthetic", "nsfw", "dedup", "semantic-dedup")
+SKIPPABLE = ("embed", "aesthetic", "nsfw", "caption", "dedup", "semantic-dedup")
 DECODERS = ("auto", "pillow", "dali", "nvjpeg")
 EXECUTORS = ("local", "ray")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -63,17 +66,26 @@ class ReadConfig:
     max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
     max_sidecar_bytes: int = DEFAULT_MAX_SIDECAR_BYTES
     max_sample_members: int = DEFAULT_MAX_SAMPLE_MEMBERS
+    keep_invalid_sidecars: bool = False
 
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """Thresholds of the built-in filters (size filter off by default)."""
+    """Thresholds of the built-in filters (size filter off by default).
+
+    ``clip_score_min``, ``caption_from`` and ``require_caption`` set image–caption alignment:
+    the least cosine kept, the caption source (``txt``: the ``.txt`` sidecar, else the
+    ``.json`` ``caption`` field; or ``json:FIELD``), and whether samples without one are removed.
+    """
 
     min_side: int = 0
     max_aspect_ratio: float | None = None
     aesthetic_min: float = AestheticFilter.default_threshold
     nsfw_max: float = NSFWFilter.default_threshold
     score_only: bool = False
+    clip_score_min: float = ImageTextFilter.default_threshold
+    caption_from: str = "txt"
+    require_caption: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,7 @@ class DedupConfig:
     semantic: bool = True
     threshold: float = DEFAULT_THRESHOLD
     keep: str = "aesthetic"
-    mode: str = "components"
+    mode: str = DEFAULT_MODE
     n_clusters: int | None = None
 
 
@@ -177,12 +189,15 @@ class CurateConfig:
         skip = set(self.run.skip)
         filters, dedup = out["filters"], out["dedup"]
         if "embed" in skip:
-            skip |= {"aesthetic", "nsfw", "semantic-dedup"}
+            skip |= {"aesthetic", "nsfw", "caption", "semantic-dedup"}
             del out["embed"]
         for head, key in (("aesthetic", "aesthetic_min"), ("nsfw", "nsfw_max")):
             if head in skip:
                 del filters[key]
                 out.get("models", {}).pop(head, None)
+        if "caption" in skip:
+            for key in ("clip_score_min", "caption_from", "require_caption"):
+                del filters[key]
         if not out.get("models"):
             out.pop("models", None)
         dedup["exact"] = self.dedup.exact and "dedup" not in skip
@@ -295,11 +310,15 @@ def _validate(cfg: CurateConfig) -> None:
     _at_least("export", "partition_bytes", cfg.export.partition_bytes, 1)
     _at_least("run", "workers", cfg.run.workers, 1)
     _at_least("run", "retries", cfg.run.retries, 0)
-    for kind in (AestheticFilter, NSFWFilter):  # each filter checks its own threshold
+    for kind in (AestheticFilter, NSFWFilter, ImageTextFilter):  # each checks its threshold
         try:
             kind.checked(getattr(cfg.filters, kind.threshold_key))
         except ValueError as e:
             raise ConfigError(f"[filters] {e}") from e
+    try:
+        caption_sources(cfg.filters.caption_from)
+    except ValueError as e:
+        raise ConfigError(f"[filters] caption_from: {e}") from None
     if cfg.dedup.threshold is not None:
         try:
             check_threshold(cfg.dedup.threshold)

@@ -20,7 +20,9 @@ from pixsieve.stages.filters import ImageSizeFilter
 
 
 def build_stages(cfg: CurateConfig) -> list[StageLike]:
-    """Decode → size filter (when set) → CLIP embed → aesthetic → NSFW, minus skipped stages.
+    """Decode → size filter (when set) → captions → CLIP image and text embed → aesthetic →
+    NSFW → image–caption alignment, minus skipped stages (``caption`` skips the three caption
+    stages and loads no text tower).
 
     The decoder follows the CLIP device: DALI or nvJPEG on a GPU when installed, else the CPU
     decoder (``read.decoder`` forces one); ``run.json`` records which one ran.
@@ -45,20 +47,24 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
         stages.append(ImageSizeFilter(f.min_side, f.max_aspect_ratio, score_only=f.score_only))
     if "embed" in skip:
         return stages
+    from pixsieve.stages.captions import CaptionStage, ImageTextFilter, TextEmbedder
     from pixsieve.stages.embed import ClipEmbedder
     from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
     e = cfg.embed
-    stages.append(
-        ClipEmbedder(
-            model=e.model,
-            revision=e.revision,
-            device=e.device,
-            precision=e.precision,
-            batch_size=e.batch_size,
-            compile=e.compile,
-        )
-    )
+    captions = "caption" not in skip
+    if captions:
+        stages.append(CaptionStage(f.caption_from))
+    clip: dict[str, Any] = {
+        "model": e.model,
+        "revision": e.revision,
+        "device": e.device,
+        "precision": e.precision,
+        "batch_size": e.batch_size,
+    }
+    stages.append(ClipEmbedder(**clip, compile=e.compile))
+    if captions:  # the same checkpoint, device and precision as the image tower
+        stages.append(TextEmbedder(**clip))
     if "aesthetic" not in skip:
         stages.append(
             AestheticFilter(
@@ -69,6 +75,8 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
         stages.append(
             NSFWFilter(max_prob=f.nsfw_max, weights=cfg.models.nsfw, score_only=f.score_only)
         )
+    if captions:
+        stages.append(ImageTextFilter(f.clip_score_min, f.require_caption, score_only=f.score_only))
     return stages
 
 
@@ -100,12 +108,14 @@ def build_pipeline(cfg: CurateConfig) -> Pipeline:
             max_sample_bytes=cfg.read.max_sample_bytes,
             max_sidecar_bytes=cfg.read.max_sidecar_bytes,
             max_sample_members=cfg.read.max_sample_members,
+            keep_invalid_sidecars=cfg.read.keep_invalid_sidecars,
         ),
         config=cfg.applied(),
     )
 
 
 _CLIP_OPTION = "CLIP model (--clip-model, [embed] model)"
+_CLIP_TEXT_OPTION = "CLIP text tower for caption alignment (--clip-model; --skip caption)"
 _HEAD_OPTIONS = {
     "aesthetic": "aesthetic head (--aesthetic-weights, [models] aesthetic)",
     "nsfw": "NSFW head (--nsfw-weights, [models] nsfw)",
@@ -156,6 +166,11 @@ def preflight(cfg: CurateConfig) -> dict[str, Path]:
             "expected the layout save_pretrained writes)"
         )
     resolved = {"clip": clip}
+    if "caption" not in skip:
+        from pixsieve.models.clip_text import resolve_clip_text
+
+        resolve_text = functools.partial(resolve_clip_text, e.model, e.revision)
+        resolved["clip_text"] = _resolve(_CLIP_TEXT_OPTION, e.model, resolve_text)
     heads: tuple[tuple[hub.Kind, str | None], ...] = (
         ("aesthetic", cfg.models.aesthetic),
         ("nsfw", cfg.models.nsfw),

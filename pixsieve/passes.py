@@ -17,6 +17,7 @@ from typing import Any
 from pixsieve.devices import replica_devices
 from pixsieve.executors import Executor, TaskResult
 from pixsieve.io.limits import ReadLimits
+from pixsieve.io.schemas import stage_columns
 from pixsieve.io.shards import ShardRef, partition_by_bytes
 from pixsieve.progress import PassProgress
 from pixsieve.run.export import ExportWorker
@@ -35,7 +36,9 @@ PASSES: tuple[str, ...] = ("scan", "score", "semantic", "export")
 class Passes:
     """The passes of one run, in order, sharing its layout, shards, executor and bars.
 
-    Settings mirror :class:`pixsieve.Pipeline`'s. ``results`` (task results per pass that
+    Settings mirror :class:`pixsieve.Pipeline`'s. ``columns`` are the stage columns the
+    run records (default: those ``stages`` declare; ``refilter`` gives the earlier run's).
+    ``results`` (task results per pass that
     ran), ``semantic`` (the semantic pass's summary) and ``timings`` fill in as passes run.
     """
 
@@ -50,6 +53,7 @@ class Passes:
     partition_bytes: int = 2 << 30
     retries: int = 1
     read_limits: ReadLimits = field(default_factory=ReadLimits)
+    columns: dict[str, Any] | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     bars: PassProgress = field(default_factory=lambda: PassProgress(False))
     results: dict[str, list[TaskResult]] = field(default_factory=dict)
@@ -161,8 +165,12 @@ class Passes:
             self.storage_options,
             self.semantic is not None,
             limits=self.read_limits,
+            columns=self.columns if self.columns is not None else stage_columns(self.stages),
         )
         with self._timed("export"):
+            total_shards = worker.plan()
+            stale = [n for n in self.layout.output_numbers() if n >= total_shards]
+            self.layout.drop_output_shards(stale)  # left by an earlier run with more shards
             self.results["export"] = list(
                 self.executor.map(
                     worker,

@@ -17,10 +17,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pixsieve.executors import Executor, make_executor
 from pixsieve.io.limits import ReadLimits
+from pixsieve.io.schemas import extra_columns
 from pixsieve.passes import Passes
 from pixsieve.pipeline import RunResult, write_report_or_warn
 from pixsieve.run.claim import claim_output
@@ -94,6 +96,7 @@ def refilter(
             samples_per_shard=int(run.fingerprint.get("samples_per_shard") or 1000),
             partition_bytes=int(run.fingerprint.get("partition_bytes") or 2 << 30),
             read_limits=ReadLimits(**limits) if isinstance(limits, dict) else ReadLimits(),
+            columns=_columns(run),
             storage_options=opts,
         )
         passes.timings["refate"] = time.perf_counter() - t0
@@ -143,6 +146,16 @@ def _refate(run: FinishedRun, layout: RunLayout, chosen: Thresholds) -> dict[str
     for name, stats in recount.items():
         counters[name] = {**(counters.get(name) or {}), "counts": dict(stats.counts)}
     return counters
+
+
+def _columns(run: FinishedRun) -> dict[str, Any]:
+    """The stage columns of the run's sample caches (one schema for all: read the first)."""
+    for i in range(len(run.shards)):
+        path = run.layout.samples(i)
+        if run.layout.fs.exists(path):
+            with run.layout.fs.open(path, "rb") as f:
+                return extra_columns(pq.read_schema(f))
+    return {}
 
 
 def _earlier_errors(run: FinishedRun) -> list[dict[str, Any]]:

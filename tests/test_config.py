@@ -217,6 +217,12 @@ def test_applied_settings_are_the_ones_that_ran():
     assert "nsfw_max" not in no_nsfw["filters"] and "aesthetic_min" in no_nsfw["filters"]
     assert no_nsfw["models"] == {"aesthetic": None}
     assert no_nsfw["dedup"] == {"exact": False, "semantic": False}
+    assert default["filters"]["clip_score_min"] == 0.2 and "caption_from" in default["filters"]
+    captions = ("clip_score_min", "caption_from", "require_caption")
+    no_caption = CurateConfig().with_overrides({"run": {"skip": ("caption",)}}).applied()
+    assert not set(captions) & set(no_caption["filters"])
+    assert "aesthetic_min" in no_caption["filters"]
+    assert not set(captions) & set(no_models["filters"])
 
 
 def test_one_threshold_rule_everywhere():

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from pixsieve.cli.exits import (
     EXIT_CODES_HELP,
@@ -21,6 +20,7 @@ from pixsieve.cli.exits import (
     exit_code,
 )
 from pixsieve.cli.options import dedup_threshold, parse_storage_options
+from pixsieve.cli.summary import print_summary
 from pixsieve.config import (
     DECODERS,
     EXECUTORS,
@@ -37,12 +37,13 @@ from pixsieve.io.shards import ShardRef, discover_shards
 from pixsieve.models.hub import ChecksumError, ModelUnavailableError
 from pixsieve.run.claim import RunMismatch
 from pixsieve.run.layout import OutputError
+from pixsieve.stages.captions import ImageTextFilter
 from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
 _DEFAULTS = CurateConfig()  # option help shows the config's defaults, never a copy of them
 
 if TYPE_CHECKING:
-    from pixsieve.pipeline import RunResult
+    pass
 
 SKIP_EMBED_HINT = "to curate without models (ingest, exact dedup, export) add --skip embed"
 
@@ -64,48 +65,6 @@ def model_error(exc: BaseException) -> ModelUnavailableError | None:
             return e
         todo += [getattr(e, "cause", None), e.__context__, e.__cause__]
     return None
-
-
-def print_summary(result: RunResult, console: Console) -> None:
-    """Print totals, per-stage counters and shard errors as tables."""
-    rec = result.record
-    totals = rec["totals"]
-    unreadable = (rec.get("inputs") or {}).get("unreadable", 0)
-    rows = f"[bold]{totals['input']:,}[/] samples"
-    if unreadable:  # the manifest's rows: samples read, plus one row per unreadable part
-        samples = totals["input"] - unreadable
-        files = f"{unreadable:,} unreadable part" + ("s" if unreadable > 1 else "")
-        rows = f"[bold]{totals['input']:,}[/] rows ({samples:,} samples, {files})"
-    console.print(
-        f"{rows}: [green]{totals['kept']:,} kept[/], "
-        f"[yellow]{totals['removed']:,} removed[/], [red]{totals['error']:,} errors[/] "
-        f"in {rec['seconds']:.1f}s → {result.output}"
-    )
-    table = Table(title="stages", show_lines=False)
-    for col in ("stage", "in", "kept", "dropped / errors", "seconds"):
-        table.add_column(col, justify="left" if col in ("stage", "dropped / errors") else "right")
-    for name, stats in rec["counters"].items():
-        counts = stats["counts"]
-        drops = ", ".join(
-            f"{k.split('_', 1)[1]}={v:,}"
-            for k, v in sorted(counts.items())
-            if k.startswith(("dropped_", "errors_"))
-        )
-        table.add_row(
-            name,
-            f"{counts.get('in', 0):,}",
-            f"{counts.get('kept', 0):,}",
-            drops or "-",
-            f"{stats.get('seconds', 0):.2f}",
-        )
-    console.print(table)
-    if result.shard_errors:
-        errs = Table(title="shard errors")
-        for col in ("pass", "task", "error"):
-            errs.add_column(col)
-        for e in result.shard_errors:
-            errs.add_row(e["pass"], e["task"], e["error"])
-        console.print(errs)
 
 
 def check_output(output: str, storage_options: dict[str, Any]) -> None:
@@ -143,6 +102,7 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
                 "max_pixels": opts["max_pixels"],
                 "batch_size": opts["batch_size"],
                 "decoder": opts["decoder"],
+                "keep_invalid_sidecars": opts["keep_invalid_sidecars"],
             },
             "filters": {
                 "min_side": opts["min_side"],
@@ -150,6 +110,9 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
                 "aesthetic_min": opts["aesthetic_min"],
                 "nsfw_max": opts["nsfw_max"],
                 "score_only": opts["score_only"],
+                "clip_score_min": opts["clip_score_min"],
+                "caption_from": opts["caption_from"],
+                "require_caption": opts["require_caption"],
             },
             "embed": {
                 "model": opts["clip_model"],
@@ -231,9 +194,22 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
     type=click.FloatRange(*(NSFWFilter.threshold_range or (None, None))),
     help=f"Remove when NSFW probability ≥ this [{NSFWFilter.default_threshold:g}].",
 )
+@click.option(
+    "--clip-score-min",
+    type=click.FloatRange(*(ImageTextFilter.threshold_range or (None, None))),
+    help=f"Remove when image–caption CLIP cosine < this [{ImageTextFilter.default_threshold:g}].",
+)
+@click.option("--caption-from", help="Captions: txt (.txt, else .json caption), json:FIELD [txt].")
+@click.option("--require-caption", is_flag=True, default=None, help="Remove uncaptioned samples.")
 @click.option("--aesthetic-weights", help="Aesthetic head weights: path, URL or name.")
 @click.option("--nsfw-weights", help="NSFW head weights: path, URL or name.")
 @click.option("--score-only", is_flag=True, default=None, help="Record all scores, remove nothing.")
+@click.option(
+    "--keep-invalid-sidecars",
+    is_flag=True,
+    default=None,
+    help="Keep samples whose JSON/text sidecar does not parse (a warning, not an error).",
+)
 @click.option(
     "--dedup-threshold",
     type=float,
@@ -329,8 +305,8 @@ def _run(shards: list[ShardRef], output: str, cfg: CurateConfig, opts: dict[str,
         raise click.UsageError(str(e)) from e
     except RunMismatch as e:
         raise click.ClickException(e.message("--overwrite")) from e
-    except (OutputError, MissingExtraError) as e:
-        raise click.ClickException(str(e)) from e
+    except (OutputError, MissingExtraError) as e:  # on Ray, the worker's own error (its cause)
+        raise click.ClickException(str(getattr(e, "cause", None) or e)) from e
     except OSError as e:  # the environment (a vanished or read-only output...), not a sample
         raise click.ClickException(f"{type(e).__name__}: {e}") from e
     except Exception as e:

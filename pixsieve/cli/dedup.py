@@ -1,7 +1,8 @@
-"""``pixsieve dedup``: semantic deduplication of an embeddings Parquet table."""
+"""``pixsieve dedup``: semantic deduplication of embeddings in Parquet files, out of core."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,24 +14,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pixsieve.cli.options import dedup_threshold
 from pixsieve.dedup import (
+    DEFAULT_MODE,
     DEFAULT_THRESHOLD,
     KEEP_POLICIES,
     MODES,
-    DedupResult,
     EmbeddingError,
     InputError,
     SemanticDedupConfig,
-    find_duplicates,
-    read_embeddings,
-    write_duplicates,
 )
+from pixsieve.dedup.memory import default_memory_limit, parse_size
+from pixsieve.dedup.partitioned import PartitionedResult, dedup_files
+from pixsieve.dedup.sources import Columns
 
 PHASE_LABELS: dict[str, str] = {
-    "read": "reading embeddings",
-    "normalise": "normalising",
-    "kmeans": "k-means",
-    "assign": "assigning to clusters",
-    "similarity": "searching clusters",
+    "sample": "k-means sample (files)",
+    "assign": "assigning (files)",
+    "ids": "checking ids",
+    "similarity": "searching (buckets)",
+    "gather": "gathering groups",
+    "resolve": "resolving groups",
 }
 
 
@@ -59,33 +61,69 @@ def _progress_bars(console: Console, enabled: bool) -> Iterator[Callable[[str, i
         yield update
 
 
-def _summary(console: Console, result: DedupResult, seconds: float, target: Path) -> None:
+def _summary(
+    console: Console, result: PartitionedResult, config: SemanticDedupConfig, seconds: float
+) -> None:
     c = result.counts
-    n = max(c.get("n", len(result)), 1)
+    n = max(c.get("n", 0), 1)
     console.print(
-        f"[bold]{c.get('removed', 0):,}[/] of {len(result):,} items are duplicates "
+        f"[bold]{c.get('removed', 0):,}[/] of {c.get('n', 0):,} items are duplicates "
         f"({100.0 * c.get('removed', 0) / n:.2f}%) in {c.get('components', 0):,} groups; "
         f"{c.get('chained_components', 0):,} groups are chained"
     )
     console.print(
-        f"threshold {result.config.threshold:g} (eps {result.config.eps:g}), "
-        f"mode {result.config.mode}, keep {result.keep_policy}, "
-        f"{c.get('n_clusters', 0):,} clusters, {c.get('border_memberships', 0):,} border "
-        f"memberships, {seconds:.1f}s"
+        f"threshold {config.threshold:g} (eps {config.eps:g}), "
+        f"mode {config.mode}, keep {result.keep_policy}, "
+        f"{c.get('n_clusters', 0):,} clusters in {c.get('buckets', 0):,} buckets, "
+        f"{c.get('border_memberships', 0):,} border memberships, {seconds:.1f}s"
     )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"wrote {target}", markup=False, soft_wrap=True)
+    console.print(f"wrote {result.duplicates}", markup=False, soft_wrap=True)
+
+
+def _memory(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
+    if value is None:
+        return default_memory_limit()
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 @click.command("dedup")
-@click.argument("embeddings", type=click.Path(exists=True, path_type=Path))
+@click.argument("embeddings", nargs=-1, required=True)
 @click.option(
     "--output",
     "-o",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for duplicates.parquet and dedup.json.",
+)
+@click.option(
+    "--memory-limit",
+    default=None,
+    callback=_memory,
+    help="Peak memory of the whole run, e.g. 3GiB (default: half of this machine's memory).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=min(4, os.cpu_count() or 1),
+    show_default=True,
+    help="Tasks (files, buckets) processed at once.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Partition files (default OUTPUT/work); rerunning resumes from them.",
+)
+@click.option(
+    "--keep-work/--no-keep-work",
+    default=False,
+    show_default=True,
+    help="Keep the partition files after a successful run.",
 )
 @click.option(
     "--threshold",
@@ -106,9 +144,10 @@ def _summary(console: Console, result: DedupResult, seconds: float, target: Path
 @click.option(
     "--mode",
     type=click.Choice(MODES),
-    default="components",
+    default=DEFAULT_MODE,
     show_default=True,
-    help="components: one survivor per connected group; semdedup: NeMo Curator's rule.",
+    help="witness: removed only when >= threshold to a kept item; components: one survivor "
+    "per connected group (chains included); semdedup: NeMo Curator's rule.",
 )
 @click.option("--id-column", default="id", show_default=True, help="Column with unique ids.")
 @click.option(
@@ -131,15 +170,19 @@ def _summary(console: Console, result: DedupResult, seconds: float, target: Path
     "--clusters",
     type=click.IntRange(min=1),
     default=None,
-    help="k-means clusters (default: about sqrt(N)).",
+    help="k-means clusters (default: about one per 1,000 items).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
 )
 def dedup(
-    embeddings: Path,
+    embeddings: tuple[str, ...],
     output: Path,
+    memory_limit: int,
+    workers: int,
+    work_dir: Path | None,
+    keep_work: bool,
     threshold: float,
     keep: str,
     mode: str,
@@ -152,36 +195,38 @@ def dedup(
     seed: int,
     progress: bool,
 ) -> None:
-    """Find near-duplicate images from their embeddings (a Parquet file or directory).
+    """Find near-duplicate images from their embeddings: Parquet files, directories or globs.
 
-    Writes OUTPUT/duplicates.parquet with one row per removed id: id, duplicate_of,
-    similarity, component_id, component_size, chained.
+    Works out of core: memory stays under --memory-limit whatever the number of rows, and an
+    interrupted run resumes where it stopped. Writes OUTPUT/duplicates.parquet with one row per
+    removed id: id, duplicate_of, similarity, component_id, component_size, chained.
     """
     console = Console(stderr=True)
     config = SemanticDedupConfig(
         threshold=threshold, keep=keep, mode=mode, n_clusters=clusters, seed=seed
     )
     resolution = keep == "resolution"
+    columns = Columns(
+        id=id_column,
+        embedding=embedding_column,
+        score=score_column,
+        width=width_column if resolution else None,
+        height=height_column if resolution else None,
+    )
     start = time.perf_counter()
     try:
         with _progress_bars(console, progress) as update:
-            table = read_embeddings(
-                embeddings,
-                id_column=id_column,
-                embedding_column=embedding_column,
-                score_column=score_column,
-                width_column=width_column if resolution else None,
-                height_column=height_column if resolution else None,
-                progress=update,
-            )
-            result = find_duplicates(
-                table.embeddings,
+            result = dedup_files(
+                list(embeddings),
+                output,
                 config,
-                aesthetic=table.aesthetic,
-                resolution=table.resolution,
+                columns=columns,
+                memory_limit=memory_limit,
+                workers=workers,
+                work_dir=work_dir,
                 progress=update,
+                keep_work=keep_work,
             )
     except (EmbeddingError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
-    target = write_duplicates(output, table.ids, result, extra={"input": str(embeddings)})
-    _summary(console, result, time.perf_counter() - start, target)
+    _summary(console, result, config, time.perf_counter() - start)

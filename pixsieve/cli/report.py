@@ -263,6 +263,11 @@ def _text_source(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--include-embedding", is_flag=True, help="Add the cached CLIP embedding.")
 @click.option(
+    "--include-text-embedding",
+    is_flag=True,
+    help="Add the cached CLIP text embedding of the caption.",
+)
+@click.option(
     "--rows-per-file", type=click.IntRange(min=1), default=100_000, show_default=True,
     help="Documents per output file.",
 )  # fmt: skip
@@ -272,6 +277,7 @@ def export_docs(
     directory: str,
     text_from: str,
     include_embedding: bool,
+    include_text_embedding: bool,
     rows_per_file: int,
 ) -> None:
     """Write the kept samples of the run in OUT as documents (id, text, metadata[, embedding]):
@@ -287,7 +293,11 @@ def export_docs(
             yield table
 
     with user_errors():
-        docs = counted(iter_documents(output, text_from, include_embedding))
+        docs = counted(
+            iter_documents(
+                output, text_from, include_embedding, include_text_embedding=include_text_embedding
+            )
+        )
         paths = write_documents(docs, directory, cast(Format, fmt), rows_per_file)
     n, missing = seen["documents"], seen["no_text"]
     click.echo(f"{n:,} documents in {len(paths)} file(s) in {directory}")
@@ -299,5 +309,22 @@ def export_docs(
         )
 
 
-COMMANDS = (report, sweep, refilter, export_docs)
+@click.command("export-embeddings")
+@_run_dir
+@click.option("-o", "--output", "directory", required=True, help="Directory to write to.")
+@click.option(
+    "--rows-per-file", type=click.IntRange(min=1), default=100_000, show_default=True,
+    help="Embeddings per .npy file.",
+)  # fmt: skip
+def export_embeddings(output: str, directory: str, rows_per_file: int) -> None:
+    """Write the kept samples' CLIP embeddings of the run in OUT as clip-retrieval's index
+    input: DIR/img_emb/img_emb_N.npy + DIR/metadata/metadata_N.parquet, rows in the same order."""
+    from pixsieve.report.embeddings import export_embeddings as export
+
+    with user_errors():
+        paths = export(output, directory, rows_per_file)
+    click.echo(f"embeddings in {len(paths)} file(s) in {directory}/img_emb")
+
+
+COMMANDS = (report, sweep, refilter, export_docs, export_embeddings)
 """The commands to register on :data:`pixsieve.cli.main`."""

@@ -1,7 +1,7 @@
 """Semantic deduplication of image embeddings on CPU (faiss k-means + blockwise search).
 
 Use :func:`find_duplicates` on an ``(N, D)`` array, or ``pixsieve dedup`` on a Parquet table.
-See ``docs/dedup.md`` for what the threshold means, the keep policies and the two modes.
+See ``docs/dedup.md`` for what the threshold means, the keep policies and the three modes.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pixsieve.dedup.config import (
+    DEFAULT_MODE,
     DEFAULT_THRESHOLD,
     KEEP_POLICIES,
     MODES,
@@ -22,9 +23,10 @@ if TYPE_CHECKING:
     from pixsieve.dedup.pairs import cluster_edges, semdedup_cluster
     from pixsieve.dedup.result import DedupResult
     from pixsieve.dedup.semantic import find_duplicates
+    from pixsieve.dedup.witness import witness_groups
 
 _LAZY = {  # imported on first use: pyarrow.dataset and faiss take a second
-    "InputError": "io",
+    "InputError": "sources",
     "read_embeddings": "io",
     "write_duplicates": "io",
     "EmbeddingError": "kmeans",
@@ -32,9 +34,11 @@ _LAZY = {  # imported on first use: pyarrow.dataset and faiss take a second
     "semdedup_cluster": "pairs",
     "DedupResult": "result",
     "find_duplicates": "semantic",
+    "witness_groups": "witness",
 }
 
 __all__ = [
+    "DEFAULT_MODE",
     "DEFAULT_THRESHOLD",
     "KEEP_POLICIES",
     "MODES",
@@ -47,6 +51,7 @@ __all__ = [
     "find_duplicates",
     "read_embeddings",
     "semdedup_cluster",
+    "witness_groups",
     "write_duplicates",
 ]
 

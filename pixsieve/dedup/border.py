@@ -66,10 +66,14 @@ def border_margin(threshold: float, slack: float) -> float:
     return slack * delta / 2.0
 
 
-def _border_chunk(
+def border_chunk(
     sims: np.ndarray, ids: np.ndarray, centroids: np.ndarray, gram: np.ndarray | None, half: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Border memberships of one chunk of rows: ``(row within chunk, cluster)``."""
+    """Border memberships of one chunk of rows: ``(row within chunk, cluster)``.
+
+    ``gram`` is the centroid Gram matrix, or ``None`` to compute centroid cosines per pair;
+    ``half`` is :func:`border_margin`.
+    """
     m = ids.shape[1]
     own = np.repeat(ids[:, 0], m - 1)
     other = ids[:, 1:].reshape(-1)
@@ -115,7 +119,7 @@ def build_membership(
         step = max(1, chunk_rows)
         for start in range(0, n, step):
             stop = min(start + step, n)
-            rows, other = _border_chunk(sims[start:stop], ids[start:stop], centroids, gram, half)
+            rows, other = border_chunk(sims[start:stop], ids[start:stop], centroids, gram, half)
             points.append(rows + start)
             clusters.append(other)
     point = np.concatenate(points)

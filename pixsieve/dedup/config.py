@@ -8,15 +8,16 @@ was chosen.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 KeepPolicy = Literal["aesthetic", "resolution", "first", "farthest"]
-Mode = Literal["components", "semdedup"]
+Mode = Literal["witness", "components", "semdedup"]
 
 KEEP_POLICIES: tuple[str, ...] = ("aesthetic", "resolution", "first", "farthest")
-MODES: tuple[str, ...] = ("components", "semdedup")
+MODES: tuple[str, ...] = ("witness", "components", "semdedup")
+#: Default mode: every removed item is at or above the threshold to a kept one.
+DEFAULT_MODE: str = "witness"
 
 #: Default cosine-similarity cut for CLIP ViT-L/14 image embeddings (``eps = 0.05``).
 DEFAULT_THRESHOLD: float = 0.95
@@ -36,15 +37,20 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
-def auto_n_clusters(n: int) -> int:
-    """Number of k-means clusters for ``n`` points: about ``sqrt(n)``, at least 40 points each.
+#: Items per k-means cluster aimed at by :func:`auto_n_clusters`.
+CLUSTER_SIZE: int = 1000
 
-    ``sqrt(n)`` balances the two costs: assigning points to centroids grows with ``n * k`` and
-    the within-cluster similarity search with ``n * n / k``.
+
+def auto_n_clusters(n: int) -> int:
+    """Number of k-means clusters for ``n`` points: one per :data:`CLUSTER_SIZE` (1,000) items.
+
+    Clusters of a bounded size keep the within-cluster search per item flat as ``n`` grows (a
+    ``sqrt(n)`` count would make clusters, and the cost per item, grow with ``sqrt(n)``); the
+    assignment to ``n / 1000`` centroids is what grows instead, and it is a cheap search.
     """
     if n <= 0:
         return 1
-    return max(1, min(round(math.sqrt(n)), n // 40))
+    return max(1, round(n / CLUSTER_SIZE))
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,15 @@ class SemanticDedupConfig:
     Attributes:
         threshold: cosine similarity at or above which two embeddings are duplicates
             (``1 - eps`` in SemDeDup / NeMo Curator terms).
-        n_clusters: k-means clusters; ``None`` picks :func:`auto_n_clusters` from ``N``.
+        n_clusters: k-means clusters; ``None`` picks :func:`auto_n_clusters` from ``N`` (N/1000).
         keep: which member of a duplicate group survives: ``aesthetic`` (highest score; ``first``
             when scores are missing), ``resolution`` (largest width*height), ``first`` (lowest
             index) or ``farthest`` (farthest from its cluster centroid, SemDeDup's "hard").
-        mode: ``components`` (connected components over all pairs, one survivor per component)
-            or ``semdedup`` (SemDeDup's per-cluster rule, for parity with NeMo Curator).
+        mode: ``witness`` (members of a duplicate component visited in keep order; one is
+            removed only when it is at or above the threshold to an already kept member, its
+            ``duplicate_of``), ``components`` (connected components over all pairs, one survivor
+            per component, chains included) or ``semdedup`` (SemDeDup's per-cluster rule, for
+            parity with NeMo Curator).
         seed: seed of k-means sampling and initialisation (results are deterministic per seed).
         block_size: rows and columns of one similarity block; a block holds
             ``block_size**2`` float32 values (4096 → 64 MiB).
@@ -84,7 +93,7 @@ class SemanticDedupConfig:
     threshold: float = DEFAULT_THRESHOLD
     n_clusters: int | None = None
     keep: KeepPolicy = "aesthetic"
-    mode: Mode = "components"
+    mode: Mode = DEFAULT_MODE  # type: ignore[assignment]
     seed: int = 0
     block_size: int = 4096
     border_candidates: int = 16

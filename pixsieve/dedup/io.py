@@ -2,14 +2,16 @@
 
 Input is a Parquet file or directory with an id column and an embedding column (``list`` or
 ``fixed_size_list`` of numbers, e.g. NeMo Curator's ``image_embedding``). It is streamed batch by
-batch into one preallocated float32 array. Output is ``duplicates.parquet``: one row per removed
-id with the id it duplicates.
+batch into one preallocated float32 array (:mod:`pixsieve.dedup.sources` checks each batch).
+Output is ``duplicates.parquet``: one row per removed id with the id it duplicates, from an
+in-memory result (:func:`write_duplicates`) or from the files of a partitioned run
+(:func:`write_partitioned_output`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,18 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.result import DedupResult
-from pixsieve.errors import InputError
+from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.result import DedupResult, describe_groups
+from pixsieve.dedup.sources import (
+    Columns,
+    InputError,
+    Source,
+    parquet_files,
+    plan_sources,
+    read_blocks,
+    read_ids,
+)
+from pixsieve.io.schemas import conform, dedup_duplicates
 
 Progress = Callable[[str, int, int], None]
 
@@ -39,42 +51,8 @@ class EmbeddingTable:
     resolution: np.ndarray | None = None
 
 
-def _open(path: str | Path) -> ds.Dataset:
-    try:
-        dataset = ds.dataset(str(path), format="parquet")
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise InputError(f"cannot read Parquet from {path}: {exc}") from exc
-    if not dataset.files:
-        raise InputError(f"no Parquet files under {path}")
-    return dataset
-
-
-def _embedding_dim(dataset: ds.Dataset, column: str) -> int:
-    kind = dataset.schema.field(column).type
-    if pa.types.is_fixed_size_list(kind):
-        value_type, dim = kind.value_type, kind.list_size
-    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        value_type, dim = kind.value_type, -1
-    else:
-        raise InputError(f"column {column!r} must be a list of floats, got {kind}")
-    if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
-        raise InputError(f"column {column!r} must hold numbers, got list of {value_type}")
-    if dim < 0:
-        for batch in dataset.to_batches(columns=[column], batch_size=1024):
-            lengths = pc.list_value_length(batch.column(0)).drop_null()
-            if len(lengths):
-                dim = int(lengths[0].as_py())
-                break
-    return max(dim, 0)
-
-
-def _float_column(batch: pa.RecordBatch, name: str) -> np.ndarray:
-    col = pc.cast(batch.column(name), pa.float64(), safe=False)
-    return col.fill_null(np.nan).to_numpy(zero_copy_only=False)
-
-
 def read_embeddings(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     *,
     id_column: str = "id",
     embedding_column: str = "embedding",
@@ -83,74 +61,47 @@ def read_embeddings(
     height_column: str | None = None,
     progress: Progress | None = None,
 ) -> EmbeddingTable:
-    """Read ids, embeddings and optional score / size columns from Parquet.
+    """Read ids, embeddings and optional score / size columns from Parquet into memory.
+
+    ``path`` is a file, a directory, a glob or a list of them (:func:`parquet_files`).
 
     Raises:
         InputError: missing column, embeddings that are not numeric lists, rows of another
             dimension, null or NaN/inf embeddings, null or repeated ids.
     """
-    dataset = _open(path)
-    wanted = [id_column, embedding_column, score_column, width_column, height_column]
-    columns = [c for c in dict.fromkeys(wanted) if c]
-    missing = [c for c in columns if c not in dataset.schema.names]
-    if missing:
-        raise InputError(
-            f"missing column(s) {', '.join(map(repr, missing))} in {path}; "
-            f"available: {', '.join(dataset.schema.names)}"
-        )
-    n = dataset.count_rows()
-    dim = _embedding_dim(dataset, embedding_column)
+    columns = Columns(
+        id=id_column,
+        embedding=embedding_column,
+        score=score_column,
+        width=width_column if width_column and height_column else None,
+        height=height_column if width_column and height_column else None,
+    )
+    sources, dim = plan_sources(parquet_files(path), columns)
+    n = sum(s.rows for s in sources)
     emb = np.empty((n, dim), dtype=np.float32)
-    extra: dict[str, np.ndarray] = {c: np.empty(n) for c in columns[2:]}
+    aesthetic = np.empty(n) if columns.score else None
+    resolution = np.empty((n, 2)) if columns.width else None
     ids: list[pa.Array] = []
     pos = 0
-    for batch in dataset.to_batches(columns=columns, batch_size=65536):
-        rows = batch.num_rows
-        bid = batch.column(id_column)
-        col = batch.column(embedding_column)
-
-        def where(mask: np.ndarray, bid: pa.Array = bid) -> str:
-            first = int(np.argmax(mask))
-            return f"{int(mask.sum())} row(s), first id {bid[first].as_py()!r}"
-
-        if col.null_count:
-            raise InputError(f"null embeddings in {where(col.is_null().to_numpy(False))}")
-        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-        if (lengths != dim).any():
-            bad = lengths != dim
-            raise InputError(
-                f"embeddings must all have {dim} dimensions; {where(bad)} has "
-                f"{int(lengths[np.argmax(bad)])}"
-            )
-        values = col.flatten()
-        if values.null_count:
-            raise InputError(f"embedding column {embedding_column!r} contains null values")
-        block = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(rows, dim)
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            raise InputError(f"NaN or inf in embeddings: {where(~finite)}")
-        emb[pos : pos + rows] = block
-        for name, out in extra.items():
-            out[pos : pos + rows] = _float_column(batch, name)
-        ids.append(bid if isinstance(bid, pa.Array) else pa.concat_arrays(bid.chunks))
-        pos += rows
-        if progress:
-            progress("read", pos, n)
-    id_type = dataset.schema.field(id_column).type
-    id_array = pa.concat_arrays(ids) if ids else pa.array([], type=id_type)
+    for source in sources:
+        for block in read_blocks(source.path, columns, dim, 65536):
+            rows = len(block.embeddings)
+            emb[pos : pos + rows] = block.embeddings
+            if aesthetic is not None:
+                aesthetic[pos : pos + rows] = block.aesthetic
+            if resolution is not None:
+                resolution[pos : pos + rows] = block.resolution
+            bid = block.ids
+            ids.append(bid if isinstance(bid, pa.Array) else pa.concat_arrays(bid.chunks))
+            pos += rows
+            if progress:
+                progress("read", pos, n)
+    id_array = pa.concat_arrays(ids) if ids else pa.array([], type=pa.string())
     if id_array.null_count:
         raise InputError(f"id column {id_column!r} has {id_array.null_count} null value(s)")
     if n and pc.count_distinct(id_array).as_py() != n:
         raise InputError(f"id column {id_column!r} has repeated values; ids must be unique")
-    resolution = None
-    if width_column and height_column:
-        resolution = np.stack([extra[width_column], extra[height_column]], axis=1)
-    return EmbeddingTable(
-        ids=id_array,
-        embeddings=emb,
-        aesthetic=extra.get(score_column) if score_column else None,
-        resolution=resolution,
-    )
+    return EmbeddingTable(ids=id_array, embeddings=emb, aesthetic=aesthetic, resolution=resolution)
 
 
 def duplicates_table(ids: pa.Array, result: DedupResult) -> pa.Table:
@@ -176,7 +127,76 @@ def write_duplicates(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / DUPLICATES_FILE
-    pq.write_table(duplicates_table(ids, result), target)
+    pq.write_table(conform(duplicates_table(ids, result), dedup_duplicates(ids.type)), target)
     summary = {**(extra or {}), **result.summary()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return target
+
+
+def resolved_rows(work: Path, g_buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row, rep, similarity)`` of every grouped row, ascending by row."""
+    files = [str(work / "resolved" / f"g{g:04d}.parquet") for g in range(g_buckets)]
+    if not files:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0)
+    table = ds.dataset(files, format="parquet").to_table()
+    rows = table.column("row").to_numpy()
+    order = np.argsort(rows, kind="stable")
+    return (
+        rows[order],
+        table.column("rep").to_numpy()[order],
+        table.column("similarity").to_numpy()[order],
+    )
+
+
+def write_partitioned_output(
+    work: Path,
+    out: Path,
+    sources: list[Source],
+    columns: Columns,
+    config: SemanticDedupConfig,
+    g_buckets: int,
+) -> dict[str, int]:
+    """Write ``duplicates.parquet``: one row per removed id, ascending by input order."""
+    rows, rep, sim = resolved_rows(work, g_buckets)
+    desc = describe_groups(rows, rep, sim, config)
+    removed = desc["removed"]
+    r_rows, r_rep = rows[removed], rep[removed]
+    ids = ids_of_rows(sources, columns.id, np.concatenate([r_rows, r_rep]))
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "id": ids[: len(r_rows)],
+            "duplicate_of": ids[len(r_rows) :],
+            "similarity": pa.array(sim[removed], type=pa.float32()),
+            "component_id": pa.array(desc["component_id"][removed], type=pa.int64()),
+            "component_size": pa.array(desc["component_size"][removed], type=pa.int64()),
+            "chained": pa.array(desc["chained"][removed], type=pa.bool_()),
+        }
+    )
+    tmp = out / (DUPLICATES_FILE + ".tmp")
+    pq.write_table(conform(table, dedup_duplicates(table.schema.field("id").type)), tmp)
+    tmp.rename(out / DUPLICATES_FILE)
+    return {
+        "components": desc["n_components"],
+        "removed": int(removed.sum()),
+        "chained_components": desc["n_chained"],
+    }
+
+
+def ids_of_rows(sources: list[Source], column: str, rows: np.ndarray) -> pa.Array:
+    """The ids of global ``rows`` (any order), reading one file's id column at a time."""
+    order = np.argsort(rows, kind="stable")
+    parts: list[pa.Array] = []
+    sorted_rows = rows[order]
+    for source in sources:
+        lo, hi = np.searchsorted(sorted_rows, [source.offset, source.offset + source.rows])
+        if hi > lo:
+            ids = read_ids(source.path, column)
+            parts.append(ids.take(pa.array(sorted_rows[lo:hi] - source.offset)))
+    if not parts:
+        return pa.array([], pa.string())
+    merged = pa.concat_arrays(parts)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return merged.take(pa.array(inverse))

@@ -38,6 +38,7 @@ def priority(
     aesthetic: np.ndarray | None = None,
     resolution: np.ndarray | None = None,
     centroid_sim: np.ndarray | None = None,
+    start: int = 0,
 ) -> np.ndarray:
     """Keep preference per item (higher survives) for a resolved ``policy``.
 
@@ -48,9 +49,11 @@ def priority(
         resolution: see :func:`pixel_counts`.
         centroid_sim: ``(N,)`` cosine to the item's own centroid (``farthest`` prefers the lowest,
             SemDeDup's ``which_to_keep="hard"``).
+        start: global index of the first of the ``n`` items (``first`` ranks by global index,
+            so a batch of a file gets the priorities the whole array would).
     """
     if policy == "first":
-        return -np.arange(n, dtype=np.float64)
+        return -np.arange(start, start + n, dtype=np.float64)
     if policy == "aesthetic":
         scores = np.asarray(aesthetic, dtype=np.float64)
         if scores.shape != (n,):

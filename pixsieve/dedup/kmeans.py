@@ -23,6 +23,9 @@ Progress = Callable[[str, int, int], None]
 
 #: Rows per chunk when streaming over the embeddings (norms, search).
 CHUNK_ROWS: int = 65536
+#: Up to this many centroids the nearest ones are found by exact search; above it by an HNSW
+#: graph over the centroids, whose cost per item grows with ``log k`` instead of ``k``.
+FLAT_MAX_CENTROIDS: int = 4096
 
 
 def load_faiss() -> ModuleType:
@@ -81,10 +84,13 @@ def normalize(embeddings: np.ndarray, progress: Progress | None = None) -> np.nd
     unit = bool(np.all(np.abs(norms - 1.0) < 1e-4))
     if unit and x.dtype == np.float32 and x.flags.c_contiguous:
         return x
+    # rows already of unit norm keep their values, so the result of a row never depends on the
+    # other rows it is normalised with (a batch of a file gives what the whole array gives)
+    scale = np.where(np.abs(norms - 1.0) < 1e-4, 1.0, norms)
     out = np.empty(x.shape, dtype=np.float32)
     for start in range(0, n, CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, n)
-        out[start:stop] = x[start:stop] / norms[start:stop, None]
+        out[start:stop] = x[start:stop] / scale[start:stop, None]
     return out
 
 
@@ -98,16 +104,46 @@ def fit_centroids(
     use_gpu: bool = False,
 ) -> np.ndarray:
     """Spherical k-means on a sample of the unit rows ``x``; returns ``(k, D)`` unit centroids."""
-    n, d = x.shape
+    idx = sample_indices(len(x), k, points_per_centroid, seed)
+    train = x if len(idx) == len(x) else x[idx]
+    return train_centroids(
+        train, k, iters=iters, points_per_centroid=points_per_centroid, seed=seed, use_gpu=use_gpu
+    )
+
+
+def sample_indices(
+    n: int, k: int, points_per_centroid: int, seed: int, cap: int | None = None
+) -> np.ndarray:
+    """Sorted rows k-means trains on: ``min(n, k * points_per_centroid, cap)`` drawn with ``seed``.
+
+    The same rows whether the embeddings are one array or streamed from files.
+    """
     if k <= 1:
-        c = x.mean(axis=0, dtype=np.float64)
-        norm = np.linalg.norm(c)
-        c = c / norm if norm > 0 else x[0].astype(np.float64)
-        return c[None, :].astype(np.float32)
+        return np.arange(n, dtype=np.int64) if cap is None or n <= cap else np.arange(cap)
+    size = min(n, k * points_per_centroid, cap if cap is not None else n)
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    sample_size = min(n, k * points_per_centroid)
-    idx = np.sort(rng.choice(n, size=sample_size, replace=False)) if sample_size < n else None
-    train = np.ascontiguousarray(x[idx] if idx is not None else x, dtype=np.float32)
+    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
+
+
+def train_centroids(
+    train: np.ndarray,
+    k: int,
+    *,
+    iters: int,
+    points_per_centroid: int,
+    seed: int,
+    use_gpu: bool = False,
+) -> np.ndarray:
+    """Spherical k-means on the unit rows ``train`` (the sample); returns ``(k, D)`` centroids."""
+    d = train.shape[1]
+    if k <= 1:
+        c = train.mean(axis=0, dtype=np.float64)
+        norm = np.linalg.norm(c)
+        c = c / norm if norm > 0 else train[0].astype(np.float64)
+        return c[None, :].astype(np.float32)
+    train = np.ascontiguousarray(train, dtype=np.float32)
     km = load_faiss().Kmeans(
         d,
         k,
@@ -123,6 +159,51 @@ def fit_centroids(
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
+class CentroidSearch:
+    """Finds each item's ``m`` nearest centroids (by cosine), nearest first.
+
+    Up to :data:`FLAT_MAX_CENTROIDS` centroids: exact, one float32 matrix product per chunk of
+    rows and a partial sort (several times cheaper than faiss's flat search with a heap per
+    row). Above: an HNSW graph over the centroids (faiss), whose cost per item grows with
+    ``log k`` instead of ``k`` (for ``k = N / 1000`` a flat search would cost ``O(N)`` per
+    item); it is approximate, which can only cost recall at a cluster border, never precision.
+    With ``use_gpu``, faiss's exact search on the GPU.
+    """
+
+    def __init__(self, centroids: np.ndarray, m: int, use_gpu: bool = False) -> None:
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.m = min(m, len(self.centroids))
+        self.index: Any = None
+        d = self.centroids.shape[1]
+        if use_gpu:  # pragma: no cover - needs a faiss GPU build
+            faiss = load_faiss()
+            self.index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
+        elif len(self.centroids) > FLAT_MAX_CENTROIDS:
+            faiss = load_faiss()
+            self.index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efConstruction = 80
+            self.index.hnsw.efSearch = max(64, 4 * self.m)
+        if self.index is not None:
+            self.index.add(self.centroids)
+
+    def search(self, x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """``(sims (n, m) float32, ids (n, m) int64)`` for the unit rows ``x``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.index is not None:
+            return self.index.search(x, self.m)
+        n, m, k = len(x), self.m, len(self.centroids)
+        sims = np.empty((n, m), dtype=np.float32)
+        ids = np.empty((n, m), dtype=np.int64)
+        for lo in range(0, n, chunk):
+            s = x[lo : lo + chunk] @ self.centroids.T
+            top = np.argpartition(s, k - m, axis=1)[:, k - m :] if m < k else np.argsort(s, axis=1)
+            val = np.take_along_axis(s, top, axis=1)
+            order = np.lexsort((top, -val), axis=1)  # nearest first, ties by centroid id
+            sims[lo : lo + len(s)] = np.take_along_axis(val, order, axis=1)
+            ids[lo : lo + len(s)] = np.take_along_axis(top, order, axis=1)
+        return sims, ids
+
+
 def assign(
     x: np.ndarray,
     centroids: np.ndarray,
@@ -136,18 +217,12 @@ def assign(
     Columns are ordered by decreasing similarity; column 0 is the point's own cluster.
     """
     n = x.shape[0]
-    m = min(m, len(centroids))
-    faiss = load_faiss()
-    index: Any = faiss.IndexFlatIP(centroids.shape[1])
-    if use_gpu:  # pragma: no cover - needs a faiss GPU build
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(centroids)
-    sims = np.empty((n, m), dtype=np.float32)
-    ids = np.empty((n, m), dtype=np.int64)
+    search = CentroidSearch(centroids, m, use_gpu)
+    sims = np.empty((n, search.m), dtype=np.float32)
+    ids = np.empty((n, search.m), dtype=np.int64)
     for start in range(0, n, CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, n)
-        s, i = index.search(np.ascontiguousarray(x[start:stop]), m)
-        sims[start:stop], ids[start:stop] = s, i
+        sims[start:stop], ids[start:stop] = search.search(x[start:stop])
         if progress:
             progress("assign", stop, n)
     return sims, ids

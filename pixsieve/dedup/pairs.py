@@ -24,7 +24,7 @@ FLOAT32_SLACK: float = 1e-4
 
 
 def exact_cosine(
-    a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray, chunk: int = 65536
+    a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray, chunk: int = 8192
 ) -> np.ndarray:
     """Float64 dot products ``a[ia[k]] . b[ib[k]]`` of unit rows (the exact cosine), in chunks."""
     out = np.empty(len(ia), dtype=np.float64)

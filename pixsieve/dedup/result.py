@@ -90,3 +90,51 @@ def empty_result(n: int, config: SemanticDedupConfig, keep_policy: str) -> Dedup
         config=config,
         keep_policy=keep_policy,
     )
+
+
+def describe_groups(
+    rows: np.ndarray, rep: np.ndarray, similarity: np.ndarray, config: SemanticDedupConfig
+) -> dict[str, Any]:
+    """Group ids, sizes and chain flags for items given with their representative.
+
+    The items sharing a representative (``rep``, the item itself when kept) form one reported
+    group. ``rows`` must hold every member of every group of two or more (other items may be
+    present: they are groups of one). Groups of two or more get ids ``0..C-1`` in the order of
+    their smallest member, whatever subset of the items is given, so a partitioned run numbers
+    groups exactly as the in-memory one.
+
+    Returns arrays aligned with ``rows`` (``removed``, ``component_id``, ``component_size``,
+    ``chained``) and the counts ``n_components``, ``n_chained``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    removed = rep != rows
+    uniq, inv, counts = np.unique(rep, return_inverse=True, return_counts=True)
+    smallest = np.full(len(uniq), np.iinfo(np.int64).max)
+    np.minimum.at(smallest, inv, rows)
+    multi = np.flatnonzero(counts >= 2)
+    multi = multi[np.argsort(smallest[multi], kind="stable")]
+    dense = np.full(len(uniq), -1, dtype=np.int64)
+    dense[multi] = np.arange(len(multi))
+    weakest = np.full(len(uniq), np.inf)
+    np.minimum.at(weakest, inv[removed], similarity[removed])
+    chained_group = weakest < config.threshold - config.chain_margin
+    return {
+        "removed": removed,
+        "component_id": dense[inv],
+        "component_size": counts[inv].astype(np.int64),
+        "chained": chained_group[inv] & (counts[inv] >= 2),
+        "n_components": len(multi),
+        "n_chained": int(chained_group[multi].sum()),
+    }
+
+
+def group_arrays(
+    reps: np.ndarray, similarity: np.ndarray, config: SemanticDedupConfig
+) -> dict[str, Any]:
+    """:func:`describe_groups` over all ``N`` items, plus ``duplicate_of`` and float32
+    ``similarity`` (NaN when kept)."""
+    n = len(reps)
+    out = describe_groups(np.arange(n), reps, similarity, config)
+    out["duplicate_of"] = np.where(out["removed"], reps, -1).astype(np.int64)
+    out["similarity"] = np.where(out["removed"], similarity, np.nan).astype(np.float32)
+    return out

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from pixsieve.dedup.border import Membership, build_membership
-from pixsieve.dedup.components import compress, connected_components, number_components
+from pixsieve.dedup.buckets import resolve_groups
+from pixsieve.dedup.components import connected_components
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.keep import priority, representatives, resolve_policy
+from pixsieve.dedup.keep import priority, resolve_policy
 from pixsieve.dedup.kmeans import (
     EmbeddingError,
     assign,
@@ -26,8 +27,8 @@ from pixsieve.dedup.kmeans import (
     fit_centroids,
     normalize,
 )
-from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
-from pixsieve.dedup.result import DedupResult, empty_result
+from pixsieve.dedup.pairs import cluster_edges, semdedup_cluster
+from pixsieve.dedup.result import DedupResult, empty_result, group_arrays
 
 Progress = Callable[[str, int, int], None]
 
@@ -126,14 +127,23 @@ def find_duplicates(
     )
     with phase("similarity"):
         if semdedup:
-            labels, reps = _semdedup(x, membership, prio, config, result, progress, map_calls)
+            a, b = _semdedup(x, membership, prio, config, result, progress, map_calls)
         else:
             a, b = _edges(x, membership, config, result, progress, map_calls)
     with phase("components"):
-        if not semdedup:
-            labels = connected_components(n, a, b)
-            reps = representatives(labels, prio)
-        _finalise(x, labels, reps, config, result)
+        labels = connected_components(n, a, b)
+        rows = np.flatnonzero(np.bincount(labels, minlength=n)[labels] >= 2)
+        child = np.zeros(n, dtype=bool)
+        child[a] = semdedup
+        rep, sim, n_resolved = resolve_groups(
+            rows, labels[rows], x, prio[rows], child[rows], config, vector_index=rows
+        )
+        reps = np.arange(n, dtype=np.int64)
+        reps[rows] = rep
+        similarity = np.full(n, np.nan)
+        similarity[rows] = sim
+        result.counts["resolve_similarities"] = n_resolved
+        _finalise(reps, similarity, config, result)
     return result
 
 
@@ -198,13 +208,12 @@ def _semdedup(
     progress: Progress | None,
     map_calls: MapCalls | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run :func:`semdedup_cluster` on every cluster; return ``(labels, representatives)``.
+    """Run :func:`semdedup_cluster` on every cluster; return its links ``(removed, parent)``.
 
     A removed item points at its most similar higher-ranked item; following those links ends at
     a kept item, its representative. The trees so formed are the duplicate groups.
     """
-    n = len(x)
-    parent = np.arange(n, dtype=np.int64)
+    a_parts, b_parts = [], []
     n_compared = 0
     k = membership.n_clusters
 
@@ -215,41 +224,38 @@ def _semdedup(
                 yield members, x[members], prio[members], config
 
     for done, out in enumerate((map_calls or _serial)(semdedup_cluster, calls()), start=1):
-        parent[out.members[out.removed]] = out.parent[out.removed]
+        a_parts.append(out.members[out.removed])
+        b_parts.append(out.parent[out.removed])
         n_compared += out.n_compared
         if progress:
             progress("similarity", done, k)
     result.counts.update(similarities_computed=n_compared)
-    reps = compress(parent)
-    return reps, reps
+    empty = np.empty(0, dtype=np.int64)
+    return (
+        np.concatenate(a_parts) if a_parts else empty,
+        np.concatenate(b_parts) if b_parts else empty,
+    )
 
 
 def _finalise(
-    x: np.ndarray,
-    labels: np.ndarray,
     reps: np.ndarray,
+    similarity: np.ndarray,
     config: SemanticDedupConfig,
     result: DedupResult,
 ) -> None:
-    """Fill the per-item arrays of ``result`` from component labels and representatives."""
-    n = len(x)
-    comp, size = number_components(labels)
-    removed = reps != np.arange(n)
-    idx = np.flatnonzero(removed)
-    sim = exact_cosine(x, idx, x, reps[idx])
-    n_comp = int(comp.max()) + 1 if n else 0
-    weakest = np.full(n_comp, np.inf)
-    np.minimum.at(weakest, comp[idx], sim)
-    chained_comp = weakest < config.threshold - config.chain_margin
-    result.removed = removed
-    result.duplicate_of = np.where(removed, reps, -1).astype(np.int64)
-    result.similarity = np.full(n, np.nan, dtype=np.float32)
-    result.similarity[idx] = sim
-    result.component_id = comp
-    result.component_size = size
-    result.chained = (comp >= 0) & chained_comp[np.maximum(comp, 0)] if n_comp else comp >= 0
+    """Fill the per-item arrays of ``result`` from each item's representative and similarity.
+
+    The items sharing a representative form one reported group.
+    """
+    arrays = group_arrays(reps, similarity, config)
+    result.removed = arrays["removed"]
+    result.duplicate_of = arrays["duplicate_of"]
+    result.similarity = arrays["similarity"]
+    result.component_id = arrays["component_id"]
+    result.component_size = arrays["component_size"]
+    result.chained = arrays["chained"]
     result.counts.update(
-        components=n_comp,
-        removed=len(idx),
-        chained_components=int(chained_comp.sum()),
+        components=arrays["n_components"],
+        removed=int(result.removed.sum()),
+        chained_components=arrays["n_chained"],
     )

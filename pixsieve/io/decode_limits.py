@@ -28,7 +28,7 @@ from pixsieve.io.limits import MemoryBudget
 MiB = 1 << 20
 DEFAULT_MAX_DECODE_BYTES: int = 512 * MiB
 DEFAULT_DECODE_TIMEOUT: float = 10.0
-CHUNK: int = 4096  # compressed bytes per step of Pillow's decoder (deadline granularity)
+CHUNK: int = 16384  # compressed bytes per step of Pillow's decoder (deadline granularity)
 FAST_MAX_SCANS: int = 32  # more scans than this: not the uninterruptible fast path
 SOS = b"\xff\xda"  # start of scan; entropy-coded data never holds it (0xFF is stuffed)
 

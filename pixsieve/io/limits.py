@@ -47,6 +47,10 @@ class ReadLimits:
             batch of big images holds fewer of them.
         read_ahead_bytes: sample bytes the score pass of one process holds between reading and
             scoring, all its shards together (:data:`READ_BUDGET`); a reader waits beyond it.
+        keep_invalid_sidecars: a sample with a sidecar that does not parse (invalid JSON, a
+            ``.txt``/``.caption`` that is not UTF-8) is an ``error`` (``invalid_json``,
+            ``invalid_utf8``) and is not exported, since standard loaders raise on it; ``True``
+            keeps it (when nothing else is wrong) with a ``warnings`` entry, bytes untouched.
     """
 
     max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
@@ -55,10 +59,14 @@ class ReadLimits:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     batch_bytes: int = DEFAULT_BATCH_BYTES
     read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES
+    keep_invalid_sidecars: bool = False
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not isinstance(value, int) or value < 1:
+            if name == "keep_invalid_sidecars":
+                if not isinstance(value, bool):
+                    raise ValueError(f"ReadLimits.{name} must be true or false, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ReadLimits.{name} must be a positive integer, got {value!r}")
 
     def describe(self) -> dict[str, Any]:

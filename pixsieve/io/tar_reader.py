@@ -103,8 +103,9 @@ class TarShardReader:
         url: the shard.
         storage_options: fsspec options.
         limits: per-sample limits (checked from the headers, before anything is read).
-        check_sidecars: parse JSON and text sidecars to warn about bad ones (the score pass
-            does; passes that only copy or hash bytes skip the work).
+        check_sidecars: parse JSON and text sidecars: a bad one makes its sample an error, or
+            a warning with ``limits.keep_invalid_sidecars`` (scan and score check; the export,
+            which only copies samples already decided, skips the work).
 
     After iteration: :attr:`error` (first shard-level problem or ``None``), :attr:`problems`
     (all of them), :attr:`lost` (one reason per unreadable stretch), :attr:`untrusted` (a
@@ -322,8 +323,10 @@ class TarShardReader:
             sample.fail(self._cut)
         elif refused is None and self.check_sidecars:
             warning = sidecar_warning(name, split_name(name)[1].lower(), data)
-            if warning is not None:
+            if warning is not None and self.limits.keep_invalid_sidecars:
                 sample.warnings.append(warning)
+            elif warning is not None:
+                sample.fail(warning)
 
     def _read(self, tf: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
         """A member's bytes; a short read marks the shard as cut here."""

@@ -36,7 +36,13 @@ class HubSnapshot:
 
     repo_id: str
     revision: str
-    allow_patterns: tuple[str, ...] = ("config.json", "preprocessor_config.json", "*.safetensors")
+    allow_patterns: tuple[str, ...] = (
+        "config.json",
+        "preprocessor_config.json",
+        "*.safetensors",
+        "vocab.json",  # CLIP's tokenizer, for the text tower (caption alignment)
+        "merges.txt",
+    )
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ SPECS: dict[str, ModelSpec] = {
             "clip-vit-l-14",
             "clip",
             HubSnapshot(DEFAULT_CLIP_ID, DEFAULT_CLIP_REVISION),
-            "OpenAI CLIP ViT-L/14 (vision tower + projection, 768-d), MIT",
+            "OpenAI CLIP ViT-L/14 (vision and text towers, 768-d, tokenizer), MIT",
             default=True,
         ),
         ModelSpec(

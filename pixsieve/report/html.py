@@ -1,7 +1,8 @@
 """``OUT/report.html``: one self-contained page that shows what a run removed and why.
 
 Sections: summary, funnel, reasons, score histograms, sampled thumbnails per removal reason and
-from the kept set, duplicate groups, per-shard errors and the run's settings. Charts are inline
+from the kept set, the lowest-scoring image–caption pairs, duplicate groups, per-shard errors
+and the run's settings. Charts are inline
 SVG, thumbnails inline base64 JPEGs; the page loads nothing from anywhere and opens offline.
 """
 
@@ -14,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pixsieve.report.collect import ManifestStats, collect
+from pixsieve.report import captions
+from pixsieve.report.collect import DETAIL_COLUMNS, ManifestStats, collect
 from pixsieve.report.svg import bin_scores, funnel_svg, histogram_svg
 from pixsieve.report.thumbs import fetch_thumbnails
 from pixsieve.run.fates import known_filters
@@ -29,6 +31,7 @@ SECTIONS = {
     "scores": "Scores",
     "samples": "Samples by reason",
     "kept": "Kept samples",
+    "captions": "Captions",
     "duplicates": "Duplicate groups",
     "errors": "Errors per shard",
     "settings": "Settings",
@@ -109,10 +112,13 @@ def _card(row: dict[str, Any], extra: str = "") -> str:
     )
     lines = [f"<b>{escape(str(row.get('key')))}</b>"]
     lines += [escape(text) for text in row.get("score_lines", ())]
+    if "caption" in row:
+        lines.append(captions.caption_line(row))
     if row.get("width"):
         lines.append(f"{row['width']}×{row['height']} {escape(str(row.get('format') or ''))}")
     if row.get("status") != "kept" and row.get("reason"):
-        lines.append(f'<span class="muted">{escape(str(row["reason"])[:120])}</span>')
+        why = str(row["reason"]) + (f": {row['reason_detail']}" if row.get("reason_detail") else "")
+        lines.append(f'<span class="muted">{escape(why[:120])}</span>')
     if row.get("duplicate_of"):
         lines.append(f"dup of {escape(str(row['duplicate_of']))}")
     if row.get("similarity") is not None:
@@ -143,8 +149,8 @@ def _scores_section(stats: ManifestStats, run: FinishedRun) -> str:
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
-def _groups_section(stats: ManifestStats) -> str:
-    if "component_id" not in stats.columns:
+def _groups_section(stats: ManifestStats, ran: bool) -> str:
+    if not ran:
         return '<p class="muted">Semantic dedup did not run.</p>'
     if not stats.groups:
         return '<p class="muted">No near-duplicates were found.</p>'
@@ -202,7 +208,9 @@ def _settings_section(run: FinishedRun) -> str:
 def render(run: FinishedRun, stats: ManifestStats, *, blur_nsfw: bool = True) -> str:
     """The report page for ``run`` (thumbnails must already be on the sampled rows)."""
     kinds = known_filters(run)
-    for row in [r for g in stats.picks.values() for r in g] + [r for g in stats.groups for r in g]:
+    pairs = [r for g in stats.caption_pairs.values() for r in g]
+    picked = [r for g in stats.picks.values() for r in g] + [r for g in stats.groups for r in g]
+    for row in picked + pairs:
         row["score_lines"] = [
             f"{k.name} {k.score_format.format(row[k.column])}"
             for k in kinds
@@ -248,7 +256,10 @@ def render(run: FinishedRun, stats: ManifestStats, *, blur_nsfw: bool = True) ->
         "kept": _grid(stats.picks["kept"])
         if stats.picks.get("kept")
         else '<p class="muted">No thumbnails (nothing kept, or none sampled).</p>',
-        "duplicates": _groups_section(stats),
+        "captions": captions.section(
+            stats.caption_pairs, _grid, captions.ImageTextFilter.name in run.stage_order()
+        ),
+        "duplicates": _groups_section(stats, run.semantic_ran),
         "errors": _errors_section(stats, run),
         "settings": _settings_section(run),
     }
@@ -298,8 +309,12 @@ def write_report(
         row["blurred"] = blur_nsfw and hit
         return row["blurred"]
 
+    stats.caption_pairs = captions.lowest_pairs(
+        run.manifest(), [*DETAIL_COLUMNS, *columns], per_reason
+    )
     rows = [r for group in stats.picks.values() for r in group]
     rows += [r for group in stats.groups for r in group]
+    rows += [r for group in stats.caption_pairs.values() for r in group]
     fetch_thumbnails(rows, should_blur, storage_options)
     page = render(run, stats, blur_nsfw=blur_nsfw)
     path = run.layout.report()

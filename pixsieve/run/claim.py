@@ -102,7 +102,7 @@ def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             if a != b:
                 out.append(f"{stage['name']}.{key}: {_short(a)} -> {_short(b)}")
     out += [f"stage {name} removed" for name in old_stages]
-    for key in sorted(set(saved) | set(current)):
+    for key in sorted(set(saved) & set(current)):  # a key an older version did not record: same
         if key not in ("inputs", "versions", "stages") and saved.get(key) != current.get(key):
             out.append(f"{key}: {_short(saved.get(key))} -> {_short(current.get(key))}")
     return out
@@ -136,6 +136,7 @@ def _redo(layout: RunLayout, fingerprint: dict[str, Any], changed: list[int]) ->
     for path in (
         layout.manifest_dir(),
         layout.shards_dir(),
+        layout.metadata_dir(),
         layout.done_dir("export"),
         layout.done_dir("semantic"),
         layout.marker("scan", "exact"),

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pixsieve.io.tables import full_reasons, set_fates
 from pixsieve.run.finished import FinishedRun, RunError
 from pixsieve.stages.base import ScoreFilter, StageStats, reason_code
 from pixsieve.stages.scoring import BUILTIN_SCORE_FILTERS
@@ -177,7 +178,7 @@ def refate_table(
 ) -> pa.Table:
     """A cached shard table with its score-filter fates recomputed for ``thresholds``."""
     status = np.array(table["status"].to_pylist(), dtype=object)
-    reason = np.array(table["reason"].to_pylist(), dtype=object)
+    reason = np.array(full_reasons(table), dtype=object)
     sample = table["position"].to_numpy(zero_copy_only=False) >= 0
     start = base_alive(table, order) & sample
     _, removed = decide(start, score_arrays(table, order), order, thresholds, counters)
@@ -186,12 +187,7 @@ def refate_table(
     for kind in order:
         status[removed[kind.name]] = "removed"
         reason[removed[kind.name]] = kind.reason
-    table = table.set_column(
-        table.column_names.index("status"), "status", pa.array(status.tolist(), pa.string())
-    )
-    return table.set_column(
-        table.column_names.index("reason"), "reason", pa.array(reason.tolist(), pa.string())
-    )
+    return set_fates(table, status.tolist(), reason.tolist())
 
 
 def settings_with(run: FinishedRun, thresholds: Thresholds) -> list[dict[str, Any]]:

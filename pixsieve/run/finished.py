@@ -83,8 +83,8 @@ class FinishedRun:
     def manifest(self) -> ds.Dataset:
         """The manifest as a lazy Arrow dataset (read only the columns you need).
 
-        Its schema unites every part's (a part holding only unreadable shards lacks the score
-        columns, and a dataset would otherwise take the first part's schema for all).
+        Every part has the run's one manifest schema (``pixsieve.io.schemas``); the parts'
+        schemas are still united, so a run written before schemas were fixed reads too.
         """
         path, fs = self.layout.manifest_dir(), self.layout.fs
         dataset = ds.dataset(path, filesystem=fs, format="parquet")
@@ -103,12 +103,19 @@ class FinishedRun:
             )
 
     def has_cached(self, column: str) -> bool:
-        """True when some per-shard cache holds ``column`` (e.g. ``embedding``)."""
+        """True when some per-shard cache holds a value in ``column`` (e.g. ``embedding``).
+
+        Every cache has every column of the run's schema; a column no stage filled is null.
+        """
         for i in range(len(self.shards)):
             path = self.layout.samples(i)
             if self.layout.fs.exists(path):
                 with self.layout.fs.open(path, "rb") as f:
-                    if column in pq.ParquetFile(f).schema_arrow.names:
+                    pf = pq.ParquetFile(f)
+                    if column not in pf.schema_arrow.names:
+                        continue
+                    values = pf.read(columns=[column])[column]
+                    if values.null_count < len(values):
                         return True
         return False
 

@@ -2,8 +2,8 @@
 
 ::
 
-    OUT/shards/part-PPPPP-NNNNN.tar   kept samples, original member bytes
-    OUT/shards/part-PPPPP-NNNNN.parquet  metadata of that tar (key, source, scores, ...)
+    OUT/shards/NNNNN.tar              kept samples, original member bytes (numbered globally)
+    OUT/metadata/NNNNN.parquet        metadata of shards/NNNNN.tar, one row per sample, in order
     OUT/manifest/part-PPPPP.parquet   one row per input sample: fate, reason, scores
     OUT/run.json                      effective config, versions, counters, timings, errors
     OUT/cache/hashes/SSSSS.parquet    image content hashes per input shard (scan pass)
@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,10 +47,16 @@ def part_id(part: int) -> str:
     return f"{part:05d}"
 
 
+def output_shard_id(number: int) -> str:
+    """Name stem of the ``number``-th output shard (global over the run: ``00000``...)."""
+    return f"{number:05d}"
+
+
 _SHARDS = "shards"
+_METADATA = "metadata"
 
 #: Top-level entries that make a directory "hold a run" (and that ``--overwrite`` clears).
-RUN_ENTRIES = ("manifest", "shards", "run.json", "cache", "report.html")
+RUN_ENTRIES = ("manifest", _SHARDS, _METADATA, "run.json", "cache", "report.html")
 
 
 @dataclass
@@ -89,7 +95,7 @@ class RunLayout:
 
     def _drop_temporaries(self) -> None:
         """Remove ``*.tmp`` files an interrupted run left (readers skip them anyway)."""
-        for sub in ("manifest", "shards", "cache"):
+        for sub in ("manifest", _SHARDS, _METADATA, "cache"):
             top = self.path(sub)
             if self.fs.exists(top):
                 for p in self.fs.find(top):
@@ -147,17 +153,46 @@ class RunLayout:
         return self.path("manifest", f"part-{part_id(part)}.parquet")
 
     def shards_dir(self) -> str:
-        """``shards``: the output tars and their Parquet files."""
+        """``shards``: the output tars only (what WebDataset readers are pointed at)."""
         return self.path(_SHARDS)
 
-    @staticmethod
-    def output_shard(name: str) -> str:
-        """An output shard's path relative to the run (the manifest's ``output_shard``)."""
-        return f"{_SHARDS}/{name}"
+    def metadata_dir(self) -> str:
+        """``metadata``: one Parquet file per output tar (what Parquet readers are pointed at)."""
+        return self.path(_METADATA)
 
-    def shard_prefix(self, part: int) -> str:
-        """File-name prefix of partition ``part``'s output shards (``part-PPPPP``)."""
-        return f"part-{part_id(part)}"
+    def output_tar(self, number: int) -> str:
+        """``shards/NNNNN.tar``: the ``number``-th output shard."""
+        return self.path(_SHARDS, f"{output_shard_id(number)}.tar")
+
+    def output_metadata(self, number: int) -> str:
+        """``metadata/NNNNN.parquet``: the rows of ``shards/NNNNN.tar``, in tar order."""
+        return self.path(_METADATA, f"{output_shard_id(number)}.parquet")
+
+    @staticmethod
+    def output_shard(number: int) -> str:
+        """An output shard's path relative to the run (the manifest's ``output_shard``)."""
+        return f"{_SHARDS}/{output_shard_id(number)}.tar"
+
+    def output_numbers(self) -> list[int]:
+        """Numbers of the output shards present (tars or metadata files, temporaries too)."""
+        found: set[int] = set()
+        for top in (self.shards_dir(), self.metadata_dir()):
+            if self.fs.exists(top):
+                for p in self.fs.ls(top, detail=False):
+                    stem = p.rsplit("/", 1)[-1].lstrip(".").split(".", 1)[0]
+                    if stem.isdigit():
+                        found.add(int(stem))
+        return sorted(found)
+
+    def drop_output_shards(self, numbers: Iterable[int]) -> None:
+        """Remove output shards ``numbers``: tars, metadata and their temporary files."""
+        for n in numbers:
+            stem = output_shard_id(n)
+            for top, ext in ((_SHARDS, "tar"), (_METADATA, "parquet")):
+                for name in (f"{stem}.{ext}", f".{stem}.{ext}.tmp"):
+                    path = self.path(top, name)
+                    if self.fs.exists(path):
+                        self.fs.rm(path)
 
     def report(self) -> str:
         """``report.html``."""

@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from pixsieve.dedup.exact import content_hash, find_exact_duplicates
 from pixsieve.io.limits import ReadLimits
+from pixsieve.io.schemas import EXACT_DUPLICATES, HASHES, conform, sample_id
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tar_reader import TarShardReader
 from pixsieve.progress import Progress
@@ -41,7 +42,8 @@ class ScanWorker:
     def run(self, index: int, progress: Progress) -> dict[str, Any]:
         """Hash one shard's images and write ``cache/hashes/SSSSS.parquet``."""
         url = self.shards[index].url
-        reader = TarShardReader(url, self.storage_options, self.limits, check_sidecars=False)
+        # sidecars are checked: a sample they make an error is hashed by no one (policy: limits)
+        reader = TarShardReader(url, self.storage_options, self.limits)
         positions, keys, digests = [], [], []
         samples = 0
         for sample in reader:
@@ -64,12 +66,13 @@ class ScanWorker:
             {
                 "shard_index": pa.array([index] * n, pa.int64()),
                 "position": pa.array(positions, pa.int64()),
+                "sample_id": pa.array([sample_id(index, p) for p in positions], pa.string()),
                 "key": pa.array(keys, pa.string()),
                 "source": pa.array([url] * n, pa.string()),
                 "hash": pa.array(digests, pa.binary(16)),
             }
         )
-        self.layout.write_table(self.layout.hashes(index), table)
+        self.layout.write_table(self.layout.hashes(index), conform(table, HASHES))
         summary = {"samples": samples, "error": reader.error}
         self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)
         return summary
@@ -89,8 +92,8 @@ def exact_duplicates(layout: RunLayout, n_shards: int) -> pa.Table:
         p = layout.hashes(i)
         if layout.fs.exists(p):
             tables.append(layout.read_table(p))
-    empty = pa.table({"hash": pa.array([], pa.binary(16))})
-    dups = find_exact_duplicates(pa.concat_tables(tables) if tables else empty)
+    dups = find_exact_duplicates(pa.concat_tables(tables) if tables else HASHES.empty_table())
+    dups = conform(dups, EXACT_DUPLICATES)
     layout.write_table(path, dups)
     layout.write_json(layout.marker(PASS, "exact"), {"duplicates": dups.num_rows})
     return dups

@@ -21,8 +21,9 @@ import pyarrow as pa
 from pixsieve.batch import ERROR, ImageBatch
 from pixsieve.devices import bound_device, model_device, place_stage
 from pixsieve.io.limits import READ_BUDGET, ReadLimits
+from pixsieve.io.schemas import conform, sample_id, samples_schema, stage_columns
 from pixsieve.io.shards import ShardRef
-from pixsieve.io.tables import batch_to_table, mark_errors
+from pixsieve.io.tables import batch_to_table, mark_errors, reason_columns
 from pixsieve.io.tar_reader import RawSample, TarShardReader
 from pixsieve.progress import Progress
 from pixsieve.run.feed import Feed
@@ -37,15 +38,6 @@ PASS = "score"
 
 _NOT_ADJACENT = "duplicate_key: {key} (its members are not adjacent in the shard)"
 log = logging.getLogger(__name__)
-EMPTY_SAMPLES = pa.table(
-    {
-        "position": pa.array([], pa.int64()),
-        "key": pa.array([], pa.string()),
-        "members": pa.array([], pa.list_(pa.string())),
-        "status": pa.array([], pa.string()),
-        "reason": pa.array([], pa.string()),
-    }
-)
 
 
 def _read_stats(batch: ImageBatch, stats: StageStats) -> None:
@@ -53,17 +45,21 @@ def _read_stats(batch: ImageBatch, stats: StageStats) -> None:
     stats.count(np.ones(len(batch), dtype=bool), batch.alive, batch.status == ERROR, batch.reason)
 
 
-def shard_error_row(source: str, error: str | list[str]) -> pa.Table:
-    """One manifest row (``position = -1``, no key) per stretch of a shard that was unreadable."""
+def shard_error_row(index: int, error: str | list[str]) -> pa.Table:
+    """One manifest row (``position = -1``, no key) per stretch of shard ``index`` that was
+    unreadable; their ``sample_id`` numbers them ``-1, -2, ...``."""
     errors = [error] if isinstance(error, str) else list(error)
     n = len(errors)
+    code, detail = reason_columns([f"shard_error: {e}" for e in errors])
     return pa.table(
         {
+            "sample_id": pa.array([sample_id(index, -k) for k in range(1, n + 1)], pa.string()),
             "position": pa.array([-1] * n, pa.int64()),
             "key": pa.array([None] * n, pa.string()),
             "members": pa.array([[]] * n, pa.list_(pa.string())),
-            "status": ["error"] * n,
-            "reason": [f"shard_error: {e}" for e in errors],
+            "status": pa.array(["error"] * n, pa.string()),
+            "reason": code,
+            "reason_detail": detail,
         }
     )
 
@@ -97,6 +93,7 @@ class ScoreWorker:
         self.replicas: list[str] = []  # devices of the model replicas (placement)
         self.read_ahead = False  # open the next shard's feed while scoring one (local runs)
         self._feeds: set[Feed] = set()  # feeds read ahead, not yet claimed
+        self.schema = samples_schema(stage_columns(stages))
         self._duplicates: dict[int, Duplicates] | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -181,15 +178,17 @@ class ScoreWorker:
         )
         model_stages = stages[split:]
         feed = self._claim(index, stages[:split])
-        reader, url = feed.reader, self.shards[index].url
+        reader = feed.reader
         if self.read_ahead:
             self._read_ahead(index, stages[:split])
         stats = {**feed.stats, **{stage_name(s): StageStats() for s in model_stages}}
         tables = self._pump(feed, model_stages, stats, progress)
         samples = sum(t.num_rows for t in tables)
         if reader.lost:
-            tables.append(shard_error_row(url, reader.lost))
-        table = pa.concat_tables(tables, promote_options="permissive") if tables else EMPTY_SAMPLES
+            tables.append(shard_error_row(index, reader.lost))
+        table = pa.concat_tables(
+            [conform(t, self.schema, warn=True) for t in tables] or [self.schema.empty_table()]
+        )
         table = mark_errors(table, _NOT_ADJACENT, reader.repeated_keys)
         if reader.untrusted:
             table = mark_errors(table, f"shard_error: {reader.lost[-1]}")
@@ -329,7 +328,7 @@ class ScoreWorker:
             except Exception as e2:  # never let recording a failure fail
                 log.warning("could not record the samples listed from %s: %s", url, e2)
         if lost or not tables:
-            tables.append(shard_error_row(url, lost or [error]))
-        table = pa.concat_tables(tables, promote_options="permissive")
+            tables.append(shard_error_row(index, lost or [error]))
+        table = pa.concat_tables([conform(t, self.schema) for t in tables])
         self.layout.write_table(self.layout.samples(index), table)
         return {"samples": read.counts["in"], "error": error, "stats": {"read": read.to_dict()}}

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pixsieve.io.schemas import SEMANTIC_DUPLICATES, conform
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import embeddings_from_arrow
 from pixsieve.run.layout import RunLayout
@@ -118,7 +119,7 @@ def run_semantic_dedup(
             "chained": pa.array(rows["chained"], pa.bool_()),
         }
     )
-    layout.write_table(layout.semantic_duplicates(), table)
+    layout.write_table(layout.semantic_duplicates(), conform(table, SEMANTIC_DUPLICATES))
     stats = StageStats()
     stats.count(np.ones(n, dtype=bool), ~removed, np.zeros(n, dtype=bool), "semantic_duplicate")
     summary = {

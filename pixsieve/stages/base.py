@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from pixsieve.batch import ERROR, KEPT, ImageBatch
+from pixsieve.batch import ERROR, KEPT, ImageBatch, reason_code
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,14 @@ class Stage(ABC):
       ``--skip embed``).
     - ``is_model``: the stage runs a neural network (placed in an actor pool on Ray, fed by a
       prefetching producer locally).
+    - ``columns``: the per-sample columns the stage sets and wants recorded, name → type
+      (``"float32"``, ``"string"``, ``"list<float32>"``...: :data:`pixsieve.io.schemas.TYPES`).
+      They fix the run's Parquet schemas (``docs/output.md``); an undeclared column is not
+      recorded.
     """
 
     name: ClassVar[str] = "stage"
+    columns: ClassVar[Mapping[str, str]] = {}
     resources: ClassVar[Resources] = Resources()
     needs_embeddings: ClassVar[bool] = False
     is_model: ClassVar[bool] = False
@@ -85,6 +90,14 @@ class Stage(ABC):
     @abstractmethod
     def process(self, batch: ImageBatch) -> ImageBatch:
         """Transform one batch and return it."""
+
+    def tally(self, batch: ImageBatch, entered: np.ndarray) -> dict[str, int]:
+        """Extra counters of one processed batch (``entered``: kept on entry); none by default.
+
+        For what a stage notices without dropping (e.g. samples it could not score, or how a
+        decoder routed its images); ``run_stage`` adds them to the stage's counters.
+        """
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """Return the stage's settings for ``run.json`` (public attributes by default)."""
@@ -155,7 +168,8 @@ class ScoreFilter(Filter):
     from ``run.json``) and the report (histogram, funnel step). Declare:
 
     - ``name`` / ``reason``: the stage name and the drop reason (usually equal);
-    - ``column``: the float score column :meth:`score` writes (NaN where unscored);
+    - ``column``: the float score column :meth:`score` writes (NaN where unscored; declared
+      in ``columns`` as ``float32`` for you);
     - ``threshold_setting``: the constructor argument / attribute holding the threshold;
     - ``default_threshold``: its default (the one place it is defined);
     - ``threshold_key``: its name in ``[filters]``, sweep tables and CLI options
@@ -189,6 +203,8 @@ class ScoreFilter(Filter):
             cls.label = cls.name
         if not cls.__dict__.get("title") and "column" in cls.__dict__:
             cls.title = cls.column.replace("_", " ")
+        if "column" in cls.__dict__ and "columns" not in cls.__dict__:
+            cls.columns = {**cls.columns, cls.column: "float32"}
 
     def __init__(
         self, threshold: float | None = None, score_only: bool = False, **named: float | None
@@ -242,11 +258,6 @@ def stage_name(stage: object) -> str:
     return str(getattr(stage, "name", None) or type(stage).__name__)
 
 
-def reason_code(reason: str) -> str:
-    """Counter suffix of a reason: the part before ``:`` (``decode_error: x`` → decode_error)."""
-    return reason.split(":", 1)[0].strip().replace(" ", "_")
-
-
 class StageStats:
     """Counters for one stage: ``in``, ``kept``, ``dropped_<reason>``, ``errors_<reason>``, time."""
 
@@ -296,14 +307,13 @@ class StageStats:
 def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBatch:
     """Run ``stage`` on ``batch`` and update ``stats`` from the change in the fate columns.
 
-    A stage with ``take_counts()`` (counters of its own since the last call, e.g. a decoder's
-    routing) adds them too.
+    A stage's :meth:`Stage.tally` (counters of its own: samples it could not score, a
+    decoder's routing) adds to them.
     """
     before = batch.status == KEPT
     start = time.perf_counter()
     out = stage.process(batch)
     stats.seconds += time.perf_counter() - start
-    stats.counts.update(getattr(stage, "take_counts", dict)())  # a stage's own counters
     if not isinstance(out, ImageBatch):
         raise TypeError(f"stage {stage_name(stage)} returned {type(out).__name__}, not ImageBatch")
     if len(out) != len(before):
@@ -312,4 +322,7 @@ def run_stage(stage: StageLike, batch: ImageBatch, stats: StageStats) -> ImageBa
             "drop samples with batch.drop(mask, reason) instead"
         )
     stats.count(before, out.status == KEPT, out.status == ERROR, out.reason)
+    tally = getattr(stage, "tally", None)
+    if callable(tally):
+        stats.counts.update({k: v for k, v in tally(out, before).items() if v})
     return out

@@ -9,27 +9,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
-from pixsieve.batch import ImageBatch
+from pixsieve.batch import EMBEDDING_COLUMN, ImageBatch
 from pixsieve.models.hub import DEFAULT_CLIP_ID, DEFAULT_CLIP_REVISION
 from pixsieve.stages.base import DeviceResources, Stage
 
 if TYPE_CHECKING:
     from pixsieve.models.clip import ClipEncoder
 
-EMBEDDING_COLUMN = "embedding"
+__all__ = ["EMBEDDING_COLUMN", "ClipEmbedder", "ClipModelStage"]
 
 
-class ClipEmbedder(Stage):
-    """Embed every decoded sample with CLIP (default: pinned OpenAI ViT-L/14).
+class ClipModelStage(Stage):
+    """Settings shared by the stages that run a tower of one CLIP checkpoint: which model and
+    revision (the pinned OpenAI ViT-L/14 by default), device, precision, batch size. The
+    loaded model (``_encoder``) is never pickled; :attr:`resources` follows the device."""
 
-    Sets column ``embedding``: ``(N, D)`` float32, L2-normalised, NaN rows where the sample was
-    not decoded. Removed samples that were decoded are embedded too, so their scores can still
-    be recorded. The model loads once per worker in :meth:`setup`.
-    """
-
-    name: ClassVar[str] = "embed"
     is_model: ClassVar[bool] = True
     resources = DeviceResources()  # one GPU unless the device is the CPU
 
@@ -40,7 +35,6 @@ class ClipEmbedder(Stage):
         device: str = "auto",
         precision: str | None = None,
         batch_size: int = 64,
-        compile: bool = False,
     ) -> None:
         self.model = model or DEFAULT_CLIP_ID
         if self.model == DEFAULT_CLIP_ID and revision is None:
@@ -49,11 +43,25 @@ class ClipEmbedder(Stage):
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
-        self.compile = compile
-        self._encoder: ClipEncoder | None = None
+        self._encoder: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_encoder": None}  # ship settings, never the loaded model
+
+
+class ClipEmbedder(ClipModelStage):
+    """Embed every decoded sample with CLIP (default: pinned OpenAI ViT-L/14).
+
+    Sets column ``embedding``: ``(N, D)`` float32, L2-normalised, NaN rows where the sample was
+    not decoded. Removed samples that were decoded are embedded too, so their scores can still
+    be recorded. The model loads once per worker in :meth:`setup`.
+    """
+
+    name: ClassVar[str] = "embed"
+
+    def __init__(self, *args: Any, compile: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.compile = compile  # torch.compile the model, fixed padded chunk (docs/gpu.md)
 
     def setup(self) -> None:
         """Load the CLIP model (once)."""
@@ -85,6 +93,8 @@ class ClipEmbedder(Stage):
             raise RuntimeError("embed needs decoded pixels: run the decode stage before it")
         pixels = batch.pixels
         if len(rows) < len(batch):  # index on the pixels' own device (a GPU decoder's)
+            import torch
+
             device = getattr(pixels, "device", None)
             pixels = pixels[torch.as_tensor(rows, device=device) if device else rows]
         return rows, pixels

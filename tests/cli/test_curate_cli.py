@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample"
 KNOWN_REASONS = {
     "decode_error", "exact_duplicate", "aesthetic", "nsfw", "semantic_duplicate", "too_small",
+    "caption_mismatch",
 }  # fmt: skip
 
 
@@ -61,6 +62,7 @@ def test_full_pipeline_with_tiny_clip_and_real_heads(tmp_path, tiny_clip_dir):
     assert len(decodable) == 12
     for r in decodable:
         assert r["aesthetic_score"] is not None and 0 < r["nsfw_prob"] < 1, r
+        assert -1 <= r["clip_score"] <= 1 and r["caption"], r  # sample/ has .txt captions
     assert {r["reason"].split(":")[0] for r in manifest if r["reason"]} <= KNOWN_REASONS
     cache = ds.dataset(str(out / "cache" / "samples")).to_table(columns=["key", "embedding"])
     embedded = {
@@ -70,8 +72,11 @@ def test_full_pipeline_with_tiny_clip_and_real_heads(tmp_path, tiny_clip_dir):
     }
     assert {r["key"] for r in decodable} <= embedded
     rec = json.loads((out / "run.json").read_text())
-    assert [s["name"] for s in rec["stages"]] == ["decode", "embed", "aesthetic", "nsfw"]
-    survivors_of_filters = [r for r in decodable if r["reason"] not in ("aesthetic", "nsfw")]
+    assert [s["name"] for s in rec["stages"]] == [
+        "decode", "captions", "embed", "embed_text", "aesthetic", "nsfw", "caption",
+    ]  # fmt: skip
+    filters = ("aesthetic", "nsfw", "caption_mismatch")
+    survivors_of_filters = [r for r in decodable if r["reason"] not in filters]
     assert rec["counters"]["semantic_dedup"]["counts"]["in"] == len(survivors_of_filters)
 
 
@@ -101,6 +106,8 @@ def test_errors_in_samples_still_exit_zero(tmp_path, bad_shard):
         (["missing-dir/"], "input not found"),
         (["--skip", "everything"], "Invalid value for '--skip'"),
         (["--nsfw-max", "2"], "Invalid value for '--nsfw-max'"),
+        (["--clip-score-min", "1.5"], "Invalid value for '--clip-score-min'"),
+        (["--caption-from", "json:"], "[filters] caption_from: bad text source 'json:'"),
     ],
 )
 def test_unusable_arguments(tmp_path, args, message):
@@ -235,3 +242,19 @@ def test_bad_config_value_is_a_usage_error(tmp_path):
     assert result.exit_code == 2
     assert "[read] batch_size must be an integer" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_invalid_sidecars_are_errors_unless_kept(tmp_path, bad_shard):
+    out = tmp_path / "out"
+    result = run(str(bad_shard), "-o", str(out), "--skip", "embed")
+    assert result.exit_code == 0, result.output
+    row = next(r for r in rows(out) if r["key"] == "013-badjson")
+    assert row["status"] == "error" and row["reason"] == "invalid_json"
+    assert row["output_shard"] is None
+    kept = tmp_path / "kept"
+    result = run(str(bad_shard), "-o", str(kept), "--skip", "embed", "--keep-invalid-sidecars")
+    assert result.exit_code == 0, result.output
+    row = next(r for r in rows(kept) if r["key"] == "013-badjson")
+    assert row["status"] == "kept" and row["warnings"].startswith("invalid_json: 013-badjson")
+    record = json.loads((kept / "run.json").read_text())
+    assert record["config"]["read"]["keep_invalid_sidecars"] is True

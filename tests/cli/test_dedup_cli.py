@@ -146,7 +146,7 @@ def _bad_table(tmp_path, kind: str):
         ("dims", "8 dimensions; 1 row(s), first id 7 has 5"),
         ("nan", "NaN or inf in embeddings: 1 row(s), first id 3"),
         ("type", "must be a list of floats"),
-        ("ids", "repeated values"),
+        ("ids", "ids must be unique; 0 appears more than once"),
     ],
 )
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, kind, message):
@@ -172,3 +172,47 @@ def test_threshold_outside_0_1_is_refused_like_curate(tmp_path, threshold):
     assert res.exit_code == 2
     assert "cosine similarity in (0, 1]" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_several_inputs_a_glob_and_foreign_files(tmp_path, planted):
+    x = planted.embeddings
+    data = tmp_path / "emb"
+    data.mkdir()
+    for part, sl in enumerate([slice(0, 200), slice(200, 400), slice(400, None)]):
+        table = pa.table({"id": np.arange(len(x))[sl], "embedding": _fixed(x[sl])})
+        pq.write_table(table, data / f"part-{part}.parquet")
+    (data / "_SUCCESS").write_text("")
+    expected = find_duplicates(x, SemanticDedupConfig(keep="first"))
+    for i, inputs in enumerate(
+        [[str(data)], [str(data / "part-0.parquet"), str(data / "part-[12].parquet")]]
+    ):
+        out = tmp_path / f"out{i}"
+        res = _run(*inputs, "-o", str(out), "--keep", "first", "--memory-limit", "1GiB")
+        assert res.exit_code == 0, res.output
+        table = pq.read_table(out / "duplicates.parquet")
+        assert table.column("id").to_pylist() == expected.removed_indices().tolist()
+        assert not (out / "work").exists()  # removed after success
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory-limit", "lots"], "not a memory size"),
+        (["--memory-limit", "10MiB"], "too small"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, planted, args, message):
+    path = tmp_path / "emb.parquet"
+    x = planted.embeddings
+    pq.write_table(pa.table({"id": np.arange(len(x)), "embedding": _fixed(x)}), path)
+    res = CliRunner().invoke(dedup, [str(path), "-o", str(tmp_path / "out"), *args])
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_a_file_that_is_not_parquet(tmp_path):
+    path = tmp_path / "emb.parquet"
+    path.write_text("id,embedding\n")
+    res = CliRunner().invoke(dedup, [str(path), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert "is not a readable Parquet file" in res.output and "Traceback" not in res.output

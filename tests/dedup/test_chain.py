@@ -23,7 +23,7 @@ def test_chain_is_flagged_and_similarity_is_to_the_survivor():
     chain = _rotation_chain()  # a~b 0.96, b~c 0.96, a~c ~0.84
     tight = np.roll(_rotation_chain(step_cos=0.99, length=2), 2, axis=1)  # on e3/e4
     x = np.concatenate([chain, tight, noise])
-    result = find_duplicates(x, SemanticDedupConfig(keep="first", n_clusters=1))
+    result = find_duplicates(x, SemanticDedupConfig(keep="first", n_clusters=1, mode="components"))
     assert result.component_size[:3].tolist() == [3, 3, 3]
     assert result.removed[:3].tolist() == [False, True, True]
     assert result.duplicate_of[1:3].tolist() == [0, 0]
@@ -37,5 +37,7 @@ def test_chain_is_flagged_and_similarity_is_to_the_survivor():
 
 def test_chain_margin_controls_the_flag():
     x = np.concatenate([_rotation_chain(), np.eye(768, dtype=np.float32)[10:50]])
-    loose = find_duplicates(x, SemanticDedupConfig(keep="first", n_clusters=1, chain_margin=0.2))
+    loose = find_duplicates(
+        x, SemanticDedupConfig(keep="first", n_clusters=1, chain_margin=0.2, mode="components")
+    )
     assert not loose.chained.any()

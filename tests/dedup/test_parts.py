@@ -18,7 +18,8 @@ def test_config_defaults_and_eps():
     assert config.clusters_for(1_000_000) == 1000
     assert config.clusters_for(10) == 1
     assert SemanticDedupConfig(n_clusters=50).clusters_for(20) == 20
-    assert auto_n_clusters(0) == 1 and auto_n_clusters(4000) == 63
+    assert auto_n_clusters(0) == 1 and auto_n_clusters(4000) == 4
+    assert auto_n_clusters(10_000_000) == 10_000  # clusters stay ~1,000 items as N grows
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,8 @@ def test_border_groups_are_split_across_clusters_and_still_found(topic_planted, 
 def test_components_match_brute_force(fixture, request, brute):
     planted = request.getfixturevalue(fixture)
     x = planted.embeddings
-    result = find_duplicates(x, SemanticDedupConfig(threshold=brute.THRESHOLD, keep="first"))
+    config = SemanticDedupConfig(threshold=brute.THRESHOLD, keep="first", mode="components")
+    result = find_duplicates(x, config)
     truth = brute.pairs(x, brute.THRESHOLD)
     labels = np.array(brute.components(len(x), truth))
     in_group = np.bincount(labels, minlength=len(x))[labels] >= 2

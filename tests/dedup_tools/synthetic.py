@@ -59,6 +59,7 @@ def planted_embeddings(
     border_fraction: float = 0.2,
     seed: int = 0,
     chunk_rows: int = 16384,
+    out: np.ndarray | None = None,
 ) -> Planted:
     """Generate ``n`` unit vectors, ``dup_fraction`` of them in planted duplicate groups.
 
@@ -73,6 +74,7 @@ def planted_embeddings(
             alternately towards each (needs ``n_topics >= 2``).
         seed: random seed.
         chunk_rows: rows generated at a time.
+        out: ``(n, dim)`` float32 array to fill (e.g. a memory map, for sets larger than RAM).
     """
     rng = np.random.default_rng(seed)
     sizes = rng.integers(2, max_group + 1, size=max(1, int(n * dup_fraction / (max_group / 2 + 1))))
@@ -81,7 +83,7 @@ def planted_embeddings(
     n_orig = n - n_copies
     topics = _unit(rng.standard_normal((n_topics, dim), dtype=np.float32)) if n_topics else None
     pos = rng.permutation(n)
-    out = np.empty((n, dim), dtype=np.float32)
+    out = np.empty((n, dim), dtype=np.float32) if out is None else out
     for start in range(0, n_orig, chunk_rows):
         stop = min(start + chunk_rows, n_orig)
         v = rng.standard_normal((stop - start, dim), dtype=np.float32) / np.sqrt(dim)

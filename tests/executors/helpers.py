@@ -34,6 +34,7 @@ class BrightnessFilter(Filter):
 
     name: ClassVar[str] = "brightness"
     reason: ClassVar[str] = "too_dark"
+    columns: ClassVar[dict[str, str]] = {"brightness": "float32"}
 
     def __init__(self, min_brightness: float = 100.0) -> None:
         super().__init__()

@@ -2,7 +2,8 @@
 
 Writes through files opened for writing count against ``PIXSIEVE_TEST_QUOTA`` bytes (read from
 the environment at each write; unset or ``0`` means no limit); past it, ``write`` raises
-``OSError(ENOSPC)`` as a full disk does.
+``OSError(ENOSPC)`` as a full disk does, or the errno named by ``PIXSIEVE_TEST_ERRNO``
+(``EACCES``: an output made read-only mid-run; ``EDQUOT``, ``EIO``...).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class _QuotaFile(LocalFileOpener):
         quota = int(os.environ.get("PIXSIEVE_TEST_QUOTA") or 0)
         with _lock:
             if quota and _written + len(data) > quota:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                code = getattr(errno, os.environ.get("PIXSIEVE_TEST_ERRNO") or "ENOSPC")
+                raise OSError(code, os.strerror(code))
             _written += len(data)
         return super().write(data)
 

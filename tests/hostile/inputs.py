@@ -279,7 +279,8 @@ def big_sidecar_and_many_members() -> Shard:
 
 
 def deep_json_and_bad_sidecars() -> Shard:
-    """A 100,000-level nested JSON sidecar, invalid JSON, invalid UTF-8: kept with warnings."""
+    """A 100,000-level nested JSON sidecar, invalid JSON, invalid UTF-8: errors with their own
+    reasons (standard loaders would raise on them), never a crash."""
     members = [
         ("dj0.jpg", jpeg(52000)),
         ("dj0.json", b"[" * 100_000 + b"]" * 100_000),
@@ -288,7 +289,8 @@ def deep_json_and_bad_sidecars() -> Shard:
         ("dj2.jpg", jpeg(52002)),
         ("dj2.txt", b"\xff\xfe\xfa"),
     ]
-    return Shard("sidecars.tar", tar_bytes(members), ["dj0", "dj1", "dj2"])
+    reasons = {"dj0": "invalid_json", "dj1": "invalid_json", "dj2": "invalid_utf8"}
+    return Shard("sidecars.tar", tar_bytes(members), ["dj0", "dj1", "dj2"], reasons)
 
 
 def _png_header_only(w: int, h: int, color_type: int) -> bytes:

@@ -7,6 +7,7 @@ one line and a non-zero exit, never a traceback, and a re-run must give what a c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -141,6 +142,16 @@ def test_a_full_disk_ends_the_run_and_a_rerun_completes_identically(
     ok(curate.run(argv(small / "in", out), name="re-run after freeing space"))
     ok(curate.run(argv(small / "in", small / "ref"), name="reference run"))
     assert outputs(out) == outputs(small / "ref")
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+@pytest.mark.parametrize("code", ["EACCES", "EIO", "EDQUOT"])
+def test_other_write_errors_mid_run_are_one_line(curate: CurateServer, small: Path, code: str):
+    out = small / "out"
+    env = {"PIXSIEVE_TEST_QUOTA": "40000", "PIXSIEVE_TEST_ERRNO": code}
+    result = curate.run(argv(small / "in", f"fullfs://{out}"), env=env, name=f"write error {code}")
+    refused(result, os.strerror(getattr(errno, code)))
+    ok(curate.run(argv(small / "in", out), name=f"re-run after {code}"))
     assert not [p for p in out.rglob("*.tmp")]
 
 

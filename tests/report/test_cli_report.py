@@ -20,7 +20,8 @@ def runner() -> CliRunner:
 
 
 def test_names_and_help(runner: CliRunner) -> None:
-    assert [c.name for c in COMMANDS] == ["report", "sweep", "refilter", "export-docs"]
+    names = ["report", "sweep", "refilter", "export-docs", "export-embeddings"]
+    assert [c.name for c in COMMANDS] == names
     for command in COMMANDS:  # main registers exactly these
         assert main.commands[command.name] is command
         assert command.help and len(command.help) > 40
@@ -73,8 +74,8 @@ def test_refilter_and_export_docs_commands(
     ]
     assert len(lines) == record["totals"]["kept"]
     assert f"{len(lines):,} documents in" in result.output
-    no_text = sum(line["text"] is None for line in lines)  # 013-badjson has no .txt
-    assert no_text == 1 and f"warning: 1 of {len(lines):,} documents have no text" in result.output
+    assert all(line["text"] is not None for line in lines)  # 013-badjson is an error now
+    assert "documents have no text" not in result.output
 
 
 def test_export_docs_warns_and_counts_missing_texts(

@@ -149,7 +149,7 @@ class AcceleratedDecodeStage(DecoderStage):
         failed call), ``failed_calls`` and ``oom_splits``, since this worker started."""
         return dict(self._counts)
 
-    def take_counts(self) -> dict[str, int]:
+    def tally(self, batch: ImageBatch, entered: np.ndarray) -> dict[str, int]:
         """The routing counters since the last call (``run.json`` records them per stage)."""
         new = self._counts - self._taken
         self._taken.update(new)

@@ -79,7 +79,7 @@ def test_bad_shard_same_fates_and_reasons(bad_shard, dali_cpu):
 def test_same_counters_as_cpu_stage(bad_shard, dali_cpu):
     cpu_stats, dali_stats = StageStats(), StageStats()
     run_stage(DecodeStage(), read_batch(bad_shard), cpu_stats)
-    dali_cpu.take_counts()  # earlier tests' batches (the fixture is shared)
+    dali_cpu.tally(None, None)  # earlier tests' batches (the fixture is shared)
     run_stage(dali_cpu, read_batch(bad_shard), dali_stats)
     routing = {"accelerated", "routed_cpu", "fallback_cpu", "failed_calls", "oom_splits"}
     fates = {k: v for k, v in dali_stats.counts.items() if k not in routing}

@@ -1,0 +1,288 @@
+"""Per-file tasks of partitioned dedup: each reads one input file and writes partition files.
+
+* :func:`assign_file` finds every row's nearest centroids, applies the border rule
+  (:mod:`pixsieve.dedup.border`) and writes each membership ``(row, cluster, secondary,
+  priority, embedding)`` into the file of its cluster's bucket, ``assign/fFFFFF/bBBBB.parquet``.
+* :func:`gather_file` writes the rows that ended in a duplicate group, with their group label,
+  into ``gather/fFFFFF/gGGGG.parquet`` (bucket = label modulo the bucket count).
+
+A task writes into ``<dir>.tmp`` and renames it when done, so a finished directory is the
+completion marker and a rerun skips it. Tasks take only plain arguments (paths, small arrays,
+frozen settings), so any executor's ``map`` can run them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
+from pixsieve.dedup.hashparts import key_buckets
+from pixsieve.dedup.keep import priority
+from pixsieve.dedup.kmeans import CentroidSearch, normalize
+from pixsieve.dedup.sources import Columns, InputError, Source, read_blocks
+
+COUNTS_FILE = "counts.json"
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """What a per-file task needs besides its own arguments.
+
+    Attributes:
+        work: the work directory.
+        columns: input column names.
+        dim: embedding dimension.
+        batch_rows: rows read at a time.
+        policy: the resolved keep policy (sets each row's priority).
+    """
+
+    work: str
+    columns: Columns
+    dim: int
+    batch_rows: int
+    policy: str
+
+
+def fixed_list(x: np.ndarray) -> pa.Array:
+    """``(n, D)`` float32 rows as a fixed-size list array (no copy of the values)."""
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
+
+
+def packed(x: np.ndarray) -> pa.Array:
+    """``(n, D)`` float32 rows as one fixed-size binary value each (no copy of the values).
+
+    Partition files store embeddings this way: a flat column decodes as one memory copy,
+    where a Parquet list column costs a repetition and definition level per number.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    width = 4 * x.shape[1]
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(x), [None, pa.py_buffer(x.reshape(-1))]
+    )
+
+
+def unpack_into(column: pa.ChunkedArray | pa.Array, out: np.ndarray, rows: np.ndarray) -> None:
+    """Write the packed embeddings of ``column`` into ``out[rows]`` chunk by chunk."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    dim = out.shape[1]
+    pos = 0
+    for chunk in chunks:
+        n = len(chunk)
+        if n:
+            data = np.frombuffer(chunk.buffers()[1], dtype=np.float32)
+            data = data[chunk.offset * dim : (chunk.offset + n) * dim].reshape(n, dim)
+            out[rows[pos : pos + n]] = data
+        pos += n
+
+
+def unpacked(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """The packed embeddings of ``column`` as one ``(n, dim)`` float32 array."""
+    out = np.empty((len(column), dim), dtype=np.float32)
+    unpack_into(column, out, np.arange(len(column)))
+    return out
+
+
+def _begin(final: Path) -> Path | None:
+    """A fresh ``<final>.tmp`` directory, or ``None`` when ``final`` is already done."""
+    if final.exists():
+        return None
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _finish(tmp: Path, final: Path, counts: dict[str, Any]) -> dict[str, Any]:
+    (tmp / COUNTS_FILE).write_text(json.dumps(counts, default=int))
+    tmp.rename(final)
+    return counts
+
+
+def _done(final: Path) -> dict[str, Any]:
+    return json.loads((final / COUNTS_FILE).read_text())
+
+
+class _Writers:
+    """One Parquet writer per bucket, opened on first use."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        self.folder, self.prefix = folder, prefix
+        self.open: dict[int, pq.ParquetWriter] = {}
+
+    def write(self, bucket: int, table: pa.Table) -> None:
+        if bucket not in self.open:
+            path = self.folder / f"{self.prefix}{bucket:04d}.parquet"
+            self.open[bucket] = pq.ParquetWriter(path, table.schema, compression="none")
+        self.open[bucket].write_table(table)
+
+    def close(self) -> None:
+        for writer in self.open.values():
+            writer.close()
+
+
+def _write_ids(writers: _Writers, ids: pa.Array, n_buckets: int) -> None:
+    bucket = key_buckets(ids, n_buckets)
+    order = np.argsort(bucket, kind="stable")
+    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+    for part in np.split(order, cuts) if len(order) else []:
+        writers.write(int(bucket[part[0]]), pa.table({"id": ids.take(pa.array(part))}))
+
+
+def repeated_id(work: str, bucket: int) -> str | None:
+    """The first id seen twice among the ids of one id bucket, as a message, or ``None``."""
+    files = sorted(str(p) for p in Path(work).glob(f"assign/f*/i{bucket:04d}.parquet"))
+    if not files:
+        return None
+    ids = pq.read_table(files[0]).column("id") if len(files) == 1 else None
+    if ids is None:
+        ids = pa.concat_tables([pq.read_table(f) for f in files]).column("id")
+    if pc.count_distinct(ids).as_py() == len(ids):
+        return None
+    counts = pc.value_counts(ids)
+    first = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+    return f"ids must be unique; {first!r} appears more than once"
+
+
+def assign_file(
+    task: FileTask,
+    source: Source,
+    index: int,
+    centroids_path: str,
+    bucket_of: np.ndarray,
+    candidates: int,
+    threshold: float,
+    slack: float,
+    id_buckets: int = 1,
+) -> dict[str, Any]:
+    """Assign the rows of one input file to clusters and write them into bucket partitions.
+
+    Also writes ``own.npy`` (each row's own cluster), ``priority.npy`` (its keep priority) and
+    the ids partitioned by hash into ``iBBBB.parquet`` (for the uniqueness check).
+    Returns counts: ``rows``, ``secondary`` (border memberships).
+
+    Raises:
+        InputError: a bad row (see :func:`pixsieve.dedup.sources.check_batch`) or a null id.
+    """
+    final = Path(task.work) / "assign" / f"f{index:05d}"
+    tmp = _begin(final)
+    if tmp is None:
+        return _done(final)
+    centroids = np.load(centroids_path)
+    k = len(centroids)
+    search = CentroidSearch(centroids, candidates)
+    m = search.m
+    half = border_margin(threshold, slack) if m > 1 else 0.0
+    gram = centroids @ centroids.T if half > 0 and k <= GRAM_MAX_CLUSTERS else None
+    own = np.empty(source.rows, dtype=np.int32)
+    prio = np.empty(source.rows, dtype=np.float64)
+    writers, id_writers = _Writers(tmp, "b"), _Writers(tmp, "i")
+    start = n_secondary = 0
+    try:
+        for block in read_blocks(source.path, task.columns, task.dim, task.batch_rows):
+            if block.ids.null_count:
+                raise InputError(f"id column {task.columns.id!r} has null values in {source.path}")
+            _write_ids(id_writers, block.ids, id_buckets)
+            x = normalize(block.embeddings)
+            sims, ids = search.search(x)
+            r = len(x)
+            own[start : start + r] = ids[:, 0]
+            p = priority(
+                task.policy,
+                r,
+                aesthetic=block.aesthetic,
+                resolution=block.resolution,
+                centroid_sim=sims[:, 0],
+                start=source.offset + start,
+            )
+            prio[start : start + r] = p
+            point, cluster = np.arange(r), ids[:, 0].astype(np.int64)
+            secondary = np.zeros(r, dtype=bool)
+            if half > 0:
+                rows, other = border_chunk(sims, ids, centroids, gram, half)
+                point = np.concatenate([point, rows])
+                cluster = np.concatenate([cluster, other])
+                secondary = np.concatenate([secondary, np.ones(len(rows), dtype=bool)])
+                n_secondary += len(rows)
+            bucket = bucket_of[cluster]
+            order = np.argsort(bucket, kind="stable")
+            cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+            for part in np.split(order, cuts):
+                if not len(part):
+                    continue
+                pts = point[part]
+                table = pa.table(
+                    {
+                        "row": pa.array(source.offset + start + pts, pa.int64()),
+                        "cluster": pa.array(cluster[part], pa.int32()),
+                        "secondary": pa.array(secondary[part]),
+                        "priority": pa.array(p[pts], pa.float64()),
+                        "embedding": packed(x[pts]),
+                    }
+                )
+                writers.write(int(bucket[part[0]]), table)
+            start += r
+    finally:
+        writers.close()
+        id_writers.close()
+        pa.default_memory_pool().release_unused()
+    np.save(tmp / "own.npy", own)
+    np.save(tmp / "priority.npy", prio)
+    return _finish(tmp, final, {"rows": source.rows, "secondary": n_secondary})
+
+
+def gather_file(
+    task: FileTask,
+    source: Source,
+    index: int,
+    local_rows: np.ndarray,
+    labels: np.ndarray,
+    child: np.ndarray,
+    n_buckets: int,
+) -> dict[str, Any]:
+    """Write the grouped rows of one file (``local_rows``, ascending) with their group labels.
+
+    ``child`` marks rows that SemDeDup removed (``semdedup`` mode; all false otherwise).
+    """
+    final = Path(task.work) / "gather" / f"f{index:05d}"
+    tmp = _begin(final)
+    if tmp is None:
+        return _done(final)
+    prio = np.load(Path(task.work) / "assign" / f"f{index:05d}" / "priority.npy")
+    writers = _Writers(tmp, "g")
+    start = 0
+    try:
+        for block in read_blocks(source.path, task.columns, task.dim, task.batch_rows):
+            r = len(block.embeddings)
+            lo, hi = np.searchsorted(local_rows, [start, start + r])
+            if hi > lo:
+                take = local_rows[lo:hi]
+                x = normalize(block.embeddings[take - start])
+                lab, bucket = labels[lo:hi], labels[lo:hi] % n_buckets
+                order = np.argsort(bucket, kind="stable")
+                cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+                for part in np.split(order, cuts):
+                    table = pa.table(
+                        {
+                            "row": pa.array(source.offset + take[part], pa.int64()),
+                            "label": pa.array(lab[part], pa.int64()),
+                            "priority": pa.array(prio[take[part]], pa.float64()),
+                            "child": pa.array(child[lo:hi][part]),
+                            "embedding": packed(x[part]),
+                        }
+                    )
+                    writers.write(int(bucket[part[0]]), table)
+            start += r
+    finally:
+        writers.close()
+        pa.default_memory_pool().release_unused()
+    return _finish(tmp, final, {"rows": len(local_rows)})

@@ -1,0 +1,294 @@
+"""Semantic dedup of embeddings in Parquet files, in passes whose memory does not grow with N.
+
+Phases (each resumable; a finished partition or bucket is never redone):
+
+1. **sample**: read the k-means sample (:func:`pixsieve.dedup.kmeans.sample_indices`, the same
+   rows the in-memory path trains on) from the files; **kmeans**: fit the centroids.
+2. **assign**: one task per input file (:func:`pixsieve.dedup.partition.assign_file`).
+3. **similarity**: one task per bucket of clusters (:func:`pixsieve.dedup.buckets.bucket_edges`).
+4. **components** over the edges in the driver (8 bytes per item), then **gather** (one task per
+   file: the grouped rows with their labels) and **resolve** (one task per group bucket: keep
+   policy, witness rule, exact similarities).
+5. **write**: ``duplicates.parquet`` (one row per removed id) and ``dedup.json``.
+
+Tasks run through ``map_calls(fn, argument_tuples)`` (threads by default); an executor's map
+spreads them over a cluster. See ``docs/dedup.md`` for what lives where, on disk and in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as ds
+
+from pixsieve.dedup.buckets import bucket_edges, resolve_bucket
+from pixsieve.dedup.components import connected_components
+from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.io import DUPLICATES_FILE, SUMMARY_FILE, write_partitioned_output
+from pixsieve.dedup.keep import resolve_policy
+from pixsieve.dedup.kmeans import sample_indices, train_centroids
+from pixsieve.dedup.memory import Budget, default_memory_limit
+from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
+from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources, read_sample
+
+Progress = Callable[[str, int, int], None]
+MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
+
+
+def thread_map(workers: int) -> MapCalls:
+    """A ``map_calls`` running the calls on ``workers`` threads, results in call order."""
+
+    def run(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            yield from pool.map(lambda args: fn(*args), calls)
+
+    return run
+
+
+@dataclass
+class PartitionedResult:
+    """What a partitioned run produced: output paths, counts, seconds per phase, notes."""
+
+    duplicates: Path
+    summary: Path
+    work: Path
+    counts: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    keep_policy: str = ""
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """Size and modification time: a changed input file invalidates earlier partitions."""
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _plan_key(plan: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _prepare_work(work: Path, plan: dict[str, Any]) -> None:
+    """Reuse ``work`` when it holds a run of the same plan; else start it afresh."""
+    marker = work / "plan.json"
+    key = _plan_key(plan)
+    if marker.exists():
+        if json.loads(marker.read_text()).get("key") == key:
+            return
+        for name in ("centroids.npy", "assign", "edges", "pairs", "gather", "resolved"):
+            target = work / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(
+                missing_ok=True
+            )
+    elif work.exists() and any(work.iterdir()):
+        raise InputError(f"work directory {work} is not empty and holds no pixsieve dedup run")
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"key": key, **plan}, indent=2, default=str))
+
+
+def dedup_files(
+    inputs: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    config: SemanticDedupConfig | None = None,
+    *,
+    columns: Columns | None = None,
+    memory_limit: int | None = None,
+    workers: int = 2,
+    work_dir: str | Path | None = None,
+    map_calls: MapCalls | None = None,
+    progress: Progress | None = None,
+    keep_work: bool = True,
+) -> PartitionedResult:
+    """Deduplicate the embeddings of Parquet files without holding them in memory.
+
+    Args:
+        inputs: a Parquet file, a directory, a glob or a list of them.
+        out_dir: where ``duplicates.parquet`` and ``dedup.json`` are written.
+        config: settings (as :func:`pixsieve.dedup.find_duplicates`).
+        columns: input column names.
+        memory_limit: bytes the process may use (default: half the machine's memory).
+        workers: tasks run at once (threads unless ``map_calls`` is given).
+        work_dir: partition files (default ``out_dir/work``); a rerun resumes from it.
+        map_calls: runs the tasks: ``map_calls(fn, argument_tuples)`` yields results in order.
+        progress: called as ``progress(phase, done, total)``.
+        keep_work: keep the partition files after success (they allow instant reruns).
+
+    Raises:
+        InputError: unreadable input, missing columns, bad rows (one line naming the row).
+    """
+    config = config or SemanticDedupConfig()
+    columns = columns or Columns()
+    out = Path(out_dir)
+    work = Path(work_dir) if work_dir is not None else out / "work"
+    run = map_calls or thread_map(workers)
+    timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+
+    @contextmanager
+    def phase(name: str) -> Iterator[None]:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        yield
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - cpu_start
+
+    def tick(name: str, results: Iterable[Any], total: int) -> list[Any]:
+        done = []
+        for item in results:
+            done.append(item)
+            if progress:
+                progress(name, len(done), total)
+        return done
+
+    # never read our own output or partitions back as input (``-o`` inside the input directory)
+    mine = (out.resolve(), work.resolve())
+    files = [
+        f
+        for f in parquet_files(inputs)
+        if not any(Path(f).resolve().is_relative_to(m) for m in mine)
+    ]
+    if not files:
+        raise InputError(f"no input Parquet files outside {out}")
+    sources, dim = plan_sources(files, columns)
+    n = sum(s.rows for s in sources)
+    budget = Budget(memory_limit or default_memory_limit(), workers, n, dim)
+    try:
+        budget.check()
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    policy, note = resolve_policy(
+        config.keep,
+        np.empty(0) if columns.score else None,
+        np.empty(0) if columns.width and columns.height else None,
+    )
+    k = config.clusters_for(n)
+    semdedup = config.mode == "semdedup"
+    n_buckets = budget.buckets(n * (1.0 if semdedup else 2.0))
+    plan = {
+        "files": [(s.path, s.rows, *_stamp(s.path)) for s in sources],
+        "columns": columns.__dict__,
+        "config": config.to_dict(),
+        "policy": policy,
+        "k": k,
+        "buckets": n_buckets,
+        "id_buckets": budget.id_buckets(),
+    }
+    _prepare_work(work, plan)
+    task = FileTask(str(work), columns, dim, budget.batch_rows, policy)
+    counts: dict[str, Any] = {"n": n, "n_clusters": k, "files": len(sources), "buckets": n_buckets}
+
+    def passes() -> int:
+        """Run the phases up to resolve; return the number of group buckets."""
+        centroids_path = work / "centroids.npy"
+        if not centroids_path.exists() and n:
+            with phase("sample"):
+                cap = budget.sample_rows
+                idx = sample_indices(n, k, config.kmeans_points_per_centroid, config.seed, cap=cap)
+                train = read_sample(sources, columns, dim, idx, budget.batch_rows, progress)
+            with phase("kmeans"):
+                centroids = train_centroids(
+                    train,
+                    k,
+                    iters=config.kmeans_iters,
+                    points_per_centroid=config.kmeans_points_per_centroid,
+                    seed=config.seed,
+                )
+                del train
+                np.save(work / "centroids.tmp.npy", centroids)
+                (work / "centroids.tmp.npy").rename(centroids_path)
+        counts["kmeans_sample"] = int(
+            min(n, k * config.kmeans_points_per_centroid, budget.sample_rows)
+        )
+
+        bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // max(k, 1)).astype(np.int64)
+        candidates = 1 if semdedup else config.border_candidates
+        slack = 0.0 if semdedup else config.border_slack
+        id_buckets = budget.id_buckets()
+        with phase("assign"):
+            border = (candidates, config.threshold, slack, id_buckets)
+            calls = [
+                (task, s, i, str(centroids_path), bucket_of, *border) for i, s in enumerate(sources)
+            ]
+            assigned = tick("assign", run(assign_file, calls), len(calls))
+        counts["border_memberships"] = sum(c["secondary"] for c in assigned)
+        with phase("ids"):
+            calls = [(str(work), b) for b in range(id_buckets)]
+            problems = [p for p in tick("ids", run(repeated_id, calls), len(calls)) if p]
+            if problems:
+                raise InputError(f"id column {columns.id!r}: {problems[0]}")
+
+        with phase("similarity"):
+            calls = [(str(work), b, config, budget.bucket_rows, dim) for b in range(n_buckets)]
+            edges = tick("similarity", run(bucket_edges, calls), len(calls))
+        for key in ("pairs_found", "similarities_computed"):
+            counts[key] = sum(e.get(key, 0) for e in edges)
+        counts["bucket_passes"] = sum(e.get("passes", 0) for e in edges)
+
+        with phase("components"):
+            edge_files = [str(work / "edges" / f"b{b:04d}.parquet") for b in range(n_buckets)]
+            table = ds.dataset(edge_files, format="parquet").to_table()
+            a = table.column("a").to_numpy() if table is not None else np.empty(0, np.int64)
+            b = table.column("b").to_numpy() if table is not None else np.empty(0, np.int64)
+            del table
+            labels = connected_components(n, a, b)
+            grouped = np.bincount(labels, minlength=n)[labels] >= 2
+            child = np.zeros(n, dtype=bool)
+            child[a] = semdedup
+            del a, b
+            n_grouped = int(grouped.sum())
+            g_buckets = budget.group_buckets(n_grouped)
+        counts["grouped"] = n_grouped
+
+        with phase("gather"):
+            calls = []
+            for i, s in enumerate(sources):
+                local = np.flatnonzero(grouped[s.offset : s.offset + s.rows])
+                glob_rows = local + s.offset
+                calls.append((task, s, i, local, labels[glob_rows], child[glob_rows], g_buckets))
+            del labels, grouped, child
+            tick("gather", run(gather_file, calls), len(calls))
+            del calls
+
+        with phase("resolve"):
+            calls = [(str(work), g, config, dim) for g in range(g_buckets)]
+            resolved = tick("resolve", run(resolve_bucket, calls), len(calls))
+        counts["resolve_similarities"] = sum(r["similarities_computed"] for r in resolved)
+        return g_buckets
+
+    g_buckets = passes() if n else 0
+    with phase("write"):
+        groups = write_partitioned_output(work, out, sources, columns, config, g_buckets)
+    counts.update(groups)
+    result = PartitionedResult(
+        duplicates=out / DUPLICATES_FILE,
+        summary=out / SUMMARY_FILE,
+        work=work,
+        counts=counts,
+        timings=timings,
+        notes=[note] if note else [],
+        keep_policy=policy,
+    )
+    summary = {
+        "input": [str(s.path) for s in sources],
+        "config": config.to_dict(),
+        "keep_policy": policy,
+        "memory_limit": budget.limit,
+        "workers": workers,
+        "counts": counts,
+        "timings": {key: round(v, 3) for key, v in timings.items()},
+        "cpu_seconds": {key: round(v, 3) for key, v in cpu.items()},
+        "notes": result.notes,
+    }
+    result.summary.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
