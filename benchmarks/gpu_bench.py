@@ -259,16 +259,24 @@ def bench_decode(
     return n / seconds, pixels, dict(getattr(stage, "counts", {}))
 
 
-def bench_embed(model_dir: Path, device: str, pixels: np.ndarray, args, util: UtilSampler):
-    """Images/s of ClipEncoder.encode (host uint8 pixels in, embeddings out)."""
+def bench_embed(
+    model_dir: Path, device: str, pixels: np.ndarray, args, util: UtilSampler, compile: bool = False
+):
+    """Images/s of ClipEncoder.encode (host uint8 pixels in, embeddings out), eager or
+    ``torch.compile``d (the first call, which compiles, is timed apart as ``warmup_s``)."""
     from pixsieve.models.clip import load_clip
 
-    encoder = load_clip(model_dir, device=device, precision=args.precision, batch_size=args.batch)
-    encoder.encode(pixels[: args.warmup])  # warm-up
+    encoder = load_clip(
+        model_dir, device=device, precision=args.precision, batch_size=args.batch, compile=compile
+    )
+    t0 = time.perf_counter()
+    encoder.encode(pixels[: args.warmup])  # warm-up (and compilation)
+    warmup_s = time.perf_counter() - t0
     start = time.perf_counter()
     emb = encoder.encode(pixels)
     seconds = time.perf_counter() - start
     result = {"images_per_s": len(pixels) / seconds, "dtype": encoder.describe()["dtype"]}
+    result.update(compile=compile, warmup_s=round(warmup_s, 2), max_chunk=encoder.max_chunk)
     result["gpu_util"] = util.window(start, start + seconds)
     return result, emb
 
@@ -369,6 +377,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default=None, help="embed precision (default bf16 on CUDA)")
     p.add_argument("--tiny", action="store_true", help="a 2-layer CLIP instead of ViT-L/14")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile embed")
+    p.add_argument(
+        "--probe-only", action="store_true", help="only probe each decode backend (one line each)"
+    )
     return p.parse_args(argv)
 
 
@@ -394,9 +406,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"in {time.perf_counter() - t0:.1f} s",
             flush=True,
         )
+        samples = read_samples(shards)
+        if args.probe_only:
+            report["decode_probe"] = probe_decoders(device, samples, args)
+            util.stop()
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=2, default=str))
+            return report
         model_dir = save_clip(root / "clip", TINY if args.tiny else VIT_L14, torch.bfloat16)
         heads = save_heads(root)
-        samples = read_samples(shards)
 
         probes = probe_decoders(device, samples, args)
         report["decode_probe"] = probes
@@ -425,6 +443,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"gpu util {embed['gpu_util']}",
             flush=True,
         )
+        if not args.no_compile:
+            compiled, _ = bench_embed(model_dir, device, pixels, args, util, compile=True)
+            report["embed_compiled"] = compiled
+            print(
+                f"embed   {compiled['dtype'] + '+compile':<10s} "
+                f"{compiled['images_per_s']:10.1f} img/s  gpu util {compiled['gpu_util']} "
+                f"(first call, compiling: {compiled['warmup_s']} s)",
+                flush=True,
+            )
         report["heads"] = bench_heads(heads, emb, device)
         for name, rate in report["heads"].items():
             print(f"head    {name:<14s} {rate:10.1f} img/s", flush=True)
@@ -440,6 +467,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     util.stop()
     report["gpu_util_source"] = util.source
+    origin = util.samples[0][0] if util.samples else 0.0
+    report["gpu_util_timeline"] = [(round(t - origin, 2), u) for t, u in util.samples]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str))

@@ -9,7 +9,7 @@ input sample reaches the manifest with its fate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,6 +64,10 @@ class ImageBatch:
         status: ``(N,)`` int8 of :data:`KEPT`, :data:`REMOVED`, :data:`ERROR`.
         reason: per sample, why it was removed or failed (``None`` while kept).
         columns: extra per-sample columns added by stages (scores, hashes, embeddings...).
+        launched: columns a model stage computed ahead on its device and that have not reached
+            ``columns`` yet: ``{name: (rows, device tensor)}`` (see :mod:`pixsieve.stages.launch`).
+        landed: names of ``columns`` that arrived from ``launched`` (their stage need not
+            compute them again).
     """
 
     source: str
@@ -80,6 +84,8 @@ class ImageBatch:
     width: np.ndarray | None = None
     height: np.ndarray | None = None
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    launched: dict[str, tuple[np.ndarray, Any]] = field(default_factory=dict)
+    landed: set[str] = field(default_factory=set)
 
     @classmethod
     def from_samples(cls, samples: list[RawSample], source: str, shard_index: int) -> ImageBatch:

@@ -97,6 +97,7 @@ class EmbedConfig:
     device: str = "auto"
     precision: str | None = None
     batch_size: int = 64
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
         "precision": e.precision,
         "batch_size": e.batch_size,
     }
-    stages.append(ClipEmbedder(**clip))
+    stages.append(ClipEmbedder(**clip, compile=e.compile))
     if captions:  # the same checkpoint, device and precision as the image tower
         stages.append(TextEmbedder(**clip))
     if "aesthetic" not in skip:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from pixsieve.devices import replica_devices
 from pixsieve.executors import Executor, TaskResult
 from pixsieve.io.limits import ReadLimits
 from pixsieve.io.schemas import stage_columns
@@ -145,17 +146,24 @@ class Passes:
             self.exact_dedup,
             limits=self.read_limits,
         )
+        local = self.executor.name == "local"
+        worker.replicas = _replicas(self.stages) if local else []
+        # one local model thread takes the shards in order: read the next one ahead
+        worker.read_ahead = local and has_model and len(worker.replicas) <= 1
         with self._timed("score"):
-            self.results["score"] = list(
-                self.executor.map(
-                    worker,
-                    range(len(self.shards)),
-                    retries=self.retries,
-                    progress=self.bars.bar("score", total),
-                    parallel=not has_model,
-                    resources=_resources(self.stages),
+            try:
+                self.results["score"] = list(
+                    self.executor.map(
+                        worker,
+                        range(len(self.shards)),
+                        retries=self.retries,
+                        progress=self.bars.bar("score", total),
+                        parallel=not has_model,
+                        resources=_resources(self.stages),
+                    )
                 )
-            )
+            finally:
+                worker.close()  # feeds read ahead that no task claimed
         return self._ran("score")
 
     def export(self, total: int | None) -> None:
@@ -210,6 +218,11 @@ class Passes:
             started=started,
             earlier=earlier,
         )
+        ran = [r.summary for r in self.results.get("score", []) if r.summary.get("device")]
+        record["devices"] = sorted({str(s["device"]) for s in ran})  # where models ran
+        chosen = sorted({str(s["decoder"]) for s in ran if s.get("decoder")})
+        if decoder == "auto" and chosen:  # chosen on the workers
+            record["decoder"] = chosen[0] if len(chosen) == 1 else chosen
         record.update(extra or {})
         self.layout.write_json(self.layout.run_json(), record)
         return record
@@ -220,3 +233,11 @@ def _resources(stages: list[StageLike]) -> dict[str, float]:
     cpus = max((getattr(getattr(s, "resources", None), "cpus", 1.0) for s in stages), default=1.0)
     gpus = max((getattr(getattr(s, "resources", None), "gpus", 0.0) for s in stages), default=0.0)
     return {"cpus": float(cpus), "gpus": float(gpus)}
+
+
+def _replicas(stages: list[StageLike]) -> list[str]:
+    """One model replica per visible GPU for a model stage on ``auto`` / ``cuda``."""
+    model = next((s for s in stages if getattr(s, "is_model", False)), None)
+    if model is None:
+        return []
+    return replica_devices(str(getattr(model, "device", "cpu")))

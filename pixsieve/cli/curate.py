@@ -119,6 +119,7 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
                 "revision": opts["clip_revision"],
                 "device": opts["device"],
                 "precision": opts["precision"],
+                "compile": opts["compile"],
             },
             "models": {"aesthetic": opts["aesthetic_weights"], "nsfw": opts["nsfw_weights"]},
             "dedup": {"threshold": opts["dedup_threshold"], "keep": opts["keep"]},
@@ -182,6 +183,12 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
 @click.option("--clip-revision", help="Hub revision of --clip-model.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N [auto].")
 @click.option("--precision", type=click.Choice(PRECISIONS), help="CLIP precision.")
+@click.option(
+    "--compile/--no-compile",
+    "compile",
+    default=None,
+    help="torch.compile the CLIP model (fixed padded batch; pays off on GPUs) [no].",
+)
 @click.option(
     "--aesthetic-min",
     type=float,

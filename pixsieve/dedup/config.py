@@ -85,6 +85,9 @@ class SemanticDedupConfig:
             centroid (the rest are only assigned).
         use_gpu: run faiss on GPU; ``None`` uses one when faiss was built with GPU support.
         return_pairs: also return every pair found (for evaluation; memory grows with pairs).
+        backend: ``faiss``, ``torch`` (matrix products on CUDA when present, else the CPU:
+            :mod:`pixsieve.dedup.torch_ops`) or ``auto`` (torch on a GPU, else faiss when
+            installed, else torch on the CPU); resolved where the work runs.
     """
 
     threshold: float = DEFAULT_THRESHOLD
@@ -100,9 +103,12 @@ class SemanticDedupConfig:
     kmeans_points_per_centroid: int = 64
     use_gpu: bool | None = None
     return_pairs: bool = False
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold)
+        if self.backend not in ("auto", "faiss", "torch"):
+            raise ValueError(f"backend must be auto, faiss or torch, got {self.backend!r}")
         if self.n_clusters is not None and self.n_clusters < 1:
             raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
         if self.keep not in KEEP_POLICIES:

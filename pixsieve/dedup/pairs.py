@@ -51,19 +51,26 @@ def _candidates(
     ``vals >= t32`` is the exact decision ``cos >= threshold``; they are also written back into
     ``sims``.
     """
-    t32 = np.float32(threshold)
     slack = float32_slack(rows.shape[1])
     i, j = np.nonzero(sims >= threshold - slack)
-    vals = sims[i, j]
-    band = np.flatnonzero(vals < threshold + slack)
+    vals, t32 = fix_band(i, j, sims[i, j], rows, cols, threshold)
+    sims[i, j] = vals
+    return i, j, vals, t32
+
+
+def fix_band(
+    i: np.ndarray, j: np.ndarray, vals: np.ndarray, rows: np.ndarray, cols: np.ndarray, t: float
+) -> tuple[np.ndarray, np.float32]:
+    """Recompute ``vals`` (float32 ``rows[i] . cols[j]``) near ``t`` in float64 and round them so
+    that ``vals >= t32`` is the exact decision; returns ``(vals, t32)``."""
+    t32 = np.float32(t)
+    band = np.flatnonzero(vals < t + float32_slack(rows.shape[1]))
     if len(band):
-        bi, bj = i[band], j[band]
-        exact = exact_cosine(rows, bi, cols, bj)
+        exact = exact_cosine(rows, i[band], cols, j[band])
         below = np.nextafter(t32, np.float32(-np.inf))
         fixed = exact.astype(np.float32)
-        vals[band] = np.where(exact >= threshold, np.maximum(fixed, t32), np.minimum(fixed, below))
-        sims[bi, bj] = vals[band]
-    return i, j, vals, t32
+        vals[band] = np.where(exact >= t, np.maximum(fixed, t32), np.minimum(fixed, below))
+    return vals, t32
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,10 @@ def cluster_edges(
     found_j: list[np.ndarray] = []
     found_s: list[np.ndarray] = []
     n_pairs = n_compared = 0
-    for r0 in range(0, n_primary, bs):
+    from pixsieve.dedup.torch_ops import choose_backend, pairs_above  # torch when dedup runs
+
+    backend, device = choose_backend(config.backend)
+    for r0 in range(0, n_primary if backend == "faiss" else 0, bs):
         r1 = min(r0 + bs, n_primary)
         rows = vectors[r0:r1]
         for c0 in range(r0, n, bs):
@@ -126,6 +136,16 @@ def cluster_edges(
                 found_i.append(members[i + r0])
                 found_j.append(members[j + c0])
                 found_s.append(vals)
+    if backend != "faiss":  # the same pairs, blocks computed and thresholded by torch
+        low = t - float32_slack(vectors.shape[1])
+        i, j, vals, n_compared = pairs_above(vectors, n_primary, low, block=bs, device=device)
+        vals, t32 = fix_band(i, j, vals, vectors, vectors, t)
+        hit = vals >= t32
+        i, j, vals = i[hit], j[hit], vals[hit]
+        n_pairs = len(i)
+        union_edges(labels, i, j)
+        if config.return_pairs:
+            found_i, found_j, found_s = [members[i]], [members[j]], [vals]
     a, b = spanning_edges(labels)
     pairs = pair_sims = None
     if config.return_pairs:

@@ -45,6 +45,7 @@ class DedupResult:
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    backend: str = ""  # "faiss" or "torch:<device>" (pixsieve.dedup.torch_ops.choose_backend)
     pairs: np.ndarray | None = None
     pair_similarity: np.ndarray | None = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -84,24 +85,34 @@ def find_duplicates(
         return result
 
     k = config.clusters_for(n)
-    use_gpu = faiss_gpu_available() if config.use_gpu is None else config.use_gpu
+    from pixsieve.dedup import torch_ops  # torch only once dedup runs
+
+    backend, device = torch_ops.choose_backend(config.backend)
+    result.backend = backend if backend == "faiss" else f"torch:{device.type}"
+    use_gpu = backend == "faiss" and (
+        faiss_gpu_available() if config.use_gpu is None else config.use_gpu
+    )
+    fit = fit_centroids if backend == "faiss" else partial(torch_ops.fit_kmeans, device=device)
     with phase("kmeans"):
         if progress:
             progress("kmeans", 0, 1)
-        centroids = fit_centroids(
+        centroids = fit(
             x,
             k,
             iters=config.kmeans_iters,
             seed=config.seed,
-            use_gpu=use_gpu,
             points_per_centroid=config.kmeans_points_per_centroid,
+            **({"use_gpu": use_gpu} if backend == "faiss" else {}),
         )
         if progress:
             progress("kmeans", 1, 1)
     semdedup = config.mode == "semdedup"
     with phase("assign"):
         m = 1 if semdedup else config.border_candidates
-        sims, ids = assign(x, centroids, m, use_gpu=use_gpu, progress=progress)
+        if backend == "faiss":
+            sims, ids = assign(x, centroids, m, use_gpu=use_gpu, progress=progress)
+        else:
+            sims, ids = torch_ops.nearest_centroids(x, centroids, m, device=device)
         slack = 0.0 if semdedup else config.border_slack
         membership = build_membership(sims, ids, centroids, threshold=config.threshold, slack=slack)
         result.cluster = ids[:, 0].astype(np.int64)

@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from threading import Lock
 from typing import Any
 
+from pixsieve.devices import set_bound_device
 from pixsieve.executors.base import (
     Executor,
     Progress,
@@ -24,7 +25,9 @@ class LocalExecutor(Executor):
 
     Passes marked ``parallel`` (scan, export: reading, hashing and copying bytes, which release
     the GIL) use a thread pool of ``workers`` threads; model passes run their tasks one after
-    the other with a single set-up worker, and parallelise inside (decode threads, torch).
+    the other with a single set-up worker, and parallelise inside (decode threads, torch),
+    unless the worker names several ``replicas`` (devices): then one thread per device runs
+    tasks with its own copy of the model on that device.
     """
 
     name = "local"
@@ -53,6 +56,10 @@ class LocalExecutor(Executor):
             with lock:
                 progress(n)
 
+        replicas = list(getattr(worker, "replicas", None) or [])
+        if not parallel and len(replicas) > 1 and len(tasks) > 1:  # one thread per device
+            yield from self._replicated(worker, tasks, replicas, retries, locked_progress)
+            return
         if not parallel or self.workers == 1 or len(tasks) <= 1:
             for task in tasks:
                 yield run_task(worker, task, retries, progress)
@@ -78,5 +85,28 @@ class LocalExecutor(Executor):
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _replicated(
+        self,
+        worker: TaskWorker,
+        tasks: Sequence[Any],
+        devices: list[str],
+        retries: int,
+        progress: Progress,
+    ) -> Iterator[TaskResult]:
+        """Model tasks on one thread per device, each thread bound to its device (its copy of
+        the stages runs there), results in task order."""
+        free = list(devices)
+        lock = Lock()
+
+        def bind() -> None:
+            with lock:
+                set_bound_device(free.pop(0))
+
+        pool = ThreadPoolExecutor(len(devices), initializer=bind)
+        try:
+            yield from pool.map(lambda t: run_task(worker, t, retries, progress), tasks)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -33,7 +33,9 @@ def plan_pool(
         n_tasks: tasks in the pass (never more actors than tasks).
         nodes: resources of each alive node (``{"CPU": 8, "GPU": 1, ...}``).
         parallel: ``False`` for model passes; without GPUs each model actor asks for
-            ``model_cpus`` so a node holds few copies of the model.
+            ``model_cpus`` so a node holds few copies of the model; with GPUs it asks for
+            its share of a GPU node's CPUs (``CPU / GPU`` per GPU, the smallest over GPU
+            nodes), which its torch threads and decode pool then use.
         resources: the stages' largest request (``{"cpus": 1, "gpus": 0}``).
         workers: upper bound on actors (``None``: as many as fit).
         model_cpus: CPUs per CPU-only model actor.
@@ -46,6 +48,9 @@ def plan_pool(
     gpus = min(gpus, max_gpu) if max_gpu > 0 else 0.0
     if not parallel and gpus == 0:
         cpus = max(cpus, model_cpus)
+    if not parallel and gpus > 0:  # a GPU actor gets its node's CPUs per GPU (OMP, decode)
+        shares = [n["CPU"] / n["GPU"] * gpus for n in nodes if n.get("GPU", 0) >= gpus]
+        cpus = max(cpus, math.floor(min(shares))) if shares else cpus
     cpus = min(cpus, max_cpu)  # a request larger than every node would never be scheduled
     fit = 0
     for node in nodes:

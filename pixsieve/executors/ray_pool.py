@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from pixsieve.devices import CPUS_ENV
 from pixsieve.executors.base import (
     Attempts,
     Progress,
@@ -50,6 +52,15 @@ class TaskActor:
         is not done, so an actor whose tasks are all finished never loads a model.
         """
         self.worker = worker
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus:  # decode pools and torch size themselves from what Ray gave this actor
+            n = max(1, int(cpus))
+            os.environ[CPUS_ENV] = str(n)
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                torch.set_num_threads(n)
+            else:  # read by torch when the worker's set-up imports it
+                os.environ["OMP_NUM_THREADS"] = str(n)
         return self.where
 
     def run(self, task: Any, retries: int, crashes: int = 0, error: str = "") -> TaskResult:

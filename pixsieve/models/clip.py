@@ -23,6 +23,7 @@ import torch
 
 from pixsieve.device_errors import is_out_of_memory
 from pixsieve.models.hub import ModelUnavailableError, resolve_clip
+from pixsieve.models.streamed import read_converted
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class ClipEncoder:
         dtype: torch.dtype,
         batch_size: int,
         source: Path,
+        compile: bool = False,
+        activation_budget: int | None = None,
     ) -> None:
         self.model = model
         self.preprocessing = preprocessing
@@ -125,6 +128,10 @@ class ClipEncoder:
         self._std = torch.tensor(preprocessing.std, device=device).view(shape)
         self._staging: torch.Tensor | None = None  # page-locked upload buffer (CUDA)
         self._uploaded: torch.cuda.Event | None = None
+        self.compiled = compile
+        self._forward: Any = torch.compile(model, dynamic=False) if compile else model
+        budget = activation_budget if activation_budget is not None else _default_budget(device)
+        self.max_chunk = activation_chunk(model.config, dtype, budget) if budget else None
 
     def describe(self) -> dict[str, Any]:
         """Settings for ``run.json``."""
@@ -134,6 +141,8 @@ class ClipEncoder:
             "dtype": str(self.dtype).removeprefix("torch."),
             "projection_dim": self.projection_dim,
             "image_size": self.preprocessing.image_size,
+            "compile": self.compiled,
+            "max_chunk": self.max_chunk,
         }
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -184,8 +193,7 @@ class ClipEncoder:
         return ((t - self._mean) / self._std).to(self.dtype)
 
     def _embed(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-        out = self.model(pixel_values=self.preprocess(pixels))
-        emb = out.image_embeds
+        emb = self._forward(pixel_values=self.preprocess(pixels)).image_embeds
         expected = (len(pixels), self.projection_dim)
         if not isinstance(emb, torch.Tensor) or tuple(emb.shape) != expected:
             got = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
@@ -193,27 +201,29 @@ class ClipEncoder:
         return torch.nn.functional.normalize(emb.float(), dim=-1)
 
     @torch.inference_mode()
-    def encode(
+    def embed(
         self, pixels: np.ndarray | torch.Tensor, batch_size: int | None = None
-    ) -> np.ndarray:
-        """Embed ``(N, S, S, 3)`` uint8 pixels → ``(N, D)`` float32, L2-normalised.
+    ) -> torch.Tensor:
+        """Like :meth:`encode`, but the ``(N, D)`` float32 result stays on the model's device.
 
-        Runs in chunks of ``batch_size``; when the device runs out of memory (a CUDA OOM, or a
-        cuBLAS allocation failure, which arrives as a ``RuntimeError``) the chunk is halved and
-        retried for the rest of this call; the next call starts at ``batch_size`` again.
+        The work is queued on the device and not waited for (CUDA runs asynchronously), so the
+        caller can launch the next batch before it copies this one back.
         """
         if not isinstance(pixels, torch.Tensor):
             pixels = np.asarray(pixels)
         if len(pixels) == 0:
             self.preprocess(pixels.reshape(0, *pixels.shape[1:]))  # validate shape and dtype
-            return np.zeros((0, self.projection_dim), dtype=np.float32)
+            return torch.zeros((0, self.projection_dim), device=self.device)
         step = max(1, batch_size or self.batch_size)
+        if self.max_chunk is not None:
+            step = min(step, self.max_chunk)
         out: list[torch.Tensor] = []
         start = 0
         while start < len(pixels):
             chunk = pixels[start : start + step]
-            try:
-                out.append(self._embed(chunk))  # stays on the device until the end
+            try:  # compiled: every chunk padded to one shape, so its graph is reused
+                padded = _pad(chunk, step) if self.compiled else chunk
+                out.append(self._embed(padded)[: len(chunk)])  # stays on the device
             except RuntimeError as e:  # torch.OutOfMemoryError is one
                 if step == 1 or not is_out_of_memory(e):
                     raise
@@ -223,7 +233,58 @@ class ClipEncoder:
                 logger.warning("out of device memory; retrying with batch size %d", step)
                 continue
             start += len(chunk)
-        return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+    def encode(
+        self, pixels: np.ndarray | torch.Tensor, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Embed ``(N, S, S, 3)`` uint8 pixels → ``(N, D)`` float32, L2-normalised.
+
+        Runs in chunks of ``batch_size`` (at most :attr:`max_chunk`, the activation-memory
+        bound); when the device runs out of memory (a CUDA OOM, or a cuBLAS allocation
+        failure, which arrives as a ``RuntimeError``) the chunk is halved and retried for the
+        rest of this call; the next call starts at ``batch_size`` again. With ``compile`` every
+        chunk is padded to the chunk size, so the compiled graph sees one shape.
+        """
+        return self.embed(pixels, batch_size).cpu().numpy().astype(np.float32, copy=False)
+
+
+def _pad(pixels: np.ndarray | torch.Tensor, n: int) -> np.ndarray | torch.Tensor:
+    """``pixels`` with zero images appended up to ``n`` rows."""
+    missing = n - len(pixels)
+    if missing <= 0:
+        return pixels
+    if isinstance(pixels, torch.Tensor):
+        return torch.cat([pixels, pixels.new_zeros((missing, *pixels.shape[1:]))])
+    return np.concatenate([pixels, np.zeros((missing, *pixels.shape[1:]), pixels.dtype)])
+
+
+#: Activation memory one CPU forward may use (bytes): bounds the chunk on the CPU so a run's
+#: peak stays near the weights' size whatever ``batch_size`` is (see docs/gpu.md, memory).
+CPU_ACTIVATION_BUDGET: int = 256 << 20
+
+
+def _default_budget(device: torch.device) -> int | None:
+    """The CPU bound by default; none on accelerators (their batch is the throughput knob)."""
+    return CPU_ACTIVATION_BUDGET if device.type == "cpu" else None
+
+
+def activation_bytes(config: Any, dtype: torch.dtype) -> int:
+    """Peak activation bytes of one image through one ViT layer (estimate, inference mode).
+
+    Per token: residual, norm output, q/k/v and attention output (6 × hidden) and the MLP's
+    intermediate before and after its activation (2 × intermediate); plus the attention
+    matrix (heads × tokens², twice: scores and probabilities, as the CPU's math path keeps).
+    """
+    tokens = (int(config.image_size) // int(config.patch_size)) ** 2 + 1
+    per_token = 6 * int(config.hidden_size) + 2 * int(config.intermediate_size)
+    attention = 2 * int(config.num_attention_heads) * tokens * tokens
+    return (tokens * per_token + attention) * torch.empty(0, dtype=dtype).element_size()
+
+
+def activation_chunk(config: Any, dtype: torch.dtype, budget: int) -> int:
+    """Images per forward so that :func:`activation_bytes` × images stays within ``budget``."""
+    return max(1, budget // max(1, activation_bytes(config, dtype)))
 
 
 def load_clip(
@@ -232,22 +293,36 @@ def load_clip(
     device: str | torch.device = "auto",
     precision: str | None = None,
     batch_size: int = 64,
+    compile: bool = False,
+    activation_budget: int | None = None,
 ) -> ClipEncoder:
     """Load a CLIP vision encoder from a local folder, a known name or a Hub id.
 
     ``model=None`` is the pinned OpenAI ViT-L/14. ``device="auto"`` picks CUDA when present;
     ``precision`` is ``"fp32"``, ``"bf16"`` or ``"fp16"`` (default bf16 on CUDA, fp32 on CPU).
+    The weights are read straight into that precision (no float32 copy first) and onto the
+    device. ``compile`` wraps the model in ``torch.compile`` (fixed padded chunk shape);
+    ``activation_budget`` bounds one forward's activation bytes (default: 256 MiB on the CPU,
+    unbounded on accelerators).
     """
-    from transformers import CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     path = resolve_clip(model, revision)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     try:
         with _quiet_transformers():
-            net = CLIPVisionModelWithProjection.from_pretrained(path, dtype=dtype)
+            weights = read_converted(path, dtype, ("vision_model.", "visual_projection."))
+            if weights is None:  # already in this precision (mapped, no copy), or not safetensors
+                net = CLIPVisionModelWithProjection.from_pretrained(path, dtype=dtype)
+            else:  # converted tensor by tensor: no float32 copy of the whole model first
+                config = CLIPVisionConfig.from_pretrained(path)
+                net = CLIPVisionModelWithProjection.from_pretrained(
+                    None, config=config, state_dict=weights, dtype=dtype
+                )
+                del weights
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(f"cannot load a CLIP vision model from {path}: {exc}") from exc
     net = net.to(dev).eval().requires_grad_(False)
     prep = Preprocessing.from_dir(path, default_size=int(net.config.image_size))
-    return ClipEncoder(net, prep, dev, dtype, batch_size, path)
+    return ClipEncoder(net, prep, dev, dtype, batch_size, path, compile, activation_budget)

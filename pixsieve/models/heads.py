@@ -108,6 +108,18 @@ class HeadScorer:
         self.dim = next(m for m in module.modules() if isinstance(m, nn.Linear)).in_features
 
     @torch.inference_mode()
+    def on_device(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Score a ``(N, dim)`` tensor where it lies (the head moves there once); no copy back."""
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            shape = tuple(embeddings.shape)
+            raise ValueError(f"expected embeddings of shape (N, {self.dim}), got {shape}")
+        if embeddings.device != self.device:
+            self.device = embeddings.device
+            self.module = self.module.to(self.device)
+        t = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+        return self.module(t).float()
+
+    @torch.inference_mode()
     def __call__(self, embeddings: ArrayLike) -> np.ndarray:
         """Score a batch of embeddings."""
         x = np.asarray(embeddings, dtype=np.float32)

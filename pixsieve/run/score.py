@@ -1,14 +1,16 @@
 """Score pass: decode, filter, embed and score every sample of a shard; cache the results.
 
-CPU stages (decode and anything before the first model stage) run in a producer thread that
-reads ahead a bounded number of batches, so decoding overlaps the model and memory stays flat.
+CPU stages (decode and anything before the first model stage) run in a producer thread
+(:class:`~pixsieve.run.feed.Feed`) a bounded number of batches ahead, and on local runs the
+next shard's feed opens while one is scored, so decoding overlaps the model across shards and
+memory stays flat. Model stages launch batch k+1 before batch k lands
+(:mod:`pixsieve.stages.launch`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,19 +19,24 @@ import numpy as np
 import pyarrow as pa
 
 from pixsieve.batch import ERROR, ImageBatch
+from pixsieve.devices import bound_device, model_device, place_stage
 from pixsieve.io.limits import READ_BUDGET, ReadLimits
 from pixsieve.io.schemas import conform, sample_id, samples_schema, stage_columns
 from pixsieve.io.shards import ShardRef
 from pixsieve.io.tables import batch_to_table, mark_errors, reason_columns
 from pixsieve.io.tar_reader import RawSample, TarShardReader
 from pixsieve.progress import Progress
+from pixsieve.run.feed import Feed
 from pixsieve.run.layout import RunLayout, shard_id
 from pixsieve.stages.base import StageLike, StageStats, run_stage, stage_name
+from pixsieve.stages.decode.base import find_decoder
 from pixsieve.stages.exact import Duplicates, ExactDuplicateStage
+from pixsieve.stages.launch import HostCopy, land, launch, launchers
 
 PASS = "score"
+
+
 _NOT_ADJACENT = "duplicate_key: {key} (its members are not adjacent in the shard)"
-_END = object()
 log = logging.getLogger(__name__)
 
 
@@ -83,6 +90,9 @@ class ScoreWorker:
         self.storage_options = storage_options
         self.exact = exact
         self.prefetch = prefetch
+        self.replicas: list[str] = []  # devices of the model replicas (placement)
+        self.read_ahead = False  # open the next shard's feed while scoring one (local runs)
+        self._feeds: set[Feed] = set()  # feeds read ahead, not yet claimed
         self.schema = samples_schema(stage_columns(stages))
         self._duplicates: dict[int, Duplicates] | None = None
         self._lock = threading.Lock()
@@ -90,7 +100,7 @@ class ScoreWorker:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_duplicates=None, _lock=None, _local=None)
+        state.update(_duplicates=None, _lock=None, _local=None, _feeds=set())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -120,9 +130,12 @@ class ScoreWorker:
         stages = getattr(self._local, "stages", None)
         if stages is None:
             stages = copy.deepcopy(self.stages)
+            device = bound_device()  # the replica's device, when an executor placed one
             for stage in stages:
+                place_stage(stage, device, len(self.replicas))
                 stage.setup()
             self._local.stages = stages
+            self._local.device = device or model_device(stages)
         return stages
 
     def done(self, index: int) -> dict[str, Any] | None:
@@ -160,19 +173,16 @@ class ScoreWorker:
         """Score one shard; write its sample cache (``layout.samples``) and marker."""
         self.setup()
         stages = self._thread_stages()
-        url = self.shards[index].url
-        reader = TarShardReader(url, self.storage_options, self.limits)
         split = next(
             (i for i, s in enumerate(stages) if getattr(s, "is_model", False)), len(stages)
         )
-        cpu_stages: list[StageLike] = list(stages[:split])
-        if self.exact:
-            assert self._duplicates is not None
-            cpu_stages.insert(0, ExactDuplicateStage(self._duplicates.get(index, {})))
         model_stages = stages[split:]
-        stats = {"read": StageStats(), **{stage_name(s): StageStats() for s in cpu_stages}}
-        stats.update({stage_name(s): StageStats() for s in model_stages})
-        tables = self._pump(reader, index, cpu_stages, model_stages, stats, progress)
+        feed = self._claim(index, stages[:split])
+        reader = feed.reader
+        if self.read_ahead:
+            self._read_ahead(index, stages[:split])
+        stats = {**feed.stats, **{stage_name(s): StageStats() for s in model_stages}}
+        tables = self._pump(feed, model_stages, stats, progress)
         samples = sum(t.num_rows for t in tables)
         if reader.lost:
             tables.append(shard_error_row(index, reader.lost))
@@ -186,72 +196,95 @@ class ScoreWorker:
         summary = {
             "samples": samples,
             "error": reader.error,
+            "device": self._local.device,
+            "decoder": str(getattr(find_decoder(stages), "backend", "custom")),
             "stats": {name: s.to_dict() for name, s in stats.items()},
         }
         self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)
         return summary
 
+    def _open(self, index: int, cpu_stages: list[StageLike]) -> Feed:
+        """Start the feed of shard ``index`` (reader + CPU stages in a producer thread)."""
+        reader = TarShardReader(self.shards[index].url, self.storage_options, self.limits)
+        staged = list(cpu_stages)
+        if self.exact:
+            assert self._duplicates is not None
+            staged.insert(0, ExactDuplicateStage(self._duplicates.get(index, {})))
+        return Feed(index, reader, self._batches, staged, self.prefetch, _read_stats).start()
+
+    def _claim(self, index: int, cpu_stages: list[StageLike]) -> Feed:
+        """The feed read ahead for ``index`` by this thread, else a new one (a wrong guess is
+        closed, its bytes given back)."""
+        ahead = getattr(self._local, "ahead", None)
+        self._local.ahead = None
+        if ahead is not None:
+            with self._lock:
+                self._feeds.discard(ahead[0])
+            if ahead[0].index == index:
+                self._local.spare = cpu_stages  # the current slot is free for the next one
+                return ahead[0]
+            ahead[0].close()
+        return self._open(index, cpu_stages)
+
+    def _read_ahead(self, index: int, cpu_stages: list[StageLike]) -> None:
+        """Open the feed of the next shard not yet done, on the other copy of the CPU stages
+        (two producers never share a stage)."""
+        nxt = next((j for j in range(index + 1, len(self.shards)) if self.done(j) is None), None)
+        if nxt is None:
+            return
+        spare = getattr(self._local, "spare", None)
+        if spare is None or spare is cpu_stages:
+            spare = copy.deepcopy(cpu_stages)
+            for stage in spare:
+                stage.setup()
+        feed = self._open(nxt, spare)
+        self._local.ahead = (feed, spare)
+        self._local.spare = cpu_stages
+        with self._lock:
+            self._feeds.add(feed)
+
+    def close(self) -> None:
+        """Close the feeds read ahead that no task claimed (the pass ended or failed)."""
+        with self._lock:
+            feeds, self._feeds = list(self._feeds), set()
+        for feed in feeds:
+            feed.close()
+
     def _pump(
         self,
-        reader: TarShardReader,
-        index: int,
-        cpu_stages: list[StageLike],
+        feed: Feed,
         model_stages: list[StageLike],
         stats: dict[str, StageStats],
         progress: Progress,
     ) -> list[pa.Table]:
-        """CPU stages in a read-ahead thread, model stages here; return the batch tables."""
-        q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-
-        def put(item: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            held = 0
-            try:
-                for batch, held in self._batches(reader, index):
-                    _read_stats(batch, stats["read"])
-                    for stage in cpu_stages:
-                        batch = run_stage(stage, batch, stats[stage_name(stage)])
-                    if not put((batch, held)):
-                        READ_BUDGET.release(held)
-                        return
-                    held = 0
-                put(_END)
-            except BaseException as e:  # hand the failure to the consumer
-                READ_BUDGET.release(held)
-                put(e)
-
-        thread = threading.Thread(target=produce, name=f"pixsieve-read-{index}", daemon=True)
-        thread.start()
+        """Model stages here over the feed's batches, launched one batch ahead."""
         tables: list[pa.Table] = []
+        ahead = launchers(model_stages)
+        inflight: list[tuple[ImageBatch, int, HostCopy | None]] = []  # launched, not landed
+
+        def finish(batch: ImageBatch, held: int, copy: HostCopy | None) -> None:
+            try:
+                land(batch, copy)
+                for stage in model_stages:
+                    batch = run_stage(stage, batch, stats[stage_name(stage)])
+                batch.release_bytes()
+            finally:
+                READ_BUDGET.release(held)
+            tables.append(batch_to_table(batch))
+            progress(len(batch))
+
         try:
-            while (item := q.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                batch, held = item
-                try:
-                    for stage in model_stages:
-                        batch = run_stage(stage, batch, stats[stage_name(stage)])
-                    batch.release_bytes()
-                finally:
-                    READ_BUDGET.release(held)
-                tables.append(batch_to_table(batch))
-                progress(len(batch))
+            for batch, held in feed:
+                inflight.append((batch, held, None))
+                inflight[-1] = (batch, held, launch(batch, ahead, stats))  # batch k+1 queued...
+                if len(inflight) > 1:
+                    finish(*inflight.pop(0))  # ...before batch k is consumed
+            while inflight:
+                finish(*inflight.pop(0))
         finally:
-            stop.set()  # the producer gives up on a full queue and ends
-            thread.join()
-            while not q.empty():  # batches nobody will score: give their bytes back
-                left = q.get_nowait()
-                if isinstance(left, tuple):
-                    READ_BUDGET.release(left[1])
+            feed.close()
+            for left in inflight:  # launched batches nobody will land
+                READ_BUDGET.release(left[1])
         return tables
 
     def fail(self, index: int, error: str) -> dict[str, Any]:

@@ -223,9 +223,20 @@ def run_semantic_dedup(
         "stats": {"counts": dict(stats.counts)},
         "seconds": round(time.perf_counter() - start, 3),
         "timings": timings,
+        "backend": _backend(config),
     }
     layout.write_json(layout.marker(PASS, "all"), summary)
     for done in (layout.semantic_work(), layout.semantic_inputs()):  # the marker covers them
         if layout.is_local and layout.fs.exists(done):
             layout.fs.rm(done, recursive=True)
     return summary
+
+
+def _backend(config: Any) -> str:
+    """Where the per-cluster similarity search ran: ``faiss`` (numpy/faiss on the CPU) or
+    ``torch:<device>`` (:mod:`pixsieve.dedup.torch_ops`); k-means and the assignment of the
+    partitioned passes run on the CPU either way."""
+    from pixsieve.dedup.torch_ops import choose_backend
+
+    name, device = choose_backend(config.backend)
+    return name if name == "faiss" else f"torch:{device.type}"

@@ -59,13 +59,22 @@ class ClipEmbedder(ClipModelStage):
 
     name: ClassVar[str] = "embed"
 
+    def __init__(self, *args: Any, compile: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.compile = compile  # torch.compile the model, fixed padded chunk (docs/gpu.md)
+
     def setup(self) -> None:
         """Load the CLIP model (once)."""
         if self._encoder is None:
             from pixsieve.models.clip import load_clip
 
             self._encoder = load_clip(
-                self.model, self.revision, self.device, self.precision, self.batch_size
+                self.model,
+                self.revision,
+                self.device,
+                self.precision,
+                self.batch_size,
+                compile=self.compile,
             )
 
     @property
@@ -75,20 +84,35 @@ class ClipEmbedder(ClipModelStage):
         assert self._encoder is not None
         return self._encoder
 
+    def _rows_and_pixels(self, batch: ImageBatch) -> tuple[np.ndarray, Any]:
+        """The decoded rows and their pixels (indexed on the pixels' own device)."""
+        rows = np.flatnonzero(batch.decoded)
+        if not len(rows):
+            return rows, None
+        if batch.pixels is None:
+            raise RuntimeError("embed needs decoded pixels: run the decode stage before it")
+        pixels = batch.pixels
+        if len(rows) < len(batch):  # index on the pixels' own device (a GPU decoder's)
+            import torch
+
+            device = getattr(pixels, "device", None)
+            pixels = pixels[torch.as_tensor(rows, device=device) if device else rows]
+        return rows, pixels
+
+    def launch(self, batch: ImageBatch) -> None:
+        """Queue the forward of the decoded rows on the device (``batch.launched``)."""
+        rows, pixels = self._rows_and_pixels(batch)
+        if len(rows):
+            batch.launched[EMBEDDING_COLUMN] = (rows, self.encoder.embed(pixels))
+
     def process(self, batch: ImageBatch) -> ImageBatch:
-        """Add the ``embedding`` column for this batch."""
+        """Add the ``embedding`` column for this batch (kept as is when it was launched)."""
+        if EMBEDDING_COLUMN in batch.landed:
+            return batch
         encoder = self.encoder
         out = np.full((len(batch), encoder.projection_dim), np.nan, dtype=np.float32)
-        rows = np.flatnonzero(batch.decoded)
+        rows, pixels = self._rows_and_pixels(batch)
         if len(rows):
-            if batch.pixels is None:
-                raise RuntimeError("embed needs decoded pixels: run the decode stage before it")
-            pixels = batch.pixels
-            if len(rows) < len(batch):  # index on the pixels' own device (a GPU decoder's)
-                import torch
-
-                device = getattr(pixels, "device", None)
-                pixels = pixels[torch.as_tensor(rows, device=device) if device else rows]
             out[rows] = encoder.encode(pixels)
         batch.set_column(EMBEDDING_COLUMN, out)
         return batch

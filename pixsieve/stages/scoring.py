@@ -55,8 +55,20 @@ class _HeadFilter(ScoreFilter):
         if self._head is None:
             self._head = self._load()
 
+    def launch(self, batch: ImageBatch) -> None:
+        """Score the launched embeddings on their device (``batch.launched``), no copy back."""
+        launched = batch.launched.get(EMBEDDING_COLUMN)
+        if launched is None:
+            return
+        self.setup()
+        assert self._head is not None
+        rows, embeddings = launched
+        batch.launched[self.column] = (rows, self._head.on_device(embeddings))
+
     def score(self, batch: ImageBatch) -> dict[str, np.ndarray]:
-        """Score rows with a finite embedding; NaN elsewhere."""
+        """Score rows with a finite embedding; NaN elsewhere (the launched scores when landed)."""
+        if self.column in batch.landed:
+            return {self.column: batch.columns[self.column]}
         self.setup()
         assert self._head is not None
         out = np.full(len(batch), np.nan, dtype=np.float32)

@@ -30,10 +30,14 @@ def test_plan_small_machine() -> None:
 
 def test_plan_cluster() -> None:
     gpu_nodes = [{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]
+    # a GPU model actor gets its share of the node's CPUs for its torch and decode threads
     assert plan_pool(10, gpu_nodes, parallel=False, resources={"cpus": 1, "gpus": 1}) == (
-        PoolPlan(4, 1.0, 1.0)
+        PoolPlan(4, 4.0, 1.0)
     )
-    assert plan_pool(10, gpu_nodes, parallel=False, resources={"cpus": 1, "gpus": 0.5}).size == 8
+    half = plan_pool(10, gpu_nodes, parallel=False, resources={"cpus": 1, "gpus": 0.5})
+    assert half == PoolPlan(8, 2.0, 0.5)
+    mixed = [{"CPU": 16.0, "GPU": 8.0}, {"CPU": 64.0}]  # only GPU nodes set the share
+    assert plan_pool(10, mixed, parallel=False, resources={"cpus": 1, "gpus": 1}).num_cpus == 2.0
     assert plan_pool(100, gpu_nodes).size == 16
     small = [{"CPU": 2.0}] * 3  # 6 CPUs in all, but a 4-CPU actor fits on no node
     assert plan_pool(10, small, parallel=False) == PoolPlan(3, 2.0, 0.0)

@@ -174,3 +174,57 @@ def test_cuda_defaults_to_bf16_and_matches_cpu(tiny_clip, tiny_clip_dir, pixels)
     assert gpu.device.type == "cuda" and gpu.dtype == torch.bfloat16
     cos = np.sum(gpu.encode(pixels) * tiny_clip.encode(pixels), axis=1)
     assert cos.min() > 0.99
+
+
+def test_compiled_mode_pads_every_chunk_to_one_shape(tiny_clip_dir, pixels):
+    eager = load_clip(tiny_clip_dir, device="cpu", batch_size=4)
+    padded = load_clip(tiny_clip_dir, device="cpu", batch_size=4)
+    shapes: list[tuple[int, ...]] = []
+    forward = padded.model
+
+    def spy(pixel_values):
+        shapes.append(tuple(pixel_values.shape))
+        return forward(pixel_values=pixel_values)
+
+    padded.compiled, padded._forward = True, spy  # the padding rule, without compiling
+    np.testing.assert_allclose(padded.encode(pixels), eager.encode(pixels), atol=1e-6)
+    assert shapes == [(4, 3, 224, 224)] * 2  # 5 images: 4 + (1 padded to 4)
+    assert padded.describe()["compile"] is True
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_eager_embeddings(tiny_clip_dir, pixels):
+    eager = load_clip(tiny_clip_dir, device="cpu", batch_size=4)
+    compiled = load_clip(tiny_clip_dir, device="cpu", batch_size=4, compile=True)
+    np.testing.assert_allclose(compiled.encode(pixels), eager.encode(pixels), atol=1e-5)
+
+
+def test_cpu_chunk_is_bounded_by_the_activation_budget(tiny_clip_dir):
+    from pixsieve.models.clip import activation_bytes, activation_chunk
+
+    small = load_clip(tiny_clip_dir, device="cpu", batch_size=64, activation_budget=1 << 20)
+    per_image = activation_bytes(small.model.config, torch.float32)
+    assert small.max_chunk == max(1, (1 << 20) // per_image) < 64
+    assert activation_chunk(small.model.config, torch.bfloat16, 1 << 20) >= 2 * small.max_chunk - 1
+    assert load_clip(tiny_clip_dir, device="cpu", activation_budget=0).max_chunk is None
+
+
+@pytest.mark.parametrize("fixture", ["tiny_clip_dir", "tiny_full_clip_dir"])
+def test_bf16_is_read_tensor_by_tensor_and_equals_the_transformers_load(fixture, request, pixels):
+    from transformers import CLIPVisionModelWithProjection
+
+    from pixsieve.models.streamed import read_converted
+
+    folder = request.getfixturevalue(fixture)
+    prefixes = ("vision_model.", "visual_projection.")
+    weights = read_converted(folder, torch.bfloat16, prefixes)
+    assert weights and all(t.dtype == torch.bfloat16 for t in weights.values())
+    assert not any(k.startswith("text_model.") for k in weights)  # the text tower is skipped
+    assert read_converted(folder, torch.float32, prefixes) is None  # fp32 file: mapped as is
+    ours = load_clip(folder, device="cpu", precision="bf16")
+    assert next(ours.model.parameters()).dtype == torch.bfloat16
+    ref = CLIPVisionModelWithProjection.from_pretrained(folder, dtype=torch.bfloat16)
+    x = ours.preprocess(pixels)
+    with torch.inference_mode():
+        got, want = ours.model(pixel_values=x).image_embeds, ref(pixel_values=x).image_embeds
+    assert torch.equal(got, want)

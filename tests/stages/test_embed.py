@@ -56,6 +56,7 @@ def test_constructor_stores_settings_only(offline):
         "device": "auto",
         "precision": None,
         "batch_size": 64,
+        "compile": False,
     }
     assert pickle.loads(pickle.dumps(stage)).describe() == stage.describe()
     with pytest.raises(hub.ModelUnavailableError, match="pixsieve models download"):

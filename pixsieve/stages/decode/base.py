@@ -9,7 +9,6 @@ once.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -47,8 +46,10 @@ class DecoderStage(Stage):
     threads: int | None = None
 
     def _threads(self) -> int:
-        """CPU threads to use (``threads`` or one per core)."""
-        return self.threads or os.cpu_count() or 1
+        """CPU threads to use (``threads``, or one per CPU this worker was given)."""
+        from pixsieve.devices import cpu_budget
+
+        return self.threads or cpu_budget()
 
 
 def find_decoder(stages: Iterable[object]) -> Any | None:

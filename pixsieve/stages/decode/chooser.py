@@ -5,13 +5,22 @@ then torchvision's nvJPEG (:class:`~pixsieve.stages.decode.nvjpeg.TorchvisionDec
 then the CPU :class:`~pixsieve.stages.decode.cpu.DecodeStage`. The stage's ``backend``
 attribute names the choice; ``run.json`` records it as ``decoder``. Nothing here imports
 torch, DALI or torchvision until a GPU backend is asked about.
+
+A cluster's driver may have no GPU while its workers do: choosing the backend there would give
+GPU workers the CPU decoder. :func:`choose_decoder` returns a :class:`WorkerChosenDecoder`
+instead when the driver sees no GPU and the device may be one (``auto``, ``cuda...``); it is
+cheap to ship, and its copy on each worker calls :func:`choose_here` there, in ``setup()``.
+Its ``backend`` says ``auto`` until then; the score pass reports the backend each worker
+chose, which ``run.json`` records as ``decoder``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
+from pixsieve.batch import ImageBatch
+from pixsieve.stages.base import DeviceResources
 from pixsieve.stages.decode.base import DecoderStage, resolve_decode_device
 from pixsieve.stages.decode.cpu import DecodeStage
 
@@ -56,6 +65,19 @@ def choose_decoder(device: str = "auto", backend: str = "auto", **settings: Any)
     """
     if backend not in ("auto", *BACKENDS):
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    if backend == "auto" and str(device).startswith(("auto", "cuda")) and not _cuda_here():
+        return WorkerChosenDecoder(device, settings)  # a GPU worker chooses for itself
+    return choose_here(device, backend, **settings)
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_here(device: str = "auto", backend: str = "auto", **settings: Any) -> DecoderStage:
+    """:func:`choose_decoder` decided on this machine (what a worker's copy calls)."""
     if backend == "auto":
         on_gpu = resolve_decode_device(device).type == "cuda"
         backend = available_backends(device)[0] if on_gpu else "pillow"
@@ -74,3 +96,43 @@ def choose_decoder(device: str = "auto", backend: str = "auto", **settings: Any)
 def _gpu_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` without the CPU decoder's own limits."""
     return {k: v for k, v in settings.items() if k not in CPU_ONLY}
+
+
+class WorkerChosenDecoder(DecoderStage):
+    """Decode with whatever :func:`choose_decoder` picks for ``device`` on this worker."""
+
+    backend: ClassVar[str] = "auto"  # type: ignore[misc]  # set per instance in setup()
+    resources = DeviceResources()
+
+    def __init__(self, device: str, settings: dict[str, Any]) -> None:
+        self.device = device
+        self.settings = dict(settings)
+        self._stage: DecoderStage | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_stage": None, "backend": "auto"}
+
+    def setup(self) -> None:
+        """Choose the backend here and set that stage up (once)."""
+        if self._stage is None:
+            threads = {"threads": self.threads} if self.threads else {}
+            self._stage = choose_here(self.device, **{**self.settings, **threads})
+            self.backend = self._stage.backend  # type: ignore[misc]
+        self._stage.setup()
+
+    def process(self, batch: ImageBatch) -> ImageBatch:
+        """Decode with the chosen stage."""
+        self.setup()
+        assert self._stage is not None
+        return self._stage.process(batch)
+
+    def take_counts(self) -> dict[str, int]:
+        """The chosen stage's own counters (decode routing)."""
+        take = getattr(self._stage, "take_counts", None)
+        return take() if callable(take) else {}
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for ``run.json`` (the chosen stage's, once there is one)."""
+        if self._stage is not None:
+            return self._stage.describe()
+        return {"device": self.device, "backend": "chosen on the worker", **self.settings}

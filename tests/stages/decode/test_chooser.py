@@ -8,6 +8,7 @@ import pytest
 
 from pixsieve import Pipeline
 from pixsieve.stages.decode import CpuDecodeStage, available_backends, choose_decoder
+from pixsieve.stages.decode.chooser import WorkerChosenDecoder, choose_here
 
 # --- chooser -------------------------------------------------------------------------------
 
@@ -21,8 +22,24 @@ def test_choose_decoder_on_cpu_is_the_cpu_stage():
 def test_choose_decoder_on_cuda_follows_what_is_installed():
     have = available_backends("cuda")
     assert have[-1] == "pillow"
-    stage = choose_decoder("cuda")  # built, not set up: no GPU needed
+    stage = choose_here("cuda")  # built, not set up: no GPU needed
     assert stage.backend == have[0]
+
+
+def test_a_driver_without_a_gpu_lets_the_worker_choose(monkeypatch, good_shards):
+    import pickle
+
+    from pixsieve.stages.decode import chooser
+
+    monkeypatch.setattr(chooser, "_cuda_here", lambda: False)
+    stage = choose_decoder("cuda", image_size=224)
+    assert isinstance(stage, WorkerChosenDecoder) and stage.backend == "auto"
+    assert not isinstance(choose_decoder("cpu"), WorkerChosenDecoder)
+    worker_copy = pickle.loads(pickle.dumps(choose_decoder("auto")))
+    worker_copy.setup()  # this "worker" has no GPU: auto resolves to the CPU decoder here
+    assert worker_copy.backend == "pillow" and worker_copy.describe()["image_size"] == 224
+    monkeypatch.setattr(chooser, "_cuda_here", lambda: True)  # a driver that sees a GPU
+    assert choose_decoder("cuda").backend == available_backends("cuda")[0]
 
 
 def test_choose_decoder_rejects_unknown_and_missing_backends():

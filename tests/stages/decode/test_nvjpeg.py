@@ -15,7 +15,11 @@ from PIL import Image
 from pixsieve.io.decode import _resize_crop
 from pixsieve.stages.decode import DecodeStage
 from pixsieve.stages.decode.accelerated import AcceleratedDecodeStage
-from pixsieve.stages.decode.nvjpeg import TorchvisionDecodeStage, resize_crop_chw
+from pixsieve.stages.decode.nvjpeg import (
+    TorchvisionDecodeStage,
+    resize_crop_batch,
+    resize_crop_chw,
+)
 
 
 def test_torch_resize_crop_close_to_pillow():
@@ -64,3 +68,14 @@ def test_torchvision_nvjpeg_matches_cpu_stage(bad_shard):
     on_device = TorchvisionDecodeStage(device="cuda", keep_on_device=True)
     batch = on_device.process(read_batch(bad_shard))
     assert isinstance(batch.pixels, torch.Tensor) and batch.pixels.is_cuda
+
+
+def test_batched_resize_equals_the_per_image_resize():
+    rng = np.random.default_rng(0)
+    shapes = [(300, 400), (400, 300), (300, 400), (224, 224), (512, 341), (300, 400)]
+    images = [torch.from_numpy(rng.integers(0, 255, (3, h, w), dtype=np.uint8)) for h, w in shapes]
+    batched = resize_crop_batch(images, 224)
+    assert batched.shape == (6, 224, 224, 3) and batched.dtype == torch.uint8
+    for im, got in zip(images, batched, strict=True):
+        assert torch.equal(got, resize_crop_chw(im, 224))
+    assert resize_crop_batch([], 224).shape == (0, 224, 224, 3)
