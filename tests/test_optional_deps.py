@@ -18,13 +18,14 @@ from pixsieve.dedup import SemanticDedupConfig, find_duplicates
 from pixsieve.stages import DecodeStage
 
 result = Pipeline([DecodeStage(threads=1)]).run(sys.argv[2:], sys.argv[1], progress=False)
+x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+backend = find_duplicates(x, SemanticDedupConfig(n_clusters=4)).backend  # torch stands in
 try:
-    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
-    find_duplicates(x, SemanticDedupConfig(n_clusters=4))
+    find_duplicates(x, SemanticDedupConfig(n_clusters=4, backend="faiss"))
     error = None
 except ImportError as e:
     error = str(e)
-print(json.dumps({"kept": result.counts["kept"], "error": error}))
+print(json.dumps({"kept": result.counts["kept"], "error": error, "backend": backend}))
 """
 
 
@@ -41,4 +42,5 @@ def test_pixsieve_imports_and_runs_without_faiss(tmp_path: Path, good_shards: li
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["kept"] > 0  # a run without semantic dedup needs no faiss
-    assert out["error"] is not None and "pip install faiss-cpu" in out["error"]
+    assert out["backend"] == "torch:cpu"  # without faiss, semantic dedup runs on torch
+    assert out["error"] is not None and "pip install faiss-cpu" in out["error"]  # asked for

@@ -2,9 +2,11 @@
 
 A :class:`Feed` reads one shard, runs the CPU stages over each batch in its producer thread
 and hands the batches on through a bounded queue (``prefetch`` batches), so decoding overlaps
-the model. The score pass opens the next shard's feed while it consumes the current one
-(read-ahead across shards: two readers at a time, the model never waits at a shard boundary);
-sample bytes stay within the process-wide read budget either way.
+the model. The score pass prepares the next shard's feed while it consumes the current one
+and starts it as soon as the current feed has read its shard (:meth:`Feed.then`), so the next
+shard is read and decoded while the model finishes this one and never waits at a shard
+boundary; only one feed at a time takes from the process-wide read budget, so no feed waits
+for bytes another holds.
 """
 
 from __future__ import annotations
@@ -46,11 +48,35 @@ class Feed:
         self._thread = threading.Thread(
             target=self._produce, name=f"pixsieve-read-{index}", daemon=True
         )
+        self._guard = threading.Lock()
+        self._started = self._read = False
+        self._then: Callable[[], Any] | None = None
 
     def start(self) -> Feed:
-        """Start the producer thread."""
-        self._thread.start()
+        """Start the producer thread (once)."""
+        with self._guard:
+            if not self._started:
+                self._started = True
+                self._thread.start()
         return self
+
+    def then(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn`` once this feed has read its whole shard (now, if it already has).
+
+        The next shard's feed starts so: while it reads, this feed takes no more of the read
+        budget, so neither can wait for bytes the other holds.
+        """
+        with self._guard:
+            if not self._read:
+                self._then = fn
+                return
+        fn()
+
+    def _finished_reading(self) -> None:
+        with self._guard:
+            self._read, fn, self._then = True, self._then, None
+        if fn is not None:
+            fn()
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -72,23 +98,35 @@ class Feed:
                     READ_BUDGET.release(held)
                     return
                 held = 0
+            self._finished_reading()
             self._put(_END)
         except BaseException as e:  # hand the failure to the consumer
             READ_BUDGET.release(held)
+            self._finished_reading()
             self._put(e)
 
-    def __iter__(self) -> Iterator[tuple[ImageBatch, int]]:
-        """``(batch, bytes held)`` in order; a failure of the producer is raised here. The
-        receiver releases each batch's bytes from the read budget."""
-        while (item := self._q.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def ready(self) -> bool:
+        """Whether the next item is already waiting (taking it will not block)."""
+        return not self._q.empty()
+
+    def next(self) -> tuple[ImageBatch, int] | None:
+        """The next ``(batch, bytes held)``, ``None`` at the end; a failure of the producer is
+        raised here. The receiver releases each batch's bytes from the read budget."""
+        item = self._q.get()
+        if item is _END:
+            self._q.put(_END)  # stays the answer
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     def close(self) -> None:
         """Stop the producer and give back the bytes of batches nobody will score."""
         self._stop.set()  # the producer gives up on a full queue and ends
-        self._thread.join()
+        with self._guard:
+            started, self._then = self._started, None
+        if started:
+            self._thread.join()
         while not self._q.empty():
             left = self._q.get_nowait()
             if isinstance(left, tuple):

@@ -180,7 +180,7 @@ class ScoreWorker:
         feed = self._claim(index, stages[:split])
         reader = feed.reader
         if self.read_ahead:
-            self._read_ahead(index, stages[:split])
+            self._read_ahead(feed, index, stages[:split])
         stats = {**feed.stats, **{stage_name(s): StageStats() for s in model_stages}}
         tables = self._pump(feed, model_stages, stats, progress)
         samples = sum(t.num_rows for t in tables)
@@ -203,14 +203,15 @@ class ScoreWorker:
         self.layout.write_json(self.layout.marker(PASS, shard_id(index)), summary)
         return summary
 
-    def _open(self, index: int, cpu_stages: list[StageLike]) -> Feed:
+    def _open(self, index: int, cpu_stages: list[StageLike], start: bool = True) -> Feed:
         """Start the feed of shard ``index`` (reader + CPU stages in a producer thread)."""
         reader = TarShardReader(self.shards[index].url, self.storage_options, self.limits)
         staged = list(cpu_stages)
         if self.exact:
             assert self._duplicates is not None
             staged.insert(0, ExactDuplicateStage(self._duplicates.get(index, {})))
-        return Feed(index, reader, self._batches, staged, self.prefetch, _read_stats).start()
+        feed = Feed(index, reader, self._batches, staged, self.prefetch, _read_stats)
+        return feed.start() if start else feed
 
     def _claim(self, index: int, cpu_stages: list[StageLike]) -> Feed:
         """The feed read ahead for ``index`` by this thread, else a new one (a wrong guess is
@@ -222,13 +223,13 @@ class ScoreWorker:
                 self._feeds.discard(ahead[0])
             if ahead[0].index == index:
                 self._local.spare = cpu_stages  # the current slot is free for the next one
-                return ahead[0]
+                return ahead[0].start()  # started already unless the last feed failed early
             ahead[0].close()
         return self._open(index, cpu_stages)
 
-    def _read_ahead(self, index: int, cpu_stages: list[StageLike]) -> None:
-        """Open the feed of the next shard not yet done, on the other copy of the CPU stages
-        (two producers never share a stage)."""
+    def _read_ahead(self, current: Feed, index: int, cpu_stages: list[StageLike]) -> None:
+        """Prepare the feed of the next shard not yet done, on the other copy of the CPU stages
+        (two producers never share a stage); it starts when ``current`` has read its shard."""
         nxt = next((j for j in range(index + 1, len(self.shards)) if self.done(j) is None), None)
         if nxt is None:
             return
@@ -237,7 +238,8 @@ class ScoreWorker:
             spare = copy.deepcopy(cpu_stages)
             for stage in spare:
                 stage.setup()
-        feed = self._open(nxt, spare)
+        feed = self._open(nxt, spare, start=False)
+        current.then(feed.start)
         self._local.ahead = (feed, spare)
         self._local.spare = cpu_stages
         with self._lock:
@@ -274,7 +276,12 @@ class ScoreWorker:
             progress(len(batch))
 
         try:
-            for batch, held in feed:
+            while True:
+                if inflight and not feed.ready():  # land k before waiting: never hold its
+                    finish(*inflight.pop(0))  # bytes while the reader waits for budget
+                if (item := feed.next()) is None:
+                    break
+                batch, held = item
                 inflight.append((batch, held, None))
                 inflight[-1] = (batch, held, launch(batch, ahead, stats))  # batch k+1 queued...
                 if len(inflight) > 1:
