@@ -187,3 +187,43 @@ def test_mismatched_settings_refused(batches, tmp_path):
         dedup_files(new, tmp_path / "D", _config(mode="components"), against=[tmp_path / "A"])
     with pytest.raises(InputError, match="no dedup index"):
         dedup_files(new, tmp_path / "E", _config(), against=[tmp_path / "in_a"])
+
+
+def test_resumes_after_an_interruption(batches, tmp_path):
+    """Stopped before the earlier-run phase, or while writing its index, a rerun finishes with
+    the answer of an uninterrupted run and does not redo finished files."""
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a", 3), tmp_path / "A", _config())
+    new = _write(tmp_path / "in_b", b, "b", 3)
+    dedup_files(new, tmp_path / "ref", _config(), against=[tmp_path / "A"])
+    done: list[str] = []
+
+    def failing(stop: str, after: int):
+        def run(fn, argument_tuples):
+            for args in argument_tuples:
+                if fn.__name__ == stop and done.count(stop) >= after:
+                    raise KeyboardInterrupt  # as if the run was stopped half-way
+                done.append(fn.__name__)
+                yield fn(*args)
+
+        return run
+
+    for stop, after in (("cross_bucket", 0), ("index_file", 1)):
+        out = tmp_path / f"out-{stop}"
+        with pytest.raises(KeyboardInterrupt):
+            dedup_files(
+                new, out, _config(), map_calls=failing(stop, after), against=[tmp_path / "A"]
+            )
+        done.clear()
+        finished = sorted((out / "work").glob("assign/f*/*")) + sorted(
+            (out / INDEX_DIR).glob("kept/b*/*")
+        )
+        stamps = {p: p.stat().st_mtime_ns for p in finished}
+        dedup_files(new, out, _config(), map_calls=failing("", 0), against=[tmp_path / "A"])
+        assert stamps and {p: p.stat().st_mtime_ns for p in finished} == stamps  # not redone
+        got, ref = _removed(out), _removed(tmp_path / "ref")
+        assert got.drop_columns(["duplicate_of_run"]).equals(ref.drop_columns(["duplicate_of_run"]))
+        assert got.column("duplicate_of_run").equals(ref.column("duplicate_of_run"))
+        kept = pq.read_table(out / INDEX_DIR / "kept").column("id").to_pylist()
+        ref_kept = pq.read_table(tmp_path / "ref" / INDEX_DIR / "kept").column("id").to_pylist()
+        assert sorted(kept) == sorted(ref_kept)
