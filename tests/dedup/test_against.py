@@ -227,3 +227,27 @@ def test_resumes_after_an_interruption(batches, tmp_path):
         kept = pq.read_table(out / INDEX_DIR / "kept").column("id").to_pylist()
         ref_kept = pq.read_table(tmp_path / "ref" / INDEX_DIR / "kept").column("id").to_pylist()
         assert sorted(kept) == sorted(ref_kept)
+
+
+@pytest.mark.parametrize("mode", ["components", "semdedup"])
+def test_other_modes_remove_copies_of_earlier_kept(batches, tmp_path, mode):
+    """In every mode a new copy of an item the earlier run kept is removed as its duplicate,
+    and nothing the earlier run kept is touched."""
+    a, b = batches
+    config = _config(mode=mode)
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", config)
+    kept_a = set(f"a{i:05d}" for i in range(len(a))) - set(
+        _removed(tmp_path / "A").column("id").to_pylist()
+    )
+    rng = np.random.default_rng(1)
+    picks = rng.choice(sorted(int(s[1:]) for s in kept_a), 30, replace=False)
+    new = np.concatenate([_copy(rng, a[picks]), b])
+    dedup_files(
+        _write(tmp_path / "in_b", new, "b"), tmp_path / "B", config, against=[tmp_path / "A"]
+    )
+    table = _removed(tmp_path / "B").to_pylist()
+    earlier = {r["id"]: r for r in table if r["reason"] == REASON_EARLIER}
+    for i in range(len(picks)):
+        assert f"b{i:05d}" in earlier
+        assert earlier[f"b{i:05d}"]["similarity"] >= THRESHOLD
+    assert {r["duplicate_of"] for r in earlier.values()} <= kept_a
