@@ -4,8 +4,9 @@
 
 1. OLD: the planted set of ``dedup_files_bench.py`` (``--n`` items in ``--files`` files).
    NEW: ``--new`` items, ``--copies`` of them near-copies of random OLD items (cosine about
-   0.97-0.995: the planted cross-batch pairs), the rest a fresh planted set of other topics
-   (with its own duplicate groups), in ``--new-files`` files.
+   0.97-0.995: the planted cross-batch pairs), the rest (``--fresh``) either distinct items
+   of OLD's distribution (cosine ~0.8 to an OLD item; 5% of them in duplicate pairs) or a
+   planted set of other topics (far from every OLD cluster), in ``--new-files`` files.
 2. Runs ``pixsieve dedup OLD -o OUT_OLD`` (writes the index), then
    ``pixsieve dedup NEW -o OUT_NEW --against OUT_OLD``, then ``pixsieve dedup OLD NEW`` from
    scratch; each as a child process with the peak RSS of its process tree sampled every 0.1 s.
@@ -81,9 +82,21 @@ def generate_new(folder: Path, old: Path, args: argparse.Namespace) -> None:
     noise = rng.uniform(0.1, 0.25, (args.copies, 1)) / np.sqrt(args.dim)
     copies = np.asarray(x_old[src]) + noise * rng.standard_normal((args.copies, args.dim))
     copies /= np.linalg.norm(copies, axis=1, keepdims=True)
-    fresh = planted_embeddings(
-        args.new - args.copies, args.dim, n_topics=max(2, args.new // 500), seed=args.seed + 13
-    ).embeddings
+    m = args.new - args.copies
+    if args.fresh == "other":  # other topics: far from every OLD centroid
+        fresh = planted_embeddings(m, args.dim, n_topics=max(2, m // 500), seed=args.seed + 13)
+        fresh = fresh.embeddings
+    else:  # OLD's distribution: distinct items (cosine ~0.8) near random OLD items
+        near = np.sort(rng.choice(len(x_old), m, replace=False))
+        fresh = np.asarray(x_old[near]) + 0.75 / np.sqrt(args.dim) * rng.standard_normal(
+            (m, args.dim)
+        )
+        fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
+        twins = rng.choice(m, m // 20, replace=False)  # duplicates within NEW
+        fresh[twins[1::2]] = fresh[twins[::2]] + 0.1 / np.sqrt(args.dim) * rng.standard_normal(
+            (len(twins[1::2]), args.dim)
+        )
+        fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
     x = np.concatenate([copies.astype(np.float32), fresh])
     order = rng.permutation(len(x))
     x = x[order]
@@ -135,19 +148,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mode", default="witness")
     parser.add_argument("--data", default="/tmp/pixsieve-dedup-bench")
+    parser.add_argument(
+        "--fresh",
+        choices=["same", "other"],
+        default="same",
+        help="NEW's non-copies: OLD's distribution, or other topics (beyond OLD's clusters)",
+    )
+    parser.add_argument("--reuse-old", action="store_true", help="keep an existing OLD output")
+    parser.add_argument("--skip-scratch", action="store_true", help="no from-scratch run")
     args = parser.parse_args()
     data = Path(args.data)
     old = data / f"n{args.n}-f{args.files}-d{args.dim}-s{args.seed}"
-    new = data / f"new{args.new}-c{args.copies}-of-n{args.n}-s{args.seed}"
+    new = data / f"new{args.new}-c{args.copies}-{args.fresh}-of-n{args.n}-s{args.seed}"
     generate(old, args.n, args.files, args.dim, args.seed)
     generate_new(new, old, args)
     out_old, out_new, out_all = (data / f"against-{name}" for name in ("old", "new", "all"))
     rows = {}
-    rows["old"] = run_dedup([old / "parquet"], out_old, args)
+    if not (args.reuse_old and (out_old / "index" / "index.json").exists()):
+        rows["old"] = run_dedup([old / "parquet"], out_old, args)
     rows["against"] = run_dedup([new / "parquet"], out_new, args, ["--against", str(out_old)])
-    rows["scratch"] = run_dedup([old / "parquet", new / "parquet"], out_all, args)
     rows["against"].update(cross_recall(old, new, args.n, [out_old, out_new], args.threshold))
-    rows["scratch"].update(cross_recall(old, new, args.n, [out_all], args.threshold))
+    if not args.skip_scratch:
+        rows["scratch"] = run_dedup([old / "parquet", new / "parquet"], out_all, args)
+        rows["scratch"].update(cross_recall(old, new, args.n, [out_all], args.threshold))
     for name, row in rows.items():
         print(json.dumps({"run": name, "n": args.n, "new": args.new, **row}))
     print(json.dumps({"cpus": os.cpu_count(), "memory_limit": args.memory_limit}))
