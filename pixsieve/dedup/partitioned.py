@@ -56,6 +56,8 @@ from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sour
 from pixsieve.dedup.workdir import MapCalls, prepare_work, stamp, thread_map
 
 Progress = Callable[[str, int, int], None]
+#: Above this share of new items beyond the earlier clusters' radius, a run notes it.
+FAR_SHARE: float = 0.25
 __all__ = ["MapCalls", "PartitionedResult", "dedup_files", "thread_map"]
 
 
@@ -315,6 +317,12 @@ def dedup_files(
         notes=[note] if note else [],
         keep_policy=policy,
     )
+    share = counts.get("beyond_radius_share", 0.0)
+    if share > FAR_SHARE:
+        result.notes.append(
+            f"{100 * share:.0f}% of the new items lie beyond the earlier clusters' radius: "
+            "their search costs more (more border clusters); a run over everything re-clusters"
+        )
     summary = {
         "run_id": run_id,
         "input": [str(s.path) for s in sources],

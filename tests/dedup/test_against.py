@@ -251,3 +251,26 @@ def test_other_modes_remove_copies_of_earlier_kept(batches, tmp_path, mode):
         assert f"b{i:05d}" in earlier
         assert earlier[f"b{i:05d}"]["similarity"] >= THRESHOLD
     assert {r["duplicate_of"] for r in earlier.values()} <= kept_a
+
+
+def test_far_new_items_are_reported(batches, tmp_path):
+    """New items far from every earlier cluster are still assigned, counted and noted."""
+    a, _ = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    rng = np.random.default_rng(9)
+    near = dedup_files(
+        _write(tmp_path / "in_near", _copy(rng, a[:100], 0.05), "n"),
+        tmp_path / "near",
+        _config(),
+        against=[tmp_path / "A"],
+    )
+    far = dedup_files(
+        _write(tmp_path / "in_far", _unit(rng.standard_normal((100, DIM))), "f"),
+        tmp_path / "far",
+        _config(),
+        against=[tmp_path / "A"],
+    )
+    assert near.counts["beyond_radius_share"] < 0.25 and not near.notes
+    assert far.counts["beyond_radius_share"] > 0.9
+    assert any("beyond the earlier clusters' radius" in note for note in far.notes)
+    assert json.loads((tmp_path / "far" / "dedup.json").read_text())["counts"]["beyond_radius"] > 90
