@@ -28,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -62,14 +63,16 @@ def _hwm_gb() -> float:
 def run_one(
     n: int, dim: int, threshold: float, queries: int, seed: int, hard: bool, mode: str | None
 ) -> dict:
-    from pixsieve.dedup import SemanticDedupConfig, find_duplicates
-    from pixsieve.dedup.evaluate import (
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # dedup_tools
+    from dedup_tools.evaluate import (
         exact_neighbors,
         grouped_recall,
         pair_precision,
         pair_recall,
     )
-    from pixsieve.dedup.synthetic import planted_embeddings
+    from dedup_tools.synthetic import planted_embeddings
+
+    from pixsieve.dedup import SemanticDedupConfig, find_duplicates
 
     start = time.perf_counter()
     planted = planted_embeddings(n, dim, n_topics=max(2, n // 500), seed=seed)

@@ -62,8 +62,9 @@ def _hwm(pid: int) -> int:
 
 def generate(folder: Path, n: int, files: int, dim: int, seed: int) -> None:
     """Planted vectors into ``folder/x.npy`` (memory map), truth and Parquet files."""
+    from dedup_tools.synthetic import planted_embeddings
+
     from pixsieve.dedup.partition import fixed_list
-    from pixsieve.dedup.synthetic import planted_embeddings
 
     if (folder / "done").exists():
         return
@@ -137,8 +138,9 @@ def run_dedup(folder: Path, out: Path, args: argparse.Namespace) -> dict:
 
 
 def score(folder: Path, out: Path, threshold: float) -> dict:
+    from dedup_tools.synthetic import group_pairs
+
     from pixsieve.dedup.pairs import exact_cosine
-    from pixsieve.dedup.synthetic import group_pairs
 
     x = np.load(folder / "x.npy", mmap_mode="r")
     group = np.load(folder / "group.npy")

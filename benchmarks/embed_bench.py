@@ -24,11 +24,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-WEIGHTS = ROOT.parent / "shared" / "fixtures" / "weights"
+WEIGHTS = ROOT / "tests" / "data" / "weights"
 
 from ingest_bench import make_jpegs, write_shard  # noqa: E402
 
-from pixsieve.config import CurateConfig, EmbedConfig, FilterConfig, ModelsConfig  # noqa: E402
+from pixsieve.config import (  # noqa: E402
+    CurateConfig,
+    EmbedConfig,
+    FilterConfig,
+    ModelsConfig,
+    RunConfig,
+)
 from pixsieve.curate import curate  # noqa: E402
 from pixsieve.models import load_clip  # noqa: E402
 
@@ -61,7 +67,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="pixsieve-embed-"))
+    with tempfile.TemporaryDirectory(prefix="pixsieve-embed-") as tmp:  # removed at the end
+        run(Path(tmp), args)
+
+
+def run(tmp: Path, args: argparse.Namespace) -> None:
+    """The measurements, with every file under ``tmp``."""
     model_dir = save_vit_l14(tmp / "vit-l-14")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     pixels = np.random.default_rng(0).integers(0, 255, (args.images, 224, 224, 3), dtype=np.uint8)
@@ -78,6 +89,7 @@ def main() -> None:
             model=str(model_dir), device="cpu", precision="fp32", batch_size=args.batch_size
         ),
         filters=FilterConfig(aesthetic_min=0.0),
+        run=RunConfig(skip=("caption",)),  # a vision-only model: see caption_bench.py
         models=ModelsConfig(
             aesthetic=str(WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"),
             nsfw=str(WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"),

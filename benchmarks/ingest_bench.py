@@ -6,7 +6,7 @@ Run by hand from the repository root::
 
 Part 1 times, on one core, a Pillow full-decode + resize baseline against pixsieve's decoder
 (DCT-domain downscaling) and the full reader + decode stage, on ~512-px and ~1600×1200 JPEGs
-made from the real photos in ../shared/fixtures. Part 2 runs a pure ingest → export
+made from the real photos in tests/data/photos. Part 2 runs a pure ingest → export
 (``--skip embed``) on N and 10×N shards in child processes and compares their peak RSS.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ROOT.parent / "shared" / "fixtures" / "images" / "photos"
+PHOTOS = ROOT / "tests" / "data" / "photos"
 sys.path.insert(0, str(ROOT))
 
 from pixsieve.io.decode import _resize_crop, decode_image  # noqa: E402
@@ -130,7 +130,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--shards", type=int, default=4)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="pixsieve-bench-"))
+    with tempfile.TemporaryDirectory(prefix="pixsieve-bench-") as tmp:  # removed at the end
+        run(Path(tmp), args)
+
+
+def run(tmp: Path, args: argparse.Namespace) -> None:
+    """The measurements, with every file under ``tmp``."""
     print(f"machine: {resource.getpagesize()} B pages, python {sys.version.split()[0]}")
     for label, size in (("512px", (512, 512)), ("1600x1200", (1600, 1200))):
         images = make_jpegs(args.images, size)

@@ -3,7 +3,8 @@
     python benchmarks/ray_bench.py --shards 8 --per-shard 500 --repeat 2
 
 1. writes ``--shards`` tars of ``--per-shard`` synthetic JPEGs (``--width`` x ``--height``,
-   noise over gradients, quality 90) under ``--workdir`` (reused when already there);
+   noise over gradients, quality 90) under ``--workdir`` (reused when already there; without
+   it, a temporary folder that is removed at the end);
 2. starts a local Ray (``num_cpus=--cpus``) and reports the start-up cost separately:
    ``ray.init`` and starting a first pool of two actors (process start, imports);
 3. per repeat, alternates the local and the Ray executor on the same pipeline (decode, size
@@ -114,6 +115,15 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ray-bench-"))
+    try:
+        run(work, args)
+    finally:  # a --workdir is kept (its inputs are reused); a temporary one is removed
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, args: argparse.Namespace) -> None:
+    """Generate (or reuse) the inputs under ``work``, then time every executor."""
     t0 = time.perf_counter()
     if len(list((work / "in").glob("*.tar"))) != args.shards:
         make_shards(work / "in", args.shards, args.per_shard, args.width, args.height)

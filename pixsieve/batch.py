@@ -20,6 +20,30 @@ KEPT: int = 0
 REMOVED: int = 1
 ERROR: int = 2
 STATUS_NAMES: tuple[str, str, str] = ("kept", "removed", "error")
+EMBEDDING_COLUMN: str = "embedding"
+"""The column holding each sample's CLIP embedding (set by the embed stage)."""
+
+
+def reason_code(reason: str) -> str:
+    """The stable code of a reason: the part before ``:`` (``decode_error: x`` → decode_error).
+
+    The one rule for it: counters (``dropped_<code>``), the manifest's ``reason`` column, the
+    report, sweeps and ``refilter`` all use it. A bare code is its own code.
+    """
+    return reason.split(":", 1)[0].strip().replace(" ", "_")
+
+
+def split_reason(reason: str | None) -> tuple[str | None, str | None]:
+    """``(code, detail)`` of a reason: the manifest's ``reason`` and ``reason_detail`` columns.
+
+    ``"decode_error: cannot identify image"`` → ``("decode_error", "cannot identify image")``;
+    a bare code has no detail; ``None`` (kept) stays ``(None, None)``.
+    """
+    if reason is None:
+        return None, None
+    code = reason_code(reason)
+    _, sep, detail = reason.partition(":")
+    return code or "unknown", (detail.strip() or None) if sep else None
 
 
 @dataclass

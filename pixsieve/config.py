@@ -2,14 +2,19 @@
 
 A config file (TOML, JSON or YAML) mirrors these sections::
 
-    [read]      image_size, max_pixels, max_full_decode_pixels, batch_size, decoder
-    [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only
+    [read]      image_size, max_pixels, max_full_decode_pixels, batch_size, decoder,
+                max_decode_bytes, decode_timeout, max_sample_bytes, max_sidecar_bytes,
+                max_sample_members, keep_invalid_sidecars   # docs/limits.md
+    [filters]   min_side, max_aspect_ratio, aesthetic_min, nsfw_max, score_only,
+                clip_score_min, caption_from, require_caption
     [embed]     model, revision, device, precision, batch_size
     [models]    aesthetic, nsfw          # paths, URLs or pinned names of the head weights
     [dedup]     exact, semantic, threshold, keep, mode, n_clusters
     [export]    samples_per_shard, partition_bytes
-    [run]       executor, workers, retries, skip = ["nsfw", ...]
+    [run]       executor, workers, retries, skip = ["nsfw", ...], ray_address, memory_limit
+    [storage]   options = {...}                # fsspec storage options (endpoint_url, key, ...)
 
+``docs/config.md`` documents every key; ``examples/curate.toml`` is a complete example.
 Command-line options override the file; the file overrides these defaults. Every value, from
 a file or an override, is checked against its field's type and range; a bad one raises
 :class:`ConfigError` naming the section, the key, what was expected and what was given.
@@ -18,24 +23,33 @@ a file or an override, is checked against its field's type and range; a bad one 
 from __future__ import annotations
 
 import json
-import math
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
+from pixsieve.config_values import ConfigError, build_section, type_name
+from pixsieve.dedup.config import DEFAULT_MODE, DEFAULT_THRESHOLD
+from pixsieve.io.decode import (
+    DEFAULT_DECODE_TIMEOUT,
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_FULL_DECODE_PIXELS,
+    DEFAULT_MAX_PIXELS,
+)
+from pixsieve.io.limits import (
+    DEFAULT_MAX_SAMPLE_BYTES,
+    DEFAULT_MAX_SAMPLE_MEMBERS,
+    DEFAULT_MAX_SIDECAR_BYTES,
+)
+from pixsieve.stages.captions import ImageTextFilter
+from pixsieve.stages.documents import caption_sources
+from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
-SKIPPABLE = ("embed", "aesthetic", "nsfw", "dedup", "semantic-dedup")
-DEFAULT_AESTHETIC_MIN = 4.5
-DEFAULT_NSFW_MAX = 0.5
-
-
-class ConfigError(ValueError):
-    """A configuration file or value is unusable."""
+SKIPPABLE = ("embed", "aesthetic", "nsfw", "caption", "dedup", "semantic-dedup")
+DECODERS = ("auto", "pillow", "dali", "nvjpeg")
+EXECUTORS = ("local", "ray")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -47,17 +61,31 @@ class ReadConfig:
     max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS
     batch_size: int = 256
     decoder: str = "auto"
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT
+    max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
+    max_sidecar_bytes: int = DEFAULT_MAX_SIDECAR_BYTES
+    max_sample_members: int = DEFAULT_MAX_SAMPLE_MEMBERS
+    keep_invalid_sidecars: bool = False
 
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """Thresholds of the built-in filters (size filter off by default)."""
+    """Thresholds of the built-in filters (size filter off by default).
+
+    ``clip_score_min``, ``caption_from`` and ``require_caption`` set image–caption alignment:
+    the least cosine kept, the caption source (``txt``: the ``.txt`` sidecar, else the
+    ``.json`` ``caption`` field; or ``json:FIELD``), and whether samples without one are removed.
+    """
 
     min_side: int = 0
     max_aspect_ratio: float | None = None
-    aesthetic_min: float = DEFAULT_AESTHETIC_MIN
-    nsfw_max: float = DEFAULT_NSFW_MAX
+    aesthetic_min: float = AestheticFilter.default_threshold
+    nsfw_max: float = NSFWFilter.default_threshold
     score_only: bool = False
+    clip_score_min: float = ImageTextFilter.default_threshold
+    caption_from: str = "txt"
+    require_caption: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,9 +113,9 @@ class DedupConfig:
 
     exact: bool = True
     semantic: bool = True
-    threshold: float | None = None
+    threshold: float = DEFAULT_THRESHOLD
     keep: str = "aesthetic"
-    mode: str | None = None  # None: pixsieve.dedup's default (witness)
+    mode: str = DEFAULT_MODE
     n_clusters: int | None = None
 
 
@@ -108,6 +136,29 @@ class RunConfig:
     retries: int = 1
     skip: tuple[str, ...] = ()
     ray_address: str | None = None
+    memory_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """fsspec storage options for every input and output URL (``endpoint_url``, ``key``, ...)."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+SECRET_WORDS = ("secret", "token", "password", "credential", "key")
+"""Storage option names holding any of these are written to ``run.json`` as ``<redacted>``."""
+
+
+def _redact(options: Any) -> Any:
+    if not isinstance(options, dict):
+        return options
+    return {
+        k: "<redacted>"
+        if any(w in str(k).lower() for w in SECRET_WORDS) and not isinstance(v, dict)
+        else _redact(v)
+        for k, v in options.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -121,10 +172,41 @@ class CurateConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form for ``run.json``."""
+        """Plain-dict form of every setting, as given and defaulted."""
         return asdict(self)
+
+    def applied(self) -> dict[str, Any]:
+        """The settings the run actually uses, for ``run.json``.
+
+        Settings of skipped stages are left out (``--skip embed`` lists no model, threshold
+        or semantic-dedup setting), ``dedup.exact``/``dedup.semantic`` say whether each ran,
+        and secret-looking storage options (``key``, ``secret``, ``token``...) are redacted.
+        """
+        out = self.to_dict()
+        skip = set(self.run.skip)
+        filters, dedup = out["filters"], out["dedup"]
+        if "embed" in skip:
+            skip |= {"aesthetic", "nsfw", "caption", "semantic-dedup"}
+            del out["embed"]
+        for head, key in (("aesthetic", "aesthetic_min"), ("nsfw", "nsfw_max")):
+            if head in skip:
+                del filters[key]
+                out.get("models", {}).pop(head, None)
+        if "caption" in skip:
+            for key in ("clip_score_min", "caption_from", "require_caption"):
+                del filters[key]
+        if not out.get("models"):
+            out.pop("models", None)
+        dedup["exact"] = self.dedup.exact and "dedup" not in skip
+        dedup["semantic"] = self.dedup.semantic and not skip & {"dedup", "semantic-dedup"}
+        if not dedup["semantic"]:
+            for key in ("threshold", "keep", "mode", "n_clusters"):
+                del dedup[key]
+        out["storage"]["options"] = _redact(out["storage"]["options"])
+        return out
 
     def with_overrides(self, overrides: dict[str, dict[str, Any]]) -> CurateConfig:
         """Return a copy with ``{section: {field: value}}`` applied (``None`` values ignored)."""
@@ -134,7 +216,9 @@ class CurateConfig:
             if values:
                 current = getattr(cfg, section)
                 merged = {**asdict(current), **values}
-                cfg = replace(cfg, **{section: _build(type(current), merged, where=f"[{section}]")})
+                cfg = replace(
+                    cfg, **{section: build_section(type(current), merged, where=f"[{section}]")}
+                )
         _validate(cfg)
         return cfg
 
@@ -164,7 +248,7 @@ class CurateConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(
                 f"config file {path} must hold sections ([read], [run], ...) at its top level, "
-                f"got {_type_name(data)} {data!r}"
+                f"got {type_name(data)} {data!r}"
             )
         known = {f.name for f in fields(cls)}
         defaults = cls()
@@ -176,84 +260,15 @@ class CurateConfig:
                 )
             if values is None:  # a YAML section with no keys
                 values = {}
-            sections[name] = _build(type(getattr(defaults, name)), values, where=f"{path} [{name}]")
+            sections[name] = build_section(
+                type(getattr(defaults, name)), values, where=f"{path} [{name}]"
+            )
         cfg = cls(**sections)
         try:
             _validate(cfg)
         except ConfigError as e:
             raise ConfigError(f"{path} {e}") from e
         return cfg
-
-
-def _type_name(value: Any) -> str:
-    return "list" if isinstance(value, list | tuple) else type(value).__name__
-
-
-def _describe(annotation: Any) -> str:
-    """Human words for a field's annotation: ``int | None`` → ``an integer (or unset)``."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        words = " or ".join(_describe(a) for a in args if a is not type(None))
-        return f"{words} (or unset)" if type(None) in args else words
-    if typing.get_origin(annotation) is tuple:
-        return f"a list of {_describe(args[0]).split(' ', 1)[1]}s"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        annotation, str(annotation)
-    )
-
-
-def _coerce(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """``(ok, value)``: whether ``value`` fits ``annotation``, and its stored form."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(annotation)
-        if value is None:
-            return type(None) in args, None
-        for arg in args:
-            if arg is not type(None):
-                ok, out = _coerce(value, arg)
-                if ok:
-                    return True, out
-        return False, value
-    if origin is tuple:  # tuple[str, ...]: a list or tuple of the item type
-        (item, *_rest) = typing.get_args(annotation)
-        if not isinstance(value, list | tuple):
-            return False, value
-        items = [_coerce(v, item) for v in value]
-        return all(ok for ok, _ in items), tuple(v for _, v in items)
-    if annotation is bool:
-        return isinstance(value, bool), value
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if annotation is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if annotation is str:
-        return isinstance(value, str), value
-    return isinstance(value, annotation), value
-
-
-def _build(kind: type, values: Any, where: str = "config") -> Any:
-    """Build section dataclass ``kind`` from ``values``, checking every key and value type."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(
-            f"{where} must be a table of key = value settings, got {_type_name(values)} {values!r}"
-        )
-    names = {f.name for f in fields(kind)}
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {sorted(unknown, key=str)} in {where}; known: {sorted(names)}"
-        )
-    hints = typing.get_type_hints(kind)
-    checked: dict[str, Any] = {}
-    for key, value in values.items():
-        ok, checked[key] = _coerce(value, hints[key])
-        if not ok:
-            raise ConfigError(
-                f"{where} {key} must be {_describe(hints[key])}, got {_type_name(value)} {value!r}"
-            )
-    return kind(**checked)
 
 
 def _at_least(section: str, key: str, value: float | None, low: float) -> None:
@@ -268,19 +283,24 @@ def _one_of(section: str, key: str, value: str | None, choices: tuple[str, ...])
 
 def _validate(cfg: CurateConfig) -> None:
     """Check ranges and choices that the field types alone do not capture."""
-    from pixsieve.dedup.config import KEEP_POLICIES, MODES
+    from pixsieve.dedup.config import KEEP_POLICIES, MODES, check_threshold
 
     bad = [s for s in cfg.run.skip if s not in SKIPPABLE]
     if bad:
         raise ConfigError(f"[run] cannot skip {bad}: choose from {', '.join(SKIPPABLE)}")
-    _one_of("read", "decoder", cfg.read.decoder, ("auto", "pillow", "dali", "nvjpeg"))
-    _one_of("run", "executor", cfg.run.executor, ("local", "ray"))
-    _one_of("embed", "precision", cfg.embed.precision, ("fp32", "bf16", "fp16"))
+    _one_of("read", "decoder", cfg.read.decoder, DECODERS)
+    _one_of("run", "executor", cfg.run.executor, EXECUTORS)
+    _one_of("embed", "precision", cfg.embed.precision, PRECISIONS)
     _one_of("dedup", "keep", cfg.dedup.keep, KEEP_POLICIES)
     _one_of("dedup", "mode", cfg.dedup.mode, MODES)
     _at_least("read", "image_size", cfg.read.image_size, 1)
     _at_least("read", "max_pixels", cfg.read.max_pixels, 1)
     _at_least("read", "max_full_decode_pixels", cfg.read.max_full_decode_pixels, 1)
+    _at_least("read", "max_decode_bytes", cfg.read.max_decode_bytes, 1)
+    _at_least("read", "decode_timeout", cfg.read.decode_timeout, 0.001)
+    _at_least("read", "max_sample_bytes", cfg.read.max_sample_bytes, 1)
+    _at_least("read", "max_sidecar_bytes", cfg.read.max_sidecar_bytes, 1)
+    _at_least("read", "max_sample_members", cfg.read.max_sample_members, 1)
     _at_least("read", "batch_size", cfg.read.batch_size, 1)
     _at_least("embed", "batch_size", cfg.embed.batch_size, 1)
     _at_least("filters", "min_side", cfg.filters.min_side, 0)
@@ -290,12 +310,24 @@ def _validate(cfg: CurateConfig) -> None:
     _at_least("export", "partition_bytes", cfg.export.partition_bytes, 1)
     _at_least("run", "workers", cfg.run.workers, 1)
     _at_least("run", "retries", cfg.run.retries, 0)
-    if math.isnan(cfg.filters.aesthetic_min):
-        raise ConfigError("[filters] aesthetic_min must be a number, got nan")
-    if not 0.0 <= cfg.filters.nsfw_max <= 1.0:
-        raise ConfigError(
-            f"[filters] nsfw_max is a probability between 0 and 1, got {cfg.filters.nsfw_max!r}"
-        )
-    threshold = cfg.dedup.threshold
-    if threshold is not None and not 0.0 < threshold <= 1.0:
-        raise ConfigError(f"[dedup] threshold is a cosine similarity in (0, 1], got {threshold!r}")
+    if cfg.run.memory_limit is not None:
+        from pixsieve.dedup.memory import parse_size
+
+        try:
+            parse_size(cfg.run.memory_limit)
+        except ValueError as e:
+            raise ConfigError(f"[run] memory_limit: {e}") from None
+    for kind in (AestheticFilter, NSFWFilter, ImageTextFilter):  # each checks its threshold
+        try:
+            kind.checked(getattr(cfg.filters, kind.threshold_key))
+        except ValueError as e:
+            raise ConfigError(f"[filters] {e}") from e
+    try:
+        caption_sources(cfg.filters.caption_from)
+    except ValueError as e:
+        raise ConfigError(f"[filters] caption_from: {e}") from None
+    if cfg.dedup.threshold is not None:
+        try:
+            check_threshold(cfg.dedup.threshold)
+        except ValueError as e:
+            raise ConfigError(f"[dedup] {e}") from e

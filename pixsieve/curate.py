@@ -9,17 +9,21 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pixsieve.config import CurateConfig
+from pixsieve.dedup.memory import parse_size
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import discover_shards
 from pixsieve.models import hub
 from pixsieve.models.hub import ModelUnavailableError
 from pixsieve.pipeline import Pipeline, RunResult
 from pixsieve.stages.base import StageLike
+from pixsieve.stages.decode import choose_decoder
 from pixsieve.stages.filters import ImageSizeFilter
-from pixsieve.stages.gpu_decode import choose_decoder
 
 
 def build_stages(cfg: CurateConfig) -> list[StageLike]:
-    """Decode → size filter (when set) → CLIP embed → aesthetic → NSFW, minus skipped stages.
+    """Decode → size filter (when set) → captions → CLIP image and text embed → aesthetic →
+    NSFW → image–caption alignment, minus skipped stages (``caption`` skips the three caption
+    stages and loads no text tower).
 
     The decoder follows the CLIP device: DALI or nvJPEG on a GPU when installed, else the CPU
     decoder (``read.decoder`` forces one); ``run.json`` records which one ran.
@@ -36,25 +40,32 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
             image_size=cfg.read.image_size,
             max_pixels=cfg.read.max_pixels,
             max_full_decode_pixels=cfg.read.max_full_decode_pixels,
+            max_decode_bytes=cfg.read.max_decode_bytes,
+            decode_timeout=cfg.read.decode_timeout,
         )
     ]
     if f.min_side > 0 or f.max_aspect_ratio is not None:
         stages.append(ImageSizeFilter(f.min_side, f.max_aspect_ratio, score_only=f.score_only))
     if "embed" in skip:
         return stages
+    from pixsieve.stages.captions import CaptionStage, ImageTextFilter, TextEmbedder
     from pixsieve.stages.embed import ClipEmbedder
     from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
     e = cfg.embed
-    stages.append(
-        ClipEmbedder(
-            model=e.model,
-            revision=e.revision,
-            device=e.device,
-            precision=e.precision,
-            batch_size=e.batch_size,
-        )
-    )
+    captions = "caption" not in skip
+    if captions:
+        stages.append(CaptionStage(f.caption_from))
+    clip: dict[str, Any] = {
+        "model": e.model,
+        "revision": e.revision,
+        "device": e.device,
+        "precision": e.precision,
+        "batch_size": e.batch_size,
+    }
+    stages.append(ClipEmbedder(**clip))
+    if captions:  # the same checkpoint, device and precision as the image tower
+        stages.append(TextEmbedder(**clip))
     if "aesthetic" not in skip:
         stages.append(
             AestheticFilter(
@@ -65,6 +76,8 @@ def build_stages(cfg: CurateConfig) -> list[StageLike]:
         stages.append(
             NSFWFilter(max_prob=f.nsfw_max, weights=cfg.models.nsfw, score_only=f.score_only)
         )
+    if captions:
+        stages.append(ImageTextFilter(f.clip_score_min, f.require_caption, score_only=f.score_only))
     return stages
 
 
@@ -76,12 +89,9 @@ def semantic_config(cfg: CurateConfig) -> Any:
     from pixsieve.dedup import SemanticDedupConfig
 
     d = cfg.dedup
-    kwargs: dict[str, Any] = {"keep": d.keep, "n_clusters": d.n_clusters}
-    if d.threshold is not None:
-        kwargs["threshold"] = d.threshold
-    if d.mode is not None:
-        kwargs["mode"] = d.mode
-    return SemanticDedupConfig(**kwargs)
+    return SemanticDedupConfig(
+        threshold=d.threshold, keep=d.keep, mode=d.mode, n_clusters=d.n_clusters
+    )
 
 
 def build_pipeline(cfg: CurateConfig) -> Pipeline:
@@ -95,11 +105,19 @@ def build_pipeline(cfg: CurateConfig) -> Pipeline:
         samples_per_shard=cfg.export.samples_per_shard,
         partition_bytes=cfg.export.partition_bytes,
         retries=cfg.run.retries,
-        config=cfg.to_dict(),
+        memory_limit=parse_size(cfg.run.memory_limit) if cfg.run.memory_limit else None,
+        read_limits=ReadLimits(
+            max_sample_bytes=cfg.read.max_sample_bytes,
+            max_sidecar_bytes=cfg.read.max_sidecar_bytes,
+            max_sample_members=cfg.read.max_sample_members,
+            keep_invalid_sidecars=cfg.read.keep_invalid_sidecars,
+        ),
+        config=cfg.applied(),
     )
 
 
 _CLIP_OPTION = "CLIP model (--clip-model, [embed] model)"
+_CLIP_TEXT_OPTION = "CLIP text tower for caption alignment (--clip-model; --skip caption)"
 _HEAD_OPTIONS = {
     "aesthetic": "aesthetic head (--aesthetic-weights, [models] aesthetic)",
     "nsfw": "NSFW head (--nsfw-weights, [models] nsfw)",
@@ -150,6 +168,11 @@ def preflight(cfg: CurateConfig) -> dict[str, Path]:
             "expected the layout save_pretrained writes)"
         )
     resolved = {"clip": clip}
+    if "caption" not in skip:
+        from pixsieve.models.clip_text import resolve_clip_text
+
+        resolve_text = functools.partial(resolve_clip_text, e.model, e.revision)
+        resolved["clip_text"] = _resolve(_CLIP_TEXT_OPTION, e.model, resolve_text)
     heads: tuple[tuple[hub.Kind, str | None], ...] = (
         ("aesthetic", cfg.models.aesthetic),
         ("nsfw", cfg.models.nsfw),
@@ -172,11 +195,13 @@ def curate(
 ) -> RunResult:
     """Run the default pipeline on ``inputs`` into ``output`` (resumes an interrupted run).
 
-    Before anything is written to ``output`` the inputs are listed (a typo raises
-    :class:`~pixsieve.io.shards.InputError` without fetching any model) and every model is
-    resolved by :func:`preflight` (an unusable one raises ``ModelUnavailableError``).
+    ``storage_options`` (fsspec: ``endpoint_url``, ``key``, ...) add to the config's
+    ``[storage] options``. Before anything is written to ``output`` the inputs are listed (a
+    typo raises :class:`~pixsieve.errors.InputError` without fetching any model) and every
+    model is resolved by :func:`preflight` (an unusable one raises ``ModelUnavailableError``).
     """
     cfg = cfg or CurateConfig()
+    storage_options = {**cfg.storage.options, **(storage_options or {})} or None
     shards = discover_shards([inputs] if isinstance(inputs, str) else list(inputs), storage_options)
     preflight(cfg)
     executor_options = {"address": cfg.run.ray_address} if cfg.run.executor == "ray" else {}

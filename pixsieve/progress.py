@@ -1,4 +1,8 @@
-"""Progress bars (rich) for the passes of a run, and a no-op stand-in when disabled."""
+"""Progress bars (rich) for the passes of a run, and a no-op stand-in when disabled.
+
+:data:`Progress` is the callback type every task receives: ``progress(n)`` reports ``n`` more
+samples done. Passes import it from here (never from an executor).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,21 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     ProgressColumn,
     Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Progress as RichProgress
 from rich.text import Text
+
+Progress = Callable[[int], None]
+"""A pass's progress callback: called with the number of samples a step finished."""
+
+
+def no_progress(_: int) -> None:
+    """A progress callback that ignores updates (used inside remote workers)."""
 
 
 class RateColumn(ProgressColumn):
@@ -33,7 +44,7 @@ class PassProgress:
 
     def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
         self.enabled = enabled
-        self._progress = Progress(
+        self._progress = RichProgress(
             TextColumn("[bold]{task.description:<9}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -56,7 +67,7 @@ class PassProgress:
     ) -> None:
         self._progress.__exit__(exc_type, exc, tb)
 
-    def bar(self, name: str, total: int | None) -> Callable[[int], None]:
+    def bar(self, name: str, total: int | None) -> Progress:
         """Add a bar for ``name`` counting images; return its advance callback."""
         task_id = self._progress.add_task(name, total=total)
 

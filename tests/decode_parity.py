@@ -8,12 +8,15 @@ import numpy as np
 from fixtures_shards import encode, load_photo, make_tar, photo_jpegs
 
 from pixsieve.batch import KEPT, ImageBatch
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.tar_reader import TarShardReader
 
 
 def read_batch(path: Path) -> ImageBatch:
-    """Every sample of a shard as one batch."""
-    return ImageBatch.from_samples(list(TarShardReader(str(path))), str(path), 0)
+    """Every sample of a shard as one batch (an invalid sidecar stays a warning: these tests
+    compare decoders, so every image reaches them)."""
+    limits = ReadLimits(keep_invalid_sidecars=True)
+    return ImageBatch.from_samples(list(TarShardReader(str(path), limits=limits)), str(path), 0)
 
 
 def corrupt_jpeg() -> bytes:

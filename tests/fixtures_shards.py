@@ -1,4 +1,4 @@
-"""Build WebDataset shards from ../shared/fixtures/images at test time.
+"""Build WebDataset shards from the photos in ``tests/data/photos`` at test time.
 
 Every property a test checks is set here: good samples with JSON and TXT sidecars, and one
 shard holding every kind of bad input the reader must survive.
@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from fixtures_data import DATA, PHOTOS
+from PIL import Image, ImageOps
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-PHOTOS = SHARED / "images" / "photos"
-UKBENCH = SHARED / "images" / "ukbench"
+__all__ = ["DATA", "PHOTOS"]
 
 
 def load_photo(name: str) -> Image.Image:
@@ -53,15 +52,56 @@ def sample_members(
     return out
 
 
+def near_duplicates() -> list[tuple[str, Image.Image]]:
+    """One scene (a collage of four photos) and its flip, half-size and rotated variants."""
+    scene = Image.new("RGB", (400, 360))
+    for i, name in enumerate(("china.jpg", "flower.jpg", "rocket.jpg", "astronaut.png")):
+        tile = ImageOps.fit(load_photo(name), (200, 180), Image.BICUBIC)
+        scene.paste(tile, ((i % 2) * 200, (i // 2) * 180))
+    return [
+        ("scene", scene),
+        ("scene_hflip", ImageOps.mirror(scene)),
+        ("scene_resize", scene.resize((scene.width // 2, scene.height // 2), Image.BICUBIC)),
+        ("scene_rotation", scene.rotate(8, resample=Image.BICUBIC, expand=True)),
+    ]
+
+
+def distinct_scenes() -> list[tuple[str, Image.Image]]:
+    """One new scene per photo (a central crop with its colours remapped), and a split scene."""
+    remaps = [
+        lambda im: im.convert("RGB").getchannel(2).convert("RGB"),
+        ImageOps.invert,
+        lambda im: Image.merge("RGB", im.split()[::-1]),
+        lambda im: ImageOps.posterize(im, 2),
+        ImageOps.solarize,
+        lambda im: ImageOps.colorize(im.convert("L"), "navy", "orange"),
+        lambda im: Image.merge("RGB", (im.getchannel(1), im.getchannel(2), im.getchannel(0))),
+        ImageOps.equalize,
+    ]
+    out = []
+    for remap, path in zip(remaps, sorted(PHOTOS.iterdir()), strict=True):
+        im = load_photo(path.name)
+        w, h = im.size
+        out.append((f"{path.stem}_scene", remap(im.crop((w // 5, h // 5, w - w // 5, h - h // 5)))))
+    split = Image.new("RGB", (400, 300))  # left: hubble deep field, right: retina, upside down
+    split.paste(ImageOps.fit(load_photo("hubble_deep_field.jpg"), (200, 300)), (0, 0))
+    split.paste(ImageOps.flip(ImageOps.fit(load_photo("retina.jpg"), (200, 300))), (200, 0))
+    out.append(("split_scene", split))
+    return out
+
+
 def photo_jpegs() -> list[tuple[str, bytes]]:
-    """Every fixture photo and UKBench image as JPEG bytes (original files where JPEG)."""
+    """Every fixture photo (original bytes where JPEG), then generated near-duplicates and scenes.
+
+    21 JPEGs: the 8 photos, a scene with its flip/resize/rotation variants (near-duplicates of
+    each other) and 9 distinct scenes made from the photos.
+    """
     out = []
     for p in sorted(PHOTOS.iterdir()):
         data = p.read_bytes() if p.suffix == ".jpg" else encode(Image.open(p).convert("RGB"))
         out.append((p.stem, data))
-    for p in sorted(UKBENCH.glob("*.jpg")):
-        if "corrupt" not in p.name:
-            out.append((p.stem, p.read_bytes()))
+    for name, im in near_duplicates() + distinct_scenes():
+        out.append((name, encode(im, quality=90)))
     return out
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +106,7 @@ def test_good_yaml(tmp_path):
         ("read = 3\n", ["[read]", "table of key = value", "3"]),
         ("[run]\nretries = -1\n", ["[run] retries", "at least 0", "-1"]),
         ("[run]\nworkers = 0\n", ["[run] workers", "at least 1", "0"]),
+        ('[run]\nmemory_limit = "lots"\n', ["[run] memory_limit", "not a memory size", "'lots'"]),
         ("[read]\nbatch_size = 0\n", ["[read] batch_size", "at least 1", "0"]),
         ("[embed]\nbatch_size = 0\n", ["[embed] batch_size", "at least 1", "0"]),
         ("[read]\nimage_size = 0\n", ["[read] image_size", "at least 1", "0"]),
@@ -163,3 +167,70 @@ def test_overrides_go_through_the_same_checks():
         CurateConfig().with_overrides({"read": {"batch_size": "x"}})
     with pytest.raises(ConfigError, match="cannot skip"):
         CurateConfig().with_overrides({"run": {"skip": ("everything",)}})
+
+
+def test_the_example_file_sets_every_key_to_its_default():
+    root = Path(__file__).resolve().parents[1]
+    example = root / "examples" / "curate.toml"
+    assert CurateConfig.from_file(example) == CurateConfig()
+    documented = (root / "docs" / "config.md").read_text()
+    text = example.read_text()
+    for section in fields(CurateConfig):
+        assert f"## `[{section.name}]`" in documented, section.name
+        assert f"[{section.name}" in text, section.name
+        for key in fields(type(getattr(CurateConfig(), section.name))):
+            assert f"| `{key.name}` |" in documented, (section.name, key.name)
+            written = rf"^(#? ?{key.name} = |\[{section.name}\.{key.name}\])"
+            assert re.search(written, text, re.M), (section.name, key.name)
+
+
+def test_storage_options_from_toml_and_their_checks(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[storage.options]\nendpoint_url = "http://127.0.0.1:9000"\nkey = "AKIA"\n'
+        'client_kwargs = { region_name = "eu-west-1", aws_secret_access_key = "s" }\n'
+    )
+    cfg = CurateConfig.from_file(path)
+    assert cfg.storage.options == {
+        "endpoint_url": "http://127.0.0.1:9000",
+        "key": "AKIA",
+        "client_kwargs": {"region_name": "eu-west-1", "aws_secret_access_key": "s"},
+    }
+    applied = cfg.applied()["storage"]["options"]
+    assert applied["key"] == "<redacted>" and applied["endpoint_url"] == "http://127.0.0.1:9000"
+    assert applied["client_kwargs"] == {
+        "region_name": "eu-west-1", "aws_secret_access_key": "<redacted>",
+    }  # fmt: skip
+    path.write_text("[storage]\noptions = 3\n")
+    with pytest.raises(ConfigError, match=r"\[storage\] options must be a table"):
+        CurateConfig.from_file(path)
+
+
+def test_applied_settings_are_the_ones_that_ran():
+    default = CurateConfig().applied()
+    assert default["dedup"]["threshold"] == 0.95 and default["dedup"]["semantic"] is True
+    assert default["filters"]["aesthetic_min"] == 4.5 and "embed" in default
+    no_models = CurateConfig().with_overrides({"run": {"skip": ("embed",)}}).applied()
+    assert "embed" not in no_models and "models" not in no_models
+    assert "aesthetic_min" not in no_models["filters"] and "nsfw_max" not in no_models["filters"]
+    assert no_models["dedup"] == {"exact": True, "semantic": False}
+    no_nsfw = CurateConfig().with_overrides({"run": {"skip": ("nsfw", "dedup")}}).applied()
+    assert "nsfw_max" not in no_nsfw["filters"] and "aesthetic_min" in no_nsfw["filters"]
+    assert no_nsfw["models"] == {"aesthetic": None}
+    assert no_nsfw["dedup"] == {"exact": False, "semantic": False}
+    assert default["filters"]["clip_score_min"] == 0.2 and "caption_from" in default["filters"]
+    captions = ("clip_score_min", "caption_from", "require_caption")
+    no_caption = CurateConfig().with_overrides({"run": {"skip": ("caption",)}}).applied()
+    assert not set(captions) & set(no_caption["filters"])
+    assert "aesthetic_min" in no_caption["filters"]
+    assert not set(captions) & set(no_models["filters"])
+
+
+def test_one_threshold_rule_everywhere():
+    from pixsieve.dedup import SemanticDedupConfig
+
+    for bad in (0.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"cosine similarity in \(0, 1\]"):
+            SemanticDedupConfig(threshold=bad)
+        with pytest.raises(ConfigError, match=r"\[dedup\] threshold is a cosine similarity"):
+            CurateConfig().with_overrides({"dedup": {"threshold": bad}})

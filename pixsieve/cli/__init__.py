@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from pixsieve import __version__
+from pixsieve.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +22,7 @@ def _register() -> None:
     main.add_command(curate.curate)
     main.add_command(models.models)
     main.add_command(dedup.dedup)
-    for command in (report.report, report.sweep, report.refilter, report.export_docs):
+    for command in report.COMMANDS:
         main.add_command(command)
 
 

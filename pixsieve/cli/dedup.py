@@ -12,12 +12,14 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pixsieve.cli.options import dedup_threshold
 from pixsieve.dedup import (
     DEFAULT_MODE,
     DEFAULT_THRESHOLD,
     KEEP_POLICIES,
     MODES,
     EmbeddingError,
+    InputError,
     SemanticDedupConfig,
 )
 from pixsieve.dedup.memory import default_memory_limit, parse_size
@@ -133,10 +135,11 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str | None) -> in
 @click.option(
     "--threshold",
     "-t",
-    type=click.FloatRange(-1.0, 1.0),
+    type=float,
+    callback=dedup_threshold,
     default=DEFAULT_THRESHOLD,
     show_default=True,
-    help="Cosine similarity at or above which two items are duplicates (= 1 - eps).",
+    help="Cosine similarity in (0, 1] at or above which two items are duplicates (= 1 - eps).",
 )
 @click.option(
     "--keep",
@@ -256,6 +259,6 @@ def dedup(
                 model=model_id,
                 index=index,
             )
-    except EmbeddingError as exc:
+    except (EmbeddingError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
     _summary(console, result, config, time.perf_counter() - start)

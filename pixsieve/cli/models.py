@@ -39,7 +39,12 @@ def _fetch_with_progress(spec: hub.ModelSpec, root: Path, console: Console) -> P
     """Fetch one model: a rich progress bar for URL files, the Hub's own bars for snapshots."""
     if not isinstance(spec.source, hub.UrlFile):
         console.print(f"{spec.name}: fetching {_source_text(spec)}")
-        return hub.fetch(spec, root)
+        path = hub.fetch(spec, root)
+        if spec.kind == "clip":  # a snapshot cached before the tokenizer was pinned lacks it
+            from pixsieve.models.clip_text import fill_tokenizer
+
+            fill_tokenizer(path)
+        return path
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
     with Progress(*columns, TransferSpeedColumn(), console=console) as bar:
         task = bar.add_task(spec.name, total=None)

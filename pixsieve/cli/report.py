@@ -14,18 +14,28 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pixsieve.report.fates import OFF, Threshold
-from pixsieve.report.rundir import RunError
+from pixsieve.config import EXECUTORS, CurateConfig
+from pixsieve.dedup.config import check_threshold
+from pixsieve.errors import EmbeddingError, InputError
+from pixsieve.run.fates import OFF, Threshold
+from pixsieve.run.finished import RunError
 from pixsieve.run.layout import OutputError
+
+_DEFAULTS = CurateConfig()
 
 
 class ThresholdType(click.ParamType):
-    """A number, or ``off``; with ``many=True`` a comma-separated list of them."""
+    """A number, or ``off``; with ``many=True`` a comma-separated list of them.
+
+    ``check`` (e.g. the dedup threshold's rule) validates each number; its ``ValueError`` is
+    reported as a usage error.
+    """
 
     name = "threshold"
 
-    def __init__(self, many: bool = False) -> None:
+    def __init__(self, many: bool = False, check: Callable[[float], float] | None = None) -> None:
         self.many = many
+        self.check = check
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """Parse ``4.5``, ``off`` or (``many``) ``4,4.5,off``."""
@@ -40,10 +50,37 @@ class ThresholdType(click.ParamType):
                 out.append(OFF)
                 continue
             try:
-                out.append(float(item))
+                number = float(item)
             except ValueError:
                 self.fail(f"{item!r} is not a number or 'off'", param, ctx)
+            if self.check is not None:
+                try:
+                    self.check(number)
+                except ValueError as e:
+                    self.fail(str(e), param, ctx)
+            out.append(number)
         return out if self.many else out[0]
+
+
+class NamedThresholdType(ThresholdType):
+    """``NAME=VALUE`` (``many``: ``NAME=V1,V2``) for any score filter of the run, by stage name."""
+
+    name = "name=threshold"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse ``blueness=0.3`` or (``many``) ``blueness=0.3,0.4,off``."""
+        if not isinstance(value, str):
+            return value
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip():
+            self.fail(f"{value!r}: give NAME=VALUE, NAME being a score filter's stage name")
+        return name.strip(), super().convert(rest, param, ctx)
+
+
+_NAMED = (
+    "Threshold(s) of any score filter of the run by stage name, NAME=V[,V...] (repeatable; "
+    "for filters of your own, e.g. blueness=0.3,0.4)."
+)
 
 
 @contextmanager
@@ -53,10 +90,8 @@ def user_errors() -> Iterator[None]:
         yield
     except (RunError, OutputError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
-    except Exception as e:
-        if type(e).__name__ in ("EmbeddingError", "InputError"):
-            raise click.ClickException(f"{type(e).__name__}: {e}") from e
-        raise
+    except (EmbeddingError, InputError) as e:
+        raise click.ClickException(f"{type(e).__name__}: {e}") from e
 
 
 def _run_dir(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,43 +127,51 @@ _DEDUP = "Semantic-dedup cosine threshold(s); 'off' disables [the run's]."
 @_run_dir
 @click.option("--aesthetic-min", type=ThresholdType(many=True), help=_AESTHETIC)
 @click.option("--nsfw-max", type=ThresholdType(many=True), help=_NSFW)
-@click.option("--dedup-threshold", type=ThresholdType(many=True), help=_DEDUP)
+@click.option(
+    "--dedup-threshold", type=ThresholdType(many=True, check=check_threshold), help=_DEDUP
+)
+@click.option(
+    "--threshold", "named", type=NamedThresholdType(many=True), multiple=True, help=_NAMED
+)
 @click.option("--csv", "csv_path", help="Where to write the table as CSV [OUT/sweep.csv].")
 def sweep(
     output: str,
     aesthetic_min: list[Threshold] | None,
     nsfw_max: list[Threshold] | None,
     dedup_threshold: list[Threshold] | None,
+    named: tuple[tuple[str, list[Threshold]], ...],
     csv_path: str | None,
 ) -> None:
     """How many samples each combination of thresholds keeps, from the cached scores and
     embeddings of the run in OUT (no model runs). Lists are comma-separated: 4,4.5,5."""
-    from pixsieve.report import sweep as run_sweep
+    from pixsieve.run.sweep import sweep as run_sweep
 
     with user_errors():
         result = run_sweep(
-            output, aesthetic_min=aesthetic_min, nsfw_max=nsfw_max, dedup_threshold=dedup_threshold
+            output,
+            aesthetic_min=aesthetic_min,
+            nsfw_max=nsfw_max,
+            dedup_threshold=dedup_threshold,
+            thresholds=dict(named),
         )
         written = result.write_csv(csv_path)
     table = Table(title=f"{result.samples:,} input samples · * = the run's own thresholds")
-    for col in ("aesthetic ≥", "nsfw <", "dedup <", "kept", "fraction"):
+    limits = result.columns[: result.columns.index("kept")]  # the thresholds, dedup's last
+    removed = [c for c in result.columns if c.startswith("removed_")]
+    for col in (*limits, "kept", "fraction"):
         table.add_column(col, justify="right")
-    for col in ("−aesthetic", "−nsfw", "−semantic dup"):
-        table.add_column(col, justify="right", style="dim")
+    for col in removed:
+        table.add_column("−" + col.removeprefix("removed_"), justify="right", style="dim")
 
     def show(v: float | None) -> str:
         return "off" if v is None else f"{v:g}"
 
     for row in result.rows:
         table.add_row(
-            show(row["aesthetic_min"]),
-            show(row["nsfw_max"]),
-            show(row["dedup_threshold"]),
+            *(show(row[c]) for c in limits),
             f"{row['kept']:,}" + (" *" if row["current"] else ""),
             f"{100 * row['fraction']:.1f}%",
-            f"{row['removed_aesthetic']:,}",
-            f"{row['removed_nsfw']:,}",
-            f"{row['removed_semantic_duplicate']:,}",
+            *(f"{row[c]:,}" for c in removed),
         )
     console = Console()
     console.print(table)
@@ -140,7 +183,15 @@ def sweep(
 @click.option("-o", "--output", "new_output", required=True, help="New run directory (OUT2).")
 @click.option("--aesthetic-min", type=ThresholdType(), help=_AESTHETIC)
 @click.option("--nsfw-max", type=ThresholdType(), help=_NSFW)
-@click.option("--dedup-threshold", type=ThresholdType(), help=_DEDUP)
+@click.option("--dedup-threshold", type=ThresholdType(check=check_threshold), help=_DEDUP)
+@click.option("--threshold", "named", type=NamedThresholdType(), multiple=True, help=_NAMED)
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default=_DEFAULTS.run.executor,
+    show_default=True,
+    help="Where semantic dedup and export run (as for curate).",
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel export workers [all cores].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --output.")
 @click.option("--no-report", is_flag=True, help="Do not write OUT2/report.html.")
@@ -150,6 +201,8 @@ def refilter(
     aesthetic_min: Threshold,
     nsfw_max: Threshold,
     dedup_threshold: Threshold,
+    named: tuple[tuple[str, Threshold], ...],
+    executor: str,
     workers: int | None,
     overwrite: bool,
     no_report: bool,
@@ -157,7 +210,7 @@ def refilter(
     """Re-export the run in OUT with new thresholds into a new run directory, from cached
     scores and embeddings (no model runs); kept samples' members are copied byte for byte from
     the input shards, which must still be readable."""
-    from pixsieve.report import refilter as run_refilter
+    from pixsieve.refilter import refilter as run_refilter
 
     with user_errors():
         result = run_refilter(
@@ -166,6 +219,8 @@ def refilter(
             aesthetic_min=aesthetic_min,
             nsfw_max=nsfw_max,
             dedup_threshold=dedup_threshold,
+            thresholds=dict(named),
+            executor=executor,
             workers=workers,
             overwrite=overwrite,
             report=not no_report,
@@ -208,6 +263,11 @@ def _text_source(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--include-embedding", is_flag=True, help="Add the cached CLIP embedding.")
 @click.option(
+    "--include-text-embedding",
+    is_flag=True,
+    help="Add the cached CLIP text embedding of the caption.",
+)
+@click.option(
     "--rows-per-file", type=click.IntRange(min=1), default=100_000, show_default=True,
     help="Documents per output file.",
 )  # fmt: skip
@@ -217,17 +277,54 @@ def export_docs(
     directory: str,
     text_from: str,
     include_embedding: bool,
+    include_text_embedding: bool,
     rows_per_file: int,
 ) -> None:
     """Write the kept samples of the run in OUT as documents (id, text, metadata[, embedding]):
     the fields of datatrove and NeMo Curator, for text pipelines over captions."""
     from pixsieve.report.documents import Format, iter_documents, write_documents
 
+    seen = {"documents": 0, "no_text": 0}
+
+    def counted(tables: Iterator[Any]) -> Iterator[Any]:
+        for table in tables:
+            seen["documents"] += table.num_rows
+            seen["no_text"] += table["text"].null_count
+            yield table
+
     with user_errors():
-        docs = iter_documents(output, text_from, include_embedding)
+        docs = counted(
+            iter_documents(
+                output, text_from, include_embedding, include_text_embedding=include_text_embedding
+            )
+        )
         paths = write_documents(docs, directory, cast(Format, fmt), rows_per_file)
-    click.echo(f"{len(paths)} file(s) in {directory}")
+    n, missing = seen["documents"], seen["no_text"]
+    click.echo(f"{n:,} documents in {len(paths)} file(s) in {directory}")
+    if missing:
+        click.echo(
+            f"warning: {missing:,} of {n:,} documents have no text from {text_from!r} "
+            "(written as null); check --text-from",
+            err=True,
+        )
 
 
-COMMANDS = (report, sweep, refilter, export_docs)
+@click.command("export-embeddings")
+@_run_dir
+@click.option("-o", "--output", "directory", required=True, help="Directory to write to.")
+@click.option(
+    "--rows-per-file", type=click.IntRange(min=1), default=100_000, show_default=True,
+    help="Embeddings per .npy file.",
+)  # fmt: skip
+def export_embeddings(output: str, directory: str, rows_per_file: int) -> None:
+    """Write the kept samples' CLIP embeddings of the run in OUT as clip-retrieval's index
+    input: DIR/img_emb/img_emb_N.npy + DIR/metadata/metadata_N.parquet, rows in the same order."""
+    from pixsieve.report.embeddings import export_embeddings as export
+
+    with user_errors():
+        paths = export(output, directory, rows_per_file)
+    click.echo(f"embeddings in {len(paths)} file(s) in {directory}/img_emb")
+
+
+COMMANDS = (report, sweep, refilter, export_docs, export_embeddings)
 """The commands to register on :data:`pixsieve.cli.main`."""

@@ -23,6 +23,20 @@ DEFAULT_MODE: str = "witness"
 DEFAULT_THRESHOLD: float = 0.95
 
 
+def check_threshold(threshold: float) -> float:
+    """The one rule for a semantic-dedup threshold: a cosine similarity in (0, 1].
+
+    At 0 or below, unrelated images would count as duplicates. Every entry point (the config,
+    ``curate``, ``dedup``, ``sweep``, ``refilter``, :class:`SemanticDedupConfig`) applies it.
+
+    Raises:
+        ValueError: outside (0, 1], NaN included.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine similarity in (0, 1], got {threshold!r}")
+    return threshold
+
+
 #: Items per k-means cluster aimed at by :func:`auto_n_clusters`.
 CLUSTER_SIZE: int = 1000
 
@@ -88,8 +102,7 @@ class SemanticDedupConfig:
     return_pairs: bool = False
 
     def __post_init__(self) -> None:
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be a cosine in [-1, 1], got {self.threshold}")
+        check_threshold(self.threshold)
         if self.n_clusters is not None and self.n_clusters < 1:
             raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
         if self.keep not in KEEP_POLICIES:

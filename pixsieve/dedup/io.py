@@ -33,6 +33,7 @@ from pixsieve.dedup.sources import (
     read_blocks,
     read_ids,
 )
+from pixsieve.io.schemas import conform, dedup_duplicates
 
 Progress = Callable[[str, int, int], None]
 
@@ -132,7 +133,7 @@ def write_duplicates(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / DUPLICATES_FILE
-    pq.write_table(duplicates_table(ids, result), target)
+    pq.write_table(conform(duplicates_table(ids, result), dedup_duplicates(ids.type)), target)
     summary = {**(extra or {}), **result.summary()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return target
@@ -214,7 +215,7 @@ def write_partitioned_output(
             ) from exc
         table = pa.concat_tables([table, cross]).take(pa.array(order))
     tmp = out / (DUPLICATES_FILE + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(conform(table, dedup_duplicates(table.schema.field("id").type)), tmp)
     tmp.rename(out / DUPLICATES_FILE)
     return {
         "components": desc["n_components"],

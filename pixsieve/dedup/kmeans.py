@@ -3,15 +3,21 @@
 k-means is trained on a sample (``points_per_centroid * k`` points at most); every point is then
 assigned by a chunked exact search over the centroids, which also returns the next nearest
 centroids that the border rule needs. faiss runs on GPU when it was built with GPU support and
-one is visible, else on CPU.
+one is visible, else on CPU. faiss is imported when first used (:func:`load_faiss`), so
+``import pixsieve`` works without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
-import faiss
 import numpy as np
+
+from pixsieve.errors import EmbeddingError
+
+FAISS_HINT = "semantic dedup needs faiss: pip install faiss-cpu (or a faiss GPU build)"
 
 Progress = Callable[[str, int, int], None]
 
@@ -22,13 +28,19 @@ CHUNK_ROWS: int = 65536
 FLAT_MAX_CENTROIDS: int = 4096
 
 
-class EmbeddingError(ValueError):
-    """Embeddings that cannot be deduplicated (wrong shape, NaN/inf, zero vectors)."""
+def load_faiss() -> ModuleType:
+    """Import faiss, or raise ``ImportError`` with an install hint."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError(FAISS_HINT) from e
+    return faiss
 
 
 def faiss_gpu_available() -> bool:
     """True when faiss was built with GPU support and sees at least one GPU."""
     try:
+        faiss = load_faiss()
         return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     except Exception:  # pragma: no cover - depends on the faiss build
         return False
@@ -132,7 +144,7 @@ def train_centroids(
         c = c / norm if norm > 0 else train[0].astype(np.float64)
         return c[None, :].astype(np.float32)
     train = np.ascontiguousarray(train, dtype=np.float32)
-    km = faiss.Kmeans(
+    km = load_faiss().Kmeans(
         d,
         k,
         niter=iters,
@@ -161,11 +173,13 @@ class CentroidSearch:
     def __init__(self, centroids: np.ndarray, m: int, use_gpu: bool = False) -> None:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.m = min(m, len(self.centroids))
-        self.index: faiss.Index | None = None
+        self.index: Any = None
         d = self.centroids.shape[1]
         if use_gpu:  # pragma: no cover - needs a faiss GPU build
+            faiss = load_faiss()
             self.index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
         elif len(self.centroids) > FLAT_MAX_CENTROIDS:
+            faiss = load_faiss()
             self.index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = 80
             self.index.hnsw.efSearch = max(64, 4 * self.m)

@@ -291,6 +291,7 @@ def dedup_files(
 
     g_buckets = passes() if n else 0
     run_ids = [r.run_id for r in earlier]
+    counts["group_buckets"] = g_buckets
     with phase("write"):
         groups = write_partitioned_output(
             work, out, sources, columns, config, g_buckets, matches, run_ids

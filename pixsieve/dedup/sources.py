@@ -19,11 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.kmeans import EmbeddingError, normalize
-
-
-class InputError(EmbeddingError):
-    """The embeddings table cannot be used (missing column, wrong type or dimension, NaN...)."""
+from pixsieve.dedup.kmeans import normalize
+from pixsieve.errors import InputError
 
 
 @dataclass(frozen=True)

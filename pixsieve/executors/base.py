@@ -1,8 +1,12 @@
-"""What every executor shares: the task protocol and the per-task policy.
+"""What every executor shares: the task protocol, "which tasks are done" and the retry policy.
 
-Executors only decide *where* tasks run. Everything that must be the same everywhere — skipping
-finished tasks (resume), retries, timing, turning a final failure into a recorded shard error —
-lives in :func:`run_task`, which every executor calls on its workers.
+Executors only decide *where* tasks run. Everything that must be the same everywhere lives
+here: :func:`run_task` (resume, lazy set-up, retries, timing, turning a final failure into a
+recorded shard error), which every executor calls on its workers; :func:`saved_results`, which
+answers a fully finished pass without starting a worker; and :class:`Attempts`, the one budget
+of attempts per task that counts both exceptions (inside :func:`run_task`) and worker process
+deaths (which an executor that runs tasks in other processes reports with
+:meth:`Attempts.died`).
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pixsieve.progress import Progress, no_progress
+
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int], None]
+FAIL_CRASHES = 1
+"""Process deaths tolerated while a task's ``fail()`` runs before the failure is recorded
+without it (see :meth:`Attempts.died`)."""
 
-
-def no_progress(_: int) -> None:
-    """A progress callback that ignores updates (used inside remote workers)."""
+DONE_THREADS = 16  # concurrent ``done()`` checks (object storage round trips)
 
 
 class TaskWorker(Protocol):
@@ -56,7 +63,15 @@ class TaskResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_task(worker: TaskWorker, task: Any, retries: int, progress: Progress) -> TaskResult:
+def run_task(
+    worker: TaskWorker,
+    task: Any,
+    retries: int,
+    progress: Progress,
+    *,
+    crashes: int = 0,
+    error: str = "",
+) -> TaskResult:
     """Run one task with resume, lazy set-up, retries and failure recording.
 
     This is the one per-task policy every executor calls. A finished task (``done``) is not
@@ -65,28 +80,115 @@ def run_task(worker: TaskWorker, task: Any, retries: int, progress: Progress) ->
     an exception from it is not a shard's fault and propagates, ending the run with its message.
     A task that keeps failing is handed to ``fail()``, which records its samples as errors but
     writes no completion marker, so the next run of the same command tries it again.
+
+    ``crashes`` attempts (with the last ``error``) already ended in a dead worker process:
+    they count against the same ``retries + 1`` attempts (see :class:`Attempts`), and when
+    none is left the task goes straight to ``fail()``.
     """
     saved = worker.done(task)
     if saved is not None:
         progress(int(saved.get("samples", 0)))
         return TaskResult(task, saved, attempts=0, resumed=True)
-    worker.setup()  # a failure here (no model, no GPU) is the environment's: it ends the run
+    if crashes <= retries:
+        worker.setup()  # a failure here (no model, no GPU) is the environment's: it ends the run
     start = time.perf_counter()
-    error = ""
-    for attempt in range(1, retries + 2):
+    for attempt in range(crashes + 1, retries + 2):
         try:
             summary = worker.run(task, progress)
             return TaskResult(task, summary, attempt, time.perf_counter() - start)
         except Exception as e:  # a failing shard must not sink the run
+            if getattr(e, "ends_run", False):  # the output cannot be written: no shard's fault
+                raise
             error = f"{type(e).__name__}: {e}"
             log.warning("task %s failed (attempt %d/%d): %s", task, attempt, retries + 1, error)
             log.debug("%s", traceback.format_exc())
     try:
         summary = worker.fail(task, error)
     except Exception as e:  # even recording the failure failed: keep the run going
+        if getattr(e, "ends_run", False):
+            raise
         log.error("task %s: recording its failure failed too: %s", task, e)
         summary = {"samples": 0, "error": f"{error}; recording it failed: {type(e).__name__}: {e}"}
-    return TaskResult(task, summary, retries + 1, time.perf_counter() - start, error=error)
+    attempts = max(retries + 1, crashes)
+    return TaskResult(task, summary, attempts, time.perf_counter() - start, error=error)
+
+
+def saved_results(worker: TaskWorker, tasks: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """Every task's saved summary when ``worker.done()`` says all are done, else ``None``.
+
+    Lets an executor answer a finished pass (a resume) without starting any worker. Checked in
+    growing chunks so that a fresh pass costs one look-up. Any error here (this process cannot
+    read the output, say) means "not known": :func:`run_task` checks each task again.
+    """
+    saved: list[dict[str, Any]] = []
+    chunk = 1
+    try:
+        with ThreadPoolExecutor(DONE_THREADS) as pool:
+            while len(saved) < len(tasks):
+                found = list(pool.map(worker.done, tasks[len(saved) : len(saved) + chunk]))
+                if any(s is None for s in found):
+                    return None
+                saved.extend(s for s in found if s is not None)
+                chunk = min(chunk * 8, 1024)
+    except Exception as e:  # an optimisation only: run_task decides
+        log.debug("could not check finished tasks here: %s", e)
+        return None
+    return saved
+
+
+def resumed_results(
+    worker: TaskWorker, tasks: Sequence[Any], progress: Progress
+) -> list[TaskResult] | None:
+    """The results of a pass whose tasks are all done (progress reported), else ``None``."""
+    saved = saved_results(worker, tasks)
+    if saved is None:
+        return None
+    results = []
+    for task, summary in zip(tasks, saved, strict=True):
+        progress(int(summary.get("samples", 0) or 0))
+        results.append(TaskResult(task, summary, attempts=0, resumed=True))
+    return results
+
+
+class Attempts:
+    """The one retry budget of a pass's tasks, for executors whose worker processes can die.
+
+    Each task has ``retries + 1`` attempts. An exception inside :func:`run_task` uses one (it
+    retries there); so does a worker process that dies while running the task, which the
+    executor reports with :meth:`died` and then runs the task again with :meth:`kwargs`.
+    When no attempt is left, :func:`run_task` records the failure through ``fail()``; if that
+    kills the process too (more than ``fail_crashes`` times), the failure is recorded here,
+    without ``fail()`` (its samples are not in the manifest, and there is no marker).
+    """
+
+    def __init__(
+        self, tasks: Sequence[Any], retries: int, fail_crashes: int = FAIL_CRASHES
+    ) -> None:
+        self.tasks, self.retries, self.fail_crashes = tasks, retries, fail_crashes
+        self.crashes = [0] * len(tasks)  # process deaths while running the task
+        self.fail_deaths = [0] * len(tasks)  # process deaths while recording its failure
+        self.errors: dict[int, str] = {}
+
+    def kwargs(self, i: int) -> dict[str, Any]:
+        """Keyword arguments of :func:`run_task` for the next try of task ``i``."""
+        return {"crashes": self.crashes[i], "error": self.errors.get(i, "")}
+
+    def died(self, i: int, error: str) -> TaskResult | None:
+        """The process running task ``i`` died: ``None`` to try again, else its final result."""
+        if self.crashes[i] <= self.retries:  # it died running the task
+            self.crashes[i] += 1
+            self.errors[i] = error
+            log.warning("task %s: %s (%d/%d)", self.tasks[i], error,
+                        self.crashes[i], self.retries + 1)  # fmt: skip
+            return None
+        self.fail_deaths[i] += 1  # it died in fail()
+        if self.fail_deaths[i] <= self.fail_crashes:
+            log.warning("task %s: recording its failure: %s; trying again", self.tasks[i], error)
+            return None
+        log.error("task %s: recording its failure keeps killing the worker: %s",
+                  self.tasks[i], error)  # fmt: skip
+        summary = {"samples": 0, "error": f"{self.errors[i]}; recording the failure: {error}"}
+        return TaskResult(self.tasks[i], summary, self.crashes[i], error=self.errors[i])
 
 
 class Executor(ABC):

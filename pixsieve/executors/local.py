@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from threading import Lock
 from typing import Any
 
@@ -56,5 +57,26 @@ class LocalExecutor(Executor):
             for task in tasks:
                 yield run_task(worker, task, retries, progress)
             return
-        with ThreadPoolExecutor(self.workers) as pool:
+        pool = ThreadPoolExecutor(self.workers)
+        try:
             yield from pool.map(lambda t: run_task(worker, t, retries, locked_progress), tasks)
+        finally:  # on Ctrl-C (or a closed generator) start no new task; finish the running ones
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def map_calls(self, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        """Run the calls on ``workers`` threads (numpy, faiss and Arrow release the GIL),
+        at most ``2 * workers`` in flight, results in call order."""
+        if self.workers == 1:
+            yield from super().map_calls(fn, calls)
+            return
+        pool = ThreadPoolExecutor(self.workers)
+        pending: deque[Future[Any]] = deque()
+        try:
+            for args in calls:
+                pending.append(pool.submit(fn, *args))
+                if len(pending) >= 2 * self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -9,18 +9,35 @@ cropped to ``size × size``, converted to RGB and rotated by its EXIF orientatio
 
 The decompression-bomb guard reads the declared size from the header and refuses images above
 ``max_pixels`` before any pixel memory is allocated. Formats without DCT downscaling (PNG, WebP,
-...) are decoded at full size, so they are also held to ``max_full_decode_pixels``.
+...) are decoded at full size, so they are also held to ``max_full_decode_pixels``; every image
+is also held to ``max_decode_bytes`` of estimated decoder memory for its format and mode, and to
+a ``decode_timeout`` deadline (see :mod:`pixsieve.io.decode_limits`). Only the formats in
+:data:`FORMATS` are opened (no PostScript, no exotic Pillow plugins).
 """
 
 from __future__ import annotations
 
-import io
 import re
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from pixsieve.io.decode_limits import (
+    CHUNK,
+    DEFAULT_DECODE_TIMEOUT,
+    DEFAULT_MAX_DECODE_BYTES,
+    FAST_MAX_SCANS,
+    DeadlineReader,
+    DecodeTimeout,
+    decode_bytes,
+    held,
+    jpeg_scans,
+)
 
 try:  # libjpeg-turbo with fast scaled IDCT; Pillow's draft() is the fallback
     import simplejpeg
@@ -33,6 +50,7 @@ Image.MAX_IMAGE_PIXELS = None
 
 DEFAULT_MAX_PIXELS: int = 16384 * 16384
 DEFAULT_MAX_FULL_DECODE_PIXELS: int = 89_478_485  # Pillow's own default bomb limit
+FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _ORIENTATION_TAG = 0x0112
 _ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
@@ -136,33 +154,42 @@ def decode_or_error(
     size: int = 224,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
 ) -> DecodedImage | DecodeError:
     """:func:`decode_image`, returning the error instead of raising (``None`` = no image)."""
     if data is None:
         return DecodeError("missing_image")
     try:
-        return decode_image(data, size, max_pixels, max_full_decode_pixels)
+        return decode_image(
+            data, size, max_pixels, max_full_decode_pixels, max_decode_bytes, decode_timeout
+        )
     except DecodeError as e:
         return e
 
 
-def decode_image(
+@contextmanager
+def opened(
     data: bytes,
     size: int = 224,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
-) -> DecodedImage:
-    """Decode ``data`` to ``(size, size, 3)`` uint8 RGB; raise :class:`DecodeError` on failure.
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
+) -> Iterator[Image.Image]:
+    """Open ``data`` with every limit checked from its header; decode inside the block.
 
-    Reasons: ``empty``, ``decode_error: …`` and ``too_large: …`` (declared size over a limit,
-    refused from the header before any pixel memory is allocated).
+    Inside the block the image's memory is held in the process-wide budget and its deadline
+    runs (Pillow reads the bytes :data:`CHUNK` at a time). Every failure, in the block too,
+    comes out as :class:`DecodeError`.
     """
     if not data:
         raise DecodeError("empty", "zero-byte image")
+    src = DeadlineReader(data, decode_timeout)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(src, formats=FORMATS)
     except Exception as e:
         raise DecodeError("decode_error", f"{type(e).__name__}: {e}") from e
     try:
@@ -170,32 +197,79 @@ def decode_image(
         if w * h > max_pixels:
             raise DecodeError("too_large", f"{w}x{h} exceeds max_pixels={max_pixels}")
         fmt = im.format or "unknown"
-        orientation = 1
-        try:
-            orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
-        except Exception:  # a broken EXIF block does not make the pixels unusable
-            orientation = 1
-        fast = _decode_jpeg_fast(data, w, h, size) if fmt == "JPEG" and im.mode != "CMYK" else None
-        if fast is not None:
-            im = fast
-        elif fmt == "JPEG":
-            scale = size / min(w, h)
-            im.draft("RGB", (max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))))
-        elif w * h > max_full_decode_pixels:
+        if fmt != "JPEG" and w * h > max_full_decode_pixels:
             raise DecodeError(
                 "too_large",
                 f"{w}x{h} {fmt} exceeds max_full_decode_pixels={max_full_decode_pixels}",
             )
-        if getattr(im, "n_frames", 1) > 1:
-            im.seek(0)
-        im.load()
-        im = to_rgb(im)
-        pixels = np.asarray(_resize_crop(im, size), dtype=np.uint8)
+        need = decode_bytes(im, fmt, size)
+        if need > max_decode_bytes:
+            raise DecodeError(
+                "too_large",
+                f"{w}x{h} {fmt} {im.mode} needs ~{need >> 20} MiB to decode "
+                f"(max_decode_bytes={max_decode_bytes})",
+            )
+        with held(need, max_decode_bytes):
+            src.deadline = time.monotonic() + decode_timeout  # waiting for memory is not decoding
+            im.decodermaxblock = CHUNK
+            yield im
     except DecodeError:
         raise
+    except DecodeTimeout as e:
+        raise DecodeError("decode_timeout", str(e)) from e
     except Exception as e:
         raise DecodeError("decode_error", f"{type(e).__name__}: {e}") from e
+
+
+def decode_image(
+    data: bytes,
+    size: int = 224,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
+) -> DecodedImage:
+    """Decode ``data`` to ``(size, size, 3)`` uint8 RGB; raise :class:`DecodeError` on failure.
+
+    Reasons: ``empty``, ``decode_error: …``, ``too_large: …`` (declared size or estimated
+    decoder memory over a limit, refused from the header before any pixel memory is
+    allocated) and ``decode_timeout: …`` (not decoded within ``decode_timeout`` seconds; the
+    image is not tried again by another decoder).
+    """
+    with opened(
+        data, size, max_pixels, max_full_decode_pixels, max_decode_bytes, decode_timeout
+    ) as im:
+        fmt = im.format or "unknown"
+        w, h = im.size
+        pixels, orientation = _pixels(im, data, fmt, size)
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     pixels = np.ascontiguousarray(_orient(pixels, orientation))
     return DecodedImage(pixels=pixels, width=w, height=h, format=fmt)
+
+
+def _pixels(im: Image.Image, data: bytes, fmt: str, size: int) -> tuple[np.ndarray, int]:
+    """Model-sized pixels of an opened image (limits already checked) and its orientation.
+
+    JPEGs with few scans go to libjpeg-turbo in one call; everything else is fed to Pillow
+    :data:`CHUNK` bytes at a time through the image's :class:`DeadlineReader`.
+    """
+    w, h = im.size
+    orientation = 1
+    try:
+        orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # a broken EXIF block does not make the pixels unusable
+        orientation = 1
+    fast = None
+    if fmt == "JPEG" and im.mode != "CMYK" and jpeg_scans(data) <= FAST_MAX_SCANS:
+        fast = _decode_jpeg_fast(data, w, h, size)
+    if fast is not None:
+        im = fast
+    elif fmt == "JPEG":
+        scale = size / min(w, h)
+        im.draft("RGB", (max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))))
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+    im.load()
+    im = to_rgb(im)
+    return np.asarray(_resize_crop(im, size), dtype=np.uint8), orientation

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixsieve.device_errors import is_out_of_memory
 from pixsieve.models.hub import ModelUnavailableError, resolve_clip
 
 logger = logging.getLogger(__name__)
@@ -141,14 +142,24 @@ class ClipEncoder:
             return t.to(self.device)
         if self._uploaded is not None:
             self._uploaded.synchronize()  # the previous upload has left the buffer
-        if self._staging is None or self._staging.numel() < t.numel():
-            self._staging = torch.empty(t.numel(), dtype=torch.uint8, pin_memory=True)
-        host = self._staging[: t.numel()].view(t.shape)
-        host.copy_(t)
-        out = host.to(self.device, non_blocking=True)
+        out = self._stage(t).to(self.device, non_blocking=True)
         self._uploaded = torch.cuda.Event()
         self._uploaded.record()
         return out
+
+    def _stage(self, t: torch.Tensor) -> torch.Tensor:
+        """Copy host ``t`` into the reused staging buffer (page-locked on CUDA); return it.
+
+        The buffer is made outside inference mode: made inside (by ``encode``), it would be an
+        inference tensor that a later ``preprocess()`` outside inference mode cannot write.
+        """
+        if self._staging is None or self._staging.numel() < t.numel():
+            with torch.inference_mode(False):
+                pin = self.device.type == "cuda"
+                self._staging = torch.empty(t.numel(), dtype=torch.uint8, pin_memory=pin)
+        host = self._staging[: t.numel()].view(t.shape)
+        host.copy_(t)
+        return host
 
     def preprocess(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``(N, S, S, 3)`` uint8 → ``(N, 3, S, S)`` normalised tensor on the model's device.
@@ -187,8 +198,9 @@ class ClipEncoder:
     ) -> np.ndarray:
         """Embed ``(N, S, S, 3)`` uint8 pixels → ``(N, D)`` float32, L2-normalised.
 
-        Runs in chunks of ``batch_size``; on CUDA out-of-memory the chunk is halved and retried
-        (and the smaller size kept for later calls).
+        Runs in chunks of ``batch_size``; when the device runs out of memory (a CUDA OOM, or a
+        cuBLAS allocation failure, which arrives as a ``RuntimeError``) the chunk is halved and
+        retried for the rest of this call; the next call starts at ``batch_size`` again.
         """
         if not isinstance(pixels, torch.Tensor):
             pixels = np.asarray(pixels)
@@ -202,14 +214,13 @@ class ClipEncoder:
             chunk = pixels[start : start + step]
             try:
                 out.append(self._embed(chunk))  # stays on the device until the end
-            except torch.OutOfMemoryError:
-                if step == 1:
+            except RuntimeError as e:  # torch.OutOfMemoryError is one
+                if step == 1 or not is_out_of_memory(e):
                     raise
                 step //= 2
-                self.batch_size = min(self.batch_size, step)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                logger.warning("CUDA out of memory; retrying with batch size %d", step)
+                logger.warning("out of device memory; retrying with batch size %d", step)
                 continue
             start += len(chunk)
         return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)

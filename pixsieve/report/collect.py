@@ -20,12 +20,12 @@ import pyarrow.dataset as ds
 
 from pixsieve.stages.base import reason_code
 
-SCORE_COLUMNS = ("aesthetic_score", "nsfw_prob")
 DETAIL_COLUMNS = (
-    "position", "key", "source", "members", "status", "reason", "width", "height", "format",
-    "aesthetic_score", "nsfw_prob", "duplicate_of", "similarity", "component_id",
-    "component_size", "chained", "output_shard",
+    "position", "key", "source", "members", "status", "reason", "reason_detail", "width",
+    "height", "format",
+    "duplicate_of", "similarity", "component_id", "component_size", "chained", "output_shard",
 )  # fmt: skip
+"""Columns read for each sampled row (the score columns are added by the caller)."""
 _SEP = "\x1f"
 
 
@@ -42,6 +42,7 @@ class ManifestStats:
     picks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     groups: list[list[dict[str, Any]]] = field(default_factory=list)
     columns: set[str] = field(default_factory=set)
+    caption_pairs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def status_count(self, status: str) -> int:
         """Samples with ``status``."""
@@ -77,14 +78,20 @@ class _Sampler:
 
 
 def collect(
-    dataset: ds.Dataset, per_group: int = 12, max_groups: int = 8, seed: int = 0
+    dataset: ds.Dataset,
+    per_group: int = 12,
+    max_groups: int = 8,
+    seed: int = 0,
+    score_columns: tuple[str, ...] = (),
 ) -> ManifestStats:
-    """Gather counts, scores, errors, sampled rows and duplicate groups from ``dataset``."""
+    """Gather counts, scores (of ``score_columns``), errors, sampled rows and duplicate groups
+    from ``dataset``."""
     names = set(dataset.schema.names)
     stats = ManifestStats(columns=names)
-    light = ["position", "status", "reason", "source"] + [c for c in SCORE_COLUMNS if c in names]
+    light = ["position", "status", "reason", "source"] + [c for c in score_columns if c in names]
+    light += ["reason_detail"] if "reason_detail" in names else []
     sampler = _Sampler(per_group, seed)
-    score_parts: dict[str, list[np.ndarray]] = {c: [] for c in SCORE_COLUMNS if c in names}
+    score_parts: dict[str, list[np.ndarray]] = {c: [] for c in score_columns if c in names}
     kept_parts: list[np.ndarray] = []
     offset = 0
     fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
@@ -94,10 +101,9 @@ def collect(
         n = t.num_rows
         pos = t["position"].to_numpy(zero_copy_only=False)
         sample = pos >= 0
+        full = _full_reasons(t)
         for j in np.flatnonzero(~sample):
-            stats.shard_rows.append(
-                {"source": t["source"][j].as_py(), "reason": t["reason"][j].as_py()}
-            )
+            stats.shard_rows.append({"source": t["source"][j].as_py(), "reason": full[j]})
         label = pc.binary_join_element_wise(t["status"], pc.fill_null(t["reason"], ""), _SEP)
         encoded = pc.dictionary_encode(label).combine_chunks()
         codes = encoded.indices.to_numpy(zero_copy_only=False)
@@ -106,11 +112,12 @@ def collect(
         group_ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
         gid = np.array([group_ids[g] for g in groups], dtype=np.int64)[codes]
         per_label = np.bincount(codes[sample], minlength=len(parts))
-        for (s, r), c in zip(parts, per_label, strict=True):
+        for i, ((s, r), c) in enumerate(zip(parts, per_label, strict=True)):
             if c:
                 code = "" if s == "kept" else reason_code(r or "unknown")
                 stats.counts[(s, code)] += int(c)
-                stats.examples.setdefault(code, r)
+                if code not in stats.examples:  # one row's full reason, detail included
+                    stats.examples[code] = full[int(np.flatnonzero(sample & (codes == i))[0])]
         err = sample & (t["status"].to_numpy(zero_copy_only=False) == "error")
         if err.any():
             et = t.filter(pa.array(err))
@@ -130,11 +137,20 @@ def collect(
         values = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         if np.isfinite(values).any():
             stats.scores[c] = (values, kept)
-    detail = [c for c in DETAIL_COLUMNS if c in names]
+    detail = [c for c in dict.fromkeys((*DETAIL_COLUMNS, *score_columns)) if c in names]
     stats.picks = _take(dataset.schema, fragments, starts, sampler.pool, detail)
     if "component_id" in names:
         stats.groups = _duplicate_groups(dataset, detail, max_groups, seed)
     return stats
+
+
+def _full_reasons(t: pa.Table) -> list[str]:
+    """Each row's reason code with its detail (``decode_error: ...``), ``""`` when kept."""
+    codes = t["reason"].to_pylist()
+    details = t["reason_detail"].to_pylist() if "reason_detail" in t.column_names else codes
+    if details is codes:
+        return [c or "" for c in codes]
+    return [f"{c}: {d}" if d else c or "" for c, d in zip(codes, details, strict=True)]
 
 
 def _batches(

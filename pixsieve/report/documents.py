@@ -3,8 +3,9 @@
 These are the fields of datatrove's ``Document`` and NeMo Curator's document tables, so a
 curated image set can feed a text pipeline (caption dedup, language or quality filters). Text is
 read from the output shards' sidecars (see :class:`pixsieve.stages.documents.TextSource`),
-metadata from the manifest, embeddings from the run's cache. ``id`` is
-``<input shard index>/<key>``: unique within the run and stable across re-runs.
+metadata from the manifest, embeddings from the run's cache. ``id`` is the manifest's
+``sample_id`` (``<input shard index>:<position>``): unique within the run and stable across
+re-runs.
 """
 
 from __future__ import annotations
@@ -20,34 +21,44 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pixsieve.io.tar_reader import TarShardReader
-from pixsieve.report.rundir import FinishedRun, RunError
-from pixsieve.run.layout import shard_id
+from pixsieve.run.finished import FinishedRun, RunError
+from pixsieve.stages.captions import ImageTextFilter
 from pixsieve.stages.documents import TextSource
+from pixsieve.stages.scoring import BUILTIN_SCORE_FILTERS
 
 METADATA_COLUMNS = (
-    "key", "source", "position", "output_shard", "width", "height", "format",
-    "aesthetic_score", "nsfw_prob",
+    "sample_id", "key", "source", "position", "output_shard", "width", "height", "format",
+    *(kind.column for kind in BUILTIN_SCORE_FILTERS),
+    ImageTextFilter.column, "caption_truncated",
 )  # fmt: skip
 Format = Literal["parquet", "jsonl"]
 
 
-class _Embeddings:
-    """Embeddings of one input shard at a time, looked up by position."""
+class CachedEmbeddings:
+    """One cached vector column (``embedding``, ``text_embedding``) of one input shard at a
+    time, looked up by position."""
 
-    def __init__(self, run: FinishedRun) -> None:
+    def __init__(self, run: FinishedRun, name: str = "embedding") -> None:
         self.run = run
+        self.name = name
         self.index = -1
         self.rows: dict[int, int] = {}
         self.column: pa.Array | None = None
 
     def take(self, index: int, positions: list[int]) -> pa.Array:
+        """The embeddings of input shard ``index`` at ``positions`` (``RunError``: none)."""
         if index != self.index:
-            path = self.run.cache_path(index)
+            path = self.run.layout.samples(index)
             with self.run.layout.fs.open(path, "rb") as f:
-                if "embedding" not in pq.ParquetFile(f).schema_arrow.names:
-                    raise RunError(f"{self.run.url} has no cached embeddings (was embed skipped?)")
-            table = self.run.layout.read_table(path, columns=["position", "embedding"])
-            self.column = table["embedding"].combine_chunks()
+                present = self.name in pq.ParquetFile(f).schema_arrow.names
+            column = None
+            if present:
+                table = self.run.layout.read_table(path, columns=["position", self.name])
+                column = table[self.name].combine_chunks()
+            if column is None or column.null_count == len(column):  # none, or never filled
+                what = {"text_embedding": "caption"}.get(self.name, "embed")
+                raise RunError(f"{self.run.url} has no cached {self.name}s (was {what} skipped?)")
+            self.column = column
             self.rows = {int(p): i for i, p in enumerate(table["position"].to_pylist())}
             self.index = index
         assert self.column is not None
@@ -59,6 +70,7 @@ def iter_documents(
     text_from: str = "txt",
     include_embedding: bool = False,
     storage_options: dict[str, Any] | None = None,
+    include_text_embedding: bool = False,
 ) -> Iterator[pa.Table]:
     """Yield the kept samples' documents, one table per output shard, in output order.
 
@@ -67,14 +79,21 @@ def iter_documents(
     """
     source = TextSource.parse(text_from)
     run = FinishedRun.open(output, storage_options)
-    if include_embedding:
+    vectors = _vector_columns(include_embedding, include_text_embedding)
+    if vectors:
         run.require_cache()
-    return _generate(run, source, include_embedding)
+    return _generate(run, source, vectors)
 
 
-def _generate(run: FinishedRun, source: TextSource, include_embedding: bool) -> Iterator[pa.Table]:
+def _vector_columns(include_embedding: bool, include_text_embedding: bool) -> tuple[str, ...]:
+    """The cached vector columns asked for, in output order."""
+    wanted = {"embedding": include_embedding, "text_embedding": include_text_embedding}
+    return tuple(name for name, on in wanted.items() if on)
+
+
+def _generate(run: FinishedRun, source: TextSource, vectors: tuple[str, ...]) -> Iterator[pa.Table]:
     index_of = {s.url: i for i, s in enumerate(run.shards)}
-    embeddings = _Embeddings(run)
+    embeddings = {name: CachedEmbeddings(run, name) for name in vectors}
     dataset = run.manifest()
     meta = [c for c in METADATA_COLUMNS if c in dataset.schema.names]
     for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
@@ -88,7 +107,7 @@ def _generate(run: FinishedRun, source: TextSource, include_embedding: bool) -> 
             while end < len(shards) and shards[end] == shards[start]:
                 end += 1
             rows = kept.slice(start, end - start)
-            yield _shard_documents(run, rows, source, include_embedding, index_of, embeddings)
+            yield _shard_documents(run, rows, source, index_of, embeddings)
             start = end
 
 
@@ -96,9 +115,8 @@ def _shard_documents(
     run: FinishedRun,
     rows: pa.Table,
     source: TextSource,
-    include_embedding: bool,
     index_of: dict[str, int],
-    embeddings: _Embeddings,
+    embeddings: dict[str, CachedEmbeddings],
 ) -> pa.Table:
     url = run.url_of(rows["output_shard"][0].as_py())
     keys = rows["key"].to_pylist()
@@ -111,22 +129,22 @@ def _shard_documents(
         raise RunError(f"{url} holds {len(texts)} samples, the manifest lists {len(keys)}")
     indices = [index_of.get(s, -1) for s in rows["source"].to_pylist()]
     data: dict[str, pa.Array] = {
-        "id": pa.array([f"{shard_id(i)}/{k}" for i, k in zip(indices, keys, strict=True)]),
+        "id": rows["sample_id"].combine_chunks(),
         "text": pa.array(texts, pa.string()),
         "metadata": pa.StructArray.from_arrays(
             [rows[c].combine_chunks() for c in rows.column_names], names=rows.column_names
         ),
     }
-    if include_embedding:
-        positions = rows["position"].to_pylist()
+    positions = rows["position"].to_pylist()
+    for name, vectors in embeddings.items():
         parts, start = [], 0
         while start < len(indices):  # one lookup per run of rows from the same input shard
             end = start
             while end < len(indices) and indices[end] == indices[start]:
                 end += 1
-            parts.append(embeddings.take(indices[start], positions[start:end]))
+            parts.append(vectors.take(indices[start], positions[start:end]))
             start = end
-        data["embedding"] = pa.concat_arrays(parts)
+        data[name] = pa.concat_arrays(parts)
     return pa.table(data)
 
 
@@ -135,22 +153,30 @@ def to_documents(
     text_from: str = "txt",
     include_embedding: bool = False,
     storage_options: dict[str, Any] | None = None,
+    include_text_embedding: bool = False,
 ) -> pa.Table:
     """All kept samples of the run at ``output`` as one documents table.
 
-    Columns: ``id`` (``<input shard index>/<key>``), ``text`` (from ``text_from``: ``"txt"``,
+    Columns: ``id`` (the ``sample_id``), ``text`` (from ``text_from``: ``"txt"``,
     another sidecar extension, or ``"json:<field>"``; null when absent), ``metadata`` (struct:
     key, source, position, output shard, width, height, format and the scores) and, with
-    ``include_embedding``, ``embedding`` (fixed-size float32 list).
+    ``include_embedding``, ``embedding`` (fixed-size float32 list, the CLIP image embedding)
+    and, with ``include_text_embedding``, ``text_embedding`` (the caption's CLIP text embedding
+    in the same space; null where the sample had no usable caption).
     """
-    tables = list(iter_documents(output, text_from, include_embedding, storage_options))
+    tables = list(
+        iter_documents(
+            output, text_from, include_embedding, storage_options, include_text_embedding
+        )
+    )
     if not tables:
-        return _empty(output, include_embedding, storage_options)
+        vectors = _vector_columns(include_embedding, include_text_embedding)
+        return _empty(output, vectors, storage_options)
     return pa.concat_tables(tables)
 
 
 def _empty(
-    output: str, include_embedding: bool, storage_options: dict[str, Any] | None
+    output: str, vectors: tuple[str, ...], storage_options: dict[str, Any] | None
 ) -> pa.Table:
     run = FinishedRun.open(output, storage_options)
     schema = run.manifest().schema
@@ -160,8 +186,8 @@ def _empty(
         "text": pa.array([], pa.string()),
         "metadata": pa.array([], pa.struct(fields)),
     }
-    if include_embedding:
-        cols["embedding"] = pa.array([], pa.list_(pa.float32()))
+    for name in vectors:
+        cols[name] = pa.array([], pa.list_(pa.float32()))
     return pa.table(cols)
 
 

@@ -1,7 +1,8 @@
 """``OUT/report.html``: one self-contained page that shows what a run removed and why.
 
 Sections: summary, funnel, reasons, score histograms, sampled thumbnails per removal reason and
-from the kept set, duplicate groups, per-shard errors and the run's settings. Charts are inline
+from the kept set, the lowest-scoring image–caption pairs, duplicate groups, per-shard errors
+and the run's settings. Charts are inline
 SVG, thumbnails inline base64 JPEGs; the page loads nothing from anywhere and opens offline.
 """
 
@@ -12,11 +13,16 @@ import time
 from html import escape
 from typing import Any
 
-from pixsieve.report.collect import ManifestStats, collect
-from pixsieve.report.rundir import FinishedRun
+import numpy as np
+
+from pixsieve.report import captions
+from pixsieve.report.collect import DETAIL_COLUMNS, ManifestStats, collect
 from pixsieve.report.svg import bin_scores, funnel_svg, histogram_svg
 from pixsieve.report.thumbs import fetch_thumbnails
+from pixsieve.run.fates import known_filters
+from pixsieve.run.finished import FinishedRun
 from pixsieve.stages.base import reason_code
+from pixsieve.stages.scoring import NSFWFilter
 
 SECTIONS = {
     "summary": "Summary",
@@ -25,11 +31,11 @@ SECTIONS = {
     "scores": "Scores",
     "samples": "Samples by reason",
     "kept": "Kept samples",
+    "captions": "Captions",
     "duplicates": "Duplicate groups",
     "errors": "Errors per shard",
     "settings": "Settings",
 }
-_FIXED = ("exact_duplicate", "aesthetic", "nsfw", "semantic_duplicate")
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1180px;padding:0 16px 40px;
 color:#222;background:#fff}
@@ -60,11 +66,14 @@ def _pct(n: int, total: int) -> str:
 
 def funnel_steps(stats: ManifestStats, run: FinishedRun) -> list[tuple[str, int, int]]:
     """Funnel rows ``(label, removed, remaining)``: input, errors, exact duplicates, other
-    filters, aesthetic, NSFW, semantic duplicates, kept. Counts come from the manifest."""
+    filters, the score filters (aesthetic, NSFW, then any other the run ran), semantic
+    duplicates, kept. Counts come from the manifest."""
     total = stats.samples
     steps = [("input", 0, total)]
     remaining = total
     ran = set(run.stage_order())
+    scored = known_filters(run)
+    fixed = {"exact_duplicate", "semantic_duplicate", *(k.reason for k in scored)}
 
     def step(label: str, n: int) -> None:
         nonlocal remaining
@@ -73,11 +82,11 @@ def funnel_steps(stats: ManifestStats, run: FinishedRun) -> list[tuple[str, int,
 
     step("errors", stats.status_count("error"))
     step("exact duplicates", stats.removed("exact_duplicate"))
-    others = {c: n for (s, c), n in stats.counts.items() if s == "removed" and c not in _FIXED}
+    others = {c: n for (s, c), n in stats.counts.items() if s == "removed" and c not in fixed}
     for code in sorted(others, key=lambda c: (-others[c], c)):
         step(code.replace("_", " "), others[code])
-    step("aesthetic" + ("" if "aesthetic" in ran else " (not run)"), stats.removed("aesthetic"))
-    step("NSFW" + ("" if "nsfw" in ran else " (not run)"), stats.removed("nsfw"))
+    for kind in scored:
+        step(kind.label + ("" if kind.name in ran else " (not run)"), stats.removed(kind.reason))
     label = "semantic duplicates" + ("" if run.semantic_ran else " (not run)")
     step(label, stats.removed("semantic_duplicate"))
     steps.append(("kept", 0, stats.status_count("kept")))
@@ -102,14 +111,14 @@ def _card(row: dict[str, Any], extra: str = "") -> str:
         else '<div class="ph">no preview</div>'
     )
     lines = [f"<b>{escape(str(row.get('key')))}</b>"]
-    if row.get("aesthetic_score") is not None:
-        lines.append(f"aesthetic {row['aesthetic_score']:.2f}")
-    if row.get("nsfw_prob") is not None:
-        lines.append(f"nsfw {row['nsfw_prob']:.3f}")
+    lines += [escape(text) for text in row.get("score_lines", ())]
+    if "caption" in row:
+        lines.append(captions.caption_line(row))
     if row.get("width"):
         lines.append(f"{row['width']}×{row['height']} {escape(str(row.get('format') or ''))}")
     if row.get("status") != "kept" and row.get("reason"):
-        lines.append(f'<span class="muted">{escape(str(row["reason"])[:120])}</span>')
+        why = str(row["reason"]) + (f": {row['reason_detail']}" if row.get("reason_detail") else "")
+        lines.append(f'<span class="muted">{escape(why[:120])}</span>')
     if row.get("duplicate_of"):
         lines.append(f"dup of {escape(str(row['duplicate_of']))}")
     if row.get("similarity") is not None:
@@ -126,25 +135,22 @@ def _grid(rows: list[dict[str, Any]]) -> str:
 
 def _scores_section(stats: ManifestStats, run: FinishedRun) -> str:
     charts = []
-    for column, stage, title, label in (
-        ("aesthetic_score", "aesthetic", "Aesthetic score", "min {:.3g} (keep ≥)"),
-        ("nsfw_prob", "nsfw", "NSFW probability", "max {:.3g} (remove ≥)"),
-    ):
-        if column not in stats.scores:
-            charts.append(f'<p class="muted">{escape(title)}: not computed in this run.</p>')
+    for kind in known_filters(run):
+        if kind.column not in stats.scores:
+            charts.append(f'<p class="muted">{escape(kind.title)}: not computed in this run.</p>')
             continue
-        values, kept = stats.scores[column]
-        threshold = run.threshold(stage)
+        values, kept = stats.scores[kind.column]
+        threshold = run.threshold(kind)
         edges, all_counts, kept_counts = bin_scores(values, kept, threshold)
-        text = label.format(threshold) if threshold is not None else ""
-        if threshold is not None and run.score_only(stage):
+        text = kind.rule_text(threshold) if threshold is not None else ""
+        if threshold is not None and run.score_only(kind.name):
             text += " score only"
-        charts.append(histogram_svg(title, edges, all_counts, kept_counts, threshold, text))
+        charts.append(histogram_svg(kind.title, edges, all_counts, kept_counts, threshold, text))
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
-def _groups_section(stats: ManifestStats) -> str:
-    if "component_id" not in stats.columns:
+def _groups_section(stats: ManifestStats, ran: bool) -> str:
+    if not ran:
         return '<p class="muted">Semantic dedup did not run.</p>'
     if not stats.groups:
         return '<p class="muted">No near-duplicates were found.</p>'
@@ -190,7 +196,8 @@ def _settings_section(run: FinishedRun) -> str:
         for s in run.record.get("stages") or []
     ]
     semantic = run.fingerprint.get("semantic_dedup")
-    rows.append(["semantic dedup", f"<code>{escape(str(semantic))}</code>"])
+    semantic_text = "not run" if semantic is None else json.dumps(semantic, default=str)
+    rows.append(["semantic dedup", f"<code>{escape(semantic_text)}</code>"])
     if run.record.get("refiltered_from"):
         rows.append(["refiltered from", escape(json.dumps(run.record["refiltered_from"]))])
     versions = json.dumps(run.record.get("versions") or {}, sort_keys=True)
@@ -200,6 +207,15 @@ def _settings_section(run: FinishedRun) -> str:
 
 def render(run: FinishedRun, stats: ManifestStats, *, blur_nsfw: bool = True) -> str:
     """The report page for ``run`` (thumbnails must already be on the sampled rows)."""
+    kinds = known_filters(run)
+    pairs = [r for g in stats.caption_pairs.values() for r in g]
+    picked = [r for g in stats.picks.values() for r in g] + [r for g in stats.groups for r in g]
+    for row in picked + pairs:
+        row["score_lines"] = [
+            f"{k.name} {k.score_format.format(row[k.column])}"
+            for k in kinds
+            if row.get(k.column) is not None
+        ]
     total = stats.samples
     kept = stats.status_count("kept")
     summary = _table(
@@ -218,7 +234,11 @@ def render(run: FinishedRun, stats: ManifestStats, *, blur_nsfw: bool = True) ->
         {2, 3},
     )
     sample_parts = []
-    rank = {"exact_duplicate": 0, "aesthetic": 2, "nsfw": 3, "semantic_duplicate": 4}
+    rank = {
+        "exact_duplicate": 0,  # then other filters (1), the score filters, semantic duplicates
+        **{k.reason: 2 + i for i, k in enumerate(kinds)},
+        "semantic_duplicate": 2 + len(kinds),
+    }
     groups = [g.split(":", 1) for g, rows in stats.picks.items() if g != "kept" and rows]
     for status, code in sorted(groups, key=lambda g: (g[0] != "removed", rank.get(g[1], 1), g[1])):
         group = f"{status}:{code}"
@@ -236,7 +256,10 @@ def render(run: FinishedRun, stats: ManifestStats, *, blur_nsfw: bool = True) ->
         "kept": _grid(stats.picks["kept"])
         if stats.picks.get("kept")
         else '<p class="muted">No thumbnails (nothing kept, or none sampled).</p>',
-        "duplicates": _groups_section(stats),
+        "captions": captions.section(
+            stats.caption_pairs, _grid, captions.ImageTextFilter.name in run.stage_order()
+        ),
+        "duplicates": _groups_section(stats, run.semantic_ran),
         "errors": _errors_section(stats, run),
         "settings": _settings_section(run),
     }
@@ -269,22 +292,32 @@ def write_report(
     for millions of samples. NSFW thumbnails are blurred unless ``blur_nsfw=False``.
     """
     run = FinishedRun.open(output, storage_options)
-    stats = collect(run.manifest(), per_group=per_reason, max_groups=max_groups)
-    nsfw_max = run.threshold("nsfw")
+    columns = tuple(k.column for k in known_filters(run))
+    stats = collect(
+        run.manifest(), per_group=per_reason, max_groups=max_groups, score_columns=columns
+    )
+    nsfw = NSFWFilter  # thumbnails its rule would remove are blurred
+    nsfw_max = run.threshold(nsfw)
 
     def should_blur(row: dict[str, Any]) -> bool:
-        prob = row.get("nsfw_prob")
-        nsfw = reason_code(row.get("reason") or "") == "nsfw" or (
-            nsfw_max is not None and prob is not None and prob >= nsfw_max
+        prob = row.get(nsfw.column)
+        hit = reason_code(row.get("reason") or "") == nsfw.reason or (
+            nsfw_max is not None
+            and prob is not None
+            and not nsfw.keep_scores(np.array([prob], dtype=np.float64), nsfw_max)[0]
         )
-        row["blurred"] = blur_nsfw and nsfw
+        row["blurred"] = blur_nsfw and hit
         return row["blurred"]
 
+    stats.caption_pairs = captions.lowest_pairs(
+        run.manifest(), [*DETAIL_COLUMNS, *columns], per_reason
+    )
     rows = [r for group in stats.picks.values() for r in group]
     rows += [r for group in stats.groups for r in group]
+    rows += [r for group in stats.caption_pairs.values() for r in group]
     fetch_thumbnails(rows, should_blur, storage_options)
     page = render(run, stats, blur_nsfw=blur_nsfw)
-    path = run.layout.path("report.html")
+    path = run.layout.report()
     with run.layout.fs.open(f"{path}.tmp", "wb") as f:
         f.write(page.encode("utf-8"))
     run.layout.fs.mv(f"{path}.tmp", path)

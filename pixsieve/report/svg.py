@@ -16,6 +16,12 @@ ALL_SCORES = "#a9bfdf"
 KEPT_SCORES = "#2e8b57"
 THRESHOLD = "#d62728"
 _FONT = 'font-family="system-ui, sans-serif" font-size="12"'
+_CHAR_WIDTH = 7.0  # a generous average advance of a 12 px sans-serif character, in pixels
+
+
+def label_width(text: str) -> float:
+    """An upper estimate of ``text``'s width in ``_FONT``, to keep labels inside a chart."""
+    return _CHAR_WIDTH * len(text)
 
 
 def _fmt(n: float) -> str:
@@ -132,10 +138,13 @@ def histogram_svg(
         )
     if threshold is not None:
         tx = x(threshold)
+        # right of the line if the label fits inside the chart, else ending left of it
+        fits = tx + 4 + label_width(threshold_label) <= width - 2
+        lx, anchor = (tx + 4, "start") if fits else (tx - 4, "end")
         parts.append(
             f'<line class="threshold" x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{top + ph}" '
             f'stroke="{THRESHOLD}" stroke-width="2" stroke-dasharray="5,3"/>'
-            f'<text x="{tx + 4:.1f}" y="{top + 6}" fill="{THRESHOLD}" {_FONT}>'
+            f'<text x="{lx:.1f}" y="{top + 6}" text-anchor="{anchor}" fill="{THRESHOLD}" {_FONT}>'
             f"{escape(threshold_label)}</text>"
         )
     legend_y = height - 8

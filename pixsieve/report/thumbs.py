@@ -19,13 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
-from PIL import Image, ImageFilter, ImageOps
+from PIL import ImageFilter, ImageOps
 
-from pixsieve.io.decode import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS, to_rgb
+from pixsieve.io.decode import opened, to_rgb
 from pixsieve.io.tar_reader import image_index
 
 THUMB_SIZE = 160
-MAX_MEMBER_BYTES = 256 << 20
+MAX_MEMBER_BYTES = 16 << 20  # bigger images get a placeholder: 8 shards read at once
 
 
 def image_member(members: Iterable[str] | None) -> str | None:
@@ -68,16 +68,10 @@ def thumbnail(data: bytes, size: int = THUMB_SIZE, blur: bool = False) -> str | 
     if not data:
         return None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), opened(data, size) as im:  # the decoder's limits
             warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > DEFAULT_MAX_PIXELS:
-                return None
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
-            elif w * h > DEFAULT_MAX_FULL_DECODE_PIXELS:
-                return None
             im.load()
             with contextlib.suppress(Exception):  # a broken EXIF block does not spoil pixels
                 im = ImageOps.exif_transpose(im)

@@ -3,7 +3,10 @@
 Nothing is decoded again: each input shard is streamed once more and the members of kept
 samples are copied byte for byte. Input shards are grouped into contiguous partitions of
 balanced size; each partition writes its own run of full output shards and one manifest file,
-so the result does not depend on how many workers ran it.
+so the result does not depend on how many workers ran it. Output shards are numbered over the
+whole run (``shards/00000.tar``...): every fate is decided before the export, so
+:meth:`ExportWorker.plan` knows how many shards each partition writes and where its numbers
+start, whatever the executor and however often the run resumed.
 """
 
 from __future__ import annotations
@@ -14,24 +17,28 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pixsieve.executors.base import Progress
+from pixsieve.io.limits import ReadLimits
+from pixsieve.io.schemas import conform, manifest_schema, metadata_schema
 from pixsieve.io.shards import ShardRef
-from pixsieve.io.tables import conform
+from pixsieve.io.tables import full_reasons, set_fates
 from pixsieve.io.tar_reader import TarShardReader
-from pixsieve.io.writer import ShardWriter
-from pixsieve.run.layout import RunLayout, shard_id
+from pixsieve.io.writer import ShardWriter, shards_needed
+from pixsieve.progress import Progress
+from pixsieve.run.layout import RunLayout, part_id
 from pixsieve.run.score import shard_error_row
-from pixsieve.run.semantic import RESULT_PATH
 
 PASS = "export"
 SEMANTIC_COLUMNS = ("similarity", "component_id", "component_size", "chained")
-_NOT_METADATA = {"members", "status", "reason", "output_shard", "position", "embedding"}
 
 
 class ExportWorker:
-    """Write one partition's kept samples and manifest rows."""
+    """Write one partition's kept samples and manifest rows.
+
+    ``columns`` are the run's stage columns (:func:`pixsieve.io.schemas.stage_columns`): they
+    fix the manifest's and the metadata files' schemas. ``first`` (set by :meth:`plan`) is the
+    number of each partition's first output shard.
+    """
 
     def __init__(
         self,
@@ -41,15 +48,23 @@ class ExportWorker:
         samples_per_shard: int,
         storage_options: dict[str, Any],
         semantic: bool,
+        limits: ReadLimits | None = None,
+        columns: dict[str, pa.DataType] | None = None,
     ) -> None:
         self.layout = layout
+        self.limits = limits or ReadLimits()
         self.shards = shards
         self.partitions = partitions
         self.samples_per_shard = samples_per_shard
         self.storage_options = storage_options
         self.semantic = semantic
+        self.schema = manifest_schema(columns or {})
+        self.metadata_schema = metadata_schema(columns or {})
+        self.first: list[int] = [0] * (len(partitions) + 1)
+        self._cached_columns = [
+            n for n in self.schema.names if n not in ("source", "output_shard", *SEMANTIC_COLUMNS)
+        ]
         self._sem: dict[int, pa.Table] = {}
-        self._schema = pa.schema([])
         self._ready = False
         self._lock = threading.Lock()
 
@@ -63,126 +78,106 @@ class ExportWorker:
         self._lock = threading.Lock()
 
     def setup(self) -> None:
-        """Load the semantic-dedup decisions and fix one manifest schema (once, thread-safe)."""
+        """Load the semantic-dedup decisions (once, thread-safe)."""
         with self._lock:
             if self._ready:
                 return
-            self._schema = self._manifest_schema()
-            path = self.layout.path(*RESULT_PATH)
+            path = self.layout.semantic_duplicates()
             if self.semantic and self.layout.fs.exists(path):
                 table = self.layout.read_table(path)
                 for i in np.unique(table["shard_index"].to_numpy()):
                     self._sem[int(i)] = table.filter(pc.equal(table["shard_index"], int(i)))
             self._ready = True
 
-    def _manifest_schema(self) -> pa.Schema:
-        """The union of every cached shard's columns (footers only) plus the export columns."""
-        schemas = [
-            pa.schema(
-                [
-                    ("position", pa.int64()),
-                    ("key", pa.string()),
-                    ("source", pa.string()),
-                    ("members", pa.list_(pa.string())),
-                    ("status", pa.string()),
-                    ("reason", pa.string()),
-                    ("output_shard", pa.string()),
-                ]
-            )
-        ]
-        for index in range(len(self.shards)):
-            path = self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
-            if self.layout.fs.exists(path):
-                with self.layout.fs.open(path, "rb") as f:
-                    schemas.append(pq.read_schema(f))
-        if self.semantic:
-            schemas.append(
-                pa.schema(
-                    [
-                        ("duplicate_of", pa.string()),
-                        ("duplicate_of_source", pa.string()),
-                        ("similarity", pa.float32()),
-                        ("component_id", pa.int64()),
-                        ("component_size", pa.int64()),
-                        ("chained", pa.bool_()),
-                    ]
+    def plan(self) -> int:
+        """Number every partition's output shards; return how many the run writes.
+
+        Reads only the keys and fates (the kept samples, in export order) and applies the
+        writer's own rule (:func:`~pixsieve.io.writer.shards_needed`); sets :attr:`first`.
+        """
+        self.setup()
+        first = [0]
+        for part in self.partitions:
+            keys = [k for index in part for k in self._kept_keys(index)]
+            first.append(first[-1] + shards_needed(keys, self.samples_per_shard))
+        self.first = first
+        return first[-1]
+
+    def _kept_keys(self, index: int) -> list[str]:
+        """Keys of shard ``index``'s samples the export copies, in tar order."""
+        path = self.layout.samples(index)
+        if not self.layout.fs.exists(path):
+            return []
+        table = self.layout.read_table(path, columns=["position", "key", "status"])
+        sem = self._sem.get(index)
+        gone: set[int] = set()
+        if self.semantic and sem is not None:
+            gone = {
+                int(p)
+                for p, r in zip(
+                    sem["position"].to_pylist(), sem["removed"].to_pylist(), strict=True
                 )
+                if r
+            }
+        return [
+            k
+            for p, k, s in zip(
+                table["position"].to_pylist(),
+                table["key"].to_pylist(),
+                table["status"].to_pylist(),
+                strict=True,
             )
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-        return pa.schema([f for f in schema if f.name != "embedding"])
+            if s == "kept" and p not in gone
+        ]
 
     def done(self, part: int) -> dict[str, Any] | None:
         """Saved summary when this partition was already exported."""
-        return self.layout.read_json(self.layout.marker(PASS, f"{part:05d}"))
+        return self.layout.read_json(self.layout.marker(PASS, part_id(part)))
 
     def _decided(self, index: int) -> pa.Table:
-        """The shard's cached table with semantic decisions applied (embeddings dropped)."""
-        path = self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
+        """Shard ``index``'s manifest rows before export: the cached table with ``source`` and
+        the semantic decisions, conformed to the manifest schema (embeddings dropped)."""
+        path = self.layout.samples(index)
+        url = self.shards[index].url
         if not self.layout.fs.exists(path):  # the score pass could not even record the shard
-            return shard_error_row(self.shards[index].url, "not scored").add_column(
-                2, "source", pa.array([self.shards[index].url], pa.string())
-            )
-        table = self.layout.read_table(path)
-        if "embedding" in table.column_names:
-            table = table.drop_columns(["embedding"])
-        n = table.num_rows
-        source = pa.array([self.shards[index].url] * n, pa.string())
-        table = table.add_column(2, "source", source)
+            table = shard_error_row(index, "not scored")
+        else:  # the cache's columns the manifest has (not its vectors)
+            table = self.layout.read_table(path, columns=self._cached_columns)
+        table = table.append_column("source", pa.array([url] * table.num_rows, pa.string()))
+        table = conform(table, self.schema)
         sem = self._sem.get(index)
-        if not self.semantic:
+        if not self.semantic or sem is None or not sem.num_rows:
             return table
-        pos = table["position"].to_numpy()
-        status = np.array(table["status"].to_pylist(), dtype=object)
-        reason = np.array(table["reason"].to_pylist(), dtype=object)
-        dup_of = np.array(
-            table["duplicate_of"].to_pylist()
-            if "duplicate_of" in table.column_names
-            else [None] * n,
-            dtype=object,
-        )
-        dup_src = np.array(
-            table["duplicate_of_source"].to_pylist()
-            if "duplicate_of_source" in table.column_names
-            else [None] * n,
-            dtype=object,
-        )
-        extra = {c: np.full(n, None, dtype=object) for c in SEMANTIC_COLUMNS}
-        if sem is not None and sem.num_rows:
-            where = {int(p): j for j, p in enumerate(pos)}
-            for row in sem.to_pylist():
-                j = where[row["position"]]
-                for c in SEMANTIC_COLUMNS:
-                    extra[c][j] = row[c]
-                if row["removed"] and status[j] == "kept":
-                    status[j], reason[j] = "removed", "semantic_duplicate"
-                    dup_of[j], dup_src[j] = row["duplicate_of"], row["duplicate_of_source"]
-        for name, values, typ in (
-            ("status", status, pa.string()),
-            ("reason", reason, pa.string()),
-            ("duplicate_of", dup_of, pa.string()),
-            ("duplicate_of_source", dup_src, pa.string()),
-            ("similarity", extra["similarity"], pa.float32()),
-            ("component_id", extra["component_id"], pa.int64()),
-            ("component_size", extra["component_size"], pa.int64()),
-            ("chained", extra["chained"], pa.bool_()),
-        ):
-            arr = pa.array(values.tolist(), typ)
-            if name in table.column_names:
-                table = table.set_column(table.column_names.index(name), name, arr)
-            else:
-                table = table.append_column(name, arr)
+        status = table["status"].to_pylist()
+        reason = full_reasons(table)
+        cols = {c: table[c].to_pylist() for c in ("duplicate_of", "duplicate_of_source")}
+        cols.update({c: table[c].to_pylist() for c in SEMANTIC_COLUMNS})
+        where = {int(p): j for j, p in enumerate(table["position"].to_pylist())}
+        for row in sem.to_pylist():
+            j = where[row["position"]]
+            for c in SEMANTIC_COLUMNS:
+                cols[c][j] = row[c]
+            if row["removed"] and status[j] == "kept":
+                status[j], reason[j] = "removed", "semantic_duplicate"
+                cols["duplicate_of"][j] = row["duplicate_of"]
+                cols["duplicate_of_source"][j] = row["duplicate_of_source"]
+        table = set_fates(table, status, reason)
+        for name, values in cols.items():
+            arr = pa.array(values, self.schema.field(name).type)
+            table = table.set_column(table.column_names.index(name), name, arr)
         return table
 
     def run(self, part: int, progress: Progress) -> dict[str, Any]:
-        """Export one partition; write its shards, manifest part and marker."""
+        """Export one partition; write its shards, metadata, manifest part and marker."""
+        self.setup()
         self._clean_stale(part)
-        meta_schema = pa.schema([f for f in self._schema if f.name not in _NOT_METADATA])
         writer = ShardWriter(
             self.layout.fs,
-            self.layout.path("shards"),
-            f"part-{part:05d}",
+            self.layout.output_tar,
+            self.layout.output_metadata,
             self.samples_per_shard,
-            schema=meta_schema,
+            schema=self.metadata_schema,
+            first=self.first[part],
         )
         manifests: list[pa.Table] = []
         try:
@@ -192,11 +187,14 @@ class ExportWorker:
         except BaseException:
             writer.abort()
             raise
-        manifest = pa.concat_tables([conform(m, self._schema) for m in manifests])
-        self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
+        planned = self.first[part + 1] - self.first[part]
+        if len(written) != planned:
+            raise RuntimeError(f"wrote {len(written)} output shards, {planned} were planned")
+        manifest = pa.concat_tables(manifests or [self.schema.empty_table()])
+        self.layout.write_table(self.layout.manifest_part(part), manifest)
         kept = int(pc.sum(pc.equal(manifest["status"], "kept")).as_py() or 0)
         summary = {"samples": manifest.num_rows, "kept": kept, "shards": len(written)}
-        self.layout.write_json(self.layout.marker(PASS, f"{part:05d}"), summary)
+        self.layout.write_json(self.layout.marker(PASS, part_id(part)), summary)
         return summary
 
     def _export_shard(self, index: int, writer: ShardWriter, progress: Progress) -> pa.Table:
@@ -204,12 +202,13 @@ class ExportWorker:
         status = table["status"].to_pylist()
         keys = table["key"].to_pylist()
         where = {int(p): j for j, p in enumerate(table["position"].to_pylist()) if p >= 0}
-        output = [None] * table.num_rows
-        metadata = conform(table, self._schema).select(writer.schema.names).to_pylist()
+        output: list[str | None] = [None] * table.num_rows
+        metadata = table.select(self.metadata_schema.names).to_pylist()
         expected = sum(1 for s in status if s == "kept")
         copied = 0
         if expected:
-            for sample in TarShardReader(self.shards[index].url, self.storage_options):
+            url = self.shards[index].url
+            for sample in TarShardReader(url, self.storage_options, self.limits, False):
                 j = where.get(sample.position)
                 if j is None or keys[j] != sample.key:
                     raise RuntimeError(
@@ -218,21 +217,20 @@ class ExportWorker:
                     )
                 if status[j] == "kept":
                     members = list(zip(sample.names, sample.data, strict=True))
-                    name = writer.write(members, metadata[j], key=sample.key)
-                    output[j] = f"shards/{name}"
+                    number = writer.write(members, metadata[j], key=sample.key)
+                    output[j] = self.layout.output_shard(number)
                     copied += 1
                 if copied == expected:
                     break
         if copied != expected:
             raise RuntimeError(f"copied {copied} of {expected} kept samples")
         progress(table.num_rows)
-        return table.append_column("output_shard", pa.array(output, pa.string()))
+        column = table.column_names.index("output_shard")
+        return table.set_column(column, "output_shard", pa.array(output, pa.string()))
 
     def _clean_stale(self, part: int) -> None:
-        fs = self.layout.fs
-        pattern = self.layout.path("shards", f"part-{part:05d}-*")
-        for path in fs.glob(pattern):
-            fs.rm(path)
+        """Remove what an earlier attempt left of this partition's output shards."""
+        self.layout.drop_output_shards(range(self.first[part], self.first[part + 1]))
 
     def fail(self, part: int, error: str) -> dict[str, Any]:
         """Record a partition that could not be exported: its kept samples become errors.
@@ -244,19 +242,13 @@ class ExportWorker:
         manifests = []
         for index in self.partitions[part]:
             table = self._decided(index)
-            kept = [s == "kept" for s in table["status"].to_pylist()]
-            status = [
-                "error" if k else s for k, s in zip(kept, table["status"].to_pylist(), strict=True)
-            ]
+            old = table["status"].to_pylist()
+            status = ["error" if s == "kept" else s for s in old]
             reasons = [
-                f"export_error: {error}" if k else r
-                for k, r in zip(kept, table["reason"].to_pylist(), strict=True)
+                f"export_error: {error}" if s == "kept" else r
+                for s, r in zip(old, full_reasons(table), strict=True)
             ]
-            table = table.set_column(table.column_names.index("status"), "status", pa.array(status))
-            table = table.set_column(
-                table.column_names.index("reason"), "reason", pa.array(reasons, pa.string())
-            )
-            manifests.append(table.append_column("output_shard", pa.nulls(len(kept), pa.string())))
-        manifest = pa.concat_tables([conform(m, self._schema) for m in manifests])
-        self.layout.write_table(self.layout.path("manifest", f"part-{part:05d}.parquet"), manifest)
+            manifests.append(set_fates(table, status, reasons))
+        manifest = pa.concat_tables(manifests or [self.schema.empty_table()])
+        self.layout.write_table(self.layout.manifest_part(part), manifest)
         return {"samples": manifest.num_rows, "kept": 0, "shards": 0, "error": error}

@@ -11,86 +11,49 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pixsieve.batch import ERROR, ImageBatch
-from pixsieve.executors.base import Progress
+from pixsieve.io.limits import READ_BUDGET, ReadLimits
+from pixsieve.io.schemas import conform, sample_id, samples_schema, stage_columns
 from pixsieve.io.shards import ShardRef
-from pixsieve.io.tables import batch_to_table
+from pixsieve.io.tables import batch_to_table, mark_errors, reason_columns
 from pixsieve.io.tar_reader import RawSample, TarShardReader
+from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
-from pixsieve.stages.base import Stage, StageLike, StageStats, run_stage, stage_name
+from pixsieve.stages.base import StageLike, StageStats, run_stage, stage_name
+from pixsieve.stages.exact import Duplicates, ExactDuplicateStage
 
 PASS = "score"
+_NOT_ADJACENT = "duplicate_key: {key} (its members are not adjacent in the shard)"
 _END = object()
 log = logging.getLogger(__name__)
-EMPTY_SAMPLES = pa.table(
-    {
-        "position": pa.array([], pa.int64()),
-        "key": pa.array([], pa.string()),
-        "members": pa.array([], pa.list_(pa.string())),
-        "status": pa.array([], pa.string()),
-        "reason": pa.array([], pa.string()),
-    }
-)
-
-
-class ExactDuplicateStage(Stage):
-    """Remove samples the scan pass found to be byte-identical to an earlier one."""
-
-    name: ClassVar[str] = "exact_dedup"
-
-    def __init__(self, duplicates: dict[int, tuple[str, str]]) -> None:
-        self.duplicates = duplicates
-
-    def process(self, batch: ImageBatch) -> ImageBatch:
-        """Mark duplicates (``reason=exact_duplicate``) and release their bytes."""
-        hit = np.array([int(p) in self.duplicates for p in batch.position], dtype=bool)
-        of = np.full(len(batch), None, dtype=object)
-        src = np.full(len(batch), None, dtype=object)
-        for i in np.flatnonzero(hit):
-            of[i], src[i] = self.duplicates[int(batch.position[i])]
-            batch.image_bytes[i] = None
-        batch.drop(hit, "exact_duplicate")
-        batch.set_column("duplicate_of", of)
-        batch.set_column("duplicate_of_source", src)
-        return batch
 
 
 def _read_stats(batch: ImageBatch, stats: StageStats) -> None:
-    stats.counts["in"] += len(batch)
-    stats.counts["kept"] += int(batch.alive.sum())
-    for i in np.flatnonzero(batch.status == ERROR):
-        code = (batch.reason[i] or "unknown").split(":", 1)[0]
-        stats.counts[f"errors_{code}"] += 1
+    """Counters of reading: every sample entered; those the reader could not use are errors."""
+    stats.count(np.ones(len(batch), dtype=bool), batch.alive, batch.status == ERROR, batch.reason)
 
 
-def shard_error_row(source: str, error: str) -> pa.Table:
-    """One manifest row for a shard in which no sample could be identified."""
+def shard_error_row(index: int, error: str | list[str]) -> pa.Table:
+    """One manifest row (``position = -1``, no key) per stretch of shard ``index`` that was
+    unreadable; their ``sample_id`` numbers them ``-1, -2, ...``."""
+    errors = [error] if isinstance(error, str) else list(error)
+    n = len(errors)
+    code, detail = reason_columns([f"shard_error: {e}" for e in errors])
     return pa.table(
         {
-            "position": pa.array([-1], pa.int64()),
-            "key": pa.array([None], pa.string()),
-            "members": pa.array([[]], pa.list_(pa.string())),
-            "status": ["error"],
-            "reason": [f"shard_error: {error}"],
+            "sample_id": pa.array([sample_id(index, -k) for k in range(1, n + 1)], pa.string()),
+            "position": pa.array([-1] * n, pa.int64()),
+            "key": pa.array([None] * n, pa.string()),
+            "members": pa.array([[]] * n, pa.list_(pa.string())),
+            "status": pa.array(["error"] * n, pa.string()),
+            "reason": code,
+            "reason_detail": detail,
         }
-    )
-
-
-def _all_errors(table: pa.Table, reason: str) -> pa.Table:
-    """Every row that is not already an error becomes one, with ``reason``."""
-    status = table["status"].to_pylist()
-    reasons = table["reason"].to_pylist()
-    new_reasons = [r if s == "error" else reason for s, r in zip(status, reasons, strict=True)]
-    table = table.set_column(
-        table.column_names.index("status"), "status", pa.array(["error"] * len(status))
-    )
-    return table.set_column(
-        table.column_names.index("reason"), "reason", pa.array(new_reasons, pa.string())
     )
 
 
@@ -110,15 +73,18 @@ class ScoreWorker:
         storage_options: dict[str, Any],
         exact: bool,
         prefetch: int = 2,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.layout = layout
+        self.limits = limits or ReadLimits()
         self.shards = shards
         self.stages = stages
         self.batch_size = batch_size
         self.storage_options = storage_options
         self.exact = exact
         self.prefetch = prefetch
-        self._duplicates: dict[int, dict[int, tuple[str, str]]] | None = None
+        self.schema = samples_schema(stage_columns(stages))
+        self._duplicates: dict[int, Duplicates] | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -139,10 +105,10 @@ class ScoreWorker:
                 self._duplicates = self._load_duplicates()
         self._thread_stages()
 
-    def _load_duplicates(self) -> dict[int, dict[int, tuple[str, str]]]:
-        out: dict[int, dict[int, tuple[str, str]]] = {}
+    def _load_duplicates(self) -> dict[int, Duplicates]:
+        out: dict[int, Duplicates] = {}
         if self.exact:
-            dups = self.layout.read_table(self.layout.path("cache", "exact_duplicates.parquet"))
+            dups = self.layout.read_table(self.layout.exact_duplicates())
             for row in dups.to_pylist():
                 out.setdefault(row["shard_index"], {})[row["position"]] = (
                     row["duplicate_of"],
@@ -159,29 +125,43 @@ class ScoreWorker:
             self._local.stages = stages
         return stages
 
-    def _path(self, index: int) -> str:
-        return self.layout.path("cache", "samples", f"{shard_id(index)}.parquet")
-
     def done(self, index: int) -> dict[str, Any] | None:
         """Saved summary when this shard was already scored."""
         return self.layout.read_json(self.layout.marker(PASS, shard_id(index)))
 
-    def _batches(self, reader: TarShardReader, index: int) -> Iterator[ImageBatch]:
+    def _batches(self, reader: TarShardReader, index: int) -> Iterator[tuple[ImageBatch, int]]:
+        """Batches with the bytes they hold in :data:`READ_BUDGET` (the receiver releases them).
+
+        When the budget is full, the batch being filled is handed on first, so a waiting
+        reader holds nothing of the budget (no deadlock) but the one sample it just read.
+        """
         chunk: list[RawSample] = []
-        for sample in reader:
-            chunk.append(sample)
-            if len(chunk) >= self.batch_size:
-                yield ImageBatch.from_samples(chunk, reader.url, index)
-                chunk = []
-        if chunk:
-            yield ImageBatch.from_samples(chunk, reader.url, index)
+        held = 0
+        cap = self.limits.read_ahead_bytes
+        try:
+            for sample in reader:
+                if not READ_BUDGET.try_acquire(sample.nbytes, cap):
+                    if chunk:
+                        out, chunk, held = (chunk, held), [], 0
+                        yield ImageBatch.from_samples(out[0], reader.url, index), out[1]
+                    READ_BUDGET.acquire(sample.nbytes, cap)
+                chunk.append(sample)
+                held += sample.nbytes
+                if len(chunk) >= self.batch_size or held >= self.limits.batch_bytes:
+                    out, chunk, held = (chunk, held), [], 0
+                    yield ImageBatch.from_samples(out[0], reader.url, index), out[1]
+            if chunk:
+                out, chunk, held = (chunk, held), [], 0
+                yield ImageBatch.from_samples(out[0], reader.url, index), out[1]
+        finally:
+            READ_BUDGET.release(held)  # what was read but never handed on
 
     def run(self, index: int, progress: Progress) -> dict[str, Any]:
-        """Score one shard; write ``cache/samples/SSSSS.parquet`` and its marker."""
+        """Score one shard; write its sample cache (``layout.samples``) and marker."""
         self.setup()
         stages = self._thread_stages()
         url = self.shards[index].url
-        reader = TarShardReader(url, self.storage_options)
+        reader = TarShardReader(url, self.storage_options, self.limits)
         split = next(
             (i for i, s in enumerate(stages) if getattr(s, "is_model", False)), len(stages)
         )
@@ -194,12 +174,15 @@ class ScoreWorker:
         stats.update({stage_name(s): StageStats() for s in model_stages})
         tables = self._pump(reader, index, cpu_stages, model_stages, stats, progress)
         samples = sum(t.num_rows for t in tables)
-        if reader.error is not None and samples == 0:
-            tables.append(shard_error_row(url, reader.error))
-        table = pa.concat_tables(tables, promote_options="permissive") if tables else EMPTY_SAMPLES
-        if reader.error is not None and reader.error.startswith("corrupt_shard"):
-            table = _all_errors(table, f"shard_error: {reader.error}")
-        self.layout.write_table(self._path(index), table)
+        if reader.lost:
+            tables.append(shard_error_row(index, reader.lost))
+        table = pa.concat_tables(
+            [conform(t, self.schema, warn=True) for t in tables] or [self.schema.empty_table()]
+        )
+        table = mark_errors(table, _NOT_ADJACENT, reader.repeated_keys)
+        if reader.untrusted:
+            table = mark_errors(table, f"shard_error: {reader.lost[-1]}")
+        self.layout.write_table(self.layout.samples(index), table)
         summary = {
             "samples": samples,
             "error": reader.error,
@@ -231,15 +214,19 @@ class ScoreWorker:
             return False
 
         def produce() -> None:
+            held = 0
             try:
-                for batch in self._batches(reader, index):
+                for batch, held in self._batches(reader, index):
                     _read_stats(batch, stats["read"])
                     for stage in cpu_stages:
                         batch = run_stage(stage, batch, stats[stage_name(stage)])
-                    if not put(batch):
+                    if not put((batch, held)):
+                        READ_BUDGET.release(held)
                         return
+                    held = 0
                 put(_END)
             except BaseException as e:  # hand the failure to the consumer
+                READ_BUDGET.release(held)
                 put(e)
 
         thread = threading.Thread(target=produce, name=f"pixsieve-read-{index}", daemon=True)
@@ -249,25 +236,33 @@ class ScoreWorker:
             while (item := q.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
-                batch = item
-                for stage in model_stages:
-                    batch = run_stage(stage, batch, stats[stage_name(stage)])
-                batch.release_bytes()
+                batch, held = item
+                try:
+                    for stage in model_stages:
+                        batch = run_stage(stage, batch, stats[stage_name(stage)])
+                    batch.release_bytes()
+                finally:
+                    READ_BUDGET.release(held)
                 tables.append(batch_to_table(batch))
                 progress(len(batch))
         finally:
             stop.set()  # the producer gives up on a full queue and ends
             thread.join()
+            while not q.empty():  # batches nobody will score: give their bytes back
+                left = q.get_nowait()
+                if isinstance(left, tuple):
+                    READ_BUDGET.release(left[1])
         return tables
 
     def fail(self, index: int, error: str) -> dict[str, Any]:
         """Record every identifiable sample of a shard that kept failing as an error.
 
         Streams the shard keeping names only (no bytes). Writes the cache table so the export
-        pass accounts for the samples, but no completion marker: the next run retries.
+        pass accounts for the samples, but no completion marker: the next run retries. What
+        cannot even be listed becomes one ``position = -1`` row; nothing here raises except a
+        failure to write the table (which ends the run).
         """
         url = self.shards[index].url
-        reader = TarShardReader(url, self.storage_options)
         reason = f"shard_error: {error}"
         read = StageStats()
         tables: list[pa.Table] = []
@@ -275,12 +270,14 @@ class ScoreWorker:
 
         def flush() -> None:
             batch = ImageBatch.from_samples(chunk, url, index)
-            _read_stats(batch, read)
             batch.drop(np.ones(len(batch), dtype=bool), reason, status=ERROR)
+            _read_stats(batch, read)
             tables.append(batch_to_table(batch))
             chunk.clear()
 
+        lost: list[str] = []
         try:
+            reader = TarShardReader(url, self.storage_options, self.limits, check_sidecars=False)
             for sample in reader:
                 sample.data = [b""] * len(sample.data)  # names are enough
                 chunk.append(sample)
@@ -288,16 +285,17 @@ class ScoreWorker:
                     flush()
             if chunk:
                 flush()
+            lost = list(reader.lost)
         except Exception as e:  # the shard cannot even be listed to its end
             log.warning("listing %s after its failure failed too: %s", url, e)
-            if chunk:
-                flush()
-        table = (
-            pa.concat_tables(tables, promote_options="permissive")
-            if tables
-            else shard_error_row(url, error)
-        )
-        self.layout.write_table(self._path(index), table)
-        read.counts["errors_shard_error"] += read.counts["kept"]
-        read.counts["kept"] = 0
+            lost = [f"{error} (the rest could not be listed: {type(e).__name__}: {e})"[:1000]]
+            try:
+                if chunk:
+                    flush()
+            except Exception as e2:  # never let recording a failure fail
+                log.warning("could not record the samples listed from %s: %s", url, e2)
+        if lost or not tables:
+            tables.append(shard_error_row(index, lost or [error]))
+        table = pa.concat_tables([conform(t, self.schema) for t in tables])
+        self.layout.write_table(self.layout.samples(index), table)
         return {"samples": read.counts["in"], "error": error, "stats": {"read": read.to_dict()}}

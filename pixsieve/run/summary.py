@@ -1,14 +1,13 @@
 """``run.json``: effective config, versions, counters per stage and reason, timings, errors.
 
-Also guards resumption: a run directory remembers a fingerprint of its inputs and settings, and
-refuses to mix outputs of a different run into it.
+The fingerprint of a run's inputs and settings is built here (:func:`fingerprint`); the
+check that guards resumption with it lives in :mod:`pixsieve.run.claim`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import logging
 import platform
 import time
 from collections import Counter
@@ -18,11 +17,12 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from pixsieve import __version__
 from pixsieve.io.shards import ShardRef
-from pixsieve.run.layout import OutputError, RunLayout
+from pixsieve.run.layout import RunLayout
 from pixsieve.stages.base import StageStats, reason_code, stage_name
+from pixsieve.version import __version__
 
+log = logging.getLogger(__name__)
 _PACKAGES = ("numpy", "pyarrow", "pillow", "fsspec", "torch", "transformers", "faiss-cpu", "ray")
 
 
@@ -37,16 +37,19 @@ def describe_stage(stage: Any) -> dict[str, Any]:
 
 
 def fingerprint(shards: list[ShardRef], pipeline: Any) -> dict[str, Any]:
-    """What must be equal for a run directory to be resumed."""
+    """What must be equal for a run directory to be resumed (``versions``: per shard)."""
     semantic = pipeline.semantic_dedup
+    limits = getattr(pipeline, "read_limits", None)
     return {
         "inputs": [[s.url, s.size] for s in shards],
+        "versions": [s.version for s in shards],
         "stages": [describe_stage(s) for s in pipeline.stages],
         "exact_dedup": pipeline.exact_dedup,
         "semantic_dedup": config_as_dict(semantic),
         "samples_per_shard": pipeline.samples_per_shard,
         "partition_bytes": pipeline.partition_bytes,
         "batch_size": pipeline.batch_size,
+        "read_limits": limits.describe() if limits is not None else None,
     }
 
 
@@ -57,34 +60,6 @@ def config_as_dict(config: Any) -> Any:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dataclasses.asdict(config)
     return repr(config)
-
-
-def _digest(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def check_fingerprint(
-    layout: RunLayout, shards: list[ShardRef], pipeline: Any, overwrite: bool
-) -> None:
-    """Allow resuming only the same run; with ``overwrite`` clear a different one first."""
-    path = layout.path("cache", "fingerprint.json")
-    current = fingerprint(shards, pipeline)
-    saved = layout.read_json(path)
-    occupied = any(
-        layout.fs.exists(layout.path(p)) for p in ("manifest", "shards", "run.json", "cache")
-    )
-    same = saved is not None and saved.get("digest") == _digest(current)
-    if occupied and not same:
-        if not overwrite:
-            raise OutputError(
-                f"{layout.url} already holds a run with other inputs or settings; "
-                "choose another --output, or pass --overwrite to replace it"
-            )
-        for p in ("manifest", "shards", "run.json", "cache", "report.html"):
-            if layout.fs.exists(layout.path(p)):
-                layout.fs.rm(layout.path(p), recursive=True)
-    if not same:
-        layout.write_json(path, {"digest": _digest(current), "fingerprint": current})
 
 
 def _versions() -> dict[str, str]:
@@ -98,14 +73,17 @@ def _versions() -> dict[str, str]:
 
 
 def manifest_totals(layout: RunLayout) -> tuple[dict[str, int], dict[str, int]]:
-    """Count samples by status and by reason code from the written manifest."""
-    path = layout.path("manifest")
+    """Count manifest rows by status and by reason code, as written.
+
+    Every row counts, including a file's own row when no sample of it could be identified
+    (``position`` -1: not a tar, unreadable): the totals are the manifest's, row for row.
+    """
+    path = layout.manifest_dir()
     if not layout.fs.exists(path):
         return {"input": 0, "kept": 0, "removed": 0, "error": 0}, {}
     table = ds.dataset(path, filesystem=layout.fs, format="parquet").to_table(
-        columns=["position", "status", "reason"]
+        columns=["status", "reason"]
     )
-    table = table.filter(pc.greater_equal(table["position"], 0))
     status = Counter(table["status"].to_pylist())
     reasons = Counter(reason_code(r) for r in table["reason"].to_pylist() if r)
     totals = {
@@ -115,23 +93,50 @@ def manifest_totals(layout: RunLayout) -> tuple[dict[str, int], dict[str, int]]:
     return totals, dict(sorted(reasons.items()))
 
 
+def unreadable_files(layout: RunLayout) -> int:
+    """Manifest rows (``position`` -1) that stand for an unreadable file or unreadable part of
+    one (not a tar, a corrupt stretch, a truncated rest) rather than for a sample."""
+    path = layout.manifest_dir()
+    if not layout.fs.exists(path):
+        return 0
+    table = ds.dataset(path, filesystem=layout.fs, format="parquet").to_table(
+        columns=["position"], filter=pc.field("position") < 0
+    )
+    return table.num_rows
+
+
 def build_run_record(
     layout: RunLayout,
     shards: list[ShardRef],
-    pipeline: Any,
-    executor: Any,
+    *,
+    config: dict[str, Any],
+    stages: list[dict[str, Any]],
+    decoder: str,
+    semantic_config: Any,
+    executor: dict[str, Any],
     results: dict[str, list[Any]],
     semantic: dict[str, Any] | None,
     timings: dict[str, float],
     started: float,
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble everything ``run.json`` records about a finished run."""
-    stages: dict[str, StageStats] = {}
+    """Assemble everything ``run.json`` records about a finished run (the one writer).
+
+    ``stages`` are :func:`describe_stage` records; ``results`` the task results per pass that
+    ran. A run that started at a later pass (``refilter``) hands in ``earlier``: the
+    ``counters`` (stage → :meth:`StageStats.to_dict`) and ``shard_errors`` of the passes it did
+    not run.
+    """
+    earlier = earlier or {}
+    counters: dict[str, StageStats] = {}
+    for name, saved in (earlier.get("counters") or {}).items():
+        counters.setdefault(name, StageStats()).merge(saved)
     for r in results.get("score", []):
         for name, saved in (r.summary.get("stats") or {}).items():
-            stages.setdefault(name, StageStats()).merge(saved)
+            counters.setdefault(name, StageStats()).merge(saved)
     if semantic is not None:
-        stages.setdefault("semantic_dedup", StageStats()).merge(semantic["stats"])
+        counters["semantic_dedup"] = StageStats()
+        counters["semantic_dedup"].merge(semantic["stats"])
     errors: dict[tuple[str, str], dict[str, Any]] = {}
     for pass_name, rs in results.items():
         for r in rs:
@@ -148,25 +153,26 @@ def build_run_record(
     return {
         "pixsieve_version": __version__,
         "versions": _versions(),
-        "config": pipeline.config,
-        "stages": [describe_stage(s) for s in pipeline.stages],
-        "decoder": next(
-            (getattr(s, "backend", "pillow") for s in pipeline.stages if stage_name(s) == "decode"),
-            "pillow",
-        ),
-        "executor": executor.describe(),
-        "inputs": {"shards": len(shards), "bytes": sum(s.size for s in shards)},
+        "config": config,
+        "stages": stages,
+        "decoder": decoder,
+        "executor": executor,
+        "inputs": {
+            "shards": len(shards),
+            "bytes": sum(s.size for s in shards),
+            "unreadable": unreadable_files(layout),
+        },
         "totals": totals,
         "reasons": reasons,
-        "counters": {name: s.to_dict() for name, s in stages.items()},
+        "counters": {name: s.to_dict() for name, s in counters.items()},
         "semantic_dedup": semantic,
-        "semantic_dedup_config": config_as_dict(pipeline.semantic_dedup),
+        "semantic_dedup_config": config_as_dict(semantic_config),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "tasks": {
             p: {"total": len(rs), "resumed": sum(1 for r in rs if r.resumed)}
             for p, rs in results.items()
         },
-        "shard_errors": list(errors.values()),
+        "shard_errors": list(earlier.get("shard_errors") or []) + list(errors.values()),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(finished - started, 3),
     }

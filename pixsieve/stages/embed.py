@@ -9,28 +9,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
-from pixsieve.batch import ImageBatch
+from pixsieve.batch import EMBEDDING_COLUMN, ImageBatch
 from pixsieve.models.hub import DEFAULT_CLIP_ID, DEFAULT_CLIP_REVISION
-from pixsieve.stages.base import Resources, Stage
+from pixsieve.stages.base import DeviceResources, Stage
 
 if TYPE_CHECKING:
     from pixsieve.models.clip import ClipEncoder
 
-EMBEDDING_COLUMN = "embedding"
+__all__ = ["EMBEDDING_COLUMN", "ClipEmbedder", "ClipModelStage"]
 
 
-class ClipEmbedder(Stage):
-    """Embed every decoded sample with CLIP (default: pinned OpenAI ViT-L/14).
+class ClipModelStage(Stage):
+    """Settings shared by the stages that run a tower of one CLIP checkpoint: which model and
+    revision (the pinned OpenAI ViT-L/14 by default), device, precision, batch size. The
+    loaded model (``_encoder``) is never pickled; :attr:`resources` follows the device."""
 
-    Sets column ``embedding``: ``(N, D)`` float32, L2-normalised, NaN rows where the sample was
-    not decoded. Removed samples that were decoded are embedded too, so their scores can still
-    be recorded. The model loads once per worker in :meth:`setup`.
-    """
-
-    name: ClassVar[str] = "embed"
     is_model: ClassVar[bool] = True
+    resources = DeviceResources()  # one GPU unless the device is the CPU
 
     def __init__(
         self,
@@ -47,20 +43,21 @@ class ClipEmbedder(Stage):
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
-        self._encoder: ClipEncoder | None = None
+        self._encoder: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_encoder": None}  # ship settings, never the loaded model
 
-    @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        """One GPU unless the device is the CPU.
 
-        Decided from the setting, not from this machine: a cluster's driver may have no GPU
-        while its workers do. Executors drop GPU requests where no node has a GPU.
-        """
-        wants_gpu = self.device == "auto" or self.device.startswith("cuda")
-        return Resources(cpus=1.0, gpus=1.0 if wants_gpu else 0.0)
+class ClipEmbedder(ClipModelStage):
+    """Embed every decoded sample with CLIP (default: pinned OpenAI ViT-L/14).
+
+    Sets column ``embedding``: ``(N, D)`` float32, L2-normalised, NaN rows where the sample was
+    not decoded. Removed samples that were decoded are embedded too, so their scores can still
+    be recorded. The model loads once per worker in :meth:`setup`.
+    """
+
+    name: ClassVar[str] = "embed"
 
     def setup(self) -> None:
         """Load the CLIP model (once)."""
@@ -88,6 +85,8 @@ class ClipEmbedder(Stage):
                 raise RuntimeError("embed needs decoded pixels: run the decode stage before it")
             pixels = batch.pixels
             if len(rows) < len(batch):  # index on the pixels' own device (a GPU decoder's)
+                import torch
+
                 device = getattr(pixels, "device", None)
                 pixels = pixels[torch.as_tensor(rows, device=device) if device else rows]
             out[rows] = encoder.encode(pixels)

@@ -4,7 +4,7 @@ Both score every sample that has an embedding (kept or already removed, so thres
 swept later from the manifest) and leave NaN where there is none; a NaN score never removes a
 sample. Weights load once per worker in ``setup()`` through :mod:`pixsieve.models.heads`.
 
-Default thresholds:
+Default thresholds (each declared once, as the filter's ``default_threshold``):
 
 - ``min_score=4.5`` (aesthetic, LAION's ~1–10 scale): the cut of LAION's broadest aesthetic
   subset (LAION-Aesthetics V2 4.5+; 5, 6 and 6.5 are progressively stricter). On LAION's
@@ -21,25 +21,25 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from pixsieve.batch import ImageBatch
-from pixsieve.stages.base import Filter
-from pixsieve.stages.embed import EMBEDDING_COLUMN
+from pixsieve.batch import EMBEDDING_COLUMN, ImageBatch
+from pixsieve.stages.base import ScoreFilter, keep_at_least, keep_below
 
 if TYPE_CHECKING:
     from pixsieve.models.heads import HeadScorer
 
-DEFAULT_MIN_AESTHETIC: float = 4.5
-DEFAULT_MAX_NSFW: float = 0.5
 
-
-class _HeadFilter(Filter):
-    """A filter that scores the ``embedding`` column with one LAION head."""
+class _HeadFilter(ScoreFilter):
+    """A score filter that scores the ``embedding`` column with one LAION head."""
 
     needs_embeddings: ClassVar[bool] = True
-    column: ClassVar[str]
 
-    def __init__(self, weights: str | os.PathLike[str] | None, score_only: bool) -> None:
-        super().__init__(score_only=score_only)
+    def __init__(
+        self,
+        threshold: float | None,
+        weights: str | os.PathLike[str] | None,
+        score_only: bool,
+    ) -> None:
+        super().__init__(threshold, score_only=score_only)
         self.weights = None if weights is None else os.fspath(weights)
         self._head: HeadScorer | None = None
 
@@ -78,25 +78,26 @@ class AestheticFilter(_HeadFilter):
     name: ClassVar[str] = "aesthetic"
     reason: ClassVar[str] = "aesthetic"
     column: ClassVar[str] = "aesthetic_score"
+    threshold_setting: ClassVar[str] = "min_score"
+    default_threshold: ClassVar[float] = 4.5
+    threshold_key: ClassVar[str] = "aesthetic_min"
+    label: ClassVar[str] = "aesthetic"
+    title: ClassVar[str] = "Aesthetic score"
+    score_format: ClassVar[str] = "{:.2f}"
+    keep_scores = staticmethod(keep_at_least)
 
     def __init__(
         self,
-        min_score: float = DEFAULT_MIN_AESTHETIC,
+        min_score: float | None = None,
         weights: str | os.PathLike[str] | None = None,
         score_only: bool = False,
     ) -> None:
-        super().__init__(weights, score_only)
-        self.min_score = float(min_score)
+        super().__init__(min_score, weights, score_only)
 
     def _load(self) -> HeadScorer:
         from pixsieve.models.heads import load_aesthetic
 
         return load_aesthetic(self.weights)
-
-    def keep(self, batch: ImageBatch) -> np.ndarray:
-        """Keep scores ≥ ``min_score`` (and unscored samples)."""
-        score = batch.columns[self.column]
-        return np.isnan(score) | (score >= self.min_score)
 
 
 class NSFWFilter(_HeadFilter):
@@ -109,22 +110,29 @@ class NSFWFilter(_HeadFilter):
     name: ClassVar[str] = "nsfw"
     reason: ClassVar[str] = "nsfw"
     column: ClassVar[str] = "nsfw_prob"
+    threshold_setting: ClassVar[str] = "max_prob"
+    default_threshold: ClassVar[float] = 0.5
+    threshold_key: ClassVar[str] = "nsfw_max"
+    threshold_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
+    threshold_meaning: ClassVar[str] = "a probability"
+    label: ClassVar[str] = "NSFW"
+    title: ClassVar[str] = "NSFW probability"
+    score_format: ClassVar[str] = "{:.3f}"
+    keep_scores = staticmethod(keep_below)
 
     def __init__(
         self,
-        max_prob: float = DEFAULT_MAX_NSFW,
+        max_prob: float | None = None,
         weights: str | os.PathLike[str] | None = None,
         score_only: bool = False,
     ) -> None:
-        super().__init__(weights, score_only)
-        self.max_prob = float(max_prob)
+        super().__init__(max_prob, weights, score_only)
 
     def _load(self) -> HeadScorer:
         from pixsieve.models.heads import load_nsfw
 
         return load_nsfw(self.weights)
 
-    def keep(self, batch: ImageBatch) -> np.ndarray:
-        """Keep probabilities < ``max_prob`` (and unscored samples)."""
-        prob = batch.columns[self.column]
-        return np.isnan(prob) | (prob < self.max_prob)
+
+BUILTIN_SCORE_FILTERS: tuple[type[ScoreFilter], ...] = (AestheticFilter, NSFWFilter)
+"""The score filters of the default pipeline, in their order (the report always shows them)."""

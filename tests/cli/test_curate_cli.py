@@ -8,15 +8,15 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner
-from fixtures_shards import SHARED
+from fixtures_data import AESTHETIC_PTH, NSFW_PTH
 
 from pixsieve.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample"
-WEIGHTS = SHARED / "weights"
 KNOWN_REASONS = {
     "decode_error", "exact_duplicate", "aesthetic", "nsfw", "semantic_duplicate", "too_small",
+    "caption_mismatch",
 }  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def test_skip_embed_is_a_pure_ingest_export(tmp_path):
     assert result.exit_code == 0, result.output
     assert "kept" in result.output and "decode" in result.output
     manifest = rows(out)
-    assert len(manifest) == 23
+    assert len(manifest) == 14
     assert {r["reason"].split(":")[0] for r in manifest if r["reason"]} == {
         "decode_error", "exact_duplicate",
     }  # fmt: skip
@@ -42,8 +42,8 @@ def test_skip_embed_is_a_pure_ingest_export(tmp_path):
     rec = json.loads((out / "run.json").read_text())
     assert rec["config"]["run"]["skip"] == ["embed"]
     assert rec["decoder"] == "pillow"  # no GPU here: the CPU decoder was chosen
-    assert rec["totals"] == {"input": 23, "kept": 21, "removed": 1, "error": 1}
-    assert len(list((out / "shards").glob("*.tar"))) == 5
+    assert rec["totals"] == {"input": 14, "kept": 12, "removed": 1, "error": 1}
+    assert len(list((out / "shards").glob("*.tar"))) == 3
 
 
 def test_full_pipeline_with_tiny_clip_and_real_heads(tmp_path, tiny_clip_dir):
@@ -51,17 +51,18 @@ def test_full_pipeline_with_tiny_clip_and_real_heads(tmp_path, tiny_clip_dir):
     result = run(
         str(SAMPLE), "-o", str(out),
         "--clip-model", str(tiny_clip_dir),
-        "--aesthetic-weights", str(WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"),
-        "--nsfw-weights", str(WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"),
+        "--aesthetic-weights", str(AESTHETIC_PTH),
+        "--nsfw-weights", str(NSFW_PTH),
         "--aesthetic-min", "0", "--dedup-threshold", "0.999",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = rows(out)
-    assert len(manifest) == 23
+    assert len(manifest) == 14
     decodable = [r for r in manifest if r["status"] != "error" and r["reason"] != "exact_duplicate"]
-    assert len(decodable) == 21
+    assert len(decodable) == 12
     for r in decodable:
         assert r["aesthetic_score"] is not None and 0 < r["nsfw_prob"] < 1, r
+        assert -1 <= r["clip_score"] <= 1 and r["caption"], r  # sample/ has .txt captions
     assert {r["reason"].split(":")[0] for r in manifest if r["reason"]} <= KNOWN_REASONS
     cache = ds.dataset(str(out / "cache" / "samples")).to_table(columns=["key", "embedding"])
     embedded = {
@@ -71,8 +72,11 @@ def test_full_pipeline_with_tiny_clip_and_real_heads(tmp_path, tiny_clip_dir):
     }
     assert {r["key"] for r in decodable} <= embedded
     rec = json.loads((out / "run.json").read_text())
-    assert [s["name"] for s in rec["stages"]] == ["decode", "embed", "aesthetic", "nsfw"]
-    survivors_of_filters = [r for r in decodable if r["reason"] not in ("aesthetic", "nsfw")]
+    assert [s["name"] for s in rec["stages"]] == [
+        "decode", "captions", "embed", "embed_text", "aesthetic", "nsfw", "caption",
+    ]  # fmt: skip
+    filters = ("aesthetic", "nsfw", "caption_mismatch")
+    survivors_of_filters = [r for r in decodable if r["reason"] not in filters]
     assert rec["counters"]["semantic_dedup"]["counts"]["in"] == len(survivors_of_filters)
 
 
@@ -80,14 +84,14 @@ def test_score_only_removes_nothing_but_records_scores(tmp_path, tiny_clip_dir):
     out = tmp_path / "out"
     result = run(
         str(SAMPLE), "-o", str(out), "--clip-model", str(tiny_clip_dir),
-        "--aesthetic-weights", str(WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"),
-        "--nsfw-weights", str(WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"),
+        "--aesthetic-weights", str(AESTHETIC_PTH),
+        "--nsfw-weights", str(NSFW_PTH),
         "--aesthetic-min", "9.9", "--nsfw-max", "0.0001", "--score-only", "--skip", "dedup",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = rows(out)
     assert {r["reason"].split(":")[0] for r in manifest if r["reason"]} == {"decode_error"}
-    assert sum(r["aesthetic_score"] is not None for r in manifest) == 22
+    assert sum(r["aesthetic_score"] is not None for r in manifest) == 13
 
 
 def test_errors_in_samples_still_exit_zero(tmp_path, bad_shard):
@@ -102,6 +106,8 @@ def test_errors_in_samples_still_exit_zero(tmp_path, bad_shard):
         (["missing-dir/"], "input not found"),
         (["--skip", "everything"], "Invalid value for '--skip'"),
         (["--nsfw-max", "2"], "Invalid value for '--nsfw-max'"),
+        (["--clip-score-min", "1.5"], "Invalid value for '--clip-score-min'"),
+        (["--caption-from", "json:"], "[filters] caption_from: bad text source 'json:'"),
     ],
 )
 def test_unusable_arguments(tmp_path, args, message):
@@ -145,11 +151,12 @@ def test_offline_without_model_fails_fast_with_advice(tmp_path, monkeypatch):
     )
     assert result.exit_code == 1
     assert "pixsieve models download" in result.output
+    assert "--skip embed" in result.output  # the way to run without any model
     assert "Traceback" not in result.output
 
 
-AESTHETIC = WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"
-NSFW = WEIGHTS / "clip_ViT-L-14_openai_binary_nsfw_head.pth"
+AESTHETIC = AESTHETIC_PTH
+NSFW = NSFW_PTH
 
 
 @pytest.mark.parametrize("option", ["--clip-model", "--aesthetic-weights"])
@@ -167,7 +174,7 @@ def test_missing_model_path_fails_before_writing_anything(tmp_path, offline, tin
     models[option] = good[option]  # the corrected command needs no --overwrite
     result = CliRunner().invoke(main, ["curate", *args, *[a for kv in models.items() for a in kv]])
     assert result.exit_code == 0, result.output
-    assert len(rows(out)) == 23
+    assert len(rows(out)) == 14
 
 
 def test_model_errors_are_one_line_without_traceback(tmp_path, offline, tiny_clip_dir):
@@ -235,3 +242,19 @@ def test_bad_config_value_is_a_usage_error(tmp_path):
     assert result.exit_code == 2
     assert "[read] batch_size must be an integer" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_invalid_sidecars_are_errors_unless_kept(tmp_path, bad_shard):
+    out = tmp_path / "out"
+    result = run(str(bad_shard), "-o", str(out), "--skip", "embed")
+    assert result.exit_code == 0, result.output
+    row = next(r for r in rows(out) if r["key"] == "013-badjson")
+    assert row["status"] == "error" and row["reason"] == "invalid_json"
+    assert row["output_shard"] is None
+    kept = tmp_path / "kept"
+    result = run(str(bad_shard), "-o", str(kept), "--skip", "embed", "--keep-invalid-sidecars")
+    assert result.exit_code == 0, result.output
+    row = next(r for r in rows(kept) if r["key"] == "013-badjson")
+    assert row["status"] == "kept" and row["warnings"].startswith("invalid_json: 013-badjson")
+    record = json.loads((kept / "run.json").read_text())
+    assert record["config"]["read"]["keep_invalid_sidecars"] is True

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from dedup_tools.synthetic import planted_embeddings
 
 from pixsieve.cli.dedup import dedup
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates
-from pixsieve.dedup.synthetic import planted_embeddings
 
 DIM = 64
 
@@ -164,6 +164,16 @@ def test_help_mentions_eps():
     res = CliRunner().invoke(dedup, ["--help"])
     assert res.exit_code == 0
     assert "1 - eps" in res.output
+
+
+@pytest.mark.parametrize("threshold", ["-0.5", "0", "1.5", "nan"])
+def test_threshold_outside_0_1_is_refused_like_curate(tmp_path, threshold):
+    path = _bad_table(tmp_path, "nan").with_name("unused.parquet")  # never read
+    path.write_bytes(b"")
+    res = CliRunner().invoke(dedup, [str(path), "-o", str(tmp_path / "out"), "-t", threshold])
+    assert res.exit_code == 2
+    assert "cosine similarity in (0, 1]" in res.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_several_inputs_a_glob_and_foreign_files(tmp_path, planted):

@@ -6,8 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from pixsieve.dedup.synthetic import Planted, planted_embeddings
+from dedup_tools.synthetic import Planted, planted_embeddings
 
 THRESHOLD = 0.95
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dedup_tools.evaluate import exact_pairs, grouped_recall, pair_precision, pair_recall
 
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates
-from pixsieve.dedup.evaluate import exact_pairs, grouped_recall, pair_precision, pair_recall
 
 
 def _as_set(pairs: np.ndarray) -> set[tuple[int, int]]:

@@ -52,7 +52,8 @@ def test_failing_shard_is_retried_then_recorded(
     manifest = read_manifest(out)
     bad = manifest.filter([s.endswith(good_shards[1].name) for s in manifest["source"].to_pylist()])
     assert bad.num_rows == 10 and set(bad["status"].to_pylist()) == {"error"}
-    assert set(bad["reason"].to_pylist()) == {"shard_error: RuntimeError: boom in shard-001.tar"}
+    assert set(bad["reason"].to_pylist()) == {"shard_error"}
+    assert set(bad["reason_detail"].to_pylist()) == {"RuntimeError: boom in shard-001.tar"}
     good = manifest.filter(
         [s.endswith(good_shards[0].name) for s in manifest["source"].to_pylist()]
     )

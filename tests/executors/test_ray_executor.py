@@ -184,6 +184,45 @@ def test_unschedulable_pool_raises(ray_session, tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
+def test_pass_uses_the_actors_left_after_a_node_is_lost(ray_session, tmp_path: Path) -> None:
+    """A node is lost: the next passes run on the surviving actor, never on its replacement.
+
+    Simulated on the 2-CPU test Ray: one actor of the pool is killed and another job takes its
+    CPU (the lost node's), so a replacement can never be scheduled while the run's own
+    surviving actor holds the last CPU. A one-task pass (export) must still run, at once.
+    """
+    ray = ray_session
+
+    @ray.remote(num_cpus=1)
+    class Hog:
+        def ping(self) -> bool:
+            return True
+
+    counter = str(tmp_path / "attempts")
+    ex = RayExecutor(workers=2, start_timeout_s=20)  # a wait would raise after 20 s
+    first = list(ex.map(ToyWorker(counter), range(8)))
+    assert len({r.summary["pid"] for r in first}) == 2  # both actors run
+    assert ex._pool is not None
+    lost, survivor = ex._pool.actors
+    ray.kill(lost, no_restart=True)
+    hog = Hog.remote()
+    ray.get(hog.ping.remote(), timeout=30)  # the lost actor's CPU is gone for good
+    try:
+        # a pass of two actors: the dead one's replacement never starts; the survivor does all
+        second = list(ex.map(ToyWorker(counter, sleep=0), range(3)))
+        assert [(r.task, r.error) for r in second] == [(0, None), (1, None), (2, None)]
+        pids = {r.summary["pid"] for r in second}
+        assert len(pids) == 1
+        # a one-task pass takes the running actor, not the replacement that never started
+        third = list(ex.map(ToyWorker(counter, sleep=0), range(1)))
+        assert [r.summary["pid"] for r in third] == list(pids)
+        assert ex._pool.actors == [survivor]  # the pool shrank to the actor that exists
+    finally:
+        ray.kill(hog)
+        ex.shutdown()
+
+
+@pytest.mark.ray
 def test_env_vars_reach_the_workers(ray_session, tmp_path: Path) -> None:
     """Ray was started by someone else (the fixture): ``env_vars`` still reach each actor."""
     worker = EnvWorker(str(tmp_path / "c"), "PIXSIEVE_TEST_SECRET")

@@ -84,3 +84,38 @@ def test_ray_executor_on_s3(
     assert_same_outputs(s3_local_run, out, s3_server, s3_server)
     assert read_output_shards(s3_local_run, s3_server) == read_output_shards(out, s3_server)
     assert _run_json(out, s3_server)["executor"]["name"] == "ray"
+
+
+def test_cli_storage_options_from_flags_and_config(
+    s3_server: dict[str, Any], s3_inputs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--storage-option`` (JSON values, dotted keys) and ``[storage.options]`` reach s3fs."""
+    from click.testing import CliRunner
+
+    from pixsieve.cli import main
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    endpoint = s3_server["client_kwargs"]["endpoint_url"]
+    flags = [
+        "--storage-option", f"client_kwargs.endpoint_url={endpoint}",
+        "--storage-option", 'key="x"', "--storage-option", "secret=y",
+    ]  # fmt: skip
+    out = "s3://pixsieve-out/cli-flags"
+    args = ["curate", s3_inputs, "-o", out, "--skip", "embed", "--no-progress"]
+    result = CliRunner().invoke(main, [*args, *flags])
+    assert result.exit_code == 0, result.output
+    record = _run_json(out, s3_server)
+    assert record["totals"]["kept"] > 0
+    assert record["config"]["storage"]["options"] == {
+        "client_kwargs": {"endpoint_url": endpoint}, "key": "<redacted>", "secret": "<redacted>",
+    }  # fmt: skip
+    config = tmp_path / "s3.toml"
+    config.write_text(f'[storage.options]\nendpoint_url = "{endpoint}"\nkey = "x"\n')
+    out = "s3://pixsieve-out/cli-config"
+    args = ["curate", s3_inputs, "-o", out, "--skip", "embed", "--no-progress"]
+    result = CliRunner().invoke(
+        main, [*args, "--config", str(config), "--storage-option", "secret=y"]
+    )
+    assert result.exit_code == 0, result.output
+    assert _run_json(out, s3_server)["totals"] == record["totals"]

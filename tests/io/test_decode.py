@@ -10,7 +10,7 @@ import pytest
 from fixtures_shards import PHOTOS, encode, load_photo
 from PIL import Image, ImageOps
 
-from pixsieve.io.decode import DecodeError, _resize_crop, decode_image
+from pixsieve.io.decode import DecodeError, _resize_crop, decode_image, decode_or_error
 
 
 def reference(im: Image.Image, size: int = 224) -> np.ndarray:
@@ -125,3 +125,30 @@ def test_16k_jpeg_never_allocates_full_resolution(huge_jpeg, max_pixels, expecte
     assert result == expected
     # full resolution would be 256 MB (L) or 768 MB (RGB); the 1/8 DCT decode is ~4 MB
     assert int(grew_mb) < 64, proc.stdout
+
+
+def test_a_scan_bomb_stops_at_its_deadline():
+    import time
+
+    from hostile.inputs import scan_bomb
+
+    start = time.monotonic()
+    result = decode_or_error(scan_bomb(), decode_timeout=0.3)
+    assert result.reason.startswith("decode_timeout")
+    assert time.monotonic() - start < 2.0
+
+
+def test_decoder_memory_is_estimated_per_format_and_mode():
+    from hostile.inputs import _jpeg_declaring, _png_header_only
+
+    rgba = decode_or_error(_png_header_only(9000, 9000, 6))  # 81 Mpx: under the pixel limit
+    assert rgba.reason.startswith("too_large: 9000x9000 PNG RGBA needs")
+    grey = decode_or_error(_png_header_only(9000, 9000, 0), max_decode_bytes=1 << 30)
+    assert not grey.reason.startswith("too_large")  # 5 bytes a pixel: fits (then fails: no data)
+    progressive = decode_or_error(_jpeg_declaring(16000, 16000, True))
+    assert progressive.reason.startswith("too_large") and "needs" in progressive.reason
+
+
+def test_only_image_formats_are_opened():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    assert decode_or_error(eps).reason.startswith("decode_error")

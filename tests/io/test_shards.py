@@ -77,3 +77,37 @@ def test_resolved_shards_pass_through_without_a_second_listing(tree):
     refs = discover_shards([str(tree / "d" / "shard-*.tar")])
     (tree / "d" / "shard-000.tar").unlink()  # a second listing would no longer find it
     assert discover_shards(refs) == refs
+
+
+def test_a_huge_brace_range_is_refused_not_expanded():
+    with pytest.raises(InputError, match="expands to 100,000,000 names"):
+        expand_braces("x/{00000000..99999999}.tar")
+    assert len(expand_braces("{0..999}/{0..99}")) == 100_000
+
+
+def test_only_regular_files_are_shards(tmp_path, caplog):
+    import os
+
+    (tmp_path / "a.tar").write_bytes(b"x")
+    os.mkfifo(tmp_path / "b.tar")
+    os.symlink("/dev/zero", tmp_path / "c.tar")
+    found = discover_shards([str(tmp_path)])
+    assert [s.url.rsplit("/", 1)[1] for s in found] == ["a.tar"]
+    assert "b.tar: not a regular file" in caplog.text and "c.tar" in caplog.text
+    with pytest.raises(InputError, match="no input shards"):
+        discover_shards([str(tmp_path / "b.tar")])
+
+
+def test_a_rewrite_in_place_changes_the_version(tmp_path):
+    import os
+
+    path = tmp_path / "a.tar"
+    path.write_bytes(b"12345")
+    before = discover_shards([str(path)])[0]
+    assert before.explicit and before.version
+    stat = path.stat()
+    path.write_bytes(b"54321")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    after = discover_shards([str(path)])[0]
+    assert after.size == before.size and after.version != before.version
+    assert not discover_shards([str(tmp_path)])[0].explicit

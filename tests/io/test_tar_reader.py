@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fixtures_shards import make_tar
 
+from pixsieve.io.limits import ReadLimits
 from pixsieve.io.tar_reader import TarShardReader, is_unsafe_name, split_name
 
 
@@ -47,8 +48,14 @@ def test_bad_shard_reasons(bad_shard):
     assert reasons["/abs/017-abs"].startswith("unsafe_name")
     assert reasons["012-upper"] is None  # upper-case .JPG is an image
     assert reasons["011-webp"] is None
+    assert reasons["013-badjson"].startswith("invalid_json: 013-badjson.json")  # loaders raise
+
+
+def test_invalid_sidecars_kept_with_a_warning_on_request(bad_shard):
+    reader = TarShardReader(str(bad_shard), limits=ReadLimits(keep_invalid_sidecars=True))
+    samples = {s.key: s for s in reader}
     assert "invalid_json" in samples["013-badjson"].warnings[0]
-    assert reasons["013-badjson"] is None  # the image is still usable
+    assert samples["013-badjson"].reason is None  # the image is still usable
     assert len(samples) == 20
 
 
@@ -72,7 +79,8 @@ def test_duplicate_key_and_special_members(tmp_path):
     reader = TarShardReader(str(path))
     samples = list(reader)
     assert [s.key for s in samples] == ["a", "b", "a", "c"]
-    assert samples[2].reason == "duplicate_key: a"
+    assert samples[2].reason == "duplicate_key: a (first at position 0)"
+    assert reader.repeated_keys == {"a"}  # the score pass turns the first group into an error
     assert samples[3].reason.startswith("unsupported_member: c.jpg (symlink)")
     assert reader.skipped_members == 1
 
@@ -113,3 +121,83 @@ def test_empty_tar(tmp_path):
     path = make_tar(tmp_path / "empty.tar", [])
     samples, reader = read(path)
     assert samples == {} and reader.error is None
+
+
+def _reader(tmp_path, name, data, **kw):
+    path = tmp_path / name
+    path.write_bytes(data)
+    reader = TarShardReader(str(path), **kw)
+    return list(reader), reader
+
+
+def test_a_corrupt_header_mid_tar_is_skipped_and_reported(tmp_path):
+    from hostile.inputs import flipped_checksum
+
+    shard = flipped_checksum()
+    samples, reader = _reader(tmp_path, shard.name, shard.data)
+    assert [s.key for s in samples] == shard.keys  # the damaged header's member keeps its row
+    assert samples[2].reason.startswith("corrupt_header")
+    assert [s.reason for s in samples[3:]] == [None] * 3
+    assert reader.error.startswith("corrupt_header") and len(reader.lost) == 1
+
+
+def test_negative_pax_size_is_a_corrupt_header_not_a_truncation(tmp_path):
+    from hostile.inputs import pax_negative_size
+
+    shard = pax_negative_size()
+    samples, reader = _reader(tmp_path, shard.name, shard.data)
+    assert [s.key for s in samples] == shard.keys
+    assert samples[1].reason == "corrupt_header: member pax1.jpg declares size -5"
+    assert [s.reason for s in samples if s.key != "pax1"] == [None] * 3
+    assert not reader.lost
+
+
+def test_limits_are_checked_from_the_header_before_reading(tmp_path):
+    from hostile.inputs import big_sidecar_and_many_members, sparse_3gb
+
+    samples, _ = _reader(tmp_path, "sparse.tar", sparse_3gb().data)
+    assert samples[1].reason.startswith("too_large: sp1.jpg declares 3221225472 bytes")
+    assert samples[1].data == [b""] and samples[2].reason is None
+    samples, _ = _reader(tmp_path, "sizes.tar.gz", big_sidecar_and_many_members().data)
+    assert samples[0].reason.startswith("too_large: sidecar bs0.txt")
+    assert samples[1].reason.startswith("too_large: more than max_sample_members=256")
+    assert len(samples[1].names) == 256 and samples[2].reason is None
+    samples, _ = _reader(
+        tmp_path, "small.tar", sparse_3gb().data, limits=ReadLimits(max_sample_bytes=100)
+    )
+    assert all(s.reason.startswith("too_large") for s in samples)
+
+
+def test_nothing_a_sidecar_parser_throws_escapes(tmp_path):
+    from hostile.inputs import deep_json_and_bad_sidecars
+
+    samples, reader = _reader(tmp_path, "s.tar", deep_json_and_bad_sidecars().data)
+    assert reader.error is None
+    assert samples[0].reason == "invalid_json: dj0.json: nested too deeply"
+    assert samples[1].reason.startswith("invalid_json: dj1.json")
+    assert samples[2].reason == "invalid_utf8: dj2.txt"
+
+
+def test_an_unexpected_exception_keeps_the_samples_read_so_far(tmp_path, monkeypatch):
+    from pixsieve.io import tar_reader
+
+    members = [(f"k{i}.jpg", b"x") for i in range(3)] + [("k3.json", b"{}")]
+    path = make_tar(tmp_path / "x.tar", members)
+
+    def explode(name: str, ext: str, data: bytes) -> None:
+        if ext == "json":  # k3's sidecar: k0..k2 are read, k3 is being read
+            raise MemoryError("boom")
+
+    monkeypatch.setattr(tar_reader, "sidecar_warning", explode)
+    reader = TarShardReader(str(path))
+    samples = list(reader)
+    assert [s.key for s in samples] == ["k0", "k1", "k2", "k3"]
+    assert reader.lost == ["read_error: MemoryError: boom"]
+
+
+def test_a_fifo_is_never_opened(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "b.tar")
+    reader = TarShardReader(str(tmp_path / "b.tar"))
+    assert list(reader) == [] and reader.error.startswith("not_a_file")

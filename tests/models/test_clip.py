@@ -113,9 +113,52 @@ def test_cuda_oom_halves_the_batch(tiny_clip_dir, pixels, monkeypatch):
     emb = encoder.encode(pixels)
     assert emb.shape == (5, 768)
     assert sizes[:3] == [4, 2, 1] and set(sizes[3:]) == {1}
-    assert encoder.batch_size == 1
+    assert encoder.batch_size == 4  # the smaller batch was for that call only
     reference = load_clip(tiny_clip_dir, device="cpu").encode(pixels)
     np.testing.assert_allclose(emb, reference, atol=1e-5)
+
+
+def test_cublas_allocation_failure_halves_then_restores_the_batch(
+    tiny_clip_dir, pixels, monkeypatch
+):
+    """cuBLAS reports running out of memory as a RuntimeError, not torch.OutOfMemoryError."""
+    encoder = load_clip(tiny_clip_dir, device="cpu", batch_size=4)
+    sizes: list[int] = []
+    real = encoder._embed
+
+    def flaky(chunk):
+        sizes.append(len(chunk))
+        if len(chunk) > 2:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate")
+        return real(chunk)
+
+    monkeypatch.setattr(encoder, "_embed", flaky)
+    emb = encoder.encode(pixels)
+    assert sizes == [4, 2, 2, 1] and encoder.batch_size == 4
+    reference = load_clip(tiny_clip_dir, device="cpu").encode(pixels)
+    np.testing.assert_allclose(emb, reference, atol=1e-5)
+    sizes.clear()
+    encoder.encode(pixels[:4])
+    assert sizes == [4, 2, 2]  # the next call tries the full batch again
+
+
+def test_other_runtime_errors_are_not_taken_for_memory(tiny_clip, pixels, monkeypatch):
+    def broken(chunk):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(tiny_clip, "_embed", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        tiny_clip.encode(pixels)
+
+
+def test_staging_buffer_made_in_inference_mode_is_writable_outside_it(tiny_clip, pixels):
+    """The upload buffer first made inside ``encode`` (inference mode) is reused outside it."""
+    tiny_clip._staging = None
+    with torch.inference_mode():
+        tiny_clip._stage(torch.from_numpy(pixels[:2]))
+    host = tiny_clip._stage(torch.from_numpy(pixels[:1]))  # outside: writes the same buffer
+    assert not tiny_clip._staging.is_inference()
+    np.testing.assert_array_equal(host.numpy(), pixels[:1])
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

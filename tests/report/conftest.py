@@ -1,9 +1,10 @@
 """Runs for the report tests: fake scoring and embedding stages, no CLIP model.
 
-``FakeAesthetic`` and ``FakeNSFW`` look like the real stages to everything downstream: the same
-names (``aesthetic``, ``nsfw``), reasons, score columns and threshold settings (``min_score``,
-``max_prob``). ``FakeEmbed`` writes an 8-d embedding of colour statistics, so re-encodes, crops
-and flips of one photo (the bad shard's chelsea variants, UKBench ``00120*``) are near-duplicates.
+``FakeAesthetic`` and ``FakeNSFW`` are the real :class:`AestheticFilter` and :class:`NSFWFilter`
+(same name, reason, score column, threshold setting and keep rule, all inherited) with a cheap
+pixel statistic in place of the LAION head. ``FakeEmbed`` writes an 8-d embedding of colour
+statistics, so re-encodes, crops and flips of one photo (the bad shard's chelsea variants,
+the generated ``scene*`` variants) are near-duplicates.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from fixtures_shards import make_tar, sample_members
 
 from pixsieve.batch import ImageBatch
 from pixsieve.pipeline import Pipeline, RunResult
-from pixsieve.stages.base import Filter, Stage
+from pixsieve.stages.base import Stage
 from pixsieve.stages.decode import DecodeStage
 from pixsieve.stages.filters import ImageSizeFilter
+from pixsieve.stages.scoring import AestheticFilter, NSFWFilter
 
 AESTHETIC_MIN = 3.0
 NSFW_MAX = 0.5
@@ -55,42 +57,33 @@ class FakeEmbed(Stage):
         return batch
 
 
-class FakeAesthetic(Filter):
-    """``aesthetic_score`` = 10 × mean brightness; keep when ≥ ``min_score``."""
-
-    name: ClassVar[str] = "aesthetic"
-    reason: ClassVar[str] = "aesthetic"
+class FakeAesthetic(AestheticFilter):
+    """``aesthetic_score`` = 10 × mean brightness; the real filter's rule (keep ≥ min_score)."""
 
     def __init__(self, min_score: float = AESTHETIC_MIN, score_only: bool = False) -> None:
-        super().__init__(score_only=score_only)
-        self.min_score = min_score
+        super().__init__(min_score, score_only=score_only)
+
+    def setup(self) -> None:
+        """No head to load."""
 
     def score(self, batch: ImageBatch) -> dict[str, np.ndarray]:
         s = 10.0 * _pixels(batch).mean(axis=(1, 2, 3))
-        return {"aesthetic_score": np.where(batch.decoded, s, np.nan).astype(np.float32)}
-
-    def keep(self, batch: ImageBatch) -> np.ndarray:
-        s = batch.columns["aesthetic_score"]
-        return ~(s < self.min_score)
+        return {self.column: np.where(batch.decoded, s, np.nan).astype(np.float32)}
 
 
-class FakeNSFW(Filter):
-    """``nsfw_prob`` = share of the red channel in the colour sum; remove when ≥ ``max_prob``."""
-
-    name: ClassVar[str] = "nsfw"
-    reason: ClassVar[str] = "nsfw"
+class FakeNSFW(NSFWFilter):
+    """``nsfw_prob`` = share of red in the colour sum; the real rule (remove ≥ max_prob)."""
 
     def __init__(self, max_prob: float = NSFW_MAX, score_only: bool = False) -> None:
-        super().__init__(score_only=score_only)
-        self.max_prob = max_prob
+        super().__init__(max_prob, score_only=score_only)
+
+    def setup(self) -> None:
+        """No head to load."""
 
     def score(self, batch: ImageBatch) -> dict[str, np.ndarray]:
         m = _pixels(batch).mean(axis=(1, 2)) + 1e-3
         p = m[:, 0] / m.sum(axis=1)
-        return {"nsfw_prob": np.where(batch.decoded, p, np.nan).astype(np.float32)}
-
-    def keep(self, batch: ImageBatch) -> np.ndarray:
-        return ~(batch.columns["nsfw_prob"] >= self.max_prob)
+        return {self.column: np.where(batch.decoded, p, np.nan).astype(np.float32)}
 
 
 def make_pipeline(

@@ -10,6 +10,7 @@ import pyarrow.csv as pcsv
 import pytest
 from click.testing import CliRunner
 
+from pixsieve.cli import main
 from pixsieve.cli.report import COMMANDS, export_docs, refilter, report, sweep
 
 
@@ -19,11 +20,12 @@ def runner() -> CliRunner:
 
 
 def test_names_and_help(runner: CliRunner) -> None:
-    assert [c.name for c in COMMANDS] == ["report", "sweep", "refilter", "export-docs"]
-    group = click.Group(commands=list(COMMANDS))
-    for command in COMMANDS:
+    names = ["report", "sweep", "refilter", "export-docs", "export-embeddings"]
+    assert [c.name for c in COMMANDS] == names
+    for command in COMMANDS:  # main registers exactly these
+        assert main.commands[command.name] is command
         assert command.help and len(command.help) > 40
-        result = runner.invoke(group, [command.name, "--help"])
+        result = runner.invoke(main, [command.name, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
         for param in command.params:
             if isinstance(param, click.Option):
@@ -71,6 +73,22 @@ def test_refilter_and_export_docs_commands(
         json.loads(x) for p in sorted(docs.glob("*.jsonl")) for x in p.read_text().splitlines()
     ]
     assert len(lines) == record["totals"]["kept"]
+    assert f"{len(lines):,} documents in" in result.output
+    assert all(line["text"] is not None for line in lines)  # 013-badjson is an error now
+    assert "documents have no text" not in result.output
+
+
+def test_export_docs_warns_and_counts_missing_texts(
+    runner: CliRunner, scored_run: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    args = [str(scored_run), "-o", str(docs), "--format", "jsonl", "--text-from", "json:caption"]
+    result = runner.invoke(export_docs, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for p in sorted(docs.glob("*.jsonl")) for x in p.read_text().splitlines()]
+    assert rows and all(r["text"] is None for r in rows)  # the fixtures' JSON has no caption
+    n = len(rows)
+    assert f"warning: {n:,} of {n:,} documents have no text from 'json:caption'" in result.output
 
 
 @pytest.mark.parametrize(

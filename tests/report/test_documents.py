@@ -63,7 +63,7 @@ def test_documents_of_a_run(scored_run: Path, docs: pa.Table) -> None:
     assert len(set(ids)) == len(ids)
     for row in docs.to_pylist():
         meta = row["metadata"]
-        assert row["id"].endswith("/" + meta["key"])
+        assert row["id"] == meta["sample_id"]  # joins the manifest and metadata/
         assert row["text"] and (
             "caption" in row["text"] or row["text"].startswith(("a photo", "copy"))
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,9 +16,9 @@ import pytest
 from pixsieve.report import RunError, write_report
 from pixsieve.report.collect import ManifestStats, collect
 from pixsieve.report.html import SECTIONS, _groups_section, funnel_steps
-from pixsieve.report.rundir import FinishedRun
-from pixsieve.report.svg import bin_scores
+from pixsieve.report.svg import bin_scores, histogram_svg, label_width
 from pixsieve.report.thumbs import read_members, thumbnail
+from pixsieve.run.finished import FinishedRun
 from pixsieve.stages.base import reason_code
 
 
@@ -68,7 +70,8 @@ def test_funnel_counts_equal_the_manifest(scored_run: Path) -> None:
     run = FinishedRun.open(str(scored_run))
     stats = collect(run.manifest())
     steps = {label: (n, left) for label, n, left in funnel_steps(stats, run)}
-    assert steps["input"][1] == len(rows) == run.totals()["input"]
+    unreadable = run.record["inputs"]["unreadable"]  # run.json totals count every manifest row
+    assert steps["input"][1] == len(rows) == run.totals()["input"] - unreadable
     assert steps["errors"][0] == sum(r["status"] == "error" for r in rows)
     assert steps["exact duplicates"][0] == removed["exact_duplicate"] > 0
     assert steps["too small"][0] == removed["too_small"] > 0
@@ -78,7 +81,7 @@ def test_funnel_counts_equal_the_manifest(scored_run: Path) -> None:
     kept = sum(r["status"] == "kept" for r in rows)
     assert steps["kept"][1] == kept == run.totals()["kept"]
     assert list(steps.values())[-2][1] == kept  # the funnel adds up
-    assert len(stats.shard_rows) == 1  # the file that is not a tar
+    assert len(stats.shard_rows) == unreadable == 1  # the file that is not a tar
 
 
 def test_report_parses_and_has_every_section(report: Path, scored_run: Path) -> None:
@@ -92,7 +95,8 @@ def test_report_parses_and_has_every_section(report: Path, scored_run: Path) -> 
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "<script" not in html and "<link" not in html
     text = " ".join(page.text)
-    assert "group 0 · 11 members (showing 8)" in text  # the chelsea re-encodes
+    # the chelsea re-encodes (013-badjson, one of them, is an invalid_json error)
+    assert "group 0 · 10 members (showing 8)" in text
     assert "similarity 0.99" in text
     assert "min 3 (keep ≥)" in text and "max 0.5 (remove ≥)" in text
     assert report.stat().st_size < 2_000_000
@@ -138,6 +142,35 @@ def test_histograms_binned_with_thresholds() -> None:
     assert all_counts.sum() == 4 and kept_counts.sum() == 3
 
 
+def test_threshold_labels_stay_inside_the_chart() -> None:
+    import xml.etree.ElementTree as ET
+
+    values = np.array([0.001, 0.01, 0.2, 0.3], dtype=np.float32)
+    kept = np.ones(4, dtype=bool)
+    for threshold in (0.001, 0.2, 0.5):  # 0.5: no score above it, the line is at the right edge
+        edges, all_counts, kept_counts = bin_scores(values, kept, threshold)
+        label = f"max {threshold:.3g} (remove ≥)"
+        svg = ET.fromstring(histogram_svg("NSFW", edges, all_counts, kept_counts, threshold, label))
+        width = float(svg.get("width"))
+        (text,) = [t for t in svg.iter("text") if t.text == label]
+        x = float(text.get("x"))
+        if text.get("text-anchor") == "end":
+            assert x - label_width(label) >= 0, threshold
+        else:
+            assert x + label_width(label) <= width, threshold
+    assert label_width("max 0.5 (remove ≥)") > 100  # the estimate is not trivially small
+
+
+def test_settings_show_semantic_dedup_as_json(report: Path, run_settings: dict) -> None:
+    html = report.read_text(encoding="utf-8")
+    row = re.search(r"<td>semantic dedup</td><td><code>(.*?)</code>", html)
+    assert row is not None
+    settings = json.loads(unescape(row.group(1)))
+    assert settings["threshold"] == run_settings["dedup_threshold"]
+    assert settings["keep"] == "aesthetic"
+    assert "SemanticDedupConfig(" not in html
+
+
 def test_thumbnails_and_member_reads(good_shards: list[Path]) -> None:
     found = read_members(str(good_shards[0]), {"s0-001.jpg", "s0-000.txt", "absent.jpg"})
     assert set(found) == {"s0-001.jpg", "s0-000.txt"}
@@ -171,8 +204,8 @@ def test_chained_groups_are_flagged() -> None:
 
     stats = ManifestStats(columns={"component_id"})
     stats.groups = [[row("a", "kept", None, True), row("b", "removed", 0.97, True)]]
-    html = _groups_section(stats)
+    html = _groups_section(stats, True)
     assert "group 7 · 3 members (showing 2)" in html and 'class="badge warn">chained' in html
     assert "similarity 0.9700" in html and html.count("no preview") == 2
     stats.groups[0] = [{**r, "chained": False} for r in stats.groups[0]]
-    assert "chained" not in _groups_section(stats)
+    assert "chained" not in _groups_section(stats, True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tarfile
 from pathlib import Path
@@ -12,8 +13,11 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from pixsieve.report import OFF, RunError, refilter, sweep
-from pixsieve.report.rundir import FinishedRun
+from pixsieve.executors import LocalExecutor
+from pixsieve.refilter import refilter
+from pixsieve.run.fates import OFF
+from pixsieve.run.finished import FinishedRun, RunError
+from pixsieve.run.sweep import sweep
 
 # (aesthetic_min, nsfw_max, dedup_threshold) that fresh runs are compared with (the scored
 # run itself uses 3.0, 0.5, 0.99: see conftest.py)
@@ -114,6 +118,10 @@ def test_refilter_equals_fresh_run(
     assert normalised(manifest(out)) == normalised(manifest(fresh))
     assert members(out) == members(fresh)  # same kept samples, identical bytes, same shards
     assert result.counts["kept"] == manifest(fresh)["status"].to_pylist().count("kept")
+    fresh_counters = json.loads((fresh / "run.json").read_text())["counters"]
+    for name in ("aesthetic", "nsfw", "semantic_dedup"):  # recounted in the one shape
+        if name in fresh_counters:
+            assert result.record["counters"][name]["counts"] == fresh_counters[name]["counts"]
     assert (out / "report.html").exists()
     again = sweep(str(out))  # the new directory is itself a finished run
     assert again.rows[0]["kept"] == result.counts["kept"]
@@ -157,3 +165,30 @@ def test_score_only_stage_is_off_by_default(
     assert strict["kept"] == manifest(scored_run)["status"].to_pylist().count("kept")
     refilter(str(scored_run), str(tmp_path / "off"), aesthetic_min=OFF, report=False)
     assert sweep(str(tmp_path / "off")).rows[0]["kept"] == kept
+
+
+class CountingExecutor(LocalExecutor):
+    """A local executor that counts what it is asked to place."""
+
+    def __init__(self) -> None:
+        super().__init__(workers=2)
+        self.placed: list[str] = []
+
+    def map(self, worker, tasks, **kw):  # type: ignore[no-untyped-def,override]
+        self.placed.append(type(worker).__name__)
+        return super().map(worker, tasks, **kw)
+
+    def map_calls(self, fn, calls):  # type: ignore[no-untyped-def,override]
+        self.placed.append(fn.__name__)
+        return super().map_calls(fn, calls)
+
+
+def test_refilter_places_its_passes_through_the_given_executor(
+    scored_run: Path, tmp_path: Path
+) -> None:
+    ex = CountingExecutor()
+    result = refilter(str(scored_run), str(tmp_path / "r"), executor=ex, report=False)
+    assert ex.placed[-1] == "ExportWorker" and "bucket_edges" in ex.placed  # semantic dedup too
+    assert result.record["executor"] == ex.describe()
+    assert set(result.record["tasks"]) == {"export"}
+    assert result.record["counters"]["semantic_dedup"]["counts"]["in"] > 0

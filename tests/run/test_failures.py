@@ -23,6 +23,12 @@ def manifest(out: Path) -> list[dict]:
     return ds.dataset(str(out / "manifest")).to_table().to_pylist()
 
 
+def full(row: dict) -> str:
+    """A row's reason code and its detail as one string."""
+    detail = row["reason_detail"]
+    return f"{row['reason']}: {detail}" if detail else row["reason"] or ""
+
+
 class ExplodingModel(Stage):
     """A 'model' stage that raises on the last batch of one shard while a flag file exists."""
 
@@ -58,7 +64,7 @@ def test_a_failing_model_stage_neither_hangs_nor_loses_samples(tmp_path, good_sh
     first = result["run"]
     rows = manifest(out)
     failed = [r for r in rows if r["source"].endswith("shard-001.tar")]
-    assert failed and all(r["reason"].startswith("shard_error: RuntimeError") for r in failed)
+    assert failed and all(full(r).startswith("shard_error: RuntimeError") for r in failed)
     assert any(e["task"].endswith("shard-001.tar") for e in first.shard_errors)
     # the failed shard has no completion marker: the same command retries it
     flag.unlink()
@@ -96,8 +102,10 @@ def test_corrupt_gzip_makes_every_sample_of_the_shard_an_error(tmp_path, good_sh
     result = Pipeline([]).run([str(tmp_path / "bad.tar.gz")], str(tmp_path / "out"))
     rows = manifest(tmp_path / "out")
     assert rows and all(r["status"] == "error" for r in rows)
-    assert all(r["reason"].startswith(("shard_error: corrupt_shard", "decode_error")) for r in rows)
-    assert any(r["reason"].startswith("shard_error: corrupt_shard") for r in rows)
+    # the sample cut by the corruption may have lost its image member before the error
+    expected = ("shard_error: corrupt_shard", "decode_error", "missing_image")
+    assert all(full(r).startswith(expected) for r in rows)
+    assert any(full(r).startswith("shard_error: corrupt_shard") for r in rows)
     assert result.counts["kept"] == 0 and result.shard_errors
 
 
@@ -137,7 +145,7 @@ def test_an_io_error_mid_shard_is_retried_then_recorded(tmp_path, good_shards, m
     out = tmp_path / "out"
     result = Pipeline([], retries=2).run([str(p) for p in good_shards], str(out), report=False)
     rows = [r for r in manifest(out) if r["source"].endswith("shard-001.tar")]
-    assert rows and all(r["reason"].startswith("shard_error: ConnectionResetError") for r in rows)
+    assert rows and all(full(r).startswith("shard_error: ConnectionResetError") for r in rows)
     assert calls["n"] >= 1 + 3  # scan + 3 score attempts (+ listing for the record)
     assert any("ConnectionResetError" in e["error"] for e in result.shard_errors)
 
@@ -146,6 +154,7 @@ class Scratch(Stage):
     """Keeps per-batch scratch state on self: safe only with one instance per thread."""
 
     name: ClassVar[str] = "scratch"
+    columns: ClassVar[dict[str, str]] = {"seen": "string"}
 
     def process(self, batch: ImageBatch) -> ImageBatch:
         self.current = batch.source
@@ -165,6 +174,7 @@ class SometimesLabelled(Stage):
     """An int column that is all-None in some batches."""
 
     name: ClassVar[str] = "label"
+    columns: ClassVar[dict[str, str]] = {"label": "int64"}
 
     def process(self, batch: ImageBatch) -> ImageBatch:
         labels = [int(p) if p % 4 == 0 else None for p in batch.position]
@@ -219,3 +229,18 @@ def test_a_setup_failure_ends_the_run_instead_of_failing_every_shard(tmp_path, g
     with pytest.raises(FileNotFoundError, match="model weights"):
         Pipeline([NoModel()]).run([str(p) for p in good_shards], str(tmp_path / "out"))
     assert not (tmp_path / "out" / "manifest").exists()
+
+
+def test_a_full_disk_ends_the_run_instead_of_blaming_samples(tmp_path, good_shards, monkeypatch):
+    import hostile.fullfs
+
+    from pixsieve.io.writer import OutputWriteError
+
+    monkeypatch.setattr(hostile.fullfs, "_written", 0)
+    monkeypatch.setenv("PIXSIEVE_TEST_QUOTA", "50000")
+    with pytest.raises(OutputWriteError, match="No space left on device"):
+        Pipeline([]).run([str(good_shards[0])], f"fullfs://{tmp_path / 'out'}", report=False)
+    monkeypatch.delenv("PIXSIEVE_TEST_QUOTA")
+    result = Pipeline([]).run([str(good_shards[0])], str(tmp_path / "out"), report=False)
+    assert result.counts["kept"] == result.counts["input"] > 0
+    assert not list((tmp_path / "out").rglob("*.tmp"))
