@@ -30,6 +30,7 @@ PHASE_LABELS: dict[str, str] = {
     "sample": "k-means sample (files)",
     "assign": "assigning (files)",
     "ids": "checking ids",
+    "earlier": "against earlier (buckets)",
     "similarity": "searching (buckets)",
     "gather": "gathering groups",
     "resolve": "resolving groups",
@@ -77,6 +78,12 @@ def _summary(
         f"{c.get('n_clusters', 0):,} clusters in {c.get('buckets', 0):,} buckets, "
         f"{c.get('border_memberships', 0):,} border memberships, {seconds:.1f}s"
     )
+    if "removed_as_earlier" in c and "beyond_radius_share" in c:
+        console.print(
+            f"{c['removed_as_earlier']:,} removed as duplicates of earlier runs; "
+            f"{100.0 * c['beyond_radius_share']:.2f}% of the new items lie beyond the earlier "
+            "clusters' radius"
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"wrote {result.duplicates}", markup=False, soft_wrap=True)
@@ -174,6 +181,25 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str | None) -> in
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
 @click.option(
+    "--against",
+    "against",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="An earlier pixsieve dedup output (repeatable): new items that duplicate an item it "
+    "kept are removed (reason duplicate_of_earlier); its centroids are reused.",
+)
+@click.option(
+    "--model-id",
+    default=None,
+    help="Name of the model that made the embeddings; recorded, and checked by --against.",
+)
+@click.option(
+    "--index/--no-index",
+    default=True,
+    show_default=True,
+    help="Write OUTPUT/index (centroids and kept items) for later --against runs.",
+)
+@click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
 )
 def dedup(
@@ -193,6 +219,9 @@ def dedup(
     height_column: str,
     clusters: int | None,
     seed: int,
+    against: tuple[Path, ...],
+    model_id: str | None,
+    index: bool,
     progress: bool,
 ) -> None:
     """Find near-duplicate images from their embeddings: Parquet files, directories or globs.
@@ -226,6 +255,9 @@ def dedup(
                 work_dir=work_dir,
                 progress=update,
                 keep_work=keep_work,
+                against=list(against),
+                model=model_id,
+                index=index,
             )
     except (EmbeddingError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -71,9 +71,17 @@ def _sorted_vectors(files: list[str], flt: Any, order: np.ndarray, dim: int) -> 
 
 
 def bucket_edges(
-    work: str, bucket: int, config: SemanticDedupConfig, budget_rows: int, dim: int
+    work: str,
+    bucket: int,
+    config: SemanticDedupConfig,
+    budget_rows: int,
+    dim: int,
+    excluded: str | None = None,
 ) -> dict[str, Any]:
     """Find the duplicate edges of every cluster of one bucket; write ``edges/bBBBB.parquet``.
+
+    ``excluded``: a ``.npy`` of rows left out of the search (new items already removed as
+    duplicates of an earlier run's kept item).
 
     Columns ``a``, ``b``: a star forest per cluster (``components``/``witness``) or SemDeDup's
     ``(removed member, most similar higher-ranked member)`` links (``semdedup``). With
@@ -87,6 +95,9 @@ def bucket_edges(
     counts = {"pairs_found": 0, "similarities_computed": 0, "clusters": 0, "passes": 0}
     if files:
         dataset = ds.dataset(files, format="parquet")
+        skip = pc.field("row").isin(pa.array(np.load(excluded))) if excluded else None
+        if skip is not None:
+            dataset = dataset.filter(~skip)
         cl = dataset.to_table(columns=["cluster"]).column("cluster").to_numpy()
         ids, sizes = np.unique(cl, return_counts=True)
         del cl
@@ -100,7 +111,8 @@ def bucket_edges(
             secondary = meta.column("secondary").to_numpy(zero_copy_only=False)
             prio = meta.column("priority").to_numpy()
             order = np.lexsort((row, secondary, cluster))
-            x = _sorted_vectors(files, flt, order, dim)
+            both = [f for f in (flt, None if skip is None else ~skip) if f is not None]
+            x = _sorted_vectors(files, both[0] & both[-1] if both else None, order, dim)
             row, cluster = row[order], cluster[order]
             secondary, prio = secondary[order], prio[order]
             cuts = np.flatnonzero(np.diff(cluster)) + 1

@@ -39,6 +39,10 @@ Progress = Callable[[str, int, int], None]
 
 DUPLICATES_FILE: str = "duplicates.parquet"
 SUMMARY_FILE: str = "dedup.json"
+#: ``reason`` of a row removed as a duplicate of an item kept in this run.
+REASON_SEMANTIC: str = "semantic_duplicate"
+#: ``reason`` of a new row removed as a duplicate of an item an earlier run kept (``--against``).
+REASON_EARLIER: str = "duplicate_of_earlier"
 
 
 @dataclass
@@ -115,6 +119,8 @@ def duplicates_table(ids: pa.Array, result: DedupResult) -> pa.Table:
             "component_id": pa.array(result.component_id[idx], type=pa.int64()),
             "component_size": pa.array(result.component_size[idx], type=pa.int64()),
             "chained": pa.array(result.chained[idx], type=pa.bool_()),
+            "reason": pa.array([REASON_SEMANTIC] * len(idx), pa.string()),
+            "duplicate_of_run": pa.nulls(len(idx), pa.string()),
         }
     )
 
@@ -156,30 +162,66 @@ def write_partitioned_output(
     columns: Columns,
     config: SemanticDedupConfig,
     g_buckets: int,
+    earlier: pa.Table | None = None,
+    run_ids: Sequence[str] = (),
 ) -> dict[str, int]:
-    """Write ``duplicates.parquet``: one row per removed id, ascending by input order."""
+    """Write ``duplicates.parquet``: one row per removed id, ascending by input order.
+
+    ``earlier``: new rows removed as duplicates of earlier runs' kept items (``row``, ``run``
+    position in ``run_ids``, ``duplicate_of`` id, ``similarity``), see
+    :func:`pixsieve.dedup.against.earlier_matches`.
+    """
     rows, rep, sim = resolved_rows(work, g_buckets)
     desc = describe_groups(rows, rep, sim, config)
     removed = desc["removed"]
     r_rows, r_rep = rows[removed], rep[removed]
     ids = ids_of_rows(sources, columns.id, np.concatenate([r_rows, r_rep]))
     out.mkdir(parents=True, exist_ok=True)
+    n_in = len(r_rows)
     table = pa.table(
         {
-            "id": ids[: len(r_rows)],
-            "duplicate_of": ids[len(r_rows) :],
+            "id": ids[:n_in],
+            "duplicate_of": ids[n_in:],
             "similarity": pa.array(sim[removed], type=pa.float32()),
             "component_id": pa.array(desc["component_id"][removed], type=pa.int64()),
             "component_size": pa.array(desc["component_size"][removed], type=pa.int64()),
             "chained": pa.array(desc["chained"][removed], type=pa.bool_()),
+            "reason": pa.array([REASON_SEMANTIC] * n_in, pa.string()),
+            "duplicate_of_run": pa.nulls(n_in, pa.string()),
         }
     )
+    n_earlier = 0 if earlier is None else len(earlier)
+    if n_earlier:
+        e_rows = earlier.column("row").to_numpy()
+        names = np.asarray(list(run_ids), dtype=object)[earlier.column("run").to_numpy()]
+        cross = pa.table(
+            {
+                "id": ids_of_rows(sources, columns.id, e_rows),
+                "duplicate_of": earlier.column("duplicate_of"),
+                "similarity": earlier.column("similarity").cast(pa.float32()),
+                "component_id": pa.nulls(n_earlier, pa.int64()),
+                "component_size": pa.nulls(n_earlier, pa.int64()),
+                "chained": pa.array(np.zeros(n_earlier, bool)),
+                "reason": pa.array([REASON_EARLIER] * n_earlier, pa.string()),
+                "duplicate_of_run": pa.array(names.tolist(), pa.string()),
+            }
+        )
+        order = np.argsort(np.concatenate([r_rows, e_rows]), kind="stable")
+        try:  # earlier ids are stored as strings; they take this run's id type
+            cross = cross.cast(table.schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InputError(
+                f"ids of an earlier run do not convert to this run's id type {table.schema[0].type}"
+            ) from exc
+        table = pa.concat_tables([table, cross]).take(pa.array(order))
     tmp = out / (DUPLICATES_FILE + ".tmp")
     pq.write_table(conform(table, dedup_duplicates(table.schema.field("id").type)), tmp)
     tmp.rename(out / DUPLICATES_FILE)
     return {
         "components": desc["n_components"],
-        "removed": int(removed.sum()),
+        "removed": int(removed.sum()) + n_earlier,
+        "removed_in_run": int(removed.sum()),
+        "removed_as_earlier": n_earlier,
         "chained_components": desc["n_chained"],
     }
 

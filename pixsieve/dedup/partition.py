@@ -163,12 +163,15 @@ def assign_file(
     threshold: float,
     slack: float,
     id_buckets: int = 1,
+    radius_path: str | None = None,
 ) -> dict[str, Any]:
     """Assign the rows of one input file to clusters and write them into bucket partitions.
 
-    Also writes ``own.npy`` (each row's own cluster), ``priority.npy`` (its keep priority) and
+    Also writes ``own.npy`` (each row's own cluster), ``priority.npy`` (its keep priority),
+    ``minsim.npy`` (per cluster, the lowest cosine of a row of this file to it as its own) and
     the ids partitioned by hash into ``iBBBB.parquet`` (for the uniqueness check).
-    Returns counts: ``rows``, ``secondary`` (border memberships).
+    Returns counts: ``rows``, ``secondary`` (border memberships) and ``beyond`` (rows less
+    similar to their own centroid than the radius in ``radius_path``, when given).
 
     Raises:
         InputError: a bad row (see :func:`pixsieve.dedup.sources.check_batch`) or a null id.
@@ -185,6 +188,9 @@ def assign_file(
     gram = centroids @ centroids.T if half > 0 and k <= GRAM_MAX_CLUSTERS else None
     own = np.empty(source.rows, dtype=np.int32)
     prio = np.empty(source.rows, dtype=np.float64)
+    minsim = np.full(k, np.inf)
+    radius = np.load(radius_path) if radius_path else None
+    beyond = 0
     writers, id_writers = _Writers(tmp, "b"), _Writers(tmp, "i")
     start = n_secondary = 0
     try:
@@ -196,6 +202,9 @@ def assign_file(
             sims, ids = search.search(x)
             r = len(x)
             own[start : start + r] = ids[:, 0]
+            np.minimum.at(minsim, ids[:, 0], sims[:, 0])
+            if radius is not None:
+                beyond += int((sims[:, 0] < radius[ids[:, 0]]).sum())
             p = priority(
                 task.policy,
                 r,
@@ -237,7 +246,9 @@ def assign_file(
         pa.default_memory_pool().release_unused()
     np.save(tmp / "own.npy", own)
     np.save(tmp / "priority.npy", prio)
-    return _finish(tmp, final, {"rows": source.rows, "secondary": n_secondary})
+    np.save(tmp / "minsim.npy", minsim)
+    counts = {"rows": source.rows, "secondary": n_secondary, "beyond": beyond}
+    return _finish(tmp, final, counts)
 
 
 def gather_file(

@@ -17,12 +17,10 @@ spreads them over a cluster. See ``docs/dedup.md`` for what lives where, on disk
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,28 +29,36 @@ from typing import Any
 import numpy as np
 import pyarrow.dataset as ds
 
+from pixsieve.dedup.against import cross_bucket, earlier_matches
 from pixsieve.dedup.buckets import bucket_edges, resolve_bucket
 from pixsieve.dedup.components import connected_components
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.io import DUPLICATES_FILE, SUMMARY_FILE, write_partitioned_output
+from pixsieve.dedup.index import (
+    INDEX_DIR,
+    build_index,
+    check_settings,
+    earlier_radius,
+    new_run_id,
+    open_earlier,
+    settings,
+)
+from pixsieve.dedup.io import (
+    DUPLICATES_FILE,
+    SUMMARY_FILE,
+    resolved_rows,
+    write_partitioned_output,
+)
 from pixsieve.dedup.keep import resolve_policy
 from pixsieve.dedup.kmeans import sample_indices, train_centroids
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
 from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources, read_sample
+from pixsieve.dedup.workdir import MapCalls, prepare_work, stamp, thread_map
 
 Progress = Callable[[str, int, int], None]
-MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
-
-
-def thread_map(workers: int) -> MapCalls:
-    """A ``map_calls`` running the calls on ``workers`` threads, results in call order."""
-
-    def run(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            yield from pool.map(lambda args: fn(*args), calls)
-
-    return run
+#: Above this share of new items beyond the earlier clusters' radius, a run notes it.
+FAR_SHARE: float = 0.25
+__all__ = ["MapCalls", "PartitionedResult", "dedup_files", "thread_map"]
 
 
 @dataclass
@@ -68,34 +74,6 @@ class PartitionedResult:
     keep_policy: str = ""
 
 
-def _stamp(path: str) -> tuple[int, int]:
-    """Size and modification time: a changed input file invalidates earlier partitions."""
-    stat = Path(path).stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
-def _plan_key(plan: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _prepare_work(work: Path, plan: dict[str, Any]) -> None:
-    """Reuse ``work`` when it holds a run of the same plan; else start it afresh."""
-    marker = work / "plan.json"
-    key = _plan_key(plan)
-    if marker.exists():
-        if json.loads(marker.read_text()).get("key") == key:
-            return
-        for name in ("centroids.npy", "assign", "edges", "pairs", "gather", "resolved"):
-            target = work / name
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(
-                missing_ok=True
-            )
-    elif work.exists() and any(work.iterdir()):
-        raise InputError(f"work directory {work} is not empty and holds no pixsieve dedup run")
-    work.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"key": key, **plan}, indent=2, default=str))
-
-
 def dedup_files(
     inputs: str | Path | Sequence[str | Path],
     out_dir: str | Path,
@@ -108,6 +86,9 @@ def dedup_files(
     map_calls: MapCalls | None = None,
     progress: Progress | None = None,
     keep_work: bool = True,
+    against: Sequence[str | Path] = (),
+    model: str | None = None,
+    index: bool = True,
 ) -> PartitionedResult:
     """Deduplicate the embeddings of Parquet files without holding them in memory.
 
@@ -122,6 +103,13 @@ def dedup_files(
         map_calls: runs the tasks: ``map_calls(fn, argument_tuples)`` yields results in order.
         progress: called as ``progress(phase, done, total)``.
         keep_work: keep the partition files after success (they allow instant reruns).
+        against: earlier ``pixsieve dedup`` outputs (and, through their indexes, the runs
+            they were deduplicated against): new rows at or above the threshold to an item
+            one of them kept are removed (reason ``duplicate_of_earlier``); the rest are
+            deduplicated among themselves as usual, on the earlier runs' centroids.
+        model: the embedding model's name, recorded in the index and checked against the
+            earlier runs' when both are known.
+        index: write ``out_dir/index`` (what a later ``against`` run needs).
 
     Raises:
         InputError: unreadable input, missing columns, bad rows (one line naming the row).
@@ -170,11 +158,16 @@ def dedup_files(
         np.empty(0) if columns.score else None,
         np.empty(0) if columns.width and columns.height else None,
     )
-    k = config.clusters_for(n)
+    mine = settings(config, dim, model)
+    earlier = open_earlier(list(against)) if against else []
+    old_centroids = check_settings(earlier, mine) if earlier else None
+    k = config.clusters_for(n) if old_centroids is None else len(old_centroids)
     semdedup = config.mode == "semdedup"
-    n_buckets = budget.buckets(n * (1.0 if semdedup else 2.0))
+    old_kept = sum(r.meta["kept"] for r in earlier)
+    n_buckets = budget.buckets((n + old_kept) * (1.0 if semdedup else 2.0))
     plan = {
-        "files": [(s.path, s.rows, *_stamp(s.path)) for s in sources],
+        "files": [(s.path, s.rows, *stamp(s.path)) for s in sources],
+        "against": [(r.run_id, r.path) for r in earlier],
         "columns": columns.__dict__,
         "config": config.to_dict(),
         "policy": policy,
@@ -182,13 +175,24 @@ def dedup_files(
         "buckets": n_buckets,
         "id_buckets": budget.id_buckets(),
     }
-    _prepare_work(work, plan)
+    if prepare_work(work, plan):
+        shutil.rmtree(out / INDEX_DIR, ignore_errors=True)
+    if not (work / "run_id").exists():
+        (work / "run_id").write_text(new_run_id(out))
+    run_id = (work / "run_id").read_text()
+    radius_path = work / "radius_earlier.npy"
+    matches = None
     task = FileTask(str(work), columns, dim, budget.batch_rows, policy)
     counts: dict[str, Any] = {"n": n, "n_clusters": k, "files": len(sources), "buckets": n_buckets}
 
     def passes() -> int:
         """Run the phases up to resolve; return the number of group buckets."""
+        nonlocal matches
         centroids_path = work / "centroids.npy"
+        if old_centroids is not None and not centroids_path.exists():
+            np.save(radius_path, earlier_radius(earlier))
+            np.save(work / "centroids.tmp.npy", old_centroids)
+            (work / "centroids.tmp.npy").rename(centroids_path)
         if not centroids_path.exists() and n:
             with phase("sample"):
                 cap = budget.sample_rows
@@ -205,29 +209,50 @@ def dedup_files(
                 del train
                 np.save(work / "centroids.tmp.npy", centroids)
                 (work / "centroids.tmp.npy").rename(centroids_path)
-        counts["kmeans_sample"] = int(
-            min(n, k * config.kmeans_points_per_centroid, budget.sample_rows)
-        )
+        if old_centroids is None:
+            counts["kmeans_sample"] = int(
+                min(n, k * config.kmeans_points_per_centroid, budget.sample_rows)
+            )
 
         bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // max(k, 1)).astype(np.int64)
         candidates = 1 if semdedup else config.border_candidates
         slack = 0.0 if semdedup else config.border_slack
         id_buckets = budget.id_buckets()
         with phase("assign"):
-            border = (candidates, config.threshold, slack, id_buckets)
+            radius = str(radius_path) if earlier else None
+            border = (candidates, config.threshold, slack, id_buckets, radius)
             calls = [
                 (task, s, i, str(centroids_path), bucket_of, *border) for i, s in enumerate(sources)
             ]
             assigned = tick("assign", run(assign_file, calls), len(calls))
         counts["border_memberships"] = sum(c["secondary"] for c in assigned)
+        if earlier:
+            counts["beyond_radius"] = sum(c.get("beyond", 0) for c in assigned)
+            counts["beyond_radius_share"] = counts["beyond_radius"] / max(n, 1)
         with phase("ids"):
             calls = [(str(work), b) for b in range(id_buckets)]
             problems = [p for p in tick("ids", run(repeated_id, calls), len(calls)) if p]
             if problems:
                 raise InputError(f"id column {columns.id!r}: {problems[0]}")
 
+        excluded = None
+        if earlier:
+            with phase("earlier"):
+                spec = [(i, str(r.kept_dir), r.buckets, k) for i, r in enumerate(earlier)]
+                bounds = [np.searchsorted(bucket_of, [b, b + 1]) for b in range(n_buckets)]
+                calls = [
+                    (str(work), b, int(lo), int(hi), spec, config.threshold, dim)
+                    for b, (lo, hi) in enumerate(bounds)
+                ]
+                crossed = tick("earlier", run(cross_bucket, calls), len(calls))
+                matches = earlier_matches(work, n_buckets)
+                excluded = str(work / "excluded.npy")
+                np.save(excluded, np.sort(matches.column("row").to_numpy()))
+            counts["earlier_similarities"] = sum(c["similarities_computed"] for c in crossed)
         with phase("similarity"):
-            calls = [(str(work), b, config, budget.bucket_rows, dim) for b in range(n_buckets)]
+            calls = [
+                (str(work), b, config, budget.bucket_rows, dim, excluded) for b in range(n_buckets)
+            ]
             edges = tick("similarity", run(bucket_edges, calls), len(calls))
         for key in ("pairs_found", "similarities_computed"):
             counts[key] = sum(e.get(key, 0) for e in edges)
@@ -265,10 +290,25 @@ def dedup_files(
         return g_buckets
 
     g_buckets = passes() if n else 0
+    run_ids = [r.run_id for r in earlier]
     counts["group_buckets"] = g_buckets
     with phase("write"):
-        groups = write_partitioned_output(work, out, sources, columns, config, g_buckets)
+        groups = write_partitioned_output(
+            work, out, sources, columns, config, g_buckets, matches, run_ids
+        )
     counts.update(groups)
+    if index and (work / "centroids.npy").exists():
+        with phase("index"):
+            rows, rep, _ = resolved_rows(work, g_buckets)
+            gone = [rows[rep != rows]]
+            if matches is not None:
+                gone.append(matches.column("row").to_numpy())
+            meta = {"run_id": run_id, "settings": mine, "buckets": n_buckets}
+            meta["radius"] = np.full(k, np.inf)
+            if earlier:
+                meta["radius"] = np.load(radius_path)
+            removed = np.sort(np.concatenate(gone))
+            build_index(run, work, out, sources, columns.id, removed, meta, earlier)
     result = PartitionedResult(
         duplicates=out / DUPLICATES_FILE,
         summary=out / SUMMARY_FILE,
@@ -278,8 +318,17 @@ def dedup_files(
         notes=[note] if note else [],
         keep_policy=policy,
     )
+    share = counts.get("beyond_radius_share", 0.0)
+    if share > FAR_SHARE:
+        result.notes.append(
+            f"{100 * share:.0f}% of the new items lie beyond the earlier clusters' radius: "
+            "their search costs more (more border clusters); a run over everything re-clusters"
+        )
     summary = {
+        "run_id": run_id,
         "input": [str(s.path) for s in sources],
+        "against": [{"run_id": r.run_id, "path": r.path} for r in earlier],
+        "settings": mine,
         "config": config.to_dict(),
         "keep_policy": policy,
         "memory_limit": budget.limit,

@@ -125,6 +125,8 @@ def dedup_duplicates(id_type: pa.DataType) -> pa.Schema:
             pa.field("component_id", pa.int64()),
             pa.field("component_size", pa.int64()),
             pa.field("chained", pa.bool_()),
+            pa.field("reason", pa.string()),  # semantic_duplicate or duplicate_of_earlier
+            pa.field("duplicate_of_run", pa.string()),  # the earlier run (dedup --against)
         ]
     )
 

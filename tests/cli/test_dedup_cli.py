@@ -63,6 +63,8 @@ def test_fixed_size_list_column_with_custom_name(tmp_path, planted):
         "component_id",
         "component_size",
         "chained",
+        "reason",
+        "duplicate_of_run",
     ]
     expected = find_duplicates(x, SemanticDedupConfig(keep="first"))
     removed = expected.removed_indices()
@@ -216,3 +218,35 @@ def test_a_file_that_is_not_parquet(tmp_path):
     res = CliRunner().invoke(dedup, [str(path), "-o", str(tmp_path / "out")])
     assert res.exit_code == 1
     assert "is not a readable Parquet file" in res.output and "Traceback" not in res.output
+
+
+def test_against_an_earlier_output(tmp_path, planted):
+    """A second batch with copies of the first: removed as duplicates of the earlier run; a
+    mismatched model id is one line, not a traceback."""
+    x = planted.embeddings
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.table({"id": _ids(len(x)), "embedding": _fixed(x)}), first)
+    rng = np.random.default_rng(0)
+    copies = x[:50] + 0.001 * rng.standard_normal((50, DIM)).astype(np.float32)
+    new_ids = [f"new-{i:03d}" for i in range(50)]
+    pq.write_table(pa.table({"id": new_ids, "embedding": _fixed(copies)}), second)
+    res = _run(str(first), "-o", str(tmp_path / "A"), "--keep", "first", "--model-id", "clip")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "A" / "index" / "index.json").exists()
+    args = [str(second), "-o", str(tmp_path / "B"), "--keep", "first", "--against"]
+    res = _run(*args, str(tmp_path / "A"), "--model-id", "clip")
+    assert res.exit_code == 0, res.output
+    assert "removed as duplicates of earlier runs" in res.output
+    table = pq.read_table(tmp_path / "B" / "duplicates.parquet")
+    assert table.column("id").to_pylist() == new_ids
+    assert set(table.column("reason").to_pylist()) == {"duplicate_of_earlier"}
+    kept_first = set(_ids(len(x))) - set(
+        pq.read_table(tmp_path / "A" / "duplicates.parquet")["id"].to_pylist()
+    )
+    assert set(table.column("duplicate_of").to_pylist()) <= kept_first
+    res = CliRunner().invoke(
+        dedup, [*args, str(tmp_path / "A"), "--model-id", "other", "--no-progress"]
+    )
+    assert res.exit_code != 0
+    assert "Error: --against" in res.output and "model 'clip' there, 'other' here" in res.output
+    assert "Traceback" not in res.output

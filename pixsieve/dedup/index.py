@@ -1,0 +1,270 @@
+"""The dedup index: what a ``pixsieve dedup`` output keeps so later runs can dedup against it.
+
+Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
+
+* ``index.json``: version, run id, settings (dimension, threshold and its meaning, mode, keep
+  policy, border rule, model id when given), cluster and bucket counts, kept counts and the
+  earlier runs this one was deduplicated against (``parents``: run id and absolute path);
+* ``centroids.npy``: the ``(k, D)`` unit centroids every kept item was assigned to;
+* ``radius.npy``: per cluster, the lowest cosine of a primary member to its centroid (the
+  cluster's radius as a similarity; ``inf`` for an empty cluster);
+* ``kept/bBBBB/fFFFFF.parquet``: every membership of every item this run *kept* (its own
+  cluster and its border clusters), bucket ``b`` holding clusters ``c`` with
+  ``c * buckets // k == b``: ``id`` (string), ``row`` (the item's row in this run),
+  ``cluster``, ``secondary`` and ``embedding`` (unit float32 as fixed-size binary).
+
+An index holds only the items its own run kept; the kept items of the runs it was deduplicated
+against live in theirs (``parents``), so ``--against OUT`` brings in OUT's whole history.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.sources import InputError, Source, read_ids
+
+INDEX_DIR: str = "index"
+INDEX_FILE: str = "index.json"
+INDEX_VERSION: int = 1
+#: What the threshold means; an index of another meaning is refused.
+THRESHOLD_SEMANTICS: str = "cosine_at_least"
+
+
+@dataclass(frozen=True)
+class EarlierRun:
+    """One earlier dedup output opened as an index.
+
+    Attributes:
+        run_id: its run id (named in ``duplicate_of_run``).
+        path: its output directory.
+        meta: its ``index.json``.
+    """
+
+    run_id: str
+    path: str
+    meta: dict[str, Any]
+
+    @property
+    def kept_dir(self) -> Path:
+        """Its ``index/kept`` directory."""
+        return Path(self.path) / INDEX_DIR / "kept"
+
+    @property
+    def buckets(self) -> int:
+        """Its bucket count (bucket of cluster ``c``: ``c * buckets // clusters``)."""
+        return int(self.meta["buckets"])
+
+
+def new_run_id(out: Path) -> str:
+    """A run id: the output directory's name and 8 random hex digits."""
+    return f"{out.name}-{uuid.uuid4().hex[:8]}"
+
+
+def settings(config: SemanticDedupConfig, dim: int, model: str | None) -> dict[str, Any]:
+    """The settings an index records and a later run is checked against."""
+    return {
+        "dim": dim,
+        "threshold": config.threshold,
+        "threshold_semantics": THRESHOLD_SEMANTICS,
+        "mode": config.mode,
+        "keep": config.keep,
+        "border_candidates": config.border_candidates,
+        "border_slack": config.border_slack,
+        "model": model,
+    }
+
+
+def _open(path: str | Path) -> EarlierRun:
+    folder = Path(path)
+    meta_path = folder / INDEX_DIR / INDEX_FILE
+    if not meta_path.exists():
+        raise InputError(f"--against {path}: no dedup index ({INDEX_DIR}/{INDEX_FILE}) there")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("version") != INDEX_VERSION:
+        raise InputError(
+            f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
+            f"{INDEX_VERSION}"
+        )
+    return EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
+
+
+def open_earlier(paths: list[str | Path]) -> list[EarlierRun]:
+    """The runs named by ``--against`` and, recursively, the runs they were deduplicated
+    against (each once, first named first).
+
+    Raises:
+        InputError: a path without an index, an unknown version, a parent run moved away.
+    """
+    runs: dict[str, EarlierRun] = {}
+    todo = list(paths)
+    while todo:
+        run = _open(todo.pop(0))
+        if run.run_id in runs:
+            continue
+        runs[run.run_id] = run
+        for parent in run.meta.get("parents", []):
+            if parent["run_id"] not in runs:
+                if not (Path(parent["path"]) / INDEX_DIR / INDEX_FILE).exists():
+                    raise InputError(
+                        f"--against {run.path}: its earlier run {parent['path']} is gone; "
+                        "name its new place with another --against"
+                    )
+                todo.append(parent["path"])
+    return list(runs.values())
+
+
+def check_settings(runs: list[EarlierRun], mine: dict[str, Any]) -> np.ndarray:
+    """Check that this run's settings fit every earlier run; return their shared centroids.
+
+    Raises:
+        InputError: one line naming the setting and both values.
+    """
+    centroids = None
+    for run in runs:
+        theirs = run.meta["settings"]
+        name = f"--against {run.path}"
+        if theirs["threshold_semantics"] != mine["threshold_semantics"]:
+            raise InputError(
+                f"{name}: threshold means {theirs['threshold_semantics']!r} there, "
+                f"{mine['threshold_semantics']!r} here"
+            )
+        if theirs["dim"] != mine["dim"]:
+            raise InputError(f"{name}: embeddings of dimension {theirs['dim']}, here {mine['dim']}")
+        if theirs.get("model") and mine.get("model") and theirs["model"] != mine["model"]:
+            raise InputError(f"{name}: model {theirs['model']!r} there, {mine['model']!r} here")
+        if theirs["mode"] != mine["mode"]:
+            raise InputError(f"{name}: mode {theirs['mode']!r} there, {mine['mode']!r} here")
+        if mine["threshold"] < theirs["threshold"]:
+            raise InputError(
+                f"{name}: threshold {mine['threshold']:g} is below that run's "
+                f"{theirs['threshold']:g} (its border memberships would miss pairs)"
+            )
+        c = np.load(Path(run.path) / INDEX_DIR / "centroids.npy")
+        if centroids is None:
+            centroids = c
+        elif c.shape != centroids.shape or not np.array_equal(c, centroids):
+            raise InputError(
+                f"{name}: clustered independently of {runs[0].path}; runs deduplicated "
+                "against each other share one set of centroids"
+            )
+    assert centroids is not None
+    return centroids
+
+
+def earlier_radius(runs: list[EarlierRun]) -> np.ndarray:
+    """Per cluster, the lowest radius (as a cosine) over the earlier runs."""
+    radii = [np.load(Path(r.path) / INDEX_DIR / "radius.npy") for r in runs]
+    return np.minimum.reduce(radii)
+
+
+def index_file(
+    work: str, out: str, source: Source, index: int, id_column: str, removed: np.ndarray
+) -> int:
+    """Write the memberships of the kept rows of one input file into ``OUT/index/kept``.
+
+    ``removed``: sorted global rows of this file that were removed. Returns rows kept.
+    """
+    done = Path(out) / INDEX_DIR / "kept" / f".f{index:05d}.done"
+    if done.exists():
+        return int(done.read_text())
+    ids = read_ids(source.path, id_column)
+    kept_rows = 0
+    for part in sorted((Path(work) / "assign" / f"f{index:05d}").glob("b*.parquet")):
+        table = pq.read_table(part, columns=["row", "cluster", "secondary", "embedding"])
+        row = table.column("row").to_numpy()
+        mask = ~np.isin(row, removed, assume_unique=False)
+        table = table.filter(pa.array(mask))
+        local = pa.array(table.column("row").to_numpy() - source.offset)
+        table = table.append_column("id", ids.take(local).cast(pa.string()))
+        target = Path(out) / INDEX_DIR / "kept" / part.stem / f"f{index:05d}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        pq.write_table(table, tmp, compression="none")
+        tmp.rename(target)
+        kept_rows += int((~table.column("secondary").to_numpy(zero_copy_only=False)).sum())
+    done.write_text(str(kept_rows))
+    return kept_rows
+
+
+def write_meta(
+    out: Path,
+    work: Path,
+    run_id: str,
+    config_settings: dict[str, Any],
+    centroids_path: Path,
+    radius: np.ndarray,
+    buckets: int,
+    kept: int,
+    parents: list[EarlierRun],
+) -> Path:
+    """Write ``index.json``, ``centroids.npy`` and ``radius.npy`` (last: the index is complete
+    once ``index.json`` exists)."""
+    folder = out / INDEX_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(centroids_path, folder / "centroids.npy")
+    np.save(folder / "radius.npy", radius)
+    for marker in (folder / "kept").glob(".f*.done"):
+        marker.unlink()
+    centroids = np.load(centroids_path, mmap_mode="r")
+    meta = {
+        "version": INDEX_VERSION,
+        "run_id": run_id,
+        "settings": config_settings,
+        "clusters": int(centroids.shape[0]),
+        "buckets": buckets,
+        "kept": kept,
+        "parents": [{"run_id": p.run_id, "path": p.path} for p in parents],
+    }
+    tmp = folder / (INDEX_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.rename(folder / INDEX_FILE)
+    return folder
+
+
+def build_index(
+    run: Any,
+    work: Path,
+    out: Path,
+    sources: list[Source],
+    id_column: str,
+    removed: np.ndarray,
+    meta: dict[str, Any],
+    parents: list[EarlierRun],
+) -> Path:
+    """Write this run's index (see the module docs) with one task per input file.
+
+    Args:
+        run: a ``map_calls``.
+        removed: sorted global rows this run removed (within the run or as earlier duplicates).
+        meta: ``run_id``, ``settings``, ``buckets`` and ``radius`` (per-cluster array) for
+            :func:`write_meta`.
+    """
+    calls = []
+    for i, s in enumerate(sources):
+        lo, hi = np.searchsorted(removed, [s.offset, s.offset + s.rows])
+        calls.append((str(work), str(out), s, i, id_column, removed[lo:hi]))
+    kept = sum(run(index_file, calls))
+    radius = meta["radius"]
+    for i in range(len(sources)):
+        radius = np.minimum(radius, np.load(work / "assign" / f"f{i:05d}" / "minsim.npy"))
+    return write_meta(
+        out,
+        work,
+        meta["run_id"],
+        meta["settings"],
+        work / "centroids.npy",
+        radius,
+        meta["buckets"],
+        kept,
+        parents,
+    )

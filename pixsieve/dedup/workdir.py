@@ -1,0 +1,68 @@
+"""The work directory of a partitioned dedup run: reuse it for the same plan, else start afresh;
+and the default ``map_calls`` (threads)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pixsieve.dedup.sources import InputError
+
+MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
+
+#: What a changed plan removes from the work directory.
+PHASE_OUTPUTS: tuple[str, ...] = (
+    "centroids.npy",
+    "assign",
+    "cross",
+    "excluded.npy",
+    "edges",
+    "pairs",
+    "gather",
+    "resolved",
+)
+
+
+def thread_map(workers: int) -> MapCalls:
+    """A ``map_calls`` running the calls on ``workers`` threads, results in call order."""
+
+    def run(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            yield from pool.map(lambda args: fn(*args), calls)
+
+    return run
+
+
+def stamp(path: str) -> tuple[int, int]:
+    """Size and modification time: a changed input file invalidates earlier partitions."""
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _plan_key(plan: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare_work(work: Path, plan: dict[str, Any]) -> bool:
+    """Reuse ``work`` when it holds a run of the same plan (return ``False``); else start it
+    afresh (return ``True``)."""
+    marker = work / "plan.json"
+    key = _plan_key(plan)
+    if marker.exists():
+        if json.loads(marker.read_text()).get("key") == key:
+            return False
+        for name in PHASE_OUTPUTS:
+            target = work / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(
+                missing_ok=True
+            )
+    elif work.exists() and any(work.iterdir()):
+        raise InputError(f"work directory {work} is not empty and holds no pixsieve dedup run")
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"key": key, **plan}, indent=2, default=str))
+    return True

@@ -1,0 +1,276 @@
+"""Dedup against earlier runs: planted copies across batches, chains of runs, refused settings,
+and the same survivors as one run over all batches (keep ``first``, witness mode)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pixsieve.dedup import SemanticDedupConfig
+from pixsieve.dedup.index import INDEX_DIR, INDEX_FILE
+from pixsieve.dedup.io import REASON_EARLIER, REASON_SEMANTIC
+from pixsieve.dedup.partition import fixed_list
+from pixsieve.dedup.partitioned import dedup_files
+from pixsieve.dedup.sources import InputError
+
+DIM = 48
+THRESHOLD = 0.95
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _copy(rng: np.random.Generator, x: np.ndarray, noise: float = 0.01) -> np.ndarray:
+    """Near-copies of rows ``x`` (cosine about 0.998 at this noise and dimension)."""
+    return _unit(x + noise * rng.standard_normal(x.shape))
+
+
+def _base(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` items around 6 topics (clusters), about a fifth of them near-copies of another."""
+    topics = _unit(rng.standard_normal((6, DIM)))
+    x = _unit(topics[rng.integers(0, 6, n)] + 0.8 * rng.standard_normal((n, DIM)) / DIM**0.5)
+    src = rng.choice(n, n // 5, replace=False)
+    dst = rng.choice(np.setdiff1d(np.arange(n), src), n // 5, replace=False)
+    x[dst] = _copy(rng, x[src])
+    return x
+
+
+def _write(folder, x: np.ndarray, prefix: str, n_files: int = 2) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for f, part in enumerate(np.array_split(np.arange(len(x)), n_files)):
+        path = folder / f"part-{f}.parquet"
+        ids = [f"{prefix}{i:05d}" for i in part]
+        pq.write_table(pa.table({"id": ids, "embedding": fixed_list(x[part])}), path)
+        paths.append(str(path))
+    return paths
+
+
+def _greedy(x: np.ndarray, threshold: float) -> np.ndarray:
+    """Reference for witness + keep first: visit in order, keep what no kept item duplicates."""
+    x64 = x.astype(np.float64)
+    kept: list[int] = []
+    for i in range(len(x)):
+        if not kept or (x64[kept] @ x64[i]).max() < threshold:
+            kept.append(i)
+    mask = np.zeros(len(x), dtype=bool)
+    mask[kept] = True
+    return mask
+
+
+def _removed(out) -> pa.Table:
+    return pq.read_table(out / "duplicates.parquet")
+
+
+def _config(**kw) -> SemanticDedupConfig:
+    return SemanticDedupConfig(**{"threshold": THRESHOLD, "keep": "first", "n_clusters": 8, **kw})
+
+
+@pytest.fixture
+def batches():
+    """Batch A (earlier) and batch B: copies of A's kept, of A's removed, of each other, new."""
+    rng = np.random.default_rng(7)
+    a = _base(rng, 600)
+    kept_a = _greedy(a, THRESHOLD)
+    of_kept = _copy(rng, a[rng.choice(np.flatnonzero(kept_a), 40, replace=False)])
+    of_removed = _copy(rng, a[rng.choice(np.flatnonzero(~kept_a), 40, replace=False)])
+    fresh = _base(rng, 200)
+    b = np.concatenate([of_kept, of_removed, fresh])
+    order = rng.permutation(len(b))
+    return a, b[order]
+
+
+def test_against_removes_copies_of_earlier_kept(batches, tmp_path):
+    a, b = batches
+    out_a, out_b = tmp_path / "A", tmp_path / "B"
+    dedup_files(_write(tmp_path / "in_a", a, "a"), out_a, _config())
+    before = {p: p.read_bytes() for p in out_a.rglob("*") if p.is_file()}
+    res = dedup_files(_write(tmp_path / "in_b", b, "b"), out_b, _config(), against=[out_a])
+    # earlier output untouched
+    assert {p: p.read_bytes() for p in out_a.rglob("*") if p.is_file()} == before
+
+    expected = _greedy(np.concatenate([a, b]), THRESHOLD)
+    table_a, table_b = _removed(out_a), _removed(out_b)
+    removed_a = {int(s[1:]) for s in table_a.column("id").to_pylist()}
+    removed_b = {int(s[1:]) for s in table_b.column("id").to_pylist()}
+    assert removed_a == set(np.flatnonzero(~expected[: len(a)]).tolist())
+    assert removed_b == set(np.flatnonzero(~expected[len(a) :]).tolist())
+
+    run_a = json.loads((out_a / INDEX_DIR / INDEX_FILE).read_text())["run_id"]
+    earlier = table_b.filter(pa.compute.equal(table_b.column("reason"), REASON_EARLIER))
+    assert len(earlier) >= 40  # every copy of an earlier kept item, at least
+    assert set(earlier.column("duplicate_of_run").to_pylist()) == {run_a}
+    kept_a_ids = {f"a{i:05d}" for i in np.flatnonzero(expected[: len(a)])}
+    assert set(earlier.column("duplicate_of").to_pylist()) <= kept_a_ids
+    assert (earlier.column("similarity").to_numpy() >= THRESHOLD - 1e-6).all()
+    # rows removed within the new batch name an id of the new batch
+    inner = table_b.filter(pa.compute.equal(table_b.column("reason"), REASON_SEMANTIC))
+    assert len(inner) > 0
+    assert all(s.startswith("b") for s in inner.column("duplicate_of").to_pylist())
+    assert inner.column("duplicate_of_run").null_count == len(inner)
+    # the similarities are exact against the named items
+    x = {f"a{i:05d}": v for i, v in enumerate(a)} | {f"b{i:05d}": v for i, v in enumerate(b)}
+    for row in table_b.to_pylist():
+        sim = float(np.dot(x[row["id"]].astype(np.float64), x[row["duplicate_of"]]))
+        assert sim == pytest.approx(row["similarity"], abs=1e-6)
+    assert res.counts["removed_as_earlier"] == len(earlier)
+    assert 0.0 <= res.counts["beyond_radius_share"] <= 1.0
+
+
+def test_same_survivors_as_one_run(batches, tmp_path):
+    """Keep first, witness: A then B --against A keeps exactly what one run over A+B keeps."""
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    dedup_files(
+        _write(tmp_path / "in_b", b, "b"), tmp_path / "B", _config(), against=[tmp_path / "A"]
+    )
+    both = tmp_path / "in_ab"
+    _write(both / "0", a, "a")
+    _write(both / "1", b, "b")
+    files = sorted(str(p) for p in both.rglob("*.parquet"))
+    # other centroids (trained on A+B); with 16 border candidates over 8 clusters every pair
+    # at or above the threshold is found by both, so the survivors must be equal
+    dedup_files(files, tmp_path / "AB", _config(seed=5))
+    incremental = set(_removed(tmp_path / "A").column("id").to_pylist()) | set(
+        _removed(tmp_path / "B").column("id").to_pylist()
+    )
+    assert incremental == set(_removed(tmp_path / "AB").column("id").to_pylist())
+
+
+def test_chain_of_three_runs(batches, tmp_path):
+    a, b = batches
+    rng = np.random.default_rng(3)
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    dedup_files(
+        _write(tmp_path / "in_b", b, "b"), tmp_path / "B", _config(), against=[tmp_path / "A"]
+    )
+    ab = np.concatenate([a, b])
+    kept_ab = _greedy(ab, THRESHOLD)
+    picks = rng.choice(np.flatnonzero(kept_ab), 60, replace=False)
+    c = np.concatenate([_copy(rng, ab[picks]), _base(rng, 100)])
+    # only B named: A comes in through B's index
+    dedup_files(
+        _write(tmp_path / "in_c", c, "c"), tmp_path / "C", _config(), against=[tmp_path / "B"]
+    )
+    expected = _greedy(np.concatenate([ab, c]), THRESHOLD)
+    removed_c = {int(s[1:]) for s in _removed(tmp_path / "C").column("id").to_pylist()}
+    assert removed_c == set(np.flatnonzero(~expected[len(ab) :]).tolist())
+    table = _removed(tmp_path / "C")
+    earlier = table.filter(pa.compute.equal(table.column("reason"), REASON_EARLIER)).to_pylist()
+    runs = {
+        json.loads((tmp_path / n / INDEX_DIR / INDEX_FILE).read_text())["run_id"]: n for n in "AB"
+    }
+    assert {runs[r["duplicate_of_run"]] for r in earlier} == {"A", "B"}
+    for r in earlier:
+        assert r["duplicate_of"][0] == runs[r["duplicate_of_run"]].lower()
+
+
+def test_mismatched_settings_refused(batches, tmp_path):
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config(), model="clip-L14")
+    new = _write(tmp_path / "in_b", b, "b")
+    with pytest.raises(InputError, match="model 'clip-L14' there, 'siglip' here"):
+        dedup_files(new, tmp_path / "B", _config(), against=[tmp_path / "A"], model="siglip")
+    with pytest.raises(InputError, match="dimension 48, here 24"):
+        dedup_files(
+            _write(tmp_path / "in_c", _unit(b[:, :24]), "c"),
+            tmp_path / "C",
+            _config(),
+            against=[tmp_path / "A"],
+        )
+    with pytest.raises(InputError, match="mode 'witness' there, 'components' here"):
+        dedup_files(new, tmp_path / "D", _config(mode="components"), against=[tmp_path / "A"])
+    with pytest.raises(InputError, match="no dedup index"):
+        dedup_files(new, tmp_path / "E", _config(), against=[tmp_path / "in_a"])
+
+
+def test_resumes_after_an_interruption(batches, tmp_path):
+    """Stopped before the earlier-run phase, or while writing its index, a rerun finishes with
+    the answer of an uninterrupted run and does not redo finished files."""
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a", 3), tmp_path / "A", _config())
+    new = _write(tmp_path / "in_b", b, "b", 3)
+    dedup_files(new, tmp_path / "ref", _config(), against=[tmp_path / "A"])
+    done: list[str] = []
+
+    def failing(stop: str, after: int):
+        def run(fn, argument_tuples):
+            for args in argument_tuples:
+                if fn.__name__ == stop and done.count(stop) >= after:
+                    raise KeyboardInterrupt  # as if the run was stopped half-way
+                done.append(fn.__name__)
+                yield fn(*args)
+
+        return run
+
+    for stop, after in (("cross_bucket", 0), ("index_file", 1)):
+        out = tmp_path / f"out-{stop}"
+        with pytest.raises(KeyboardInterrupt):
+            dedup_files(
+                new, out, _config(), map_calls=failing(stop, after), against=[tmp_path / "A"]
+            )
+        done.clear()
+        finished = sorted((out / "work").glob("assign/f*/*")) + sorted(
+            (out / INDEX_DIR).glob("kept/b*/*")
+        )
+        stamps = {p: p.stat().st_mtime_ns for p in finished}
+        dedup_files(new, out, _config(), map_calls=failing("", 0), against=[tmp_path / "A"])
+        assert stamps and {p: p.stat().st_mtime_ns for p in finished} == stamps  # not redone
+        got, ref = _removed(out), _removed(tmp_path / "ref")
+        assert got.drop_columns(["duplicate_of_run"]).equals(ref.drop_columns(["duplicate_of_run"]))
+        assert got.column("duplicate_of_run").equals(ref.column("duplicate_of_run"))
+        kept = pq.read_table(out / INDEX_DIR / "kept").column("id").to_pylist()
+        ref_kept = pq.read_table(tmp_path / "ref" / INDEX_DIR / "kept").column("id").to_pylist()
+        assert sorted(kept) == sorted(ref_kept)
+
+
+@pytest.mark.parametrize("mode", ["components", "semdedup"])
+def test_other_modes_remove_copies_of_earlier_kept(batches, tmp_path, mode):
+    """In every mode a new copy of an item the earlier run kept is removed as its duplicate,
+    and nothing the earlier run kept is touched."""
+    a, b = batches
+    config = _config(mode=mode)
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", config)
+    kept_a = set(f"a{i:05d}" for i in range(len(a))) - set(
+        _removed(tmp_path / "A").column("id").to_pylist()
+    )
+    rng = np.random.default_rng(1)
+    picks = rng.choice(sorted(int(s[1:]) for s in kept_a), 30, replace=False)
+    new = np.concatenate([_copy(rng, a[picks]), b])
+    dedup_files(
+        _write(tmp_path / "in_b", new, "b"), tmp_path / "B", config, against=[tmp_path / "A"]
+    )
+    table = _removed(tmp_path / "B").to_pylist()
+    earlier = {r["id"]: r for r in table if r["reason"] == REASON_EARLIER}
+    for i in range(len(picks)):
+        assert f"b{i:05d}" in earlier
+        assert earlier[f"b{i:05d}"]["similarity"] >= THRESHOLD
+    assert {r["duplicate_of"] for r in earlier.values()} <= kept_a
+
+
+def test_far_new_items_are_reported(batches, tmp_path):
+    """New items far from every earlier cluster are still assigned, counted and noted."""
+    a, _ = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    rng = np.random.default_rng(9)
+    near = dedup_files(
+        _write(tmp_path / "in_near", _copy(rng, a[:100], 0.05), "n"),
+        tmp_path / "near",
+        _config(),
+        against=[tmp_path / "A"],
+    )
+    far = dedup_files(
+        _write(tmp_path / "in_far", _unit(rng.standard_normal((100, DIM))), "f"),
+        tmp_path / "far",
+        _config(),
+        against=[tmp_path / "A"],
+    )
+    assert near.counts["beyond_radius_share"] < 0.25 and not near.notes
+    assert far.counts["beyond_radius_share"] > 0.9
+    assert any("beyond the earlier clusters' radius" in note for note in far.notes)
+    assert json.loads((tmp_path / "far" / "dedup.json").read_text())["counts"]["beyond_radius"] > 90
