@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # dedup_tools
 from dedup_files_bench import _tree_rss, generate
 
 
@@ -70,8 +71,9 @@ def run_dedup(inputs: list[Path], out: Path, args: argparse.Namespace, extra=())
 
 def generate_new(folder: Path, old: Path, args: argparse.Namespace) -> None:
     """NEW: copies of OLD items and a fresh planted set; ids continue after OLD's."""
+    from dedup_tools.synthetic import planted_embeddings
+
     from pixsieve.dedup.partition import fixed_list
-    from pixsieve.dedup.synthetic import planted_embeddings
 
     if (folder / "done").exists():
         return
