@@ -7,34 +7,14 @@ photo stay within ~0.99 cosine and different photos do not.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import numpy as np
 import pyarrow.dataset as ds
 import pytest
+from executors.helpers import ThumbnailEmbedder
 from fixtures_shards import PHOTOS, encode, make_tar, sample_members
 from PIL import Image
 
-from pixsieve import ImageBatch, Pipeline
+from pixsieve import Pipeline
 from pixsieve.dedup import SemanticDedupConfig
-from pixsieve.stages import Stage
-
-
-class ThumbnailEmbedder(Stage):
-    """Planted embeddings: normalised zero-mean 16×16 grey thumbnails of the pixels."""
-
-    name: ClassVar[str] = "embed"
-
-    def process(self, batch: ImageBatch) -> ImageBatch:
-        emb = np.full((len(batch), 256), np.nan, dtype=np.float32)
-        for i in np.flatnonzero(batch.decoded):
-            im = Image.fromarray(batch.pixels[i]).convert("L").resize((16, 16), Image.BILINEAR)
-            v = np.asarray(im, dtype=np.float32).ravel()
-            v -= v.mean()
-            emb[i] = v / (np.linalg.norm(v) + 1e-6)
-        batch.set_column("embedding", emb)
-        batch.set_column("aesthetic_score", np.where(batch.decoded, batch.width / 1000, np.nan))
-        return batch
 
 
 @pytest.fixture(scope="module")
