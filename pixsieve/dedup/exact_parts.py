@@ -13,20 +13,19 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.exact import find_exact_duplicates
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.memory import BASE_RESERVE, default_memory_limit
 
-MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
 Progress = Callable[[str, int, int], None]
 
 #: Bytes one hash row takes in memory when a bucket is decided (hash, keys, sort order).
@@ -68,11 +67,6 @@ def exact_bucket(work: str, bucket: int) -> int:
     return dups.num_rows
 
 
-def _serial(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-    for args in calls:
-        yield fn(*args)
-
-
 def _same_plan(work: Path, n_buckets: int) -> None:
     """Keep earlier partitions only when they were cut into the same number of buckets."""
     marker = work / "exact-plan.json"
@@ -107,7 +101,7 @@ def exact_duplicates_partitioned(
         The per-bucket result files: together, one row per duplicate exactly as
         :func:`pixsieve.dedup.exact.find_exact_duplicates` over all files would return.
     """
-    run = map_calls or _serial
+    run = map_calls or serial_calls
     paths = [str(f) for f in files]
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
     if n_buckets is None:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow.dataset as ds
 
+from pixsieve.calls import MapCalls
 from pixsieve.dedup.against import cross_bucket, earlier_matches
 from pixsieve.dedup.buckets import bucket_edges, resolve_bucket
 from pixsieve.dedup.components import connected_components
@@ -53,7 +54,7 @@ from pixsieve.dedup.kmeans import sample_indices, train_centroids
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
 from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources, read_sample
-from pixsieve.dedup.workdir import MapCalls, prepare_work, stamp, thread_map
+from pixsieve.dedup.workdir import prepare_work, stamp, thread_map
 
 Progress = Callable[[str, int, int], None]
 #: Above this share of new items beyond the earlier clusters' radius, a run notes it.

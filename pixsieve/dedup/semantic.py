@@ -8,13 +8,14 @@ pure, so a distributed executor can replace the loop by one task per cluster.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import numpy as np
 
+from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.border import Membership, build_membership
 from pixsieve.dedup.buckets import resolve_groups
 from pixsieve.dedup.components import connected_components
@@ -147,15 +148,6 @@ def find_duplicates(
     return result
 
 
-MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
-
-
-def _serial(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-    """Run the calls here, in order."""
-    for args in calls:
-        yield fn(*args)
-
-
 def _edges(
     x: np.ndarray,
     membership: Membership,
@@ -175,7 +167,7 @@ def _edges(
             if n_primary and len(members) > 1:
                 yield members, n_primary, x[members], config
 
-    for done, out in enumerate((map_calls or _serial)(cluster_edges, calls()), start=1):
+    for done, out in enumerate((map_calls or serial_calls)(cluster_edges, calls()), start=1):
         a_parts.append(out.a)
         b_parts.append(out.b)
         n_pairs += out.n_pairs
@@ -223,7 +215,7 @@ def _semdedup(
             if len(members) > 1:
                 yield members, x[members], prio[members], config
 
-    for done, out in enumerate((map_calls or _serial)(semdedup_cluster, calls()), start=1):
+    for done, out in enumerate((map_calls or serial_calls)(semdedup_cluster, calls()), start=1):
         a_parts.append(out.members[out.removed])
         b_parts.append(out.parent[out.removed])
         n_compared += out.n_compared

@@ -11,9 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from pixsieve.calls import MapCalls
 from pixsieve.dedup.sources import InputError
-
-MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
 
 #: What a changed plan removes from the work directory.
 PHASE_OUTPUTS: tuple[str, ...] = (

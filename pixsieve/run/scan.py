@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pixsieve.calls import MapCalls
 from pixsieve.dedup.exact import content_hash, find_exact_duplicates
 from pixsieve.io.limits import ReadLimits
 from pixsieve.io.schemas import EXACT_DUPLICATES, HASHES, conform, sample_id
@@ -18,7 +18,6 @@ from pixsieve.progress import Progress
 from pixsieve.run.layout import RunLayout, shard_id
 
 PASS = "scan"
-MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
 
 
 class ScanWorker:

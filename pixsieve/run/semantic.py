@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.io.schemas import SEMANTIC_DUPLICATES, conform
 from pixsieve.io.shards import ShardRef
 from pixsieve.run.layout import RunLayout
@@ -38,12 +38,6 @@ from pixsieve.stages.scoring import AestheticFilter
 PASS = "semantic"
 _AESTHETIC = AestheticFilter.column  # the "keep the most aesthetic" policy reads it
 _SHIFT = 32  # id = shard_index << 32 | position
-MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
-
-
-def _serial(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-    for args in calls:
-        yield fn(*args)
 
 
 def write_inputs(layout: RunLayout, index: int, target: str) -> dict[str, int]:
@@ -177,7 +171,7 @@ def run_semantic_dedup(
     start = time.perf_counter()
     # on object storage the partition files live in a local temporary directory: its tasks
     # then run here, one after the other (workers elsewhere could not see them)
-    run = (map_calls or _serial) if layout.is_local else _serial
+    run = (map_calls or serial_calls) if layout.is_local else serial_calls
     with layout.workspace(layout.semantic_dir()) as local:
         here = layout.semantic_dir() if layout.is_local else local
         inputs = {
