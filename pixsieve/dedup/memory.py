@@ -2,9 +2,12 @@
 
 One number, ``memory_limit`` (bytes; default half of the machine's memory or of the cgroup
 limit, whichever is smaller), bounds the peak RSS of the whole process. The driver keeps a
-reserve for the interpreter, faiss and its per-item arrays (26 bytes per item); the rest is
-split between the concurrent tasks, and each task sizes its reads from its share. Nothing here
-grows with the number of items except that reserve.
+reserve for the interpreter and faiss; the rest is split between the concurrent tasks, and each
+task sizes its reads from its share. The components phase runs alone (no task beside it) and
+uses all but the reserve: when the edges fit it holds them with a union-find over only the
+items that appear in them, else it runs in :meth:`Budget.component_parts` passes over edge and
+label partitions on disk (:mod:`pixsieve.dedup.component_parts`). Nothing here grows with the
+number of items.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from dataclasses import dataclass
 
 #: Interpreter, numpy, pyarrow and faiss before any data (measured: ~300 MiB).
 BASE_RESERVE: int = 400 << 20
-#: Bytes the driver holds per item at its peak (union-find labels, component sizes, flags).
-DRIVER_BYTES_PER_ITEM: int = 26
+#: Bytes the components phase holds per edge at its peak (both endpoints, their compact ids,
+#: the sorted node list, labels and flags, the sort's temporaries; measured ~130).
+COMPONENT_BYTES_PER_EDGE: int = 192
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 
@@ -81,16 +85,15 @@ class Budget:
     @property
     def per_task(self) -> int:
         """Bytes one task may use: what the driver leaves, shared by the workers."""
-        free = self.limit - BASE_RESERVE - DRIVER_BYTES_PER_ITEM * self.n
-        return max(64 << 20, free // max(1, self.workers))
+        return max(64 << 20, (self.limit - BASE_RESERVE) // max(1, self.workers))
 
     def check(self) -> None:
         """Raise ``ValueError`` when the limit cannot hold even the driver's reserve."""
-        need = BASE_RESERVE + DRIVER_BYTES_PER_ITEM * self.n + (64 << 20) * self.workers
+        need = BASE_RESERVE + (64 << 20) * self.workers
         if self.limit < need:
             raise ValueError(
-                f"memory limit {self.limit / 2**30:.2f} GiB is too small for {self.n:,} items "
-                f"and {self.workers} worker(s): need at least {need / 2**30:.2f} GiB"
+                f"memory limit {self.limit / 2**30:.2f} GiB is too small for "
+                f"{self.workers} worker(s): need at least {need / 2**30:.2f} GiB"
             )
 
     @property
@@ -119,3 +122,13 @@ class Budget:
     def group_buckets(self, grouped: int) -> int:
         """Buckets for the ``grouped`` items whose groups are resolved with their embeddings."""
         return max(1, math.ceil(grouped / self.bucket_rows))
+
+    @property
+    def component_edges(self) -> int:
+        """Edges the components phase holds at once (it runs alone: all but the reserve)."""
+        return int(max(4096, (self.limit - BASE_RESERVE) // COMPONENT_BYTES_PER_EDGE))
+
+    def component_parts(self, edges: int) -> int:
+        """Partitions of the components phase for ``edges`` edges: 1 is the in-memory
+        union-find; more is the partitioned one, each pass holding about ``1/parts`` of them."""
+        return max(1, math.ceil(edges / self.component_edges))

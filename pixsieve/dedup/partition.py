@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
+from pixsieve.dedup.component_parts import read_groups
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.keep import priority
 from pixsieve.dedup.kmeans import CentroidSearch, normalize
@@ -251,16 +252,9 @@ def assign_file(
     return _finish(tmp, final, counts)
 
 
-def gather_file(
-    task: FileTask,
-    source: Source,
-    index: int,
-    local_rows: np.ndarray,
-    labels: np.ndarray,
-    child: np.ndarray,
-    n_buckets: int,
-) -> dict[str, Any]:
-    """Write the grouped rows of one file (``local_rows``, ascending) with their group labels.
+def gather_file(task: FileTask, source: Source, index: int, n_buckets: int) -> dict[str, Any]:
+    """Write the grouped rows of one file with their group labels (read from the components
+    phase's ``components/fFFFFF.npz``, :func:`pixsieve.dedup.component_parts.read_groups`).
 
     ``child`` marks rows that SemDeDup removed (``semdedup`` mode; all false otherwise).
     """
@@ -269,6 +263,7 @@ def gather_file(
     if tmp is None:
         return _done(final)
     prio = np.load(Path(task.work) / "assign" / f"f{index:05d}" / "priority.npy")
+    local_rows, labels, child = read_groups(task.work, index)
     writers = _Writers(tmp, "g")
     start = 0
     try:

@@ -6,9 +6,10 @@ Phases (each resumable; a finished partition or bucket is never redone):
    rows the in-memory path trains on) from the files; **kmeans**: fit the centroids.
 2. **assign**: one task per input file (:func:`pixsieve.dedup.partition.assign_file`).
 3. **similarity**: one task per bucket of clusters (:func:`pixsieve.dedup.buckets.bucket_edges`).
-4. **components** over the edges in the driver (8 bytes per item), then **gather** (one task per
-   file: the grouped rows with their labels) and **resolve** (one task per group bucket: keep
-   policy, witness rule, exact similarities).
+4. **components** over the edges in the driver (:mod:`pixsieve.dedup.component_parts`: memory
+   grows with the edges, not the items, and is split into partitions on disk when the edges
+   outgrow the budget), then **gather** (one task per file: the grouped rows with their labels)
+   and **resolve** (one task per group bucket: keep policy, witness rule, exact similarities).
 5. **write**: ``duplicates.parquet`` (one row per removed id) and ``dedup.json``.
 
 Tasks run through ``map_calls(fn, argument_tuples)`` (threads by default); an executor's map
@@ -27,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.dataset as ds
 
 from pixsieve.calls import MapCalls
 from pixsieve.dedup.against import cross_bucket, earlier_matches
 from pixsieve.dedup.buckets import bucket_edges, resolve_bucket
-from pixsieve.dedup.components import connected_components
+from pixsieve.dedup.component_parts import edge_count, group_components
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.index import (
     INDEX_DIR,
@@ -261,28 +261,17 @@ def dedup_files(
 
         with phase("components"):
             edge_files = [str(work / "edges" / f"b{b:04d}.parquet") for b in range(n_buckets)]
-            table = ds.dataset(edge_files, format="parquet").to_table()
-            a = table.column("a").to_numpy() if table is not None else np.empty(0, np.int64)
-            b = table.column("b").to_numpy() if table is not None else np.empty(0, np.int64)
-            del table
-            labels = connected_components(n, a, b)
-            grouped = np.bincount(labels, minlength=n)[labels] >= 2
-            child = np.zeros(n, dtype=bool)
-            child[a] = semdedup
-            del a, b
-            n_grouped = int(grouped.sum())
+            parts = budget.component_parts(edge_count(edge_files))
+            offsets = [*(s.offset for s in sources), n]
+            chunk = budget.component_edges
+            n_grouped = group_components(work, edge_files, offsets, semdedup, parts, chunk)
             g_buckets = budget.group_buckets(n_grouped)
         counts["grouped"] = n_grouped
+        counts["component_parts"] = parts
 
         with phase("gather"):
-            calls = []
-            for i, s in enumerate(sources):
-                local = np.flatnonzero(grouped[s.offset : s.offset + s.rows])
-                glob_rows = local + s.offset
-                calls.append((task, s, i, local, labels[glob_rows], child[glob_rows], g_buckets))
-            del labels, grouped, child
+            calls = [(task, s, i, g_buckets) for i, s in enumerate(sources)]
             tick("gather", run(gather_file, calls), len(calls))
-            del calls
 
         with phase("resolve"):
             calls = [(str(work), g, config, dim) for g in range(g_buckets)]

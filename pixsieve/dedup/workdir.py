@@ -22,6 +22,7 @@ PHASE_OUTPUTS: tuple[str, ...] = (
     "excluded.npy",
     "edges",
     "pairs",
+    "components",
     "gather",
     "resolved",
 )
