@@ -32,20 +32,27 @@ def find_exact_duplicates(hashes: pa.Table) -> pa.Table:
         return empty
     order = np.lexsort((hashes["position"].to_numpy(), hashes["shard_index"].to_numpy()))
     hashes = hashes.take(pa.array(order))
-    raw = b"".join(hashes["hash"].to_pylist())
-    digests = np.frombuffer(raw, dtype="V16")
-    _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
+    column = hashes["hash"].combine_chunks()
+    n = len(column)
+    if pa.types.is_fixed_size_binary(column.type):  # a view of Arrow's buffer, no copy
+        width = column.type.byte_width
+        data = np.frombuffer(column.buffers()[1], dtype=np.uint8)
+        raw = data[column.offset * width : (column.offset + n) * width].view(f"V{width}")
+    else:
+        raw = np.frombuffer(b"".join(column.to_pylist()), dtype="V16")
+    _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
+    del raw, column
     winner = first[inverse]
-    dup = np.flatnonzero(winner != np.arange(len(digests)))
+    del first, inverse
+    dup = np.flatnonzero(winner != np.arange(n))
     if len(dup) == 0:
         return empty
-    keys = hashes["key"].to_numpy(zero_copy_only=False)
-    sources = hashes["source"].to_numpy(zero_copy_only=False)
+    of = pa.array(winner[dup])
     return pa.table(
         {
             "shard_index": pa.array(hashes["shard_index"].to_numpy()[dup], pa.int64()),
             "position": pa.array(hashes["position"].to_numpy()[dup], pa.int64()),
-            "duplicate_of": pa.array(keys[winner[dup]].tolist(), pa.string()),
-            "duplicate_of_source": pa.array(sources[winner[dup]].tolist(), pa.string()),
+            "duplicate_of": hashes["key"].take(of).cast(pa.string()).combine_chunks(),
+            "duplicate_of_source": hashes["source"].take(of).cast(pa.string()).combine_chunks(),
         }
     )
