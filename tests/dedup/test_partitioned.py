@@ -185,3 +185,20 @@ def test_empty_input_writes_an_empty_result(tmp_path):
     result = dedup_files(folder, tmp_path / "out")
     assert pq.read_table(result.duplicates).num_rows == 0
     assert result.counts["removed"] == 0
+
+
+@pytest.mark.parametrize("mode", ["witness", "components", "semdedup"])
+def test_partitioned_components_same_answer(mode, random_planted, tmp_path, monkeypatch):
+    x = random_planted.embeddings
+    scores = np.random.default_rng(1).uniform(0, 10, len(x))
+    config = SemanticDedupConfig(mode=mode, n_clusters=24)
+    expected = find_duplicates(x, config, aesthetic=scores)
+    monkeypatch.setattr(Budget, "component_edges", property(lambda self: 150))
+    _write_files(tmp_path / "in", x, scores)
+    result = dedup_files(
+        tmp_path / "in", tmp_path / "out", config, columns=Columns(score="score"), workers=2
+    )
+    assert result.counts["component_parts"] > 3
+    _check_same(result.duplicates, expected)
+    assert result.counts["removed"] == expected.n_removed
+    assert result.counts["components"] == expected.counts["components"]
