@@ -20,8 +20,8 @@ from dataclasses import dataclass
 #: Interpreter, numpy, pyarrow and faiss before any data (measured: ~300 MiB).
 BASE_RESERVE: int = 400 << 20
 #: Bytes the components phase holds per edge at its peak (both endpoints, their compact ids,
-#: the sorted node list, labels and flags, the sort's temporaries; measured 128 on 2M random
-#: edges, see docs/dedup.md).
+#: the sorted node list, labels and flags, the sort's temporaries; measured 128-148 on 2-3M
+#: random or star edges, see docs/dedup.md).
 COMPONENT_BYTES_PER_EDGE: int = 192
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
