@@ -1,6 +1,7 @@
 """Out-of-core ``pixsieve dedup`` on planted duplicates in many Parquet files (run by hand).
 
     python benchmarks/dedup_files_bench.py --n 1000000 --files 30 --memory-limit 3GiB
+    python benchmarks/dedup_files_bench.py --n 1000000 -- --no-index   # more dedup flags
 
 1. Generates ``N x 768`` unit float32 vectors around ``N/500`` topics, 10% of them in planted
    groups of 2-4 whose members are spread over all files (20% of groups straddle two topics),
@@ -111,6 +112,7 @@ def run_dedup(folder: Path, out: Path, args: argparse.Namespace) -> dict:
         "--threshold",
         str(args.threshold),
         "--no-progress",
+        *args.extra,
     ]
     shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resumed one
     load_before = os.getloadavg()
@@ -176,6 +178,9 @@ def main() -> None:
     parser.add_argument("--mode", default="witness")
     parser.add_argument("--data", default="/tmp/pixsieve-dedup-bench")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "extra", nargs="*", help="more `pixsieve dedup` flags after `--`, e.g. -- --no-index"
+    )
     args = parser.parse_args()
     folder = Path(args.data) / f"n{args.n}-f{args.files}-d{args.dim}-s{args.seed}"
     if args.generate_only:
@@ -184,11 +189,13 @@ def main() -> None:
     # generate in a child process: a parent holding the mapped vectors would pass its RSS to the
     # dedup child at fork time and inflate the kernel's ru_maxrss of the children
     start = time.perf_counter()
-    subprocess.run([sys.executable, __file__, *sys.argv[1:], "--generate-only"], check=True)
+    subprocess.run([sys.executable, __file__, "--generate-only", *sys.argv[1:]], check=True)
     gen_s = time.perf_counter() - start
     out = Path(args.data) / f"out-{args.n}-{args.mode}-{args.memory_limit}"
+    row_extra = " ".join(args.extra)
     row = {"n": args.n, "files": args.files, "mode": args.mode, "memory_limit": args.memory_limit}
     row["generate_s"] = round(gen_s, 1)
+    row["extra"] = row_extra
     row.update(run_dedup(folder, out, args))
     row.update(score(folder, out, args.threshold))
     row["cpus"] = os.cpu_count()
