@@ -59,6 +59,7 @@ _IMAGE = [
 _EXACT = [
     pa.field("duplicate_of", pa.string()),
     pa.field("duplicate_of_source", pa.string()),
+    pa.field("duplicate_of_run", pa.string()),  # the earlier output (``curate --against``)
 ]
 SEMANTIC_FIELDS = [
     pa.field("similarity", pa.float32()),
