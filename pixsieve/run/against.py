@@ -301,9 +301,10 @@ def earlier_rows(out_dir: str, indexes: list[str]) -> pa.Table:
     for path in indexes:
         meta = json.loads(Path(_layout(path).index_dir(), "index.json").read_text())
         where[meta["run_id"]] = path
-    ids = table["id"].to_numpy()
+    # int64 ids (a file of earlier rows only may carry them as strings)
+    ids = pc.cast(table["id"], pa.int64()).to_numpy()
     runs = [where[r] for r in table["duplicate_of_run"].to_pylist()]
-    of = table["duplicate_of"].to_numpy()
+    of = pc.cast(table["duplicate_of"], pa.int64()).to_numpy()
     keys: list[str | None] = [None] * len(ids)
     sources: list[str | None] = [None] * len(ids)
     for path in sorted(set(runs)):
