@@ -222,3 +222,63 @@ def test_rerun_resumes_and_refilter_keeps_the_earlier_decisions(
     for key in ("coffee-copy", "chelsea-q60", "rocket-small-copy"):
         assert rows[key]["reason"] == "duplicate_of_earlier", rows[key]
     assert (new / "index" / "curate.json").exists()
+
+
+def _blob(rng: Any, size: int = 96) -> Image.Image:
+    """A random smooth grey-ish image (its thumbnail is far from every other blob's)."""
+    import numpy as np
+
+    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((size, size), Image.BICUBIC)
+
+
+def _blend(rng: Any, im: Image.Image) -> Image.Image:
+    """``im`` blended with a fresh blob: a variant whose similarity straddles the threshold."""
+    return Image.blend(im, _blob(rng, im.width), float(rng.uniform(0.1, 0.3)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_planted_batches_keep_what_one_run_keeps(seed: int, tmp_path: Path) -> None:
+    """Copies, re-encodes and blended variants (some near the threshold, so groups chain) of
+    random images, spread over A and B: A, then B --against A, keeps what A+B keeps."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    originals = [_blob(rng) for _ in range(40)]
+    samples: list[tuple[str, bytes]] = []
+    for i, im in enumerate(originals):
+        samples.append((f"o{i}", encode(im, quality=95)))
+        for v in range(int(rng.integers(0, 4))):
+            kind = rng.integers(0, 3)
+            if kind == 0:
+                data = samples[-1][1]  # a byte copy of some earlier sample of this image
+            elif kind == 1:
+                data = encode(im.resize((64, 64)), quality=int(rng.integers(40, 90)))
+            else:
+                data = encode(_blend(rng, im), quality=90)
+            samples.append((f"o{i}-v{v}", data))
+    order = rng.permutation(len(samples))
+    cut = len(order) // 2
+    members = [
+        [m for j in part for m in sample_members(*samples[j])] for part in np.split(order, [cut])
+    ]
+    a, b = (str(make_tar(tmp_path / f"{n}.tar", m)) for n, m in zip("AB", members, strict=True))
+    config = SemanticDedupConfig(threshold=0.97, keep="first")
+
+    def run(inputs: list[str], out: str, against: tuple[str, ...] = ()) -> set[str]:
+        Pipeline([ThumbnailEmbedder()], semantic_dedup=config, against=against).run(
+            inputs, out, workers=2
+        )
+        return _kept(Path(out))
+
+    kept_a = run([a], str(tmp_path / "A"))
+    kept_b = run([b], str(tmp_path / "B"), (str(tmp_path / "A"),))
+    both = run([a, b], str(tmp_path / "AB"))
+    assert kept_a | kept_b == both
+    rows = _rows(tmp_path / "B")
+    reasons = {r["reason"] for r in rows.values()}
+    assert {"duplicate_of_earlier", "semantic_duplicate"} <= reasons, reasons
+    assert len(rows) == len(order) - cut
+    sims = [r["similarity"] for r in rows.values() if r["similarity"] is not None]
+    assert min(sims) < 0.98  # some pairs lie near the threshold
+    assert (tmp_path / "B" / "report.html").exists()
