@@ -91,6 +91,16 @@ EXACT_DUPLICATES = pa.schema(
 )
 """``cache/exact_duplicates.parquet``: one row per exact repeat, with its first occurrence."""
 
+INDEX_HASHES = pa.schema(
+    [
+        SAMPLE_ID,
+        pa.field("hash", pa.binary(16)),
+        pa.field("key", pa.string()),
+        pa.field("source", pa.string()),
+    ]
+)
+"""``index/hashes/hBBBB/pPPPPP.parquet``: kept samples' content hashes (``curate --against``)."""
+
 SEMANTIC_DUPLICATES = pa.schema(
     [
         pa.field("shard_index", pa.int64()),

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.hashparts import key_buckets
+from pixsieve.io.schemas import INDEX_HASHES, conform
 from pixsieve.run.against import CURATE_INDEX_VERSION
 from pixsieve.run.layout import RunLayout
 
@@ -84,7 +85,7 @@ def _index_part(layout: RunLayout, part: int, shards: list[int], buckets: int) -
     table = table.sort_by("sample_id")
     bucket = key_buckets(table["hash"], buckets)
     for b in np.unique(bucket):
-        rows = table.filter(pa.array(bucket == b))
+        rows = conform(table.filter(pa.array(bucket == b)), INDEX_HASHES)
         layout.write_table(layout.index_hash_part(int(b), part), rows)
     return {"kept": table.num_rows}
 
