@@ -10,6 +10,7 @@
     OUT/cache/exact_duplicates.parquet
     OUT/cache/samples/SSSSS.parquet   per input shard: fate so far, scores, embeddings
     OUT/cache/exact/                  partitioned exact dedup: hash buckets, per-bucket answers
+    OUT/cache/exact_earlier/          --against: new hashes by the earlier runs' hash buckets
     OUT/cache/semantic_duplicates.parquet
     OUT/cache/semantic/inputs/SSSSS.parquet  per shard: id, embedding, keep-policy columns
     OUT/cache/semantic/work/          partitioned semantic dedup: centroids, partitions, edges
