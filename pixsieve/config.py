@@ -9,7 +9,7 @@ A config file (TOML, JSON or YAML) mirrors these sections::
                 clip_score_min, caption_from, require_caption
     [embed]     model, revision, device, precision, batch_size
     [models]    aesthetic, nsfw          # paths, URLs or pinned names of the head weights
-    [dedup]     exact, semantic, threshold, keep, mode, n_clusters
+    [dedup]     exact, semantic, threshold, keep, mode, n_clusters, against = ["OUT1", ...]
     [export]    samples_per_shard, partition_bytes
     [run]       executor, workers, retries, skip = ["nsfw", ...], ray_address, memory_limit
     [storage]   options = {...}                # fsspec storage options (endpoint_url, key, ...)
@@ -110,7 +110,8 @@ class ModelsConfig:
 
 @dataclass(frozen=True)
 class DedupConfig:
-    """Exact and semantic dedup switches and the semantic settings."""
+    """Exact and semantic dedup switches, the semantic settings and the earlier curate
+    outputs to deduplicate against (``against``: their kept samples survive, new copies go)."""
 
     exact: bool = True
     semantic: bool = True
@@ -118,6 +119,7 @@ class DedupConfig:
     keep: str = "aesthetic"
     mode: str = DEFAULT_MODE
     n_clusters: int | None = None
+    against: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,8 @@ class CurateConfig:
             out.pop("models", None)
         dedup["exact"] = self.dedup.exact and "dedup" not in skip
         dedup["semantic"] = self.dedup.semantic and not skip & {"dedup", "semantic-dedup"}
+        if not dedup["against"]:
+            del dedup["against"]
         if not dedup["semantic"]:
             for key in ("threshold", "keep", "mode", "n_clusters"):
                 del dedup[key]

@@ -106,6 +106,7 @@ def build_pipeline(cfg: CurateConfig) -> Pipeline:
         partition_bytes=cfg.export.partition_bytes,
         retries=cfg.run.retries,
         memory_limit=parse_size(cfg.run.memory_limit) if cfg.run.memory_limit else None,
+        against=cfg.dedup.against,
         read_limits=ReadLimits(
             max_sample_bytes=cfg.read.max_sample_bytes,
             max_sidecar_bytes=cfg.read.max_sidecar_bytes,

@@ -21,7 +21,9 @@ from pixsieve.io.limits import ReadLimits
 from pixsieve.io.schemas import stage_columns
 from pixsieve.io.shards import ShardRef, partition_by_bytes
 from pixsieve.progress import PassProgress
+from pixsieve.run.against import EarlierOutput, check_outputs, earlier_exact, open_outputs
 from pixsieve.run.export import ExportWorker
+from pixsieve.run.index import write_index
 from pixsieve.run.layout import RunLayout
 from pixsieve.run.scan import ScanWorker, exact_duplicates
 from pixsieve.run.score import ScoreWorker
@@ -41,6 +43,8 @@ class Passes:
     run records (default: those ``stages`` declare; ``refilter`` gives the earlier run's).
     ``results`` (task results per pass that
     ran), ``semantic`` (the semantic pass's summary) and ``timings`` fill in as passes run.
+    ``against``: earlier curate outputs to deduplicate against (``curate --against``);
+    ``model``: the embedding model's id, recorded in the run's index (``OUT/index``).
     """
 
     layout: RunLayout
@@ -57,6 +61,8 @@ class Passes:
     columns: dict[str, Any] | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     memory_limit: int | None = None
+    against: tuple[str, ...] = ()
+    model: str | None = None
     bars: PassProgress = field(default_factory=lambda: PassProgress(False))
     results: dict[str, list[TaskResult]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -80,11 +86,14 @@ class Passes:
         if start not in PASSES:
             raise ValueError(f"unknown pass {start!r}; passes: {', '.join(PASSES)}")
         first = PASSES.index(start)
-        total = self.scan() if first == 0 and self.exact_dedup else None
+        earlier = open_outputs(list(self.against))
+        indexes = check_outputs(earlier, self.model, self.semantic_dedup, self.exact_dedup)
+        total = self.scan(earlier) if first == 0 and self.exact_dedup else None
         fresh = self.score(total) if first <= 1 else True
         if fresh:
             self._forget("semantic")
             self._drop(self.layout.semantic_dir())
+            self._drop(self.layout.index_dir())
         if self.semantic_dedup is not None:
             with self._timed("semantic_dedup"):
                 self.semantic = run_semantic_dedup(
@@ -94,10 +103,28 @@ class Passes:
                     map_calls=self.executor.map_calls,
                     memory_limit=self.memory_limit,
                     workers=self._workers(),
+                    against=indexes,
+                    model=self.model,
                 )
         if fresh:
             self._forget("export")
         self.export(total)
+        self.index([o.path for o in earlier])
+
+    def index(self, parents: list[str]) -> None:
+        """Write the run's index for later runs ``--against`` it (``OUT/index``)."""
+        if self._ran("export"):
+            self._drop(self.layout.index_meta())
+        kept = sum(int(r.summary.get("kept", 0)) for r in self.results["export"])
+        settings = {
+            "model": self.model,
+            "exact": self.exact_dedup,
+            "semantic": self.semantic_dedup is not None,
+        }
+        with self._timed("index"):
+            write_index(
+                self.layout, self._partitions(), kept, settings, parents, self.executor.map_calls
+            )
 
     def _workers(self) -> int:
         """Tasks that run at once (the semantic pass splits its memory budget by them)."""
@@ -114,8 +141,9 @@ class Passes:
     def _ran(self, pass_name: str) -> bool:
         return any(not r.resumed for r in self.results[pass_name])
 
-    def scan(self) -> int:
-        """Hash every image; decide exact duplicates; return the number of samples."""
+    def scan(self, earlier: list[EarlierOutput] | None = None) -> int:
+        """Hash every image; decide exact duplicates (and, with ``earlier`` outputs, which
+        images they kept); return the number of samples."""
         n = len(self.shards)
         with self._timed("scan"):
             worker = ScanWorker(self.layout, self.shards, self.storage_options, self.read_limits)
@@ -125,10 +153,13 @@ class Passes:
             )
             if self._ran("scan"):  # new hashes: decide exact duplicates again
                 self._drop(self.layout.marker("scan", "exact"))
+                self._drop(self.layout.marker("scan", "earlier"))
                 self._drop(self.layout.exact_work())
             exact_duplicates(
                 self.layout, n, memory_limit=self.memory_limit, map_calls=self.executor.map_calls
             )
+            if earlier:
+                earlier_exact(self.layout, n, earlier, self.executor.map_calls)
         return sum(int(r.summary.get("samples", 0)) for r in self.results["scan"])
 
     def score(self, total: int | None) -> bool:
@@ -168,7 +199,7 @@ class Passes:
 
     def export(self, total: int | None) -> None:
         """Copy kept samples into output shards by partition; write the manifest."""
-        parts = partition_by_bytes(self.shards, self.partition_bytes)
+        parts = self._partitions()
         worker = ExportWorker(
             self.layout,
             self.shards,
@@ -191,6 +222,10 @@ class Passes:
                     progress=self.bars.bar("export", total),
                 )
             )
+
+    def _partitions(self) -> list[list[int]]:
+        """The export partitions (input shard indexes; fixed by the input sizes)."""
+        return partition_by_bytes(self.shards, self.partition_bytes)
 
     def record(
         self,

@@ -14,14 +14,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from pixsieve.executors import Executor, make_executor
 from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import InputError, ShardRef, discover_shards
 from pixsieve.passes import Passes
 from pixsieve.progress import PassProgress
+from pixsieve.run.against import EarlierOutput, check_outputs, open_outputs
 from pixsieve.run.claim import claim_output
+from pixsieve.run.index import embedding_model
 from pixsieve.run.layout import OutputError, RunLayout
 from pixsieve.run.summary import describe_stage, fingerprint
 from pixsieve.stages.base import StageLike
@@ -60,6 +66,9 @@ class Pipeline:
         memory_limit: bytes the exact and semantic dedup steps may use (``None``: half the
             machine's memory); sets their partition sizes, never their answers.
         read_limits: per-sample limits of the tar reader (``docs/limits.md``).
+        against: earlier curate outputs (local directories) whose kept samples this run's
+            exact and semantic dedup remove new copies of (``duplicate_of_earlier``); they
+            are only read (``docs/dedup.md``).
         config: the effective configuration to record in ``run.json``.
     """
 
@@ -75,6 +84,7 @@ class Pipeline:
         retries: int = 1,
         memory_limit: int | None = None,
         read_limits: ReadLimits | None = None,
+        against: tuple[str, ...] | list[str] = (),
         config: dict[str, Any] | None = None,
     ) -> None:
         if find_decoder(stages) is None:
@@ -91,6 +101,7 @@ class Pipeline:
         self.retries = retries
         self.memory_limit = memory_limit
         self.read_limits = read_limits or ReadLimits()
+        self.against = tuple(str(a) for a in against)
         self.config = config or {}
 
     def run(
@@ -113,6 +124,10 @@ class Pipeline:
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         opts = storage_options or {}
         shards = discover_shards(inputs, opts)
+        if self.against:  # before anything is written: a mismatch is one line
+            earlier = open_outputs(list(self.against))
+            check_outputs(earlier, self.model, self.semantic_dedup, self.exact_dedup)
+            _not_earlier(output, opts, earlier)
         layout = RunLayout.open(output, opts)
         shards = _outside(shards, layout)
         with layout.locked():  # one run per output at a time
@@ -156,9 +171,16 @@ class Pipeline:
             retries=self.retries,
             memory_limit=self.memory_limit,
             read_limits=self.read_limits,
+            against=self.against,
+            model=self.model,
             storage_options=storage_options or {},
             bars=bars or PassProgress(False),
         )
+
+    @property
+    def model(self) -> str | None:
+        """The id of the model behind the run's embeddings (recorded in ``OUT/index``)."""
+        return embedding_model(self.stages)
 
     @property
     def decoder(self) -> str:
@@ -182,6 +204,15 @@ def _outside(shards: list[ShardRef], layout: RunLayout) -> list[ShardRef]:
     if not kept:
         raise InputError(f"every input shard lies inside the output directory {layout.url}")
     return kept
+
+
+def _not_earlier(output: str, opts: dict[str, Any], earlier: list[EarlierOutput]) -> None:
+    """Refuse an output that is one of the earlier runs (they are never written)."""
+    fs, path = url_to_fs(output, **opts)
+    if isinstance(fs, LocalFileSystem):
+        mine = str(Path(path).resolve())
+        if any(o.path == mine for o in earlier):
+            raise InputError(f"--against {output}: is the output; earlier runs are only read")
 
 
 def write_report_or_warn(output: str, storage_options: dict[str, Any]) -> None:

@@ -97,6 +97,8 @@ def refilter(
             partition_bytes=int(run.fingerprint.get("partition_bytes") or 2 << 30),
             read_limits=ReadLimits(**limits) if isinstance(limits, dict) else ReadLimits(),
             columns=_columns(run),
+            against=tuple(run.fingerprint.get("against") or ()),
+            model=_model(run),
             storage_options=opts,
         )
         passes.timings["refate"] = time.perf_counter() - t0
@@ -137,6 +139,9 @@ def _refate(run: FinishedRun, layout: RunLayout, chosen: Thresholds) -> dict[str
         if run.layout.fs.exists(run.layout.samples(i)):
             table = run.layout.read_table(run.layout.samples(i))
             layout.write_table(layout.samples(i), refate_table(table, order, chosen, recount))
+    for i in range(len(run.shards)):  # the hashes: the new run's own index needs them
+        if run.layout.fs.exists(run.layout.hashes(i)):
+            layout.write_table(layout.hashes(i), run.layout.read_table(run.layout.hashes(i)))
     if run.layout.fs.exists(run.layout.exact_duplicates()):
         layout.write_table(
             layout.exact_duplicates(), run.layout.read_table(run.layout.exact_duplicates())
@@ -156,6 +161,12 @@ def _columns(run: FinishedRun) -> dict[str, Any]:
             with run.layout.fs.open(path, "rb") as f:
                 return extra_columns(pq.read_schema(f))
     return {}
+
+
+def _model(run: FinishedRun) -> str | None:
+    """The embedding model id the run recorded in its index (``None`` without one)."""
+    meta = run.layout.read_json(run.layout.index_meta()) or {}
+    return (meta.get("settings") or {}).get("model")
 
 
 def _earlier_errors(run: FinishedRun) -> list[dict[str, Any]]:

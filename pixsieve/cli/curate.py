@@ -122,7 +122,11 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
                 "compile": opts["compile"],
             },
             "models": {"aesthetic": opts["aesthetic_weights"], "nsfw": opts["nsfw_weights"]},
-            "dedup": {"threshold": opts["dedup_threshold"], "keep": opts["keep"]},
+            "dedup": {
+                "threshold": opts["dedup_threshold"],
+                "keep": opts["keep"],
+                "against": tuple(opts["against"]) or None,
+            },
             "export": {"samples_per_shard": opts["samples_per_shard"]},
             "run": {
                 "executor": opts["executor"],
@@ -225,6 +229,12 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
     "--keep",
     type=click.Choice(KEEP_POLICIES),
     help=f"Which duplicate survives [{_DEFAULTS.dedup.keep}].",
+)
+@click.option(
+    "--against",
+    multiple=True,
+    metavar="OUT",
+    help="An earlier curate output (repeatable): remove new copies of what it kept.",
 )
 @click.option(
     "--min-side", type=click.IntRange(min=0), help="Remove images with a shorter side below this."

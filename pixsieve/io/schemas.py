@@ -59,6 +59,7 @@ _IMAGE = [
 _EXACT = [
     pa.field("duplicate_of", pa.string()),
     pa.field("duplicate_of_source", pa.string()),
+    pa.field("duplicate_of_run", pa.string()),  # the earlier output (``curate --against``)
 ]
 SEMANTIC_FIELDS = [
     pa.field("similarity", pa.float32()),
@@ -89,6 +90,16 @@ EXACT_DUPLICATES = pa.schema(
     [pa.field("shard_index", pa.int64()), pa.field("position", pa.int64()), *_EXACT]
 )
 """``cache/exact_duplicates.parquet``: one row per exact repeat, with its first occurrence."""
+
+INDEX_HASHES = pa.schema(
+    [
+        SAMPLE_ID,
+        pa.field("hash", pa.binary(16)),
+        pa.field("key", pa.string()),
+        pa.field("source", pa.string()),
+    ]
+)
+"""``index/hashes/hBBBB/pPPPPP.parquet``: kept samples' content hashes (``curate --against``)."""
 
 SEMANTIC_DUPLICATES = pa.schema(
     [

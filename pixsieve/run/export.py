@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pixsieve.dedup.io import REASON_EARLIER
 from pixsieve.io.limits import ReadLimits
 from pixsieve.io.schemas import conform, manifest_schema, metadata_schema
 from pixsieve.io.shards import ShardRef
@@ -30,6 +31,7 @@ from pixsieve.run.score import shard_error_row
 
 PASS = "export"
 SEMANTIC_COLUMNS = ("similarity", "component_id", "component_size", "chained")
+_DUPLICATE_OF = ("duplicate_of", "duplicate_of_source", "duplicate_of_run")
 
 
 class ExportWorker:
@@ -150,7 +152,7 @@ class ExportWorker:
             return table
         status = table["status"].to_pylist()
         reason = full_reasons(table)
-        cols = {c: table[c].to_pylist() for c in ("duplicate_of", "duplicate_of_source")}
+        cols = {c: table[c].to_pylist() for c in _DUPLICATE_OF}
         cols.update({c: table[c].to_pylist() for c in SEMANTIC_COLUMNS})
         where = {int(p): j for j, p in enumerate(table["position"].to_pylist())}
         for row in sem.to_pylist():
@@ -158,9 +160,11 @@ class ExportWorker:
             for c in SEMANTIC_COLUMNS:
                 cols[c][j] = row[c]
             if row["removed"] and status[j] == "kept":
-                status[j], reason[j] = "removed", "semantic_duplicate"
-                cols["duplicate_of"][j] = row["duplicate_of"]
-                cols["duplicate_of_source"][j] = row["duplicate_of_source"]
+                earlier = row["duplicate_of_run"] is not None  # curate --against
+                status[j] = "removed"
+                reason[j] = REASON_EARLIER if earlier else "semantic_duplicate"
+                for c in _DUPLICATE_OF:
+                    cols[c][j] = row[c]
         table = set_fates(table, status, reason)
         for name, values in cols.items():
             arr = pa.array(values, self.schema.field(name).type)

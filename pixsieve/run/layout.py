@@ -10,10 +10,14 @@
     OUT/cache/exact_duplicates.parquet
     OUT/cache/samples/SSSSS.parquet   per input shard: fate so far, scores, embeddings
     OUT/cache/exact/                  partitioned exact dedup: hash buckets, per-bucket answers
+    OUT/cache/exact_earlier/          --against: new hashes by the earlier runs' hash buckets
     OUT/cache/semantic_duplicates.parquet
     OUT/cache/semantic/inputs/SSSSS.parquet  per shard: id, embedding, keep-policy columns
     OUT/cache/semantic/work/          partitioned semantic dedup: centroids, partitions, edges
     OUT/cache/semantic/out/           its duplicates.parquet and dedup.json
+    OUT/index/                        what a later ``curate --against OUT`` reads: curate.json,
+                                      hashes/hBBBB/pPPPPP.parquet (kept samples' content
+                                      hashes) and the semantic dedup index (index.json, ...)
     OUT/cache/fingerprint.json        inputs and settings (guards resuming another run)
     OUT/cache/done/PASS/ID.json       completion markers (resume skips what has one)
     OUT/report.html                   the run's report
@@ -63,7 +67,7 @@ _SHARDS = "shards"
 _METADATA = "metadata"
 
 #: Top-level entries that make a directory "hold a run" (and that ``--overwrite`` clears).
-RUN_ENTRIES = ("manifest", _SHARDS, _METADATA, "run.json", "cache", "report.html")
+RUN_ENTRIES = ("manifest", _SHARDS, _METADATA, "run.json", "cache", "report.html", "index")
 
 
 @dataclass
@@ -102,7 +106,7 @@ class RunLayout:
 
     def _drop_temporaries(self) -> None:
         """Remove ``*.tmp`` files an interrupted run left (readers skip them anyway)."""
-        for sub in ("manifest", _SHARDS, _METADATA, "cache"):
+        for sub in ("manifest", _SHARDS, _METADATA, "cache", "index"):
             top = self.path(sub)
             if self.fs.exists(top):
                 for p in self.fs.find(top):
@@ -158,6 +162,30 @@ class RunLayout:
     def semantic_out(self) -> str:
         """``cache/semantic/out``: semantic dedup's ``duplicates.parquet`` and ``dedup.json``."""
         return self.path("cache", "semantic", "out")
+
+    def index_dir(self) -> str:
+        """``index``: what a later run ``--against`` this one reads (never changed by it)."""
+        return self.path("index")
+
+    def index_meta(self) -> str:
+        """``index/curate.json``: run id, settings, hash buckets, parents; written last."""
+        return self.path("index", "curate.json")
+
+    def index_hashes(self) -> str:
+        """``index/hashes``: the content hashes of the kept samples, bucketed by hash."""
+        return self.path("index", "hashes")
+
+    def index_hash_bucket(self, bucket: int) -> str:
+        """``index/hashes/hBBBB``: the kept samples whose hash falls in ``bucket``."""
+        return self.path("index", "hashes", f"h{bucket:04d}")
+
+    def index_hash_part(self, bucket: int, part: int) -> str:
+        """``index/hashes/hBBBB/pPPPPP.parquet``: export partition ``part``'s share of it."""
+        return f"{self.index_hash_bucket(bucket)}/p{part_id(part)}.parquet"
+
+    def earlier_exact(self) -> str:
+        """``cache/exact_earlier``: new hashes partitioned by the earlier runs' buckets."""
+        return self.path("cache", "exact_earlier")
 
     @property
     def is_local(self) -> bool:

@@ -123,6 +123,7 @@ class ScoreWorker:
                 out.setdefault(row["shard_index"], {})[row["position"]] = (
                     row["duplicate_of"],
                     row["duplicate_of_source"],
+                    row.get("duplicate_of_run"),
                 )
         return out
 

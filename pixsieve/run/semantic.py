@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pixsieve.calls import MapCalls, serial_calls
+from pixsieve.dedup.io import REASON_EARLIER
 from pixsieve.io.schemas import SEMANTIC_DUPLICATES, conform
 from pixsieve.io.shards import ShardRef
 from pixsieve.run.layout import RunLayout
@@ -133,6 +134,7 @@ def decision_table(
             "removed": pa.array(removed, pa.bool_()),
             "duplicate_of": pa.array(dup_of.tolist(), pa.string()),
             "duplicate_of_source": pa.array(dup_src.tolist(), pa.string()),
+            "duplicate_of_run": pa.nulls(len(rows), pa.string()),
             "similarity": pa.array(np.where(removed, sim, np.nan), pa.float32(), from_pandas=True),
             "component_id": pa.array(desc["component_id"][grouped], pa.int64()),
             "component_size": pa.array(desc["component_size"][grouped], pa.int64()),
@@ -150,6 +152,8 @@ def run_semantic_dedup(
     map_calls: MapCalls | None = None,
     memory_limit: int | None = None,
     workers: int = 1,
+    against: list[str] | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Find near-duplicates among kept samples; cache the decision; return counters.
 
@@ -161,12 +165,20 @@ def run_semantic_dedup(
         map_calls: places the per-shard, per-file and per-bucket tasks (serial by default).
         memory_limit: bytes the pass may use (default: half the machine's memory).
         workers: tasks that run at once (the memory budget is split between them).
+        against: earlier curate outputs with a semantic index (``curate --against``): a
+            sample at or above the threshold to a sample one of them kept is removed
+            (``duplicate_of_earlier``, ``duplicate_of_run``).
+        model: the embedding model's id, recorded in the index (and checked against theirs).
+
+    The run's own semantic index goes to ``layout.index_dir()``.
     """
     saved = layout.read_json(layout.marker(PASS, "all"))
     if saved is not None:
         return saved
     from pixsieve.dedup.partitioned import dedup_files
     from pixsieve.dedup.sources import Columns
+    from pixsieve.run.against import earlier_rows
+    from pixsieve.run.index import publish_semantic_index
 
     start = time.perf_counter()
     # on object storage the partition files live in a local temporary directory: its tasks
@@ -183,7 +195,7 @@ def run_semantic_dedup(
         n = sum(m["rows"] for m in made)
         files = [inputs[i] for i, m in enumerate(made) if m["rows"]]
         timings: dict[str, float] = {"inputs": round(time.perf_counter() - start, 3)}
-        table = SEMANTIC_DUPLICATES.empty_table()
+        table = earlier = SEMANTIC_DUPLICATES.empty_table()
         if n:
             columns = Columns(
                 id="id",
@@ -193,9 +205,10 @@ def run_semantic_dedup(
                 height="height",
             )
             work = layout.semantic_work().replace(layout.semantic_dir(), here, 1)
+            out = layout.semantic_out().replace(layout.semantic_dir(), here, 1)
             result = dedup_files(
                 files,
-                layout.semantic_out().replace(layout.semantic_dir(), here, 1),
+                out,
                 config,
                 columns=columns,
                 memory_limit=memory_limit,
@@ -203,16 +216,23 @@ def run_semantic_dedup(
                 work_dir=work,
                 map_calls=run,
                 progress=progress,
+                against=against or (),
+                model=model,
             )
             timings.update({k: round(v, 3) for k, v in result.timings.items()})
             buckets = int(result.counts.get("group_buckets", 0))
             table = decision_table(work, files, inputs, shards, buckets, config)
-    layout.write_table(layout.semantic_duplicates(), conform(table, SEMANTIC_DUPLICATES))
+            if against:
+                earlier = earlier_rows(out, against)
+            publish_semantic_index(layout, f"{out}/index")
+    table = pa.concat_tables([conform(table, SEMANTIC_DUPLICATES), earlier])
+    layout.write_table(layout.semantic_duplicates(), table)
     removed = int(pc.sum(table["removed"]).as_py() or 0) if table.num_rows else 0
     kept = np.ones(n, dtype=bool)
     kept[:removed] = False
+    reasons = [REASON_EARLIER] * earlier.num_rows + ["semantic_duplicate"] * (n - earlier.num_rows)
     stats = StageStats()
-    stats.count(np.ones(n, dtype=bool), kept, np.zeros(n, dtype=bool), "semantic_duplicate")
+    stats.count(np.ones(n, dtype=bool), kept, np.zeros(n, dtype=bool), reasons)
     summary = {
         "stats": {"counts": dict(stats.counts)},
         "seconds": round(time.perf_counter() - start, 3),

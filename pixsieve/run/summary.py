@@ -40,7 +40,9 @@ def fingerprint(shards: list[ShardRef], pipeline: Any) -> dict[str, Any]:
     """What must be equal for a run directory to be resumed (``versions``: per shard)."""
     semantic = pipeline.semantic_dedup
     limits = getattr(pipeline, "read_limits", None)
+    against = list(getattr(pipeline, "against", ()))
     return {
+        **({"against": against} if against else {}),  # absent without: older runs resume
         "inputs": [[s.url, s.size] for s in shards],
         "versions": [s.version for s in shards],
         "stages": [describe_stage(s) for s in pipeline.stages],

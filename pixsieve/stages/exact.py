@@ -12,17 +12,20 @@ from typing import ClassVar
 import numpy as np
 
 from pixsieve.batch import ImageBatch
+from pixsieve.dedup.io import REASON_EARLIER
 from pixsieve.stages.base import Stage
 
-#: Position in the shard → (key, source shard) of the sample it repeats.
-Duplicates = dict[int, tuple[str, str]]
+#: Position in the shard → (key, source shard, earlier output or ``None``) of the sample it
+#: repeats: an earlier output (``curate --against``) when that sample is one an earlier run kept.
+Duplicates = dict[int, tuple[str, str, str | None]]
 
 
 class ExactDuplicateStage(Stage):
     """Remove samples the scan pass found to be byte-identical to an earlier one.
 
     Reason ``exact_duplicate``; columns ``duplicate_of`` (key of the first occurrence) and
-    ``duplicate_of_source`` (its shard).
+    ``duplicate_of_source`` (its shard). A repeat of a sample an earlier run kept (``curate
+    --against``) has reason ``duplicate_of_earlier`` and ``duplicate_of_run`` (that output).
     """
 
     name: ClassVar[str] = "exact_dedup"
@@ -35,10 +38,13 @@ class ExactDuplicateStage(Stage):
         hit = np.array([int(p) in self.duplicates for p in batch.position], dtype=bool)
         of = np.full(len(batch), None, dtype=object)
         src = np.full(len(batch), None, dtype=object)
+        run = np.full(len(batch), None, dtype=object)
         for i in np.flatnonzero(hit):
-            of[i], src[i] = self.duplicates[int(batch.position[i])]
+            of[i], src[i], run[i] = self.duplicates[int(batch.position[i])]
             batch.image_bytes[i] = None
-        batch.drop(hit, "exact_duplicate")
+        reasons = [REASON_EARLIER if r is not None else "exact_duplicate" for r in run]
+        batch.drop(hit, reasons)
         batch.set_column("duplicate_of", of)
         batch.set_column("duplicate_of_source", src)
+        batch.set_column("duplicate_of_run", run)
         return batch

@@ -188,7 +188,8 @@ def test_refilter_places_its_passes_through_the_given_executor(
 ) -> None:
     ex = CountingExecutor()
     result = refilter(str(scored_run), str(tmp_path / "r"), executor=ex, report=False)
-    assert ex.placed[-1] == "ExportWorker" and "bucket_edges" in ex.placed  # semantic dedup too
+    assert ex.placed[-2:] == ["ExportWorker", "_index_part"]  # the export, then the index
+    assert "bucket_edges" in ex.placed  # semantic dedup too
     assert result.record["executor"] == ex.describe()
     assert set(result.record["tasks"]) == {"export"}
     assert result.record["counters"]["semantic_dedup"]["counts"]["in"] > 0

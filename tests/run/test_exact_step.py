@@ -11,6 +11,7 @@ import pytest
 from pixsieve.dedup.exact import find_exact_duplicates
 from pixsieve.dedup.memory import BASE_RESERVE
 from pixsieve.executors import LocalExecutor
+from pixsieve.io.schemas import EXACT_DUPLICATES, conform
 from pixsieve.run.layout import RunLayout
 from pixsieve.run.scan import exact_duplicates
 
@@ -50,7 +51,7 @@ def test_partitioned_exact_step_matches_the_global_decision(tmp_path: Path, work
         return LocalExecutor(workers).map_calls(fn, calls)
 
     got = exact_duplicates(layout, 6, memory_limit=limit, map_calls=counting)
-    want = find_exact_duplicates(everything)
+    want = conform(find_exact_duplicates(everything), EXACT_DUPLICATES)  # + duplicate_of_run
     assert want.num_rows > 500 and got.equals(want)  # first occurrence in input order wins
     assert len(buckets) > 10
     assert not Path(layout.exact_work()).exists()  # removed once the decision is written

@@ -72,6 +72,7 @@ def _expected(kept: dict, shards: list[ShardRef], config: SemanticDedupConfig) -
                 "removed": gone,
                 "duplicate_of": f"s{rep[0]}-{rep[1]}" if gone else None,
                 "duplicate_of_source": shards[rep[0]].url if gone else None,
+                "duplicate_of_run": None,
                 "similarity": float(res.similarity[g]) if gone else None,
                 "component_id": int(res.component_id[g]),
                 "component_size": int(res.component_size[g]),
