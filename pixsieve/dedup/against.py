@@ -13,79 +13,91 @@ outputs never change and their kept items always survive.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pixsieve.dedup.index import vectors_path
 from pixsieve.dedup.partition import unpacked
 
 #: Rows of each side multiplied at once (a 4096² float32 block is 64 MiB).
 BLOCK: int = 4096
-#: float32 products this close below the threshold are recomputed in float64.
-SLACK: float = 1e-4
+#: Candidates: float16-stored products this close below the threshold are recomputed in float64
+#: from the float32 store. Rounding a unit vector to float16 moves it by at most 2⁻¹¹ (4.9e-4)
+#: of its length, so its cosine to a unit vector moves by at most that, plus float32 rounding.
+MARGIN: float = 1e-3
 
 
-def _earlier_memberships(
-    earlier: list[tuple[int, str, int, int]], lo: int, hi: int, dim: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Array, np.ndarray]:
-    """``(run, cluster, secondary, id, embedding)`` of the earlier kept memberships of
-    clusters ``lo..hi-1``, read from the buckets of each earlier index that hold them."""
-    runs, clusters, secondary, ids, vectors = [], [], [], [], []
-    flt = (pc.field("cluster") >= lo) & (pc.field("cluster") < hi)
-    for position, kept_dir, buckets, k in earlier:
-        first, last = lo * buckets // k, (hi - 1) * buckets // k
-        files = [
-            str(f)
-            for b in range(first, last + 1)
-            for f in sorted((Path(kept_dir) / f"b{b:04d}").glob("f*.parquet"))
-        ]
-        if not files:
-            continue
-        table = ds.dataset(files, format="parquet").to_table(filter=flt)
-        runs.append(np.full(len(table), position, dtype=np.int32))
-        clusters.append(table.column("cluster").to_numpy())
-        secondary.append(table.column("secondary").to_numpy(zero_copy_only=False))
-        ids.append(table.column("id").combine_chunks())
-        vectors.append(unpacked(table.column("embedding"), dim))
-    if not runs:
-        none = np.empty(0, dtype=np.int32)
-        return none, none, np.empty(0, bool), pa.array([], pa.string()), np.empty((0, dim))
-    return (
-        np.concatenate(runs),
-        np.concatenate(clusters),
-        np.concatenate(secondary),
-        pa.concat_arrays(ids),
-        np.concatenate(vectors),
-    )
+@dataclass
+class _Best:
+    """Per new membership, its most similar earlier membership so far (file, position, cosine)."""
+
+    sim: np.ndarray
+    file: np.ndarray
+    pos: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> _Best:
+        """No match yet for ``n`` new memberships."""
+        return cls(np.full(n, -np.inf), np.full(n, -1, np.int64), np.full(n, -1, np.int64))
+
+    def update(self, file: int, rows: np.ndarray, pos: np.ndarray, sim: np.ndarray) -> None:
+        """Take the pairs ``(rows[i], file, pos[i], sim[i])`` that beat the best so far."""
+        if not len(rows):
+            return
+        order = np.lexsort((-sim, rows))
+        rows, pos, sim = rows[order], pos[order], sim[order]
+        first = np.r_[True, rows[1:] != rows[:-1]]
+        rows, pos, sim = rows[first], pos[first], sim[first]
+        better = sim > self.sim[rows]
+        rows = rows[better]
+        self.sim[rows], self.file[rows], self.pos[rows] = sim[better], file, pos[better]
 
 
-def _best_matches(
-    xn: np.ndarray, sn: np.ndarray, xo: np.ndarray, so: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """For each new row, its most similar earlier row at or above ``threshold`` (exact cosine),
-    never pairing two secondaries. Returns ``(index into old or -1, similarity, compared)``."""
-    best = np.full(len(xn), -1, dtype=np.int64)
-    best_sim = np.full(len(xn), -np.inf)
-    for i0 in range(0, len(xn), BLOCK):
-        a = xn[i0 : i0 + BLOCK]
-        for j0 in range(0, len(xo), BLOCK):
-            s = a @ xo[j0 : j0 + BLOCK].T
-            both = sn[i0 : i0 + BLOCK, None] & so[None, j0 : j0 + BLOCK]
-            s[both] = -np.inf
-            i, j = np.nonzero(s >= threshold - SLACK)
+def _match(
+    xn: np.ndarray,
+    new_rows: np.ndarray,
+    f16: np.ndarray,
+    f32: np.ndarray,
+    lo: int,
+    hi: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(new row, earlier position, exact cosine)`` at or above ``threshold`` between
+    the new rows ``new_rows`` (of ``xn``) and the earlier memberships ``lo..hi-1``."""
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for j0 in range(lo, hi, BLOCK):
+        xo = np.asarray(f16[j0 : min(hi, j0 + BLOCK)], dtype=np.float32)
+        for i0 in range(0, len(new_rows), BLOCK):
+            rows = new_rows[i0 : i0 + BLOCK]
+            i, j = np.nonzero(xn[rows] @ xo.T >= threshold - MARGIN)
             if not len(i):
                 continue
-            exact = np.einsum("ij,ij->i", a[i].astype(np.float64), xo[j0 + j].astype(np.float64))
+            exact = np.einsum(
+                "ij,ij->i", xn[rows[i]].astype(np.float64), f32[j0 + j].astype(np.float64)
+            )
             hit = exact >= threshold
-            for ii, jj, v in zip(i[hit] + i0, j[hit] + j0, exact[hit], strict=True):
-                if v > best_sim[ii]:
-                    best[ii], best_sim[ii] = jj, v
-    return best, np.where(best >= 0, best_sim, np.nan), len(xn) * len(xo)
+            found.append((rows[i[hit]], j0 + j[hit], exact[hit]))
+    if not found:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))  # type: ignore[return-value]
+
+
+def _earlier_files(
+    earlier: list[tuple[int, str, int, int]], lo: int, hi: int
+) -> Iterator[tuple[int, Path]]:
+    """``(run position, kept part)`` of every earlier index part holding clusters ``lo..hi-1``."""
+    for position, kept_dir, buckets, k in earlier:
+        first, last = lo * buckets // k, (hi - 1) * buckets // k
+        for b in range(first, last + 1):
+            for part in sorted((Path(kept_dir) / f"b{b:04d}").glob("f*.parquet")):
+                yield position, part
 
 
 def cross_bucket(
@@ -100,7 +112,10 @@ def cross_bucket(
     """Match the new memberships of one bucket (clusters ``lo..hi-1``) with the earlier kept
     ones; write ``cross/bBBBB.parquet`` (``row``, ``run``, ``duplicate_of``, ``similarity``).
 
-    ``earlier``: ``(position, kept directory, buckets, clusters)`` of each earlier index.
+    Reads, of each earlier index part, the ``cluster`` and ``secondary`` columns, and the
+    float16 embeddings of only the clusters that have new memberships (float32 ones only for
+    candidates within :data:`MARGIN` of the threshold). ``earlier``: ``(position, kept
+    directory, buckets, clusters)`` of each earlier index.
     """
     final = Path(work) / "cross" / f"b{bucket:04d}.parquet"
     if final.exists():
@@ -116,20 +131,38 @@ def cross_bucket(
         n_sec = new.column("secondary").to_numpy(zero_copy_only=False)
         xn = unpacked(new.column("embedding"), dim)
         del new
-        o_run, o_cl, o_sec, o_id, xo = _earlier_memberships(earlier, lo, hi, dim)
-        n_order, o_order = np.argsort(n_cl, kind="stable"), np.argsort(o_cl, kind="stable")
-        n_sorted, o_sorted = n_cl[n_order], o_cl[o_order]
-        for c in np.intersect1d(n_sorted, o_sorted):
-            ni = n_order[np.searchsorted(n_sorted, c) : np.searchsorted(n_sorted, c, "right")]
-            oi = o_order[np.searchsorted(o_sorted, c) : np.searchsorted(o_sorted, c, "right")]
-            best, sim, n = _best_matches(xn[ni], n_sec[ni], xo[oi], o_sec[oi], threshold)
-            compared += n
-            hit = best >= 0
-            if hit.any():
-                rows_out.append(n_row[ni[hit]])
-                runs_out.append(o_run[oi[best[hit]]])
-                ids_out.append(o_id.take(pa.array(oi[best[hit]])))
-                sims_out.append(sim[hit])
+        order = np.lexsort((n_sec, n_cl))
+        n_sorted = n_cl[order]
+        clusters = np.unique(n_sorted)
+        best = _Best.empty(len(n_row))
+        parts = list(_earlier_files(earlier, lo, hi))
+        for f, (_, part) in enumerate(parts):
+            meta = pq.read_table(part, columns=["cluster", "secondary"])
+            o_cl = meta.column("cluster").to_numpy()
+            o_sec = meta.column("secondary").to_numpy(zero_copy_only=False)
+            f16 = np.load(vectors_path(part, "f16"), mmap_mode="r")
+            f32 = np.load(vectors_path(part, "f32"), mmap_mode="r")
+            starts = np.searchsorted(o_cl, clusters)
+            ends = np.searchsorted(o_cl, clusters, "right")
+            for c, a, e in zip(clusters, starts, ends, strict=True):
+                if a == e:
+                    continue
+                mid = a + int(np.count_nonzero(~o_sec[a:e]))
+                ni = order[np.searchsorted(n_sorted, c) : np.searchsorted(n_sorted, c, "right")]
+                prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
+                compared += len(prim) * int(e - a) + len(sec) * int(mid - a)
+                for rows, end in ((prim, e), (sec, mid)):
+                    if len(rows) and end > a:
+                        best.update(f, *_match(xn, rows, f16, f32, a, end, threshold))
+        hit = np.flatnonzero(best.file >= 0)
+        for f in np.unique(best.file[hit]):
+            mine = hit[best.file[hit] == f]
+            position, part = parts[f]
+            ids = pq.read_table(part, columns=["id"]).column("id").combine_chunks()
+            rows_out.append(n_row[mine])
+            runs_out.append(np.full(len(mine), position, np.int32))
+            ids_out.append(ids.take(pa.array(best.pos[mine])))
+            sims_out.append(best.sim[mine])
     table = pa.table(
         {
             "row": np.concatenate(rows_out) if rows_out else np.empty(0, np.int64),

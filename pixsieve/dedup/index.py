@@ -31,11 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.partition import unpacked
 from pixsieve.dedup.sources import InputError, Source, read_ids
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
-INDEX_VERSION: int = 1
+INDEX_VERSION: int = 2
 #: What the threshold means; an index of another meaning is refused.
 THRESHOLD_SEMANTICS: str = "cosine_at_least"
 
@@ -93,7 +94,7 @@ def _open(path: str | Path) -> EarlierRun:
     if meta.get("version") != INDEX_VERSION:
         raise InputError(
             f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
-            f"{INDEX_VERSION}"
+            f"{INDEX_VERSION} (rerun that dedup to rebuild its index)"
         )
     return EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
 
@@ -167,10 +168,24 @@ def earlier_radius(runs: list[EarlierRun]) -> np.ndarray:
     return np.minimum.reduce(radii)
 
 
+def vectors_path(kept_part: Path, kind: str) -> Path:
+    """The ``kind`` (``f16`` or ``f32``) embedding store beside ``kept/bBBBB/fFFFFF.parquet``."""
+    return kept_part.parents[2] / "vectors" / kept_part.parent.name / f"{kept_part.stem}.{kind}.npy"
+
+
+def _save(path: Path, x: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, x)
+    tmp.rename(path)
+
+
 def index_file(
     work: str, out: str, source: Source, index: int, id_column: str, removed: np.ndarray
 ) -> int:
-    """Write the memberships of the kept rows of one input file into ``OUT/index/kept``.
+    """Write the memberships of the kept rows of one input file into ``OUT/index/kept`` and
+    their embeddings into ``OUT/index/vectors`` (sorted by cluster, primaries first).
 
     ``removed``: sorted global rows of this file that were removed. Returns rows kept.
     """
@@ -182,16 +197,28 @@ def index_file(
     for part in sorted((Path(work) / "assign" / f"f{index:05d}").glob("b*.parquet")):
         table = pq.read_table(part, columns=["row", "cluster", "secondary", "embedding"])
         row = table.column("row").to_numpy()
-        mask = ~np.isin(row, removed, assume_unique=False)
-        table = table.filter(pa.array(mask))
-        local = pa.array(table.column("row").to_numpy() - source.offset)
-        table = table.append_column("id", ids.take(local).cast(pa.string()))
+        cluster = table.column("cluster").to_numpy()
+        secondary = table.column("secondary").to_numpy(zero_copy_only=False)
+        keep = np.flatnonzero(~np.isin(row, removed))
+        keep = keep[np.lexsort((secondary[keep], cluster[keep]))]
+        x = unpacked(table.column("embedding"), int(table.column("embedding").type.byte_width) // 4)
+        x = x[keep]
+        meta = pa.table(
+            {
+                "id": ids.take(pa.array(row[keep] - source.offset)).cast(pa.string()),
+                "row": pa.array(row[keep], pa.int64()),
+                "cluster": pa.array(cluster[keep], pa.int32()),
+                "secondary": pa.array(secondary[keep]),
+            }
+        )
         target = Path(out) / INDEX_DIR / "kept" / part.stem / f"f{index:05d}.parquet"
+        _save(vectors_path(target, "f32"), x)
+        _save(vectors_path(target, "f16"), x.astype(np.float16))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        pq.write_table(table, tmp, compression="none")
+        pq.write_table(meta, tmp, compression="none")
         tmp.rename(target)
-        kept_rows += int((~table.column("secondary").to_numpy(zero_copy_only=False)).sum())
+        kept_rows += int((~secondary[keep]).sum())
     done.write_text(str(kept_rows))
     return kept_rows
 
