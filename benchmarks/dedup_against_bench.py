@@ -156,7 +156,13 @@ def main() -> None:
         default="same",
         help="NEW's non-copies: OLD's distribution, or other topics (beyond OLD's clusters)",
     )
-    parser.add_argument("--reuse-old", action="store_true", help="keep an existing OLD output")
+    parser.add_argument(
+        "--reuse-old",
+        action="store_true",
+        help="keep an existing OLD output (its index) instead of running OLD again",
+    )
+    parser.add_argument("--old-out", help="where the OLD output is (default DATA/against-old)")
+    parser.add_argument("--out-suffix", default="", help="appended to the NEW and scratch outputs")
     parser.add_argument("--skip-scratch", action="store_true", help="no from-scratch run")
     args = parser.parse_args()
     data = Path(args.data)
@@ -164,7 +170,8 @@ def main() -> None:
     new = data / f"new{args.new}-c{args.copies}-{args.fresh}-of-n{args.n}-s{args.seed}"
     generate(old, args.n, args.files, args.dim, args.seed)
     generate_new(new, old, args)
-    out_old, out_new, out_all = (data / f"against-{name}" for name in ("old", "new", "all"))
+    out_old = Path(args.old_out) if args.old_out else data / "against-old"
+    out_new, out_all = (data / f"against-{name}{args.out_suffix}" for name in ("new", "all"))
     rows = {}
     if not (args.reuse_old and (out_old / "index" / "index.json").exists()):
         rows["old"] = run_dedup([old / "parquet"], out_old, args)
@@ -175,6 +182,10 @@ def main() -> None:
         rows["scratch"].update(cross_recall(old, new, args.n, [out_all], args.threshold))
     for name, row in rows.items():
         print(json.dumps({"run": name, "n": args.n, "new": args.new, **row}))
+    if "scratch" in rows:
+        ratio = rows["against"]["cpu_s"] / max(rows["scratch"]["cpu_s"], 1e-9)
+        wall = rows["against"]["wall_s"] / max(rows["scratch"]["wall_s"], 1e-9)
+        print(json.dumps({"against_over_scratch_cpu": round(ratio, 3), "wall": round(wall, 3)}))
     print(json.dumps({"cpus": os.cpu_count(), "memory_limit": args.memory_limit}))
 
 

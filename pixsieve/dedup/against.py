@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.index import vectors_path
-from pixsieve.dedup.partition import unpacked
+from pixsieve.dedup.index import EarlierRun, vectors_path
+from pixsieve.dedup.partition import FileTask, assign_file, unpacked
+from pixsieve.dedup.sources import Source
 
 #: Rows of each side multiplied at once (a 4096² float32 block is 64 MiB).
 BLOCK: int = 4096
@@ -180,9 +181,58 @@ def cross_bucket(
     return counts
 
 
-def earlier_matches(work: Path, buckets: int) -> pa.Table:
-    """Per new row matched in any bucket, its most similar earlier kept item, by row."""
-    files = [str(work / "cross" / f"b{b:04d}.parquet") for b in range(buckets)]
+def search_earlier(
+    run: Any,
+    work: Path,
+    task: FileTask,
+    sources: list[Source],
+    earlier: list[EarlierRun],
+    centroids_path: Path,
+    n_buckets: int,
+    border: tuple[Any, ...],
+    threshold: float,
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """The earlier phase: :func:`cross_bucket` over every bucket, for each centroid set of the
+    earlier runs (a prefix of this run's, :mod:`pixsieve.dedup.recluster`); the new items are
+    assigned once more to each set shorter than this run's (``work/kK``).
+
+    Args:
+        run: a ``map_calls``.
+        border: :func:`pixsieve.dedup.partition.assign_file`'s border arguments.
+    Returns:
+        :func:`earlier_matches` and the buckets' counts.
+    """
+    k = len(np.load(centroids_path, mmap_mode="r"))
+    groups: dict[int, list[tuple[int, EarlierRun]]] = {}
+    for position, r in enumerate(earlier):
+        groups.setdefault(int(r.meta["clusters"]), []).append((position, r))
+    crossed, works = [], []
+    for k_r, runs in sorted(groups.items()):
+        bucket_of = (np.arange(k_r, dtype=np.int64) * n_buckets // k_r).astype(np.int64)
+        base = work if k_r == k else work / f"k{k_r}"
+        if k_r != k:
+            base.mkdir(exist_ok=True)
+            path = base / "centroids.npy"
+            np.save(path, np.load(centroids_path)[:k_r])
+            mine = replace(task, work=str(base))
+            calls = [(mine, s, i, str(path), bucket_of, *border) for i, s in enumerate(sources)]
+            list(run(assign_file, calls))
+        spec = [(position, str(r.kept_dir), r.buckets, k_r) for position, r in runs]
+        bounds = [np.searchsorted(bucket_of, [b, b + 1]) for b in range(n_buckets)]
+        calls = [
+            (str(base), b, int(lo), int(hi), spec, threshold, task.dim)
+            for b, (lo, hi) in enumerate(bounds)
+        ]
+        crossed += list(run(cross_bucket, calls))
+        works.append(base)
+    return earlier_matches(works, n_buckets), crossed
+
+
+def earlier_matches(work: Path | list[Path], buckets: int) -> pa.Table:
+    """Per new row matched in any bucket (of any of the ``work`` directories), its most
+    similar earlier kept item, by row."""
+    works = work if isinstance(work, list) else [work]
+    files = [str(w / "cross" / f"b{b:04d}.parquet") for w in works for b in range(buckets)]
     table = ds.dataset(files, format="parquet").to_table() if files else None
     if table is None or not len(table):
         return pa.table(

@@ -127,10 +127,13 @@ def open_earlier(paths: list[str | Path]) -> list[EarlierRun]:
 def check_settings(runs: list[EarlierRun], mine: dict[str, Any]) -> np.ndarray:
     """Check that this run's settings fit every earlier run; return their shared centroids.
 
+    The earlier runs' centroid sets must be prefixes of one another (a ``recluster`` run
+    appends centroids to its earlier runs' set); the longest is returned.
+
     Raises:
         InputError: one line naming the setting and both values.
     """
-    centroids = None
+    sets = []
     for run in runs:
         theirs = run.meta["settings"]
         name = f"--against {run.path}"
@@ -150,22 +153,26 @@ def check_settings(runs: list[EarlierRun], mine: dict[str, Any]) -> np.ndarray:
                 f"{name}: threshold {mine['threshold']:g} is below that run's "
                 f"{theirs['threshold']:g} (its border memberships would miss pairs)"
             )
-        c = np.load(Path(run.path) / INDEX_DIR / "centroids.npy")
-        if centroids is None:
-            centroids = c
-        elif c.shape != centroids.shape or not np.array_equal(c, centroids):
+        sets.append(np.load(Path(run.path) / INDEX_DIR / "centroids.npy"))
+    longest = max(range(len(sets)), key=lambda i: len(sets[i]))
+    centroids = sets[longest]
+    for run, c in zip(runs, sets, strict=True):
+        if c.shape[1:] != centroids.shape[1:] or not np.array_equal(c, centroids[: len(c)]):
             raise InputError(
-                f"{name}: clustered independently of {runs[0].path}; runs deduplicated "
-                "against each other share one set of centroids"
+                f"--against {run.path}: clustered independently of {runs[longest].path}; runs "
+                "deduplicated against each other share one set of centroids"
             )
-    assert centroids is not None
     return centroids
 
 
-def earlier_radius(runs: list[EarlierRun]) -> np.ndarray:
-    """Per cluster, the lowest radius (as a cosine) over the earlier runs."""
+def earlier_radius(runs: list[EarlierRun], clusters: int | None = None) -> np.ndarray:
+    """Per cluster (``clusters``, default the most of any run), the lowest radius (as a
+    cosine) over the earlier runs (``inf`` for clusters a run does not have)."""
     radii = [np.load(Path(r.path) / INDEX_DIR / "radius.npy") for r in runs]
-    return np.minimum.reduce(radii)
+    out = np.full(clusters or max(len(r) for r in radii), np.inf)
+    for radius in radii:
+        out[: len(radius)] = np.minimum(out[: len(radius)], radius)
+    return out
 
 
 def vectors_path(kept_part: Path, kind: str) -> Path:
