@@ -48,46 +48,46 @@ class _Best:
         """No match yet for ``n`` new memberships."""
         return cls(np.full(n, -np.inf), np.full(n, -1, np.int64), np.full(n, -1, np.int64))
 
-    def update(self, file: int, rows: np.ndarray, pos: np.ndarray, sim: np.ndarray) -> None:
-        """Take the pairs ``(rows[i], file, pos[i], sim[i])`` that beat the best so far."""
+    def update(self, rows: np.ndarray, file: np.ndarray, pos: np.ndarray, sim: np.ndarray) -> None:
+        """Take the pairs ``(rows[i], file[i], pos[i], sim[i])`` that beat the best so far."""
         if not len(rows):
             return
         order = np.lexsort((-sim, rows))
-        rows, pos, sim = rows[order], pos[order], sim[order]
+        rows, file, pos, sim = rows[order], file[order], pos[order], sim[order]
         first = np.r_[True, rows[1:] != rows[:-1]]
-        rows, pos, sim = rows[first], pos[first], sim[first]
+        rows, file, pos, sim = rows[first], file[first], pos[first], sim[first]
         better = sim > self.sim[rows]
         rows = rows[better]
-        self.sim[rows], self.file[rows], self.pos[rows] = sim[better], file, pos[better]
+        self.sim[rows], self.file[rows], self.pos[rows] = sim[better], file[better], pos[better]
 
 
-def _match(
-    xn: np.ndarray,
-    new_rows: np.ndarray,
-    f16: np.ndarray,
-    f32: np.ndarray,
-    lo: int,
-    hi: int,
-    threshold: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``(new row, earlier position, exact cosine)`` at or above ``threshold`` between
-    the new rows ``new_rows`` (of ``xn``) and the earlier memberships ``lo..hi-1``."""
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for j0 in range(lo, hi, BLOCK):
-        xo = np.asarray(f16[j0 : min(hi, j0 + BLOCK)], dtype=np.float32)
+def _candidates(
+    xn: np.ndarray, new_rows: np.ndarray, xo: np.ndarray, cut: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(new row, row of xo)`` whose float32 product is at least ``cut``."""
+    found_i, found_j = [], []
+    for j0 in range(0, len(xo), BLOCK):
+        block = xo[j0 : j0 + BLOCK]
         for i0 in range(0, len(new_rows), BLOCK):
             rows = new_rows[i0 : i0 + BLOCK]
-            i, j = np.nonzero(xn[rows] @ xo.T >= threshold - MARGIN)
-            if not len(i):
-                continue
-            exact = np.einsum(
-                "ij,ij->i", xn[rows[i]].astype(np.float64), f32[j0 + j].astype(np.float64)
-            )
-            hit = exact >= threshold
-            found.append((rows[i[hit]], j0 + j[hit], exact[hit]))
-    if not found:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
-    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))  # type: ignore[return-value]
+            i, j = np.nonzero(xn[rows] @ block.T >= cut)
+            found_i.append(rows[i])
+            found_j.append(j0 + j)
+    if not found_i:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(found_i), np.concatenate(found_j)
+
+
+def _exact(
+    xn: np.ndarray, i: np.ndarray, f: np.ndarray, pos: np.ndarray, f32: list[np.ndarray]
+) -> np.ndarray:
+    """Float64 cosines of new rows ``i`` and earlier float32 rows ``pos`` of stores ``f``."""
+    out = np.empty(len(i))
+    for file in np.unique(f):
+        sel = np.flatnonzero(f == file)
+        xo = f32[file][pos[sel]].astype(np.float64)
+        out[sel] = np.einsum("ij,ij->i", xn[i[sel]].astype(np.float64), xo)
+    return out
 
 
 def _earlier_files(
@@ -137,24 +137,39 @@ def cross_bucket(
         clusters = np.unique(n_sorted)
         best = _Best.empty(len(n_row))
         parts = list(_earlier_files(earlier, lo, hi))
-        for f, (_, part) in enumerate(parts):
+        spans, f16, f32 = [], [], []
+        for _, part in parts:
             meta = pq.read_table(part, columns=["cluster", "secondary"])
             o_cl = meta.column("cluster").to_numpy()
-            o_sec = meta.column("secondary").to_numpy(zero_copy_only=False)
-            f16 = np.load(vectors_path(part, "f16"), mmap_mode="r")
-            f32 = np.load(vectors_path(part, "f32"), mmap_mode="r")
-            starts = np.searchsorted(o_cl, clusters)
-            ends = np.searchsorted(o_cl, clusters, "right")
-            for c, a, e in zip(clusters, starts, ends, strict=True):
-                if a == e:
-                    continue
-                mid = a + int(np.count_nonzero(~o_sec[a:e]))
-                ni = order[np.searchsorted(n_sorted, c) : np.searchsorted(n_sorted, c, "right")]
-                prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
-                compared += len(prim) * int(e - a) + len(sec) * int(mid - a)
-                for rows, end in ((prim, e), (sec, mid)):
-                    if len(rows) and end > a:
-                        best.update(f, *_match(xn, rows, f16, f32, a, end, threshold))
+            primaries = np.r_[
+                0, np.cumsum(~meta.column("secondary").to_numpy(zero_copy_only=False))
+            ]
+            start, end = np.searchsorted(o_cl, clusters), np.searchsorted(o_cl, clusters, "right")
+            spans.append((start, start + primaries[end] - primaries[start], end))
+            f16.append(np.load(vectors_path(part, "f16"), mmap_mode="r"))
+            f32.append(np.load(vectors_path(part, "f32"), mmap_mode="r"))
+        new_lo = np.searchsorted(n_sorted, clusters)
+        new_hi = np.searchsorted(n_sorted, clusters, "right")
+        for ci in range(len(clusters)):
+            # the cluster's earlier memberships from every part, primaries first
+            pieces = [(f, sp[0][ci], sp[1][ci]) for f, sp in enumerate(spans)]
+            pieces += [(f, sp[1][ci], sp[2][ci]) for f, sp in enumerate(spans)]
+            pieces = [(f, x, y) for f, x, y in pieces if y > x]
+            if not pieces:
+                continue
+            n_prim = sum(int(sp[1][ci] - sp[0][ci]) for sp in spans)
+            xo = np.concatenate([f16[f][x:y] for f, x, y in pieces]).astype(np.float32)
+            src = np.concatenate([np.full(y - x, f) for f, x, y in pieces])
+            pos = np.concatenate([np.arange(x, y) for f, x, y in pieces])
+            ni = order[new_lo[ci] : new_hi[ci]]
+            prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
+            compared += len(prim) * len(xo) + len(sec) * n_prim
+            for rows, m in ((prim, len(xo)), (sec, n_prim)):
+                if len(rows) and m:
+                    i, j = _candidates(xn, rows, xo[:m], threshold - MARGIN)
+                    sim = _exact(xn, i, src[j], pos[j], f32)
+                    hit = sim >= threshold
+                    best.update(i[hit], src[j[hit]], pos[j[hit]], sim[hit])
         hit = np.flatnonzero(best.file >= 0)
         for f in np.unique(best.file[hit]):
             mine = hit[best.file[hit] == f]

@@ -5,13 +5,16 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
 * ``index.json``: version, run id, settings (dimension, threshold and its meaning, mode, keep
   policy, border rule, model id when given), cluster and bucket counts, kept counts and the
   earlier runs this one was deduplicated against (``parents``: run id and absolute path);
-* ``centroids.npy``: the ``(k, D)`` unit centroids every kept item was assigned to;
+* ``centroids.npy``: the ``(k, D)`` unit centroids every kept item was assigned to (an earlier
+  run's set followed by extra ones after ``recluster``: runs share centroids up to a prefix);
 * ``radius.npy``: per cluster, the lowest cosine of a primary member to its centroid (the
   cluster's radius as a similarity; ``inf`` for an empty cluster);
 * ``kept/bBBBB/fFFFFF.parquet``: every membership of every item this run *kept* (its own
   cluster and its border clusters), bucket ``b`` holding clusters ``c`` with
-  ``c * buckets // k == b``: ``id`` (string), ``row`` (the item's row in this run),
-  ``cluster``, ``secondary`` and ``embedding`` (unit float32 as fixed-size binary).
+  ``c * buckets // k == b``, sorted by cluster, primaries first: ``id`` (string), ``row`` (the
+  item's row in this run), ``cluster`` and ``secondary``;
+* ``vectors/bBBBB/fFFFFF.f16.npy`` and ``.f32.npy``: their unit embeddings in the same order,
+  float16 for the candidate search, float32 for the exact similarity of candidates.
 
 An index holds only the items its own run kept; the kept items of the runs it was deduplicated
 against live in theirs (``parents``), so ``--against OUT`` brings in OUT's whole history.
