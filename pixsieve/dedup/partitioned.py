@@ -169,7 +169,7 @@ def dedup_files(
     k = config.clusters_for(n) if old_centroids is None else len(old_centroids)
     semdedup = config.mode == "semdedup"
     old_kept = sum(r.meta["kept"] for r in earlier)
-    n_buckets = budget.buckets((n + old_kept) * (1.0 if semdedup else 2.0))
+    n_buckets = budget.buckets(n * (1.0 if semdedup else 2.0))  # earlier: a cluster at a time
     plan = {
         "files": [(s.path, s.rows, *stamp(s.path)) for s in sources],
         "against": [(r.run_id, r.path) for r in earlier],

@@ -11,6 +11,7 @@ import pytest
 
 from pixsieve.dedup.index import INDEX_DIR
 from pixsieve.dedup.io import REASON_EARLIER
+from pixsieve.dedup.memory import Budget
 from pixsieve.dedup.partitioned import dedup_files
 from pixsieve.dedup.sources import InputError
 
@@ -116,3 +117,21 @@ def test_auto_and_refusals(far_batches, tmp_path):
     with pytest.raises(InputError, match="clustered independently"):
         dedup_files(near, tmp_path / "z", _config(), against=[tmp_path / "far", tmp_path / "O"])
     assert pq.read_table(tmp_path / "far" / "duplicates.parquet").num_rows > 0
+
+
+def test_many_buckets_find_the_same_pairs(far_batches, tmp_path, monkeypatch):
+    """Earlier and new runs split into several buckets (of different counts) remove the same
+    rows as single-bucket runs, with and without extra centroids."""
+    a, b, _ = far_batches
+    in_a, in_b = _write(tmp_path / "in_a", a, "a"), _write(tmp_path / "in_b", b, "b")
+    dedup_files(in_a, tmp_path / "A1", _config())
+    dedup_files(in_b, tmp_path / "B1", _config(), against=[tmp_path / "A1"], recluster="on")
+    monkeypatch.setattr(Budget, "bucket_rows", property(lambda self: 150))
+    many = dedup_files(in_a, tmp_path / "A", _config())
+    assert many.counts["buckets"] > 3
+    for mode in ("off", "on"):
+        res = dedup_files(
+            in_b, tmp_path / mode, _config(), against=[tmp_path / "A"], recluster=mode
+        )
+        assert 1 < res.counts["buckets"] != many.counts["buckets"]
+        assert _ids(tmp_path / mode) == _ids(tmp_path / "B1")
