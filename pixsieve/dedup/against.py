@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.index import EarlierRun, vectors_path
-from pixsieve.dedup.partition import FileTask, assign_file, unpacked
+from pixsieve.dedup.crossassign import cross_assign_file, earlier_counts
+from pixsieve.dedup.index import EarlierRun, earlier_radius, vectors_path
+from pixsieve.dedup.partition import FileTask, unpacked
 from pixsieve.dedup.sources import Source
 
 #: Rows of each side multiplied at once (a 4096² float32 block is 64 MiB).
@@ -206,32 +207,42 @@ def search_earlier(
     n_buckets: int,
     border: tuple[Any, ...],
     threshold: float,
-) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """The earlier phase: :func:`cross_bucket` over every bucket, for each centroid set of the
-    earlier runs (a prefix of this run's, :mod:`pixsieve.dedup.recluster`); the new items are
-    assigned once more to each set shorter than this run's (``work/kK``).
+) -> tuple[pa.Table, dict[str, int]]:
+    """The earlier phase: for each centroid set of the earlier runs (a prefix of this run's,
+    :mod:`pixsieve.dedup.recluster`), the new items' cross-search memberships
+    (:mod:`pixsieve.dedup.crossassign`, into ``work/xK``), then :func:`cross_bucket` over every
+    bucket.
 
     Args:
         run: a ``map_calls``.
-        border: :func:`pixsieve.dedup.partition.assign_file`'s border arguments.
+        border: ``(border candidates, threshold, slack)``.
     Returns:
-        :func:`earlier_matches` and the buckets' counts.
+        :func:`earlier_matches` and counts: ``earlier_similarities``, ``earlier_memberships``
+        (new items' cross-search memberships), ``earlier_by_radius`` (new items searched by the
+        radius scheme).
     """
-    k = len(np.load(centroids_path, mmap_mode="r"))
+    centroids = np.load(centroids_path)
     groups: dict[int, list[tuple[int, EarlierRun]]] = {}
     for position, r in enumerate(earlier):
         groups.setdefault(int(r.meta["clusters"]), []).append((position, r))
     crossed, works = [], []
+    counts = {"earlier_memberships": 0, "earlier_by_radius": 0}
     for k_r, runs in sorted(groups.items()):
         bucket_of = (np.arange(k_r, dtype=np.int64) * n_buckets // k_r).astype(np.int64)
-        base = work if k_r == k else work / f"k{k_r}"
-        if k_r != k:
-            base.mkdir(exist_ok=True)
-            path = base / "centroids.npy"
-            np.save(path, np.load(centroids_path)[:k_r])
-            mine = replace(task, work=str(base))
-            calls = [(mine, s, i, str(path), bucket_of, *border) for i, s in enumerate(sources)]
-            list(run(assign_file, calls))
+        base = work / f"x{k_r}"
+        base.mkdir(exist_ok=True)
+        path, costs = base / "centroids.npy", base / "costs.npz"
+        if not costs.exists():
+            np.save(path, centroids[:k_r])
+            members, primaries = earlier_counts([r for _, r in runs], k_r)
+            radius = earlier_radius([r for _, r in runs], k_r)
+            np.savez(base / "costs.tmp.npz", members=members, primaries=primaries, radius=radius)
+            (base / "costs.tmp.npz").rename(costs)
+        mine = replace(task, work=str(base))
+        calls = [
+            (mine, s, i, str(path), bucket_of, *border, str(costs)) for i, s in enumerate(sources)
+        ]
+        assigned = list(run(cross_assign_file, calls))
         spec = [(position, str(r.kept_dir), r.buckets, k_r) for position, r in runs]
         bounds = [np.searchsorted(bucket_of, [b, b + 1]) for b in range(n_buckets)]
         calls = [
@@ -239,8 +250,11 @@ def search_earlier(
             for b, (lo, hi) in enumerate(bounds)
         ]
         crossed += list(run(cross_bucket, calls))
+        counts["earlier_memberships"] += sum(a["memberships"] for a in assigned)
+        counts["earlier_by_radius"] += sum(a["by_radius"] for a in assigned)
         works.append(base)
-    return earlier_matches(works, n_buckets), crossed
+    counts["earlier_similarities"] = sum(c["similarities_computed"] for c in crossed)
+    return earlier_matches(works, n_buckets), counts
 
 
 def earlier_matches(work: Path | list[Path], buckets: int) -> pa.Table:

@@ -250,11 +250,11 @@ def dedup_files(
             with phase("earlier"):
                 matches, crossed = search_earlier(
                     run, work, task, sources, earlier, centroids_path, n_buckets,
-                    (candidates, config.threshold, slack, id_buckets), config.threshold,
+                    (candidates, config.threshold, slack), config.threshold,
                 )  # fmt: skip
                 excluded = str(work / "excluded.npy")
                 np.save(excluded, np.sort(matches.column("row").to_numpy()))
-            counts["earlier_similarities"] = sum(c["similarities_computed"] for c in crossed)
+            counts.update(crossed)
         with phase("similarity"):
             calls = [
                 (str(work), b, config, budget.bucket_rows, dim, excluded) for b in range(n_buckets)

@@ -60,6 +60,8 @@ def test_recluster_finds_the_same_pairs_at_lower_cost(far_batches, tmp_path):
     # beyond the radius: counted alike; extra centroids; fewer memberships and similarities
     assert again.counts["beyond_radius"] == plain.counts["beyond_radius"] > 300
     assert again.counts["recluster_extra"] > 0
+    # far new items are searched across batches by the radius scheme: fewer products
+    assert plain.counts["earlier_by_radius"] > 0
     assert again.counts["n_clusters"] == 8 + again.counts["recluster_extra"]
     assert again.counts["border_memberships"] < plain.counts["border_memberships"]
     assert again.counts["similarities_computed"] < plain.counts["similarities_computed"]
