@@ -9,10 +9,10 @@ correct memberships, but many border ones, so their within-batch search costs mo
   memberships per far item), and writes that extended set into its index, so later runs
   against it share it;
 * searches **across batches** on each earlier run's own centroids (a prefix of the extended
-  set, :func:`pixsieve.dedup.index.check_settings`): the border argument needs both items of a
-  pair to be assigned to one set of centroids, and an earlier kept item's memberships were
-  computed on its run's set. Each distinct earlier set gets its own assignment of the new items
-  (``work/kK/assign``), compared with the earlier runs of that set.
+  set, :func:`pixsieve.dedup.index.check_settings`): both schemes of
+  :mod:`pixsieve.dedup.crossassign` need the new item assigned to the set an earlier kept
+  item's memberships and radius were computed on. Each distinct earlier set gets its own
+  cross-search memberships of the new items (``work/xK``).
 """
 
 from __future__ import annotations
