@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup.crossassign import cross_assign_file, earlier_counts
 from pixsieve.dedup.index import EarlierRun, earlier_radius, vectors_path
-from pixsieve.dedup.partition import FileTask, unpacked
+from pixsieve.dedup.partition import FileTask, unpack_into
 from pixsieve.dedup.sources import Source
 
 #: Rows of each side multiplied at once (a 4096² float32 block is 64 MiB).
@@ -126,13 +126,16 @@ def cross_bucket(
     rows_out, runs_out, ids_out, sims_out = [], [], [], []
     compared = 0
     if files and hi > lo:
-        new = ds.dataset(files, format="parquet").to_table(
-            columns=["row", "cluster", "secondary", "embedding"]
-        )
-        n_row, n_cl = new.column("row").to_numpy(), new.column("cluster").to_numpy()
-        n_sec = new.column("secondary").to_numpy(zero_copy_only=False)
-        xn = unpacked(new.column("embedding"), dim)
-        del new
+        sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+        xn = np.empty((sum(sizes), dim), np.float32)  # one file decoded at a time
+        parts_new = []
+        for f, at in zip(files, np.cumsum([0, *sizes[:-1]]), strict=True):
+            table = pq.read_table(f, columns=["row", "cluster", "secondary", "embedding"])
+            unpack_into(table.column("embedding"), xn, np.arange(at, at + len(table)))
+            parts_new.append(table.drop_columns(["embedding"]))
+        meta = pa.concat_tables(parts_new)
+        n_row, n_cl = meta.column("row").to_numpy(), meta.column("cluster").to_numpy()
+        n_sec = meta.column("secondary").to_numpy(zero_copy_only=False)
         order = np.lexsort((n_sec, n_cl))
         n_sorted = n_cl[order]
         clusters = np.unique(n_sorted)

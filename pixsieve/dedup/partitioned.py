@@ -113,8 +113,7 @@ def dedup_files(
         model: the embedding model's name, recorded in the index and checked against the
             earlier runs' when both are known.
         index: write ``out_dir/index`` (what a later ``against`` run needs).
-        recluster: with ``against``: ``"on"``/``"auto"`` fit extra centroids on the new items
-            beyond the earlier radius (always/above 25%; :mod:`pixsieve.dedup.recluster`).
+        recluster: ``on``/``auto``: extra centroids for far new items (:mod:`.recluster`).
 
     Raises:
         InputError: unreadable input, missing columns, bad rows (one line naming the row).
@@ -249,7 +248,8 @@ def dedup_files(
         if earlier:
             with phase("earlier"):
                 matches, crossed = search_earlier(
-                    run, work, task, sources, earlier, centroids_path, n_buckets,
+                    run, work, task, sources, earlier, centroids_path,  # cross memberships <= n·m
+                    max(n_buckets, budget.buckets(n * candidates)),
                     (candidates, config.threshold, slack), config.threshold,
                 )  # fmt: skip
                 excluded = str(work / "excluded.npy")
