@@ -3,7 +3,7 @@
     python benchmarks/dedup_against_bench.py --n 1000000 --new 100000 --memory-limit 3GiB
     # again, against the OLD output already there (no OLD run), without the scratch run:
     python benchmarks/dedup_against_bench.py --n 1000000 --new 100000 --reuse-old --skip-scratch \
-        --fresh other --recluster on --out-suffix -re
+        --fresh other --recluster on --out-suffix=-re
 
 1. OLD: the planted set of ``dedup_files_bench.py`` (``--n`` items in ``--files`` files).
    NEW: ``--new`` items, ``--copies`` of them near-copies of random OLD items (cosine about
