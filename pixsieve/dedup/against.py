@@ -13,6 +13,7 @@ outputs never change and their kept items always survive.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,10 +31,14 @@ from pixsieve.dedup.sources import Source
 
 #: Rows of each side multiplied at once (a 4096² float32 block is 64 MiB).
 BLOCK: int = 4096
+#: New rows multiplied at once with the earlier rows in their centroid-cosine window.
+NEW_BLOCK: int = 256
 #: Candidates: float16-stored products this close below the threshold are recomputed in float64
 #: from the float32 store. Rounding a unit vector to float16 moves it by at most 2⁻¹¹ (4.9e-4)
 #: of its length, so its cosine to a unit vector moves by at most that, plus float32 rounding.
 MARGIN: float = 1e-3
+#: Added to the centroid-cosine window ``sqrt(2 (1 - threshold))`` against float32 rounding.
+WINDOW_SLACK: float = 1e-3
 
 
 @dataclass
@@ -63,20 +68,35 @@ class _Best:
 
 
 def _candidates(
-    xn: np.ndarray, new_rows: np.ndarray, xo: np.ndarray, cut: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(new row, row of xo)`` whose float32 product is at least ``cut``."""
+    xn: np.ndarray,
+    new_rows: np.ndarray,
+    new_sim: np.ndarray,
+    xo: np.ndarray,
+    old_sim: np.ndarray,
+    cut: float,
+    window: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pairs ``(new row, row of xo)`` whose float32 product is at least ``cut``, multiplying a
+    block of new rows only with the rows of ``xo`` whose centroid cosine (``old_sim``,
+    ascending) is within ``window`` of the block's (``new_sim``). Returns also the products."""
     found_i, found_j = [], []
-    for j0 in range(0, len(xo), BLOCK):
-        block = xo[j0 : j0 + BLOCK]
-        for i0 in range(0, len(new_rows), BLOCK):
-            rows = new_rows[i0 : i0 + BLOCK]
-            i, j = np.nonzero(xn[rows] @ block.T >= cut)
+    compared = 0
+    order = np.argsort(new_sim, kind="stable")
+    new_rows, new_sim = new_rows[order], new_sim[order]
+    for i0 in range(0, len(new_rows), NEW_BLOCK):
+        rows = new_rows[i0 : i0 + NEW_BLOCK]
+        lo = np.searchsorted(old_sim, new_sim[i0] - window)
+        hi = np.searchsorted(old_sim, new_sim[i0 : i0 + NEW_BLOCK][-1] + window, "right")
+        a = xn[rows]
+        for j0 in range(lo, hi, BLOCK):
+            block = xo[j0 : min(hi, j0 + BLOCK)]
+            i, j = np.nonzero(a @ block.T >= cut)
+            compared += len(rows) * len(block)
             found_i.append(rows[i])
             found_j.append(j0 + j)
     if not found_i:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(found_i), np.concatenate(found_j)
+        return np.empty(0, np.int64), np.empty(0, np.int64), compared
+    return np.concatenate(found_i), np.concatenate(found_j), compared
 
 
 def _exact(
@@ -141,9 +161,12 @@ def cross_bucket(
         clusters = np.unique(n_sorted)
         best = _Best.empty(len(n_row))
         parts = list(_earlier_files(earlier, lo, hi))
-        spans, f16, f32 = [], [], []
+        spans, f16, f32, csim = [], [], [], []
+        centroids = np.load(Path(work) / "centroids.npy")
+        window = math.sqrt(max(0.0, 2.0 * (1.0 - threshold))) + WINDOW_SLACK
         for _, part in parts:
-            meta = pq.read_table(part, columns=["cluster", "secondary"])
+            meta = pq.read_table(part, columns=["cluster", "secondary", "centroid_sim"])
+            csim.append(meta.column("centroid_sim").to_numpy())
             o_cl = meta.column("cluster").to_numpy()
             primaries = np.r_[
                 0, np.cumsum(~meta.column("secondary").to_numpy(zero_copy_only=False))
@@ -162,15 +185,22 @@ def cross_bucket(
             if not pieces:
                 continue
             n_prim = sum(int(sp[1][ci] - sp[0][ci]) for sp in spans)
-            xo = np.concatenate([f16[f][x:y] for f, x, y in pieces]).astype(np.float32)
-            src = np.concatenate([np.full(y - x, f) for f, x, y in pieces])
-            pos = np.concatenate([np.arange(x, y) for f, x, y in pieces])
+            so = np.concatenate([csim[f][x:y] for f, x, y in pieces])
+            perm = np.r_[np.argsort(so[:n_prim]), n_prim + np.argsort(so[n_prim:])]
+            xo = np.concatenate([f16[f][x:y] for f, x, y in pieces]).astype(np.float32)[perm]
+            src = np.concatenate([np.full(y - x, f) for f, x, y in pieces])[perm]
+            pos = np.concatenate([np.arange(x, y) for f, x, y in pieces])[perm]
+            so = so[perm]
             ni = order[new_lo[ci] : new_hi[ci]]
             prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
-            compared += len(prim) * len(xo) + len(sec) * n_prim
-            for rows, m in ((prim, len(xo)), (sec, n_prim)):
-                if len(rows) and m:
-                    i, j = _candidates(xn, rows, xo[:m], threshold - MARGIN)
+            for rows, m_lo, m_hi in ((prim, 0, n_prim), (prim, n_prim, len(xo)), (sec, 0, n_prim)):
+                if len(rows) and m_hi > m_lo:
+                    i, j, n = _candidates(
+                        xn, rows, xn[rows] @ centroids[clusters[ci]], xo[m_lo:m_hi],
+                        so[m_lo:m_hi], threshold - MARGIN, window,
+                    )  # fmt: skip
+                    compared += n
+                    j += m_lo
                     sim = _exact(xn, i, src[j], pos[j], f32)
                     hit = sim >= threshold
                     best.update(i[hit], src[j[hit]], pos[j[hit]], sim[hit])

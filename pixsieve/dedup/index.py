@@ -11,8 +11,9 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
   cluster's radius as a similarity; ``inf`` for an empty cluster);
 * ``kept/bBBBB/fFFFFF.parquet``: every membership of every item this run *kept* (its own
   cluster and its border clusters), bucket ``b`` holding clusters ``c`` with
-  ``c * buckets // k == b``, sorted by cluster, primaries first: ``id`` (string), ``row`` (the
-  item's row in this run), ``cluster`` and ``secondary``;
+  ``c * buckets // k == b``, sorted by cluster, primaries first, then by ``centroid_sim``:
+  ``id`` (string), ``row`` (the item's row in this run), ``cluster``, ``secondary`` and
+  ``centroid_sim`` (float32 cosine of the item to that cluster's centroid);
 * ``vectors/bBBBB/fFFFFF.f16.npy`` and ``.f32.npy``: their unit embeddings in the same order,
   float16 for the candidate search, float32 for the exact similarity of candidates.
 
@@ -39,7 +40,7 @@ from pixsieve.dedup.sources import InputError, Source, read_ids
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
-INDEX_VERSION: int = 2
+INDEX_VERSION: int = 3
 #: What the threshold means; an index of another meaning is refused.
 THRESHOLD_SEMANTICS: str = "cosine_at_least"
 
@@ -203,6 +204,7 @@ def index_file(
     if done.exists():
         return int(done.read_text())
     ids = read_ids(source.path, id_column)
+    centroids = np.load(Path(work) / "centroids.npy")
     kept_rows = 0
     for part in sorted((Path(work) / "assign" / f"f{index:05d}").glob("b*.parquet")):
         table = pq.read_table(part, columns=["row", "cluster", "secondary", "embedding"])
@@ -210,15 +212,18 @@ def index_file(
         cluster = table.column("cluster").to_numpy()
         secondary = table.column("secondary").to_numpy(zero_copy_only=False)
         keep = np.flatnonzero(~np.isin(row, removed))
-        keep = keep[np.lexsort((secondary[keep], cluster[keep]))]
         x = unpacked(table.column("embedding"), int(table.column("embedding").type.byte_width) // 4)
         x = x[keep]
+        sim = np.einsum("ij,ij->i", x, centroids[cluster[keep]])
+        order = np.lexsort((sim, secondary[keep], cluster[keep]))
+        keep, x, sim = keep[order], x[order], sim[order]
         meta = pa.table(
             {
                 "id": ids.take(pa.array(row[keep] - source.offset)).cast(pa.string()),
                 "row": pa.array(row[keep], pa.int64()),
                 "cluster": pa.array(cluster[keep], pa.int32()),
                 "secondary": pa.array(secondary[keep]),
+                "centroid_sim": pa.array(sim, pa.float32()),
             }
         )
         target = Path(out) / INDEX_DIR / "kept" / part.stem / f"f{index:05d}.parquet"

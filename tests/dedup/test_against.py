@@ -189,7 +189,7 @@ def test_mismatched_settings_refused(batches, tmp_path):
         dedup_files(new, tmp_path / "E", _config(), against=[tmp_path / "in_a"])
     meta_path = tmp_path / "A" / INDEX_DIR / INDEX_FILE
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": 1}))
-    with pytest.raises(InputError, match="index version 1, this pixsieve reads 2"):
+    with pytest.raises(InputError, match="index version 1, this pixsieve reads 3"):
         dedup_files(new, tmp_path / "F", _config(), against=[tmp_path / "A"])
 
 
