@@ -213,10 +213,10 @@ def index_file(
         secondary = table.column("secondary").to_numpy(zero_copy_only=False)
         keep = np.flatnonzero(~np.isin(row, removed))
         x = unpacked(table.column("embedding"), int(table.column("embedding").type.byte_width) // 4)
-        x = x[keep]
-        sim = np.einsum("ij,ij->i", x, centroids[cluster[keep]])
-        order = np.lexsort((sim, secondary[keep], cluster[keep]))
-        keep, x, sim = keep[order], x[order], sim[order]
+        del table  # one copy of the embeddings at a time, then the kept ones in their order
+        sim = np.einsum("ij,ij->i", x, centroids[cluster])
+        keep = keep[np.lexsort((sim[keep], secondary[keep], cluster[keep]))]
+        x, sim = x[keep], sim[keep]
         meta = pa.table(
             {
                 "id": ids.take(pa.array(row[keep] - source.offset)).cast(pa.string()),
