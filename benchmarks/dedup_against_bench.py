@@ -1,6 +1,9 @@
 """``pixsieve dedup NEW --against OLD`` against deduplicating OLD+NEW from scratch (run by hand).
 
     python benchmarks/dedup_against_bench.py --n 1000000 --new 100000 --memory-limit 3GiB
+    # again, against the OLD output already there (no OLD run), without the scratch run:
+    python benchmarks/dedup_against_bench.py --n 1000000 --new 100000 --reuse-old --skip-scratch \
+        --fresh other --recluster on --out-suffix=-re
 
 1. OLD: the planted set of ``dedup_files_bench.py`` (``--n`` items in ``--files`` files).
    NEW: ``--new`` items, ``--copies`` of them near-copies of random OLD items (cosine about
@@ -65,6 +68,12 @@ def run_dedup(inputs: list[Path], out: Path, args: argparse.Namespace, extra=())
         "removed": summary["counts"].get("removed"),
         "removed_as_earlier": summary["counts"].get("removed_as_earlier"),
         "beyond_radius_share": summary["counts"].get("beyond_radius_share"),
+        "memberships_per_item": round(
+            1 + summary["counts"].get("border_memberships", 0) / max(summary["counts"]["n"], 1), 2
+        ),
+        "similarities": summary["counts"].get("similarities_computed"),
+        "earlier_similarities": summary["counts"].get("earlier_similarities"),
+        "recluster_extra": summary["counts"].get("recluster_extra"),
         "load_avg_1m_before": round(load, 1),
     }
 
@@ -156,7 +165,16 @@ def main() -> None:
         default="same",
         help="NEW's non-copies: OLD's distribution, or other topics (beyond OLD's clusters)",
     )
-    parser.add_argument("--reuse-old", action="store_true", help="keep an existing OLD output")
+    parser.add_argument(
+        "--reuse-old",
+        action="store_true",
+        help="keep an existing OLD output (its index) instead of running OLD again",
+    )
+    parser.add_argument(
+        "--recluster", choices=["off", "on", "auto"], default="off", help="for the NEW run"
+    )
+    parser.add_argument("--old-out", help="where the OLD output is (default DATA/against-old)")
+    parser.add_argument("--out-suffix", default="", help="appended to the NEW and scratch outputs")
     parser.add_argument("--skip-scratch", action="store_true", help="no from-scratch run")
     args = parser.parse_args()
     data = Path(args.data)
@@ -164,17 +182,23 @@ def main() -> None:
     new = data / f"new{args.new}-c{args.copies}-{args.fresh}-of-n{args.n}-s{args.seed}"
     generate(old, args.n, args.files, args.dim, args.seed)
     generate_new(new, old, args)
-    out_old, out_new, out_all = (data / f"against-{name}" for name in ("old", "new", "all"))
+    out_old = Path(args.old_out) if args.old_out else data / "against-old"
+    out_new, out_all = (data / f"against-{name}{args.out_suffix}" for name in ("new", "all"))
     rows = {}
     if not (args.reuse_old and (out_old / "index" / "index.json").exists()):
         rows["old"] = run_dedup([old / "parquet"], out_old, args)
-    rows["against"] = run_dedup([new / "parquet"], out_new, args, ["--against", str(out_old)])
+    extra = ["--against", str(out_old), "--recluster", args.recluster]
+    rows["against"] = run_dedup([new / "parquet"], out_new, args, extra)
     rows["against"].update(cross_recall(old, new, args.n, [out_old, out_new], args.threshold))
     if not args.skip_scratch:
         rows["scratch"] = run_dedup([old / "parquet", new / "parquet"], out_all, args)
         rows["scratch"].update(cross_recall(old, new, args.n, [out_all], args.threshold))
     for name, row in rows.items():
         print(json.dumps({"run": name, "n": args.n, "new": args.new, **row}))
+    if "scratch" in rows:
+        ratio = rows["against"]["cpu_s"] / max(rows["scratch"]["cpu_s"], 1e-9)
+        wall = rows["against"]["wall_s"] / max(rows["scratch"]["wall_s"], 1e-9)
+        print(json.dumps({"against_over_scratch_cpu": round(ratio, 3), "wall": round(wall, 3)}))
     print(json.dumps({"cpus": os.cpu_count(), "memory_limit": args.memory_limit}))
 
 

@@ -24,6 +24,7 @@ from pixsieve.dedup import (
 )
 from pixsieve.dedup.memory import default_memory_limit, parse_size
 from pixsieve.dedup.partitioned import PartitionedResult, dedup_files
+from pixsieve.dedup.recluster import RECLUSTER_CHOICES
 from pixsieve.dedup.sources import Columns
 
 PHASE_LABELS: dict[str, str] = {
@@ -83,6 +84,7 @@ def _summary(
             f"{c['removed_as_earlier']:,} removed as duplicates of earlier runs; "
             f"{100.0 * c['beyond_radius_share']:.2f}% of the new items lie beyond the earlier "
             "clusters' radius"
+            + (f"; {c['recluster_extra']:,} centroids added" if "recluster_extra" in c else "")
         )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -189,6 +191,14 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str | None) -> in
     "kept are removed (reason duplicate_of_earlier); its centroids are reused.",
 )
 @click.option(
+    "--recluster",
+    type=click.Choice(RECLUSTER_CHOICES),
+    default="off",
+    show_default=True,
+    help="With --against: fit extra centroids on the new items beyond the earlier clusters' "
+    "radius (on), only when over 25% of them are (auto); the cross-batch search stays exact.",
+)
+@click.option(
     "--model-id",
     default=None,
     help="Name of the model that made the embeddings; recorded, and checked by --against.",
@@ -220,6 +230,7 @@ def dedup(
     clusters: int | None,
     seed: int,
     against: tuple[Path, ...],
+    recluster: str,
     model_id: str | None,
     index: bool,
     progress: bool,
@@ -258,6 +269,7 @@ def dedup(
                 against=list(against),
                 model=model_id,
                 index=index,
+                recluster=recluster,
             )
     except (EmbeddingError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc

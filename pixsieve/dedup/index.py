@@ -5,13 +5,17 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
 * ``index.json``: version, run id, settings (dimension, threshold and its meaning, mode, keep
   policy, border rule, model id when given), cluster and bucket counts, kept counts and the
   earlier runs this one was deduplicated against (``parents``: run id and absolute path);
-* ``centroids.npy``: the ``(k, D)`` unit centroids every kept item was assigned to;
+* ``centroids.npy``: the ``(k, D)`` unit centroids every kept item was assigned to (an earlier
+  run's set followed by extra ones after ``recluster``: runs share centroids up to a prefix);
 * ``radius.npy``: per cluster, the lowest cosine of a primary member to its centroid (the
   cluster's radius as a similarity; ``inf`` for an empty cluster);
 * ``kept/bBBBB/fFFFFF.parquet``: every membership of every item this run *kept* (its own
   cluster and its border clusters), bucket ``b`` holding clusters ``c`` with
-  ``c * buckets // k == b``: ``id`` (string), ``row`` (the item's row in this run),
-  ``cluster``, ``secondary`` and ``embedding`` (unit float32 as fixed-size binary).
+  ``c * buckets // k == b``, sorted by cluster, primaries first, then by ``centroid_sim``:
+  ``id`` (string), ``row`` (the item's row in this run), ``cluster``, ``secondary`` and
+  ``centroid_sim`` (float32 cosine of the item to that cluster's centroid);
+* ``vectors/bBBBB/fFFFFF.f16.npy`` and ``.f32.npy``: their unit embeddings in the same order,
+  float16 for the candidate search, float32 for the exact similarity of candidates.
 
 An index holds only the items its own run kept; the kept items of the runs it was deduplicated
 against live in theirs (``parents``), so ``--against OUT`` brings in OUT's whole history.
@@ -31,11 +35,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.partition import unpacked
 from pixsieve.dedup.sources import InputError, Source, read_ids
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
-INDEX_VERSION: int = 1
+INDEX_VERSION: int = 3
 #: What the threshold means; an index of another meaning is refused.
 THRESHOLD_SEMANTICS: str = "cosine_at_least"
 
@@ -93,7 +98,7 @@ def _open(path: str | Path) -> EarlierRun:
     if meta.get("version") != INDEX_VERSION:
         raise InputError(
             f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
-            f"{INDEX_VERSION}"
+            f"{INDEX_VERSION} (rerun that dedup to rebuild its index)"
         )
     return EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
 
@@ -126,10 +131,13 @@ def open_earlier(paths: list[str | Path]) -> list[EarlierRun]:
 def check_settings(runs: list[EarlierRun], mine: dict[str, Any]) -> np.ndarray:
     """Check that this run's settings fit every earlier run; return their shared centroids.
 
+    The earlier runs' centroid sets must be prefixes of one another (a ``recluster`` run
+    appends centroids to its earlier runs' set); the longest is returned.
+
     Raises:
         InputError: one line naming the setting and both values.
     """
-    centroids = None
+    sets = []
     for run in runs:
         theirs = run.meta["settings"]
         name = f"--against {run.path}"
@@ -149,28 +157,46 @@ def check_settings(runs: list[EarlierRun], mine: dict[str, Any]) -> np.ndarray:
                 f"{name}: threshold {mine['threshold']:g} is below that run's "
                 f"{theirs['threshold']:g} (its border memberships would miss pairs)"
             )
-        c = np.load(Path(run.path) / INDEX_DIR / "centroids.npy")
-        if centroids is None:
-            centroids = c
-        elif c.shape != centroids.shape or not np.array_equal(c, centroids):
+        sets.append(np.load(Path(run.path) / INDEX_DIR / "centroids.npy"))
+    longest = max(range(len(sets)), key=lambda i: len(sets[i]))
+    centroids = sets[longest]
+    for run, c in zip(runs, sets, strict=True):
+        if c.shape[1:] != centroids.shape[1:] or not np.array_equal(c, centroids[: len(c)]):
             raise InputError(
-                f"{name}: clustered independently of {runs[0].path}; runs deduplicated "
-                "against each other share one set of centroids"
+                f"--against {run.path}: clustered independently of {runs[longest].path}; runs "
+                "deduplicated against each other share one set of centroids"
             )
-    assert centroids is not None
     return centroids
 
 
-def earlier_radius(runs: list[EarlierRun]) -> np.ndarray:
-    """Per cluster, the lowest radius (as a cosine) over the earlier runs."""
+def earlier_radius(runs: list[EarlierRun], clusters: int | None = None) -> np.ndarray:
+    """Per cluster (``clusters``, default the most of any run), the lowest radius (as a
+    cosine) over the earlier runs (``inf`` for clusters a run does not have)."""
     radii = [np.load(Path(r.path) / INDEX_DIR / "radius.npy") for r in runs]
-    return np.minimum.reduce(radii)
+    out = np.full(clusters or max(len(r) for r in radii), np.inf)
+    for radius in radii:
+        out[: len(radius)] = np.minimum(out[: len(radius)], radius)
+    return out
+
+
+def vectors_path(kept_part: Path, kind: str) -> Path:
+    """The ``kind`` (``f16`` or ``f32``) embedding store beside ``kept/bBBBB/fFFFFF.parquet``."""
+    return kept_part.parents[2] / "vectors" / kept_part.parent.name / f"{kept_part.stem}.{kind}.npy"
+
+
+def _save(path: Path, x: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, x)
+    tmp.rename(path)
 
 
 def index_file(
     work: str, out: str, source: Source, index: int, id_column: str, removed: np.ndarray
 ) -> int:
-    """Write the memberships of the kept rows of one input file into ``OUT/index/kept``.
+    """Write the memberships of the kept rows of one input file into ``OUT/index/kept`` and
+    their embeddings into ``OUT/index/vectors`` (sorted by cluster, primaries first).
 
     ``removed``: sorted global rows of this file that were removed. Returns rows kept.
     """
@@ -178,20 +204,36 @@ def index_file(
     if done.exists():
         return int(done.read_text())
     ids = read_ids(source.path, id_column)
+    centroids = np.load(Path(work) / "centroids.npy")
     kept_rows = 0
     for part in sorted((Path(work) / "assign" / f"f{index:05d}").glob("b*.parquet")):
         table = pq.read_table(part, columns=["row", "cluster", "secondary", "embedding"])
         row = table.column("row").to_numpy()
-        mask = ~np.isin(row, removed, assume_unique=False)
-        table = table.filter(pa.array(mask))
-        local = pa.array(table.column("row").to_numpy() - source.offset)
-        table = table.append_column("id", ids.take(local).cast(pa.string()))
+        cluster = table.column("cluster").to_numpy()
+        secondary = table.column("secondary").to_numpy(zero_copy_only=False)
+        keep = np.flatnonzero(~np.isin(row, removed))
+        x = unpacked(table.column("embedding"), int(table.column("embedding").type.byte_width) // 4)
+        del table  # one copy of the embeddings at a time, then the kept ones in their order
+        sim = np.einsum("ij,ij->i", x, centroids[cluster])
+        keep = keep[np.lexsort((sim[keep], secondary[keep], cluster[keep]))]
+        x, sim = x[keep], sim[keep]
+        meta = pa.table(
+            {
+                "id": ids.take(pa.array(row[keep] - source.offset)).cast(pa.string()),
+                "row": pa.array(row[keep], pa.int64()),
+                "cluster": pa.array(cluster[keep], pa.int32()),
+                "secondary": pa.array(secondary[keep]),
+                "centroid_sim": pa.array(sim, pa.float32()),
+            }
+        )
         target = Path(out) / INDEX_DIR / "kept" / part.stem / f"f{index:05d}.parquet"
+        _save(vectors_path(target, "f32"), x)
+        _save(vectors_path(target, "f16"), x.astype(np.float16))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        pq.write_table(table, tmp, compression="none")
+        pq.write_table(meta, tmp, compression="none")
         tmp.rename(target)
-        kept_rows += int((~table.column("secondary").to_numpy(zero_copy_only=False)).sum())
+        kept_rows += int((~secondary[keep]).sum())
     done.write_text(str(kept_rows))
     return kept_rows
 

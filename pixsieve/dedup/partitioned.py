@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pixsieve.calls import MapCalls
-from pixsieve.dedup.against import cross_bucket, earlier_matches
+from pixsieve.dedup.against import search_earlier
 from pixsieve.dedup.buckets import bucket_edges, resolve_bucket
 from pixsieve.dedup.component_parts import edge_count, group_components
 from pixsieve.dedup.config import SemanticDedupConfig
@@ -53,6 +53,7 @@ from pixsieve.dedup.keep import resolve_policy
 from pixsieve.dedup.kmeans import sample_indices, train_centroids
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
+from pixsieve.dedup.recluster import against_centroids, check_mode, recluster_counts
 from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources, read_sample
 from pixsieve.dedup.workdir import prepare_work, stamp, thread_map
 
@@ -90,6 +91,7 @@ def dedup_files(
     against: Sequence[str | Path] = (),
     model: str | None = None,
     index: bool = True,
+    recluster: str = "off",
 ) -> PartitionedResult:
     """Deduplicate the embeddings of Parquet files without holding them in memory.
 
@@ -111,6 +113,7 @@ def dedup_files(
         model: the embedding model's name, recorded in the index and checked against the
             earlier runs' when both are known.
         index: write ``out_dir/index`` (what a later ``against`` run needs).
+        recluster: ``on``/``auto``: extra centroids for far new items (:mod:`.recluster`).
 
     Raises:
         InputError: unreadable input, missing columns, bad rows (one line naming the row).
@@ -160,12 +163,12 @@ def dedup_files(
         np.empty(0) if columns.width and columns.height else None,
     )
     mine = settings(config, dim, model)
-    earlier = open_earlier(list(against)) if against else []
+    earlier = open_earlier(list(against)) if check_mode(recluster, against) else []
     old_centroids = check_settings(earlier, mine) if earlier else None
     k = config.clusters_for(n) if old_centroids is None else len(old_centroids)
     semdedup = config.mode == "semdedup"
     old_kept = sum(r.meta["kept"] for r in earlier)
-    n_buckets = budget.buckets((n + old_kept) * (1.0 if semdedup else 2.0))
+    n_buckets = budget.buckets(n * (1.0 if semdedup else 2.0))  # earlier: a cluster at a time
     plan = {
         "files": [(s.path, s.rows, *stamp(s.path)) for s in sources],
         "against": [(r.run_id, r.path) for r in earlier],
@@ -173,6 +176,7 @@ def dedup_files(
         "config": config.to_dict(),
         "policy": policy,
         "k": k,
+        "recluster": recluster if earlier else "off",
         "buckets": n_buckets,
         "id_buckets": budget.id_buckets(),
     }
@@ -188,12 +192,15 @@ def dedup_files(
 
     def passes() -> int:
         """Run the phases up to resolve; return the number of group buckets."""
-        nonlocal matches
+        nonlocal matches, k
         centroids_path = work / "centroids.npy"
         if old_centroids is not None and not centroids_path.exists():
-            np.save(radius_path, earlier_radius(earlier))
-            np.save(work / "centroids.tmp.npy", old_centroids)
-            (work / "centroids.tmp.npy").rename(centroids_path)
+            with phase("recluster" if recluster != "off" else "assign"):
+                fit = (sources, columns, dim, budget.batch_rows, config, budget.sample_rows)
+                radius = earlier_radius(earlier, len(old_centroids))
+                against_centroids(work, old_centroids, radius, recluster, (*fit, old_kept))
+        if old_centroids is not None:
+            k = counts["n_clusters"] = len(np.load(centroids_path, mmap_mode="r"))
         if not centroids_path.exists() and n:
             with phase("sample"):
                 cap = budget.sample_rows
@@ -220,7 +227,7 @@ def dedup_files(
         slack = 0.0 if semdedup else config.border_slack
         id_buckets = budget.id_buckets()
         with phase("assign"):
-            radius = str(radius_path) if earlier else None
+            radius = str(radius_path) if earlier and recluster == "off" else None
             border = (candidates, config.threshold, slack, id_buckets, radius)
             calls = [
                 (task, s, i, str(centroids_path), bucket_of, *border) for i, s in enumerate(sources)
@@ -229,6 +236,7 @@ def dedup_files(
         counts["border_memberships"] = sum(c["secondary"] for c in assigned)
         if earlier:
             counts["beyond_radius"] = sum(c.get("beyond", 0) for c in assigned)
+            counts.update(recluster_counts(work))
             counts["beyond_radius_share"] = counts["beyond_radius"] / max(n, 1)
         with phase("ids"):
             calls = [(str(work), b) for b in range(id_buckets)]
@@ -239,17 +247,14 @@ def dedup_files(
         excluded = None
         if earlier:
             with phase("earlier"):
-                spec = [(i, str(r.kept_dir), r.buckets, k) for i, r in enumerate(earlier)]
-                bounds = [np.searchsorted(bucket_of, [b, b + 1]) for b in range(n_buckets)]
-                calls = [
-                    (str(work), b, int(lo), int(hi), spec, config.threshold, dim)
-                    for b, (lo, hi) in enumerate(bounds)
-                ]
-                crossed = tick("earlier", run(cross_bucket, calls), len(calls))
-                matches = earlier_matches(work, n_buckets)
+                matches, crossed = search_earlier(
+                    run, work, task, sources, earlier, centroids_path,  # cross memberships <= n·m
+                    max(n_buckets, budget.buckets(n * candidates)),
+                    (candidates, config.threshold, slack), config.threshold,
+                )  # fmt: skip
                 excluded = str(work / "excluded.npy")
                 np.save(excluded, np.sort(matches.column("row").to_numpy()))
-            counts["earlier_similarities"] = sum(c["similarities_computed"] for c in crossed)
+            counts.update(crossed)
         with phase("similarity"):
             calls = [
                 (str(work), b, config, budget.bucket_rows, dim, excluded) for b in range(n_buckets)
@@ -312,7 +317,7 @@ def dedup_files(
     if share > FAR_SHARE:
         result.notes.append(
             f"{100 * share:.0f}% of the new items lie beyond the earlier clusters' radius: "
-            "their search costs more (more border clusters); a run over everything re-clusters"
+            "their search costs more (more border clusters); --recluster fits centroids for them"
         )
     summary = {
         "run_id": run_id,

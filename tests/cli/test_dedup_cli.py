@@ -250,3 +250,11 @@ def test_against_an_earlier_output(tmp_path, planted):
     assert res.exit_code != 0
     assert "Error: --against" in res.output and "model 'clip' there, 'other' here" in res.output
     assert "Traceback" not in res.output
+    # --recluster: the same removals; without --against it is a one-line error
+    res = _run(*args, str(tmp_path / "A"), "--recluster", "on", "-o", str(tmp_path / "R"))
+    assert res.exit_code == 0, res.output
+    again = pq.read_table(tmp_path / "R" / "duplicates.parquet")
+    assert again.column("id").to_pylist() == new_ids
+    res = CliRunner().invoke(dedup, [str(second), "-o", str(tmp_path / "X"), "--recluster", "on"])
+    assert res.exit_code != 0 and "--recluster needs --against" in res.output
+    assert "Traceback" not in res.output

@@ -187,6 +187,35 @@ def test_mismatched_settings_refused(batches, tmp_path):
         dedup_files(new, tmp_path / "D", _config(mode="components"), against=[tmp_path / "A"])
     with pytest.raises(InputError, match="no dedup index"):
         dedup_files(new, tmp_path / "E", _config(), against=[tmp_path / "in_a"])
+    meta_path = tmp_path / "A" / INDEX_DIR / INDEX_FILE
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": 1}))
+    with pytest.raises(InputError, match="index version 1, this pixsieve reads 3"):
+        dedup_files(new, tmp_path / "F", _config(), against=[tmp_path / "A"])
+
+
+def test_pairs_at_the_threshold_are_exact(tmp_path):
+    """The float16 candidate search misses no pair at or above the threshold, and every pair
+    it reports is at or above it in exact float32 arithmetic (pairs within 1e-3 of it)."""
+    rng = np.random.default_rng(3)
+    a = _unit(rng.standard_normal((400, DIM)))
+    src = rng.choice(len(a), 200, replace=False)
+    t = THRESHOLD + rng.uniform(-8e-4, 8e-4, len(src))
+    u = rng.standard_normal((len(src), DIM))
+    u -= (u * a[src]).sum(1, keepdims=True) * a[src]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    b = _unit(t[:, None] * a[src] + np.sqrt(1 - t**2)[:, None] * u)
+    exact = np.einsum("ij,ij->i", b.astype(np.float64), a[src].astype(np.float64))
+    assert (exact >= THRESHOLD).any() and (exact < THRESHOLD).any()
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    assert len(_removed(tmp_path / "A")) == 0
+    dedup_files(
+        _write(tmp_path / "in_b", b, "b"), tmp_path / "B", _config(), against=[tmp_path / "A"]
+    )
+    table = _removed(tmp_path / "B")
+    ids, dups = table.column("id").to_pylist(), table.column("duplicate_of").to_pylist()
+    got = {int(s[1:]): d for s, d in zip(ids, dups, strict=True)}
+    assert set(got) == set(np.flatnonzero(exact >= THRESHOLD).tolist())
+    assert all(d == f"a{src[i]:05d}" for i, d in got.items())
 
 
 def test_resumes_after_an_interruption(batches, tmp_path):
