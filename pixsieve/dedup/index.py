@@ -41,6 +41,8 @@ from pixsieve.dedup.sources import InputError, Source, read_ids
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
 INDEX_VERSION: int = 3
+#: Every entry of an index directory; ``index.json`` last (an index without it is not one).
+INDEX_ENTRIES: tuple[str, ...] = ("kept", "vectors", "centroids.npy", "radius.npy", INDEX_FILE)
 #: What the threshold means; an index of another meaning is refused.
 THRESHOLD_SEMANTICS: str = "cosine_at_least"
 

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.hashparts import key_buckets
+from pixsieve.dedup.index import INDEX_ENTRIES
 from pixsieve.io.schemas import INDEX_HASHES, conform
 from pixsieve.run.against import CURATE_INDEX_VERSION
 from pixsieve.run.layout import RunLayout
@@ -56,7 +57,7 @@ def publish_semantic_index(layout: RunLayout, local: str) -> None:
     if not os.path.isdir(local):
         return
     layout.fs.makedirs(layout.index_dir(), exist_ok=True)
-    for name in ("kept", "centroids.npy", "radius.npy", "index.json"):  # index.json last
+    for name in INDEX_ENTRIES:  # index.json last
         source, target = os.path.join(local, name), layout.path("index", name)
         if not os.path.exists(source):
             continue
