@@ -236,8 +236,9 @@ def ids_of_rows(sources: list[Source], column: str, rows: np.ndarray) -> pa.Arra
         if hi > lo:
             ids = read_ids(source.path, column)
             parts.append(ids.take(pa.array(sorted_rows[lo:hi] - source.offset)))
-    if not parts:
-        return pa.array([], pa.string())
+    if not parts:  # no rows: an empty array of the id column's own type
+        kind = pq.read_schema(sources[0].path).field(column).type if sources else pa.string()
+        return pa.array([], kind)
     merged = pa.concat_arrays(parts)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))

@@ -303,3 +303,24 @@ def test_far_new_items_are_reported(batches, tmp_path):
     assert far.counts["beyond_radius_share"] > 0.9
     assert any("beyond the earlier clusters' radius" in note for note in far.notes)
     assert json.loads((tmp_path / "far" / "dedup.json").read_text())["counts"]["beyond_radius"] > 90
+
+
+def test_integer_ids_stay_integers_when_nothing_is_removed_within_the_batch(tmp_path):
+    """Only copies of earlier kept items in the new batch: ``id`` keeps the input's type."""
+    rng = np.random.default_rng(3)
+    a = _unit(rng.standard_normal((200, DIM)))
+    b = _copy(rng, a[:20])
+
+    def write(folder, x, offset):
+        folder.mkdir()
+        table = pa.table({"id": np.arange(len(x)) + offset, "embedding": fixed_list(x)})
+        pq.write_table(table, folder / "part.parquet")
+        return [str(folder / "part.parquet")]
+
+    dedup_files(write(tmp_path / "a", a, 0), tmp_path / "A", _config())
+    dedup_files(write(tmp_path / "b", b, 1000), tmp_path / "B", _config(), against=[tmp_path / "A"])
+    table = _removed(tmp_path / "B")
+    assert len(table) == 20
+    assert set(table.column("reason").to_pylist()) == {REASON_EARLIER}
+    assert table.schema.field("id").type == pa.int64()
+    assert table.schema.field("duplicate_of").type == pa.int64()
