@@ -9,9 +9,10 @@ one is visible, else on CPU. faiss is imported when first used (:func:`load_fais
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
@@ -20,12 +21,18 @@ from pixsieve.errors import EmbeddingError
 FAISS_HINT = "semantic dedup needs faiss: pip install faiss-cpu (or a faiss GPU build)"
 
 Progress = Callable[[str, int, int], None]
+#: A flat spherical k-means: ``flat(train, k, iters=, points_per_centroid=, seed=)`` returns
+#: ``(k, D)`` unit centroids (:func:`faiss_kmeans`, or torch's in :mod:`pixsieve.dedup.torch_ops`).
+FlatKMeans = Callable[..., np.ndarray]
 
 #: Rows per chunk when streaming over the embeddings (norms, search).
 CHUNK_ROWS: int = 65536
-#: Up to this many centroids the nearest ones are found by exact search; above it by an HNSW
-#: graph over the centroids, whose cost per item grows with ``log k`` instead of ``k``.
-FLAT_MAX_CENTROIDS: int = 4096
+#: Above this many centroids k-means is two-level (:func:`train_centroids`): at 256 a flat
+#: k-means on the 16k-point sample still costs ~1 CPU s, and above it flat cost grows with ``k``.
+TWO_LEVEL_MIN_CENTROIDS: int = 256
+#: Fewest sample points a fine centroid of the two-level k-means is fitted on, where the sample
+#: allows (the default sample gives it ``kmeans_points_per_centroid``, 64, on average).
+MIN_POINTS_PER_FINE: int = 16
 
 
 def load_faiss() -> ModuleType:
@@ -103,7 +110,7 @@ def fit_centroids(
     seed: int,
     use_gpu: bool = False,
 ) -> np.ndarray:
-    """Spherical k-means on a sample of the unit rows ``x``; returns ``(k, D)`` unit centroids."""
+    """Spherical k-means (:func:`train_centroids`) on a sample of the unit rows ``x``."""
     idx = sample_indices(len(x), k, points_per_centroid, seed)
     train = x if len(idx) == len(x) else x[idx]
     return train_centroids(
@@ -135,17 +142,66 @@ def train_centroids(
     points_per_centroid: int,
     seed: int,
     use_gpu: bool = False,
+    flat: FlatKMeans | None = None,
 ) -> np.ndarray:
-    """Spherical k-means on the unit rows ``train`` (the sample); returns ``(k, D)`` centroids."""
-    d = train.shape[1]
+    """Spherical k-means on the unit rows ``train`` (the sample); returns ``(k, D)`` centroids.
+
+    Up to :data:`TWO_LEVEL_MIN_CENTROIDS` centroids one flat k-means (``flat``, faiss's by
+    default); above it two levels: ``round(sqrt(k))`` coarse centroids on the sample, the sample
+    split by its nearest coarse centroid, then in each part a flat k-means with a share of the
+    ``k`` centroids proportional to the part's share of the sample (at least
+    :data:`MIN_POINTS_PER_FINE` points per centroid where the sample allows). Flat k-means costs
+    ``sample × k`` products per iteration; two levels cost ``sample × (sqrt(k) + k / sqrt(k))``.
+    Deterministic for a ``seed``: the parts are fitted in order with seeds ``seed + 1 + part``.
+    """
+    if flat is None:
+        flat = partial(faiss_kmeans, use_gpu=use_gpu)
     if k <= 1:
-        c = train.mean(axis=0, dtype=np.float64)
-        norm = np.linalg.norm(c)
-        c = c / norm if norm > 0 else train[0].astype(np.float64)
-        return c[None, :].astype(np.float32)
+        return mean_centroid(train)
+    if k <= TWO_LEVEL_MIN_CENTROIDS or len(train) <= k:
+        return flat(train, k, iters=iters, points_per_centroid=points_per_centroid, seed=seed)
+    train = np.ascontiguousarray(train, dtype=np.float32)
+    k1 = round(math.sqrt(k))
+    coarse = flat(train, k1, iters=iters, points_per_centroid=points_per_centroid, seed=seed)
+    label = nearest_labels(train, coarse)
+    counts = np.bincount(label, minlength=len(coarse))
+    share = allocate(counts, k, max(1, min(MIN_POINTS_PER_FINE, points_per_centroid)))
+    order = np.argsort(label, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    pieces = []
+    for part, kj in enumerate(share):
+        if not kj:
+            continue
+        rows = train[order[bounds[part] : bounds[part + 1]]]
+        pieces.append(
+            mean_centroid(rows)
+            if kj == 1
+            else flat(
+                rows,
+                int(kj),
+                iters=iters,
+                points_per_centroid=points_per_centroid,
+                seed=seed + 1 + part,
+            )
+        )
+    return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32)
+
+
+def faiss_kmeans(
+    train: np.ndarray,
+    k: int,
+    *,
+    iters: int,
+    points_per_centroid: int,
+    seed: int,
+    use_gpu: bool = False,
+) -> np.ndarray:
+    """One flat spherical k-means (faiss) on the unit rows ``train``; ``(k, D)`` centroids."""
+    if k <= 1:
+        return mean_centroid(train)
     train = np.ascontiguousarray(train, dtype=np.float32)
     km = load_faiss().Kmeans(
-        d,
+        train.shape[1],
         k,
         niter=iters,
         seed=seed,
@@ -159,70 +215,44 @@ def train_centroids(
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
-class CentroidSearch:
-    """Finds each item's ``m`` nearest centroids (by cosine), nearest first.
+def mean_centroid(rows: np.ndarray) -> np.ndarray:
+    """The normalised mean of the unit rows ``rows`` as a ``(1, D)`` centroid."""
+    c = rows.mean(axis=0, dtype=np.float64)
+    norm = np.linalg.norm(c)
+    c = c / norm if norm > 0 else rows[0].astype(np.float64)
+    return c[None, :].astype(np.float32)
 
-    Up to :data:`FLAT_MAX_CENTROIDS` centroids: exact, one float32 matrix product per chunk of
-    rows and a partial sort (several times cheaper than faiss's flat search with a heap per
-    row). Above: an HNSW graph over the centroids (faiss), whose cost per item grows with
-    ``log k`` instead of ``k`` (for ``k = N / 1000`` a flat search would cost ``O(N)`` per
-    item); it is approximate, which can only cost recall at a cluster border, never precision.
-    With ``use_gpu``, faiss's exact search on the GPU.
+
+def nearest_labels(x: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Index of each row's most similar centroid (exact; ties to the lowest index)."""
+    out = np.empty(len(x), dtype=np.int64)
+    for lo in range(0, len(x), chunk):
+        out[lo : lo + chunk] = np.argmax(x[lo : lo + chunk] @ centroids.T, axis=1)
+    return out
+
+
+def allocate(counts: np.ndarray, k: int, min_points: int) -> np.ndarray:
+    """Split ``k`` centroids over parts holding ``counts`` sample points, proportionally.
+
+    Every non-empty part gets at least one centroid and, where the total allows, at most
+    ``counts // min_points``; never more centroids than points. Largest remainders (ties to the
+    lowest part) take the rest, so the split is deterministic. Requires ``counts.sum() >= k``.
     """
-
-    def __init__(self, centroids: np.ndarray, m: int, use_gpu: bool = False) -> None:
-        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self.m = min(m, len(self.centroids))
-        self.index: Any = None
-        d = self.centroids.shape[1]
-        if use_gpu:  # pragma: no cover - needs a faiss GPU build
-            faiss = load_faiss()
-            self.index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
-        elif len(self.centroids) > FLAT_MAX_CENTROIDS:
-            faiss = load_faiss()
-            self.index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efConstruction = 80
-            self.index.hnsw.efSearch = max(64, 4 * self.m)
-        if self.index is not None:
-            self.index.add(self.centroids)
-
-    def search(self, x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """``(sims (n, m) float32, ids (n, m) int64)`` for the unit rows ``x``."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.index is not None:
-            return self.index.search(x, self.m)
-        n, m, k = len(x), self.m, len(self.centroids)
-        sims = np.empty((n, m), dtype=np.float32)
-        ids = np.empty((n, m), dtype=np.int64)
-        for lo in range(0, n, chunk):
-            s = x[lo : lo + chunk] @ self.centroids.T
-            top = np.argpartition(s, k - m, axis=1)[:, k - m :] if m < k else np.argsort(s, axis=1)
-            val = np.take_along_axis(s, top, axis=1)
-            order = np.lexsort((top, -val), axis=1)  # nearest first, ties by centroid id
-            sims[lo : lo + len(s)] = np.take_along_axis(val, order, axis=1)
-            ids[lo : lo + len(s)] = np.take_along_axis(top, order, axis=1)
-        return sims, ids
-
-
-def assign(
-    x: np.ndarray,
-    centroids: np.ndarray,
-    m: int,
-    *,
-    use_gpu: bool = False,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the ``m`` nearest centroids of every row: ``(sims (N, m) float32, ids (N, m))``.
-
-    Columns are ordered by decreasing similarity; column 0 is the point's own cluster.
-    """
-    n = x.shape[0]
-    search = CentroidSearch(centroids, m, use_gpu)
-    sims = np.empty((n, search.m), dtype=np.float32)
-    ids = np.empty((n, search.m), dtype=np.int64)
-    for start in range(0, n, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, n)
-        sims[start:stop], ids[start:stop] = search.search(x[start:stop])
-        if progress:
-            progress("assign", stop, n)
-    return sims, ids
+    counts = np.asarray(counts, dtype=np.int64)
+    cap = np.maximum(counts // min_points, (counts > 0).astype(np.int64))
+    if cap.sum() < k:
+        cap = counts.copy()
+    quota = counts * (k / counts.sum())
+    share = np.minimum(np.floor(quota).astype(np.int64), cap)
+    share = np.maximum(share, (counts > 0).astype(np.int64))
+    while share.sum() != k:
+        deficit = quota - share
+        if share.sum() < k:
+            open_ = np.flatnonzero(share < cap)
+            take = open_[np.argsort(-deficit[open_], kind="stable")][: k - share.sum()]
+            share[take] += 1
+        else:
+            open_ = np.flatnonzero(share > 1)
+            take = open_[np.argsort(deficit[open_], kind="stable")][: share.sum() - k]
+            share[take] -= 1
+    return share
