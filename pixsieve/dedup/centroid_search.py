@@ -27,6 +27,8 @@ from pixsieve.dedup.kmeans import CHUNK_ROWS, Progress, faiss_kmeans, load_faiss
 FLAT_MAX_CENTROIDS: int = 2048
 #: Coarse groups each row is compared into, in the two-level search.
 PROBES: int = 8
+#: The two-level search groups the centroids under sqrt(k) / CELL_FACTOR coarse centroids.
+CELL_FACTOR: float = 1.0
 #: Rows per chunk of the two-level search (its candidate arrays: rows × probes × m).
 TWO_LEVEL_CHUNK: int = 8192
 
@@ -44,7 +46,7 @@ def coarse_level(centroids: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.n
     if key in _LEVELS:
         return _LEVELS[key]
     k = len(centroids)
-    k1 = max(1, round(math.sqrt(k)))
+    k1 = max(1, round(math.sqrt(k) / CELL_FACTOR))
     coarse = faiss_kmeans(centroids, k1, iters=20, points_per_centroid=k, seed=seed)
     group = nearest_labels(centroids, coarse)
     used = np.unique(group)  # drop coarse centroids that no centroid is nearest to
@@ -133,7 +135,10 @@ class CentroidSearch:
             slots = by_group[bounds[g] : bounds[g + 1]]
             lo, hi = starts[g], starts[g + 1]
             t = min(m, hi - lo)
-            v, c = _top(x[slots // p] @ self.grouped[lo:hi].T, None, t)
+            sg = np.take(x, slots // p, axis=0) @ self.grouped[lo:hi].T
+            c = np.argpartition(sg, hi - lo - t, axis=1)[:, hi - lo - t :] if t < hi - lo else None
+            v = sg if c is None else np.take_along_axis(sg, c, axis=1)
+            c = np.arange(hi - lo)[None, :] if c is None else c
             val[slots, :t] = v
             cid[slots, :t] = order[lo + c]
         sims, ids = _top(val.reshape(n, p * m), cid.reshape(n, p * m), m)

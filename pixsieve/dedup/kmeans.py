@@ -9,9 +9,7 @@ one is visible, else on CPU. faiss is imported when first used (:func:`load_fais
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from functools import partial
 from types import ModuleType
 
 import numpy as np
@@ -21,18 +19,9 @@ from pixsieve.errors import EmbeddingError
 FAISS_HINT = "semantic dedup needs faiss: pip install faiss-cpu (or a faiss GPU build)"
 
 Progress = Callable[[str, int, int], None]
-#: A flat spherical k-means: ``flat(train, k, iters=, points_per_centroid=, seed=)`` returns
-#: ``(k, D)`` unit centroids (:func:`faiss_kmeans`, or torch's in :mod:`pixsieve.dedup.torch_ops`).
-FlatKMeans = Callable[..., np.ndarray]
 
 #: Rows per chunk when streaming over the embeddings (norms, search).
 CHUNK_ROWS: int = 65536
-#: Above this many centroids k-means is two-level (:func:`train_centroids`): at 256 a flat
-#: k-means on the 16k-point sample still costs ~1 CPU s, and above it flat cost grows with ``k``.
-TWO_LEVEL_MIN_CENTROIDS: int = 256
-#: Fewest sample points a fine centroid of the two-level k-means is fitted on, where the sample
-#: allows (the default sample gives it ``kmeans_points_per_centroid``, 64, on average).
-MIN_POINTS_PER_FINE: int = 16
 
 
 def load_faiss() -> ModuleType:
@@ -101,23 +90,6 @@ def normalize(embeddings: np.ndarray, progress: Progress | None = None) -> np.nd
     return out
 
 
-def fit_centroids(
-    x: np.ndarray,
-    k: int,
-    *,
-    iters: int,
-    points_per_centroid: int,
-    seed: int,
-    use_gpu: bool = False,
-) -> np.ndarray:
-    """Spherical k-means (:func:`train_centroids`) on a sample of the unit rows ``x``."""
-    idx = sample_indices(len(x), k, points_per_centroid, seed)
-    train = x if len(idx) == len(x) else x[idx]
-    return train_centroids(
-        train, k, iters=iters, points_per_centroid=points_per_centroid, seed=seed, use_gpu=use_gpu
-    )
-
-
 def sample_indices(
     n: int, k: int, points_per_centroid: int, seed: int, cap: int | None = None
 ) -> np.ndarray:
@@ -132,59 +104,6 @@ def sample_indices(
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
-
-
-def train_centroids(
-    train: np.ndarray,
-    k: int,
-    *,
-    iters: int,
-    points_per_centroid: int,
-    seed: int,
-    use_gpu: bool = False,
-    flat: FlatKMeans | None = None,
-) -> np.ndarray:
-    """Spherical k-means on the unit rows ``train`` (the sample); returns ``(k, D)`` centroids.
-
-    Up to :data:`TWO_LEVEL_MIN_CENTROIDS` centroids one flat k-means (``flat``, faiss's by
-    default); above it two levels: ``round(sqrt(k))`` coarse centroids on the sample, the sample
-    split by its nearest coarse centroid, then in each part a flat k-means with a share of the
-    ``k`` centroids proportional to the part's share of the sample (at least
-    :data:`MIN_POINTS_PER_FINE` points per centroid where the sample allows). Flat k-means costs
-    ``sample × k`` products per iteration; two levels cost ``sample × (sqrt(k) + k / sqrt(k))``.
-    Deterministic for a ``seed``: the parts are fitted in order with seeds ``seed + 1 + part``.
-    """
-    if flat is None:
-        flat = partial(faiss_kmeans, use_gpu=use_gpu)
-    if k <= 1:
-        return mean_centroid(train)
-    if k <= TWO_LEVEL_MIN_CENTROIDS or len(train) <= k:
-        return flat(train, k, iters=iters, points_per_centroid=points_per_centroid, seed=seed)
-    train = np.ascontiguousarray(train, dtype=np.float32)
-    k1 = round(math.sqrt(k))
-    coarse = flat(train, k1, iters=iters, points_per_centroid=points_per_centroid, seed=seed)
-    label = nearest_labels(train, coarse)
-    counts = np.bincount(label, minlength=len(coarse))
-    share = allocate(counts, k, max(1, min(MIN_POINTS_PER_FINE, points_per_centroid)))
-    order = np.argsort(label, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    pieces = []
-    for part, kj in enumerate(share):
-        if not kj:
-            continue
-        rows = train[order[bounds[part] : bounds[part + 1]]]
-        pieces.append(
-            mean_centroid(rows)
-            if kj == 1
-            else flat(
-                rows,
-                int(kj),
-                iters=iters,
-                points_per_centroid=points_per_centroid,
-                seed=seed + 1 + part,
-            )
-        )
-    return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32)
 
 
 def faiss_kmeans(
@@ -229,30 +148,3 @@ def nearest_labels(x: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> n
     for lo in range(0, len(x), chunk):
         out[lo : lo + chunk] = np.argmax(x[lo : lo + chunk] @ centroids.T, axis=1)
     return out
-
-
-def allocate(counts: np.ndarray, k: int, min_points: int) -> np.ndarray:
-    """Split ``k`` centroids over parts holding ``counts`` sample points, proportionally.
-
-    Every non-empty part gets at least one centroid and, where the total allows, at most
-    ``counts // min_points``; never more centroids than points. Largest remainders (ties to the
-    lowest part) take the rest, so the split is deterministic. Requires ``counts.sum() >= k``.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    cap = np.maximum(counts // min_points, (counts > 0).astype(np.int64))
-    if cap.sum() < k:
-        cap = counts.copy()
-    quota = counts * (k / counts.sum())
-    share = np.minimum(np.floor(quota).astype(np.int64), cap)
-    share = np.maximum(share, (counts > 0).astype(np.int64))
-    while share.sum() != k:
-        deficit = quota - share
-        if share.sum() < k:
-            open_ = np.flatnonzero(share < cap)
-            take = open_[np.argsort(-deficit[open_], kind="stable")][: k - share.sum()]
-            share[take] += 1
-        else:
-            open_ = np.flatnonzero(share > 1)
-            take = open_[np.argsort(deficit[open_], kind="stable")][: share.sum() - k]
-            share[take] -= 1
-    return share

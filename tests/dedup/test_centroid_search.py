@@ -9,7 +9,7 @@ from dedup_tools.synthetic import planted_embeddings
 from pixsieve.dedup import centroid_search
 from pixsieve.dedup.border import border_margin
 from pixsieve.dedup.centroid_search import CentroidSearch, coarse_level
-from pixsieve.dedup.kmeans import train_centroids
+from pixsieve.dedup.centroids import train_centroids
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pytest
 
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates
 from pixsieve.dedup.centroid_search import assign
-from pixsieve.dedup.kmeans import fit_centroids
+from pixsieve.dedup.centroids import fit_centroids
 
 
 def _groups(result) -> dict[int, np.ndarray]:

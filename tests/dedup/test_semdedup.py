@@ -7,7 +7,7 @@ import pytest
 
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates, semdedup_cluster
 from pixsieve.dedup.centroid_search import assign
-from pixsieve.dedup.kmeans import fit_centroids
+from pixsieve.dedup.centroids import fit_centroids
 
 
 @pytest.mark.parametrize("block_size", [4096, 32])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from dedup_tools.synthetic import planted_embeddings
 
-from pixsieve.dedup import kmeans
+from pixsieve.dedup import centroids
 from pixsieve.dedup.centroid_search import CentroidSearch
-from pixsieve.dedup.kmeans import allocate, train_centroids
+from pixsieve.dedup.centroids import allocate, train_centroids
 
 
 def test_allocate_is_proportional_capped_and_exact():
@@ -44,14 +44,14 @@ def test_two_level_kmeans_is_balanced_deterministic_and_unit(clustered):
 def test_two_level_is_nearly_as_tight_as_flat(clustered, monkeypatch):
     k = 400
     two = train_centroids(clustered, k, iters=10, points_per_centroid=64, seed=0)
-    monkeypatch.setattr(kmeans, "TWO_LEVEL_MIN_CENTROIDS", 10**9)
+    monkeypatch.setattr(centroids, "TWO_LEVEL_MIN_CENTROIDS", 10**9)
     flat = train_centroids(clustered, k, iters=10, points_per_centroid=64, seed=0)
 
     def fit(c: np.ndarray) -> float:
         return float(CentroidSearch(c, 1).search(clustered)[0][:, 0].mean())
 
-    # a topic cut by a coarse border gets a centroid on each side: a little looser than flat
-    assert fit(two) >= fit(flat) - 0.08
+    # the refinement moves the borders that cut a topic in the seeding
+    assert fit(two) >= fit(flat) - 0.01
 
 
 def test_two_level_kmeans_on_a_degenerate_sample():
