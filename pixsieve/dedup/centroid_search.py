@@ -27,8 +27,6 @@ from pixsieve.dedup.kmeans import CHUNK_ROWS, Progress, faiss_kmeans, load_faiss
 FLAT_MAX_CENTROIDS: int = 2048
 #: Coarse groups each row is compared into, in the two-level search.
 PROBES: int = 8
-#: The two-level search groups the centroids under sqrt(k) / CELL_FACTOR coarse centroids.
-CELL_FACTOR: float = 1.0
 #: Rows per chunk of the two-level search (its candidate arrays: rows × probes × m).
 TWO_LEVEL_CHUNK: int = 8192
 
@@ -46,7 +44,7 @@ def coarse_level(centroids: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.n
     if key in _LEVELS:
         return _LEVELS[key]
     k = len(centroids)
-    k1 = max(1, round(math.sqrt(k) / CELL_FACTOR))
+    k1 = max(1, round(math.sqrt(k)))
     coarse = faiss_kmeans(centroids, k1, iters=20, points_per_centroid=k, seed=seed)
     group = nearest_labels(centroids, coarse)
     used = np.unique(group)  # drop coarse centroids that no centroid is nearest to
