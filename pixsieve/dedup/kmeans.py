@@ -1,9 +1,10 @@
-"""Normalisation, spherical k-means and nearest-centroid assignment with faiss.
+"""Normalisation, the k-means sample and faiss's flat spherical k-means.
 
-k-means is trained on a sample (``points_per_centroid * k`` points at most); every point is then
-assigned by a chunked exact search over the centroids, which also returns the next nearest
-centroids that the border rule needs. faiss runs on GPU when it was built with GPU support and
-one is visible, else on CPU. faiss is imported when first used (:func:`load_faiss`), so
+The pieces the centroid training (:mod:`pixsieve.dedup.centroids`) and the centroid search
+(:mod:`pixsieve.dedup.centroid_search`) share: the rows k-means trains on
+(:func:`sample_indices`), one flat k-means (:func:`faiss_kmeans`), the exact nearest centroid
+(:func:`nearest_labels`). faiss runs on GPU when it was built with GPU support and one is
+visible, else on CPU. faiss is imported when first used (:func:`load_faiss`), so
 ``import pixsieve`` works without it.
 """
 
