@@ -27,8 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
+from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.index import EarlierRun
-from pixsieve.dedup.kmeans import CentroidSearch, normalize
+from pixsieve.dedup.kmeans import normalize
 from pixsieve.dedup.partition import FileTask, _begin, _done, _finish, _Writers, packed
 from pixsieve.dedup.sources import Source, read_blocks
 

@@ -1,9 +1,10 @@
-"""Normalisation, spherical k-means and nearest-centroid assignment with faiss.
+"""Normalisation, the k-means sample and faiss's flat spherical k-means.
 
-k-means is trained on a sample (``points_per_centroid * k`` points at most); every point is then
-assigned by a chunked exact search over the centroids, which also returns the next nearest
-centroids that the border rule needs. faiss runs on GPU when it was built with GPU support and
-one is visible, else on CPU. faiss is imported when first used (:func:`load_faiss`), so
+The pieces the centroid training (:mod:`pixsieve.dedup.centroids`) and the centroid search
+(:mod:`pixsieve.dedup.centroid_search`) share: the rows k-means trains on
+(:func:`sample_indices`), one flat k-means (:func:`faiss_kmeans`), the exact nearest centroid
+(:func:`nearest_labels`). faiss runs on GPU when it was built with GPU support and one is
+visible, else on CPU. faiss is imported when first used (:func:`load_faiss`), so
 ``import pixsieve`` works without it.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
@@ -23,9 +23,6 @@ Progress = Callable[[str, int, int], None]
 
 #: Rows per chunk when streaming over the embeddings (norms, search).
 CHUNK_ROWS: int = 65536
-#: Up to this many centroids the nearest ones are found by exact search; above it by an HNSW
-#: graph over the centroids, whose cost per item grows with ``log k`` instead of ``k``.
-FLAT_MAX_CENTROIDS: int = 4096
 
 
 def load_faiss() -> ModuleType:
@@ -94,23 +91,6 @@ def normalize(embeddings: np.ndarray, progress: Progress | None = None) -> np.nd
     return out
 
 
-def fit_centroids(
-    x: np.ndarray,
-    k: int,
-    *,
-    iters: int,
-    points_per_centroid: int,
-    seed: int,
-    use_gpu: bool = False,
-) -> np.ndarray:
-    """Spherical k-means on a sample of the unit rows ``x``; returns ``(k, D)`` unit centroids."""
-    idx = sample_indices(len(x), k, points_per_centroid, seed)
-    train = x if len(idx) == len(x) else x[idx]
-    return train_centroids(
-        train, k, iters=iters, points_per_centroid=points_per_centroid, seed=seed, use_gpu=use_gpu
-    )
-
-
 def sample_indices(
     n: int, k: int, points_per_centroid: int, seed: int, cap: int | None = None
 ) -> np.ndarray:
@@ -127,7 +107,7 @@ def sample_indices(
     return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
 
 
-def train_centroids(
+def faiss_kmeans(
     train: np.ndarray,
     k: int,
     *,
@@ -136,16 +116,12 @@ def train_centroids(
     seed: int,
     use_gpu: bool = False,
 ) -> np.ndarray:
-    """Spherical k-means on the unit rows ``train`` (the sample); returns ``(k, D)`` centroids."""
-    d = train.shape[1]
+    """One flat spherical k-means (faiss) on the unit rows ``train``; ``(k, D)`` centroids."""
     if k <= 1:
-        c = train.mean(axis=0, dtype=np.float64)
-        norm = np.linalg.norm(c)
-        c = c / norm if norm > 0 else train[0].astype(np.float64)
-        return c[None, :].astype(np.float32)
+        return mean_centroid(train)
     train = np.ascontiguousarray(train, dtype=np.float32)
     km = load_faiss().Kmeans(
-        d,
+        train.shape[1],
         k,
         niter=iters,
         seed=seed,
@@ -159,70 +135,17 @@ def train_centroids(
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
-class CentroidSearch:
-    """Finds each item's ``m`` nearest centroids (by cosine), nearest first.
-
-    Up to :data:`FLAT_MAX_CENTROIDS` centroids: exact, one float32 matrix product per chunk of
-    rows and a partial sort (several times cheaper than faiss's flat search with a heap per
-    row). Above: an HNSW graph over the centroids (faiss), whose cost per item grows with
-    ``log k`` instead of ``k`` (for ``k = N / 1000`` a flat search would cost ``O(N)`` per
-    item); it is approximate, which can only cost recall at a cluster border, never precision.
-    With ``use_gpu``, faiss's exact search on the GPU.
-    """
-
-    def __init__(self, centroids: np.ndarray, m: int, use_gpu: bool = False) -> None:
-        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self.m = min(m, len(self.centroids))
-        self.index: Any = None
-        d = self.centroids.shape[1]
-        if use_gpu:  # pragma: no cover - needs a faiss GPU build
-            faiss = load_faiss()
-            self.index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
-        elif len(self.centroids) > FLAT_MAX_CENTROIDS:
-            faiss = load_faiss()
-            self.index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efConstruction = 80
-            self.index.hnsw.efSearch = max(64, 4 * self.m)
-        if self.index is not None:
-            self.index.add(self.centroids)
-
-    def search(self, x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """``(sims (n, m) float32, ids (n, m) int64)`` for the unit rows ``x``."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.index is not None:
-            return self.index.search(x, self.m)
-        n, m, k = len(x), self.m, len(self.centroids)
-        sims = np.empty((n, m), dtype=np.float32)
-        ids = np.empty((n, m), dtype=np.int64)
-        for lo in range(0, n, chunk):
-            s = x[lo : lo + chunk] @ self.centroids.T
-            top = np.argpartition(s, k - m, axis=1)[:, k - m :] if m < k else np.argsort(s, axis=1)
-            val = np.take_along_axis(s, top, axis=1)
-            order = np.lexsort((top, -val), axis=1)  # nearest first, ties by centroid id
-            sims[lo : lo + len(s)] = np.take_along_axis(val, order, axis=1)
-            ids[lo : lo + len(s)] = np.take_along_axis(top, order, axis=1)
-        return sims, ids
+def mean_centroid(rows: np.ndarray) -> np.ndarray:
+    """The normalised mean of the unit rows ``rows`` as a ``(1, D)`` centroid."""
+    c = rows.mean(axis=0, dtype=np.float64)
+    norm = np.linalg.norm(c)
+    c = c / norm if norm > 0 else rows[0].astype(np.float64)
+    return c[None, :].astype(np.float32)
 
 
-def assign(
-    x: np.ndarray,
-    centroids: np.ndarray,
-    m: int,
-    *,
-    use_gpu: bool = False,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the ``m`` nearest centroids of every row: ``(sims (N, m) float32, ids (N, m))``.
-
-    Columns are ordered by decreasing similarity; column 0 is the point's own cluster.
-    """
-    n = x.shape[0]
-    search = CentroidSearch(centroids, m, use_gpu)
-    sims = np.empty((n, search.m), dtype=np.float32)
-    ids = np.empty((n, search.m), dtype=np.int64)
-    for start in range(0, n, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, n)
-        sims[start:stop], ids[start:stop] = search.search(x[start:stop])
-        if progress:
-            progress("assign", stop, n)
-    return sims, ids
+def nearest_labels(x: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Index of each row's most similar centroid (exact; ties to the lowest index)."""
+    out = np.empty(len(x), dtype=np.int64)
+    for lo in range(0, len(x), chunk):
+        out[lo : lo + chunk] = np.argmax(x[lo : lo + chunk] @ centroids.T, axis=1)
+    return out

@@ -109,7 +109,9 @@ class Budget:
 
     @property
     def sample_rows(self) -> int:
-        """Most rows k-means may train on (the sample, faiss's copy, one read batch)."""
+        """Most rows k-means may train on: a third of what the driver may use, for the sample, the
+        copy of its largest part in the two-level k-means (at most the sample) and faiss's
+        subsample of that part (at most the part), or one read batch while it is read."""
         return int(max(1024, (self.limit - BASE_RESERVE) // (3 * self.row_bytes)))
 
     def buckets(self, memberships: float) -> int:

@@ -25,10 +25,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
+from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.component_parts import read_groups
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.keep import priority
-from pixsieve.dedup.kmeans import CentroidSearch, normalize
+from pixsieve.dedup.kmeans import normalize
 from pixsieve.dedup.sources import Columns, InputError, Source, read_blocks
 
 COUNTS_FILE = "counts.json"

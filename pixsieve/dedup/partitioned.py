@@ -32,6 +32,7 @@ import numpy as np
 from pixsieve.calls import MapCalls
 from pixsieve.dedup.against import search_earlier
 from pixsieve.dedup.buckets import bucket_edges, resolve_bucket
+from pixsieve.dedup.centroids import train_centroids
 from pixsieve.dedup.component_parts import edge_count, group_components
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.index import (
@@ -50,7 +51,7 @@ from pixsieve.dedup.io import (
     write_partitioned_output,
 )
 from pixsieve.dedup.keep import resolve_policy
-from pixsieve.dedup.kmeans import sample_indices, train_centroids
+from pixsieve.dedup.kmeans import sample_indices
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
 from pixsieve.dedup.recluster import against_centroids, check_mode, recluster_counts

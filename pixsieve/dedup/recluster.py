@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from pixsieve.dedup.centroid_search import CentroidSearch
+from pixsieve.dedup.centroids import train_centroids
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.kmeans import CentroidSearch, normalize, train_centroids
+from pixsieve.dedup.kmeans import normalize
 from pixsieve.dedup.sources import Columns, InputError, Source, read_blocks
 
 #: ``recluster`` values: never, whenever any new item lies beyond, above :data:`AUTO_SHARE`.

@@ -18,14 +18,14 @@ import numpy as np
 from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.border import Membership, build_membership
 from pixsieve.dedup.buckets import resolve_groups
+from pixsieve.dedup.centroid_search import assign
+from pixsieve.dedup.centroids import fit_centroids
 from pixsieve.dedup.components import connected_components
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import priority, resolve_policy
 from pixsieve.dedup.kmeans import (
     EmbeddingError,
-    assign,
     faiss_gpu_available,
-    fit_centroids,
     normalize,
 )
 from pixsieve.dedup.pairs import cluster_edges, semdedup_cluster

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 import torch
@@ -72,7 +73,14 @@ def fit_kmeans(
     seed: int,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Spherical k-means on a sample of the unit rows ``x``; ``(k, D)`` unit float32 centroids."""
+    """Spherical k-means on a sample of the unit rows ``x``; ``(k, D)`` unit float32 centroids.
+
+    Above :data:`pixsieve.dedup.centroids.TWO_LEVEL_MIN_CENTROIDS` centroids it is the same
+    two-level k-means as the faiss path (:func:`pixsieve.dedup.centroids.train_centroids`) with
+    this flat k-means inside.
+    """
+    from pixsieve.dedup.centroids import TWO_LEVEL_MIN_CENTROIDS, train_centroids
+
     device = torch.device(device)
     n = len(x)
     rng = np.random.default_rng(seed)
@@ -82,8 +90,37 @@ def fit_kmeans(
         return (c / norm if norm > 0 else x[0].astype(np.float64))[None, :].astype(np.float32)
     size = min(n, k * points_per_centroid)
     idx = np.sort(rng.choice(n, size=size, replace=False)) if size < n else np.arange(n)
+    if k > TWO_LEVEL_MIN_CENTROIDS:
+        flat = partial(flat_kmeans, device=device)
+        return train_centroids(
+            x[idx], k, iters=iters, points_per_centroid=points_per_centroid, seed=seed, flat=flat
+        )
+    return _lloyd(x[idx], k, iters, rng, device)
+
+
+def flat_kmeans(
+    train: np.ndarray,
+    k: int,
+    *,
+    iters: int,
+    points_per_centroid: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """One flat spherical k-means on at most ``k * points_per_centroid`` rows of ``train``."""
+    rng = np.random.default_rng(seed)
+    if len(train) > k * points_per_centroid:
+        train = train[np.sort(rng.choice(len(train), k * points_per_centroid, replace=False))]
+    with torch.inference_mode():
+        return _lloyd(train, k, iters, rng, torch.device(device))
+
+
+def _lloyd(
+    rows: np.ndarray, k: int, iters: int, rng: np.random.Generator, device: torch.device
+) -> np.ndarray:
+    """k-means++ seeding from ``rng``, then ``iters`` spherical Lloyd iterations."""
     with _exact_float32():
-        train = _tensor(x[idx], device)
+        train = _tensor(rows, device)
         k = min(k, len(train))
         c = _plus_plus(train, k, rng)
         for _ in range(iters):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates
-from pixsieve.dedup.kmeans import assign, fit_centroids
+from pixsieve.dedup.centroid_search import assign
+from pixsieve.dedup.centroids import fit_centroids
 
 
 def _groups(result) -> dict[int, np.ndarray]:

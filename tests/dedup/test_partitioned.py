@@ -72,6 +72,28 @@ def test_same_answer_as_in_memory(fixture, mode, request, tmp_path):
     assert result.counts["components"] == expected.counts["components"]
 
 
+def test_two_level_kmeans_and_search_same_answer_as_in_memory(tmp_path, monkeypatch):
+    from dedup_tools.synthetic import planted_embeddings
+
+    from pixsieve.dedup import centroid_search
+
+    monkeypatch.setattr(centroid_search, "FLAT_MAX_CENTROIDS", 100)
+    planted = planted_embeddings(12000, 768, dup_fraction=0.3, n_topics=200, seed=4)
+    x = planted.embeddings
+    scores = np.random.default_rng(3).uniform(0, 10, len(x))
+    config = SemanticDedupConfig(n_clusters=400)  # two-level k-means: k > 256
+    expected = find_duplicates(x, config, aesthetic=scores)
+    pairs = find_duplicates(x, SemanticDedupConfig(n_clusters=400, return_pairs=True)).pairs
+    truth = planted.planted_pairs(config.threshold)
+    found = set(map(tuple, pairs.tolist()))
+    assert len(found & set(map(tuple, truth.tolist()))) >= 0.995 * len(truth)
+    _write_files(tmp_path / "in", x, scores)
+    result = dedup_files(
+        tmp_path / "in", tmp_path / "out", config, columns=Columns(score="score"), workers=2
+    )
+    _check_same(result.duplicates, expected)
+
+
 def test_small_buckets_read_a_few_clusters_at_a_time(topic_planted, tmp_path, monkeypatch):
     x = topic_planted.embeddings
     scores = np.zeros(len(x))

@@ -144,7 +144,7 @@ def test_progress_reports_every_long_phase(random_planted):
 
 def test_border_membership_is_the_same_chunked_and_without_gram(monkeypatch):
     import pixsieve.dedup.border as border
-    from pixsieve.dedup.kmeans import assign
+    from pixsieve.dedup.centroid_search import assign
 
     rng = np.random.default_rng(0)
     cent = rng.standard_normal((50, 16)).astype(np.float32)

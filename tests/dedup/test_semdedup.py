@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates, semdedup_cluster
-from pixsieve.dedup.kmeans import assign, fit_centroids
+from pixsieve.dedup.centroid_search import assign
+from pixsieve.dedup.centroids import fit_centroids
 
 
 @pytest.mark.parametrize("block_size", [4096, 32])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dedup_tools.synthetic import planted_embeddings
 
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates
 from pixsieve.dedup.pairs import cluster_edges
@@ -115,3 +116,11 @@ def test_torch_ops_on_cuda_match_the_cpu():
     assert set(zip(gpu[0].tolist(), gpu[1].tolist(), strict=True)) == set(
         zip(cpu[0].tolist(), cpu[1].tolist(), strict=True)
     )
+
+
+def test_kmeans_above_the_two_level_switch_is_two_level_and_deterministic():
+    x = planted_embeddings(6000, 32, n_topics=60, seed=2).embeddings
+    c = fit_kmeans(x, 300, iters=5, points_per_centroid=16, seed=0)
+    assert c.shape == (300, 32)
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(c, fit_kmeans(x, 300, iters=5, points_per_centroid=16, seed=0))
