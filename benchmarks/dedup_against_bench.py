@@ -176,6 +176,11 @@ def main() -> None:
     parser.add_argument("--old-out", help="where the OLD output is (default DATA/against-old)")
     parser.add_argument("--out-suffix", default="", help="appended to the NEW and scratch outputs")
     parser.add_argument("--skip-scratch", action="store_true", help="no from-scratch run")
+    parser.add_argument(
+        "--scratch-no-index",
+        action="store_true",
+        help="the from-scratch run writes no index (less disk; a smaller, stricter denominator)",
+    )
     args = parser.parse_args()
     data = Path(args.data)
     old = data / f"n{args.n}-f{args.files}-d{args.dim}-s{args.seed}"
@@ -191,7 +196,8 @@ def main() -> None:
     rows["against"] = run_dedup([new / "parquet"], out_new, args, extra)
     rows["against"].update(cross_recall(old, new, args.n, [out_old, out_new], args.threshold))
     if not args.skip_scratch:
-        rows["scratch"] = run_dedup([old / "parquet", new / "parquet"], out_all, args)
+        flags = ["--no-index"] if args.scratch_no_index else []
+        rows["scratch"] = run_dedup([old / "parquet", new / "parquet"], out_all, args, flags)
         rows["scratch"].update(cross_recall(old, new, args.n, [out_all], args.threshold))
     for name, row in rows.items():
         print(json.dumps({"run": name, "n": args.n, "new": args.new, **row}))
