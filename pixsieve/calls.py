@@ -8,7 +8,9 @@ importing any executor.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[Any]]
@@ -19,3 +21,29 @@ def serial_calls(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> It
     """Run the calls here, one after the other, in order."""
     for args in calls:
         yield fn(*args)
+
+
+def cores() -> int:
+    """CPUs this process may run on (its affinity mask, which cgroups and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def shared_cores(workers: int) -> Iterator[None]:
+    """While ``workers`` threads run tasks here, give BLAS and OpenMP (numpy's OpenBLAS, faiss)
+    ``cores() // workers`` threads each (at least one) instead of every core per call.
+
+    Each library otherwise starts one thread per core for every call, so two task threads on
+    two cores run four spinning threads (measured: 1.6x the wall time of the same products).
+    The limit is process-wide and lifted on exit.
+    """
+    if workers <= 1:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(max(1, cores() // workers)):
+        yield

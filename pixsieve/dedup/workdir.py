@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pixsieve.calls import MapCalls
+from pixsieve.calls import MapCalls, shared_cores
 from pixsieve.dedup.sources import InputError
 
 #: What a changed plan removes from the work directory.
@@ -32,7 +32,7 @@ def thread_map(workers: int) -> MapCalls:
     """A ``map_calls`` running the calls on ``workers`` threads, results in call order."""
 
     def run(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with shared_cores(workers), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             yield from pool.map(lambda args: fn(*args), calls)
 
     return run

@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from threading import Lock
 from typing import Any
 
+from pixsieve.calls import shared_cores
 from pixsieve.devices import set_bound_device
 from pixsieve.executors.base import (
     Executor,
@@ -78,15 +79,16 @@ class LocalExecutor(Executor):
             return
         pool = ThreadPoolExecutor(self.workers)
         pending: deque[Future[Any]] = deque()
-        try:
-            for args in calls:
-                pending.append(pool.submit(fn, *args))
-                if len(pending) >= 2 * self.workers:
+        with shared_cores(self.workers):
+            try:
+                for args in calls:
+                    pending.append(pool.submit(fn, *args))
+                    if len(pending) >= 2 * self.workers:
+                        yield pending.popleft().result()
+                while pending:
                     yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _replicated(
         self,

@@ -1,0 +1,34 @@
+"""``pixsieve.calls``: the serial default and the per-task share of BLAS/OpenMP threads."""
+
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from pixsieve.calls import cores, serial_calls, shared_cores
+from pixsieve.dedup.workdir import thread_map
+
+
+def _blas_threads() -> list[int]:
+    np.ones(2) @ np.ones(2)  # numpy's BLAS is loaded
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_serial_calls_in_order():
+    assert list(serial_calls(lambda a, b: a + b, [(1, 2), (3, 4)])) == [3, 7]
+
+
+def test_shared_cores_splits_the_cores_and_restores_them():
+    before = _blas_threads()
+    with shared_cores(2):
+        inside = _blas_threads()
+    assert inside and all(n == max(1, cores() // 2) for n in inside)
+    assert _blas_threads() == before
+    with shared_cores(1):  # one task at a time: the libraries keep every core
+        assert _blas_threads() == before
+
+
+def test_thread_map_limits_blas_while_its_tasks_run():
+    seen = list(thread_map(2)(lambda i: (i, _blas_threads()), [(i,) for i in range(4)]))
+    assert [i for i, _ in seen] == [0, 1, 2, 3]
+    assert all(n == max(1, cores() // 2) for _, threads in seen for n in threads)
