@@ -31,6 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+sys.path.insert(0, str(Path(__file__).parent))
+from dedup_files_bench import _hwm, _tree_rss
+
 CHILD = """
 import json, sys, time
 from pixsieve.dedup.exact_parts import exact_duplicates_partitioned
@@ -43,33 +46,6 @@ outs = exact_duplicates_partitioned(
 )
 print(json.dumps({"seconds": time.perf_counter() - start, "outs": [str(o) for o in outs]}))
 """
-
-
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants (from /proc)."""
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                stack += [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-    return total
-
-
-def _hwm(pid: int) -> int:
-    """The kernel's peak RSS of ``pid`` since its exec (``VmHWM``), in bytes; 0 if gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def generate(folder: Path, n: int, shards: int, share: float, seed: int) -> list[str]:
