@@ -50,7 +50,7 @@ class _Npy:
         self.dtype, self.rows, self.written = dtype, rows, 0
 
     def write(self, block: np.ndarray) -> None:
-        self.handle.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.handle.write(np.ascontiguousarray(block, dtype=self.dtype).reshape(-1))  # no copy
         self.written += len(block)
 
     def close(self) -> None:
@@ -130,29 +130,55 @@ def read_sample_rows(task: FileTask, count: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty((0, task.dim), np.float32)
 
 
-def _load(folder: Path, name: str) -> np.ndarray | None:
-    path = folder / f"{name}.npy"
-    return np.load(path, mmap_mode="r") if path.exists() else None
+class _Reader:
+    """Row ranges of an ``.npy`` file written by :class:`_Npy`, read straight into fresh arrays
+    (one copy from the page cache; no mapping, so the process holds only the block)."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        version = np.lib.format.read_magic(self.handle)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, self.dtype = read_header(self.handle)
+        self.rows, self.tail = shape[0], tuple(shape[1:])
+        self.offset = self.handle.tell()
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.tail, dtype=np.int64))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, *self.tail), dtype=self.dtype)
+        view, got = memoryview(out.reshape(-1)).cast("B"), 0
+        self.handle.seek(self.offset + start * self.row_bytes)
+        while got < len(view):
+            n = self.handle.readinto(view[got:])
+            if not n:
+                raise OSError(f"{self.handle.name}: ends before row {stop}")
+            got += n
+        return out
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def row_blocks(
     task: FileTask, index: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """``(start, unit rows, aesthetic, resolution)`` of file ``index`` in blocks of at most
-    ``task.batch_rows`` rows (copies: the file is mapped one block at a time)."""
+    ``task.batch_rows`` rows."""
     folder = read_dir(task, index)
-    rows = len(np.load(folder / "x.npy", mmap_mode="r"))
+    names = [n for n in ("x", "aesthetic", "resolution") if (folder / f"{n}.npy").exists()]
+    readers = {n: _Reader(folder / f"{n}.npy") for n in names}
     step = max(1, task.batch_rows)
-    for start in range(0, rows, step):
-        stop = min(start + step, rows)
-        x, aesthetic, resolution = (_load(folder, n) for n in ("x", "aesthetic", "resolution"))
-        yield (
-            start,
-            np.array(x[start:stop]),
-            None if aesthetic is None else np.array(aesthetic[start:stop]),
-            None if resolution is None else np.array(resolution[start:stop]),
-        )
-        del x, aesthetic, resolution
+    try:
+        for start in range(0, readers["x"].rows, step):
+            stop = min(start + step, readers["x"].rows)
+            got = {n: r.read(start, stop) for n, r in readers.items()}
+            yield start, got["x"], got.get("aesthetic"), got.get("resolution")
+    finally:
+        for r in readers.values():
+            r.close()
 
 
 def take_rows(task: FileTask, index: int, rows: np.ndarray) -> Iterator[np.ndarray]:
