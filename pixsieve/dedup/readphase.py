@@ -80,14 +80,16 @@ def read_file(
     if tmp is None:
         return _done(final)
     cols = task.columns
-    files = {"x": _Npy(tmp / "x.npy", source.rows, (task.dim,), np.float32)}
+    files = {
+        "x": _Npy(tmp / "x.npy", source.rows, (task.dim,), np.float32),
+        "sample": _Npy(tmp / "sample.npy", len(sample), (task.dim,), np.float32),
+    }
     if cols.score:
         files["aesthetic"] = _Npy(tmp / "aesthetic.npy", source.rows, (), np.float64)
     if cols.width and cols.height:
         files["resolution"] = _Npy(tmp / "resolution.npy", source.rows, (2,), np.float64)
-    picked = np.empty((len(sample), task.dim), dtype=np.float32)
     id_writers = _Writers(tmp, "i")
-    start = got = 0
+    start = 0
     try:
         for block in read_blocks(source.path, cols, task.dim, task.batch_rows):
             if block.ids.null_count:
@@ -101,18 +103,16 @@ def read_file(
             if "resolution" in files:
                 files["resolution"].write(block.resolution)
             a, b = np.searchsorted(sample, [start, start + r])
-            picked[got : got + b - a] = x[sample[a:b] - start]
-            got += b - a
+            files["sample"].write(x[sample[a:b] - start])
             start += r
     finally:
         id_writers.close()
         for f in files.values():
             f.close()
         pa.default_memory_pool().release_unused()
-    if start != source.rows:
+    if start != source.rows or files["sample"].written != len(sample):
         raise InputError(f"{source.path} changed while read: {start} rows, footer {source.rows}")
-    np.save(tmp / "sample.npy", picked[:got])
-    return _finish(tmp, final, {"rows": source.rows, "sample": got})
+    return _finish(tmp, final, {"rows": source.rows, "sample": len(sample)})
 
 
 def file_samples(idx: np.ndarray, sources: list[Source]) -> list[np.ndarray]:
