@@ -28,7 +28,7 @@ from pixsieve.dedup.recluster import RECLUSTER_CHOICES
 from pixsieve.dedup.sources import Columns
 
 PHASE_LABELS: dict[str, str] = {
-    "sample": "k-means sample (files)",
+    "read": "reading (files)",
     "assign": "assigning (files)",
     "ids": "checking ids",
     "earlier": "against earlier (buckets)",

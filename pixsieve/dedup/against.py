@@ -278,7 +278,7 @@ def search_earlier(
             radius = earlier_radius([r for _, r in runs], k_r)
             np.savez(base / "costs.tmp.npz", members=members, primaries=primaries, radius=radius)
             (base / "costs.tmp.npz").rename(costs)
-        mine = replace(task, work=str(base))
+        mine = replace(task, work=str(base), read=task.read or task.work)
         calls = [
             (mine, s, i, str(path), bucket_of, *border, str(costs)) for i, s in enumerate(sources)
         ]

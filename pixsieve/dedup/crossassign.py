@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.index import EarlierRun
-from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.partition import FileTask, _begin, _done, _finish, _Writers, packed
-from pixsieve.dedup.sources import Source, read_blocks
+from pixsieve.dedup.partition import packed
+from pixsieve.dedup.readphase import row_blocks
+from pixsieve.dedup.sources import Source
+from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers
 
 #: Subtracted from the radius-scheme bound against float32 rounding of centroid cosines.
 BOUND_SLACK: float = 1e-4
@@ -78,10 +79,9 @@ def cross_assign_file(
     gram = centroids @ centroids.T if half > 0 and len(centroids) <= GRAM_MAX_CLUSTERS else None
     floor = radius - math.sqrt(max(0.0, 2.0 * (1.0 - threshold))) - BOUND_SLACK
     writers = _Writers(tmp, "b")
-    start = by_radius = n_members = 0
+    by_radius = n_members = 0
     try:
-        for block in read_blocks(source.path, task.columns, task.dim, task.batch_rows):
-            x = normalize(block.embeddings)
+        for start, x, _, _ in row_blocks(task, index):
             sims, ids = search.search(x)
             r = len(x)
             own = ids[:, 0].astype(np.int64)
@@ -116,7 +116,6 @@ def cross_assign_file(
                     }
                 )
                 writers.write(int(bucket[part[0]]), table)
-            start += r
     finally:
         writers.close()
     return _finish(

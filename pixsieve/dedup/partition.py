@@ -1,4 +1,5 @@
-"""Per-file tasks of partitioned dedup: each reads one input file and writes partition files.
+"""Per-file tasks of partitioned dedup: each reads one input file's rows from the read phase
+(:mod:`pixsieve.dedup.readphase`) and writes partition files.
 
 * :func:`assign_file` finds every row's nearest centroids, applies the border rule
   (:mod:`pixsieve.dedup.border`) and writes each membership ``(row, cluster, secondary,
@@ -6,16 +7,13 @@
 * :func:`gather_file` writes the rows that ended in a duplicate group, with their group label,
   into ``gather/fFFFFF/gGGGG.parquet`` (bucket = label modulo the bucket count).
 
-A task writes into ``<dir>.tmp`` and renames it when done, so a finished directory is the
-completion marker and a rerun skips it. Tasks take only plain arguments (paths, small arrays,
-frozen settings), so any executor's ``map`` can run them.
+Tasks follow :mod:`pixsieve.dedup.taskfiles` (a finished directory is never redone) and take
+only plain arguments (paths, small arrays, frozen settings), so any executor's ``map`` can run
+them.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +25,10 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.component_parts import read_groups
-from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.keep import priority
-from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.sources import Columns, InputError, Source, read_blocks
-
-COUNTS_FILE = "counts.json"
-
-
-@dataclass(frozen=True)
-class FileTask:
-    """What a per-file task needs besides its own arguments.
-
-    Attributes:
-        work: the work directory.
-        columns: input column names.
-        dim: embedding dimension.
-        batch_rows: rows read at a time.
-        policy: the resolved keep policy (sets each row's priority).
-    """
-
-    work: str
-    columns: Columns
-    dim: int
-    batch_rows: int
-    policy: str
+from pixsieve.dedup.readphase import READ_DIR, row_blocks, take_rows
+from pixsieve.dedup.sources import Source
+from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers
 
 
 def fixed_list(x: np.ndarray) -> pa.Array:
@@ -94,55 +71,9 @@ def unpacked(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     return out
 
 
-def _begin(final: Path) -> Path | None:
-    """A fresh ``<final>.tmp`` directory, or ``None`` when ``final`` is already done."""
-    if final.exists():
-        return None
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _finish(tmp: Path, final: Path, counts: dict[str, Any]) -> dict[str, Any]:
-    (tmp / COUNTS_FILE).write_text(json.dumps(counts, default=int))
-    tmp.rename(final)
-    return counts
-
-
-def _done(final: Path) -> dict[str, Any]:
-    return json.loads((final / COUNTS_FILE).read_text())
-
-
-class _Writers:
-    """One Parquet writer per bucket, opened on first use."""
-
-    def __init__(self, folder: Path, prefix: str) -> None:
-        self.folder, self.prefix = folder, prefix
-        self.open: dict[int, pq.ParquetWriter] = {}
-
-    def write(self, bucket: int, table: pa.Table) -> None:
-        if bucket not in self.open:
-            path = self.folder / f"{self.prefix}{bucket:04d}.parquet"
-            self.open[bucket] = pq.ParquetWriter(path, table.schema, compression="none")
-        self.open[bucket].write_table(table)
-
-    def close(self) -> None:
-        for writer in self.open.values():
-            writer.close()
-
-
-def _write_ids(writers: _Writers, ids: pa.Array, n_buckets: int) -> None:
-    bucket = key_buckets(ids, n_buckets)
-    order = np.argsort(bucket, kind="stable")
-    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-    for part in np.split(order, cuts) if len(order) else []:
-        writers.write(int(bucket[part[0]]), pa.table({"id": ids.take(pa.array(part))}))
-
-
 def repeated_id(work: str, bucket: int) -> str | None:
     """The first id seen twice among the ids of one id bucket, as a message, or ``None``."""
-    files = sorted(str(p) for p in Path(work).glob(f"assign/f*/i{bucket:04d}.parquet"))
+    files = sorted(str(p) for p in Path(work).glob(f"{READ_DIR}/f*/i{bucket:04d}.parquet"))
     if not files:
         return None
     ids = pq.read_table(files[0]).column("id") if len(files) == 1 else None
@@ -164,19 +95,14 @@ def assign_file(
     candidates: int,
     threshold: float,
     slack: float,
-    id_buckets: int = 1,
     radius_path: str | None = None,
 ) -> dict[str, Any]:
     """Assign the rows of one input file to clusters and write them into bucket partitions.
 
-    Also writes ``own.npy`` (each row's own cluster), ``priority.npy`` (its keep priority),
-    ``minsim.npy`` (per cluster, the lowest cosine of a row of this file to it as its own) and
-    the ids partitioned by hash into ``iBBBB.parquet`` (for the uniqueness check).
+    Also writes ``own.npy`` (each row's own cluster), ``priority.npy`` (its keep priority) and
+    ``minsim.npy`` (per cluster, the lowest cosine of a row of this file to it as its own).
     Returns counts: ``rows``, ``secondary`` (border memberships) and ``beyond`` (rows less
     similar to their own centroid than the radius in ``radius_path``, when given).
-
-    Raises:
-        InputError: a bad row (see :func:`pixsieve.dedup.sources.check_batch`) or a null id.
     """
     final = Path(task.work) / "assign" / f"f{index:05d}"
     tmp = _begin(final)
@@ -193,14 +119,10 @@ def assign_file(
     minsim = np.full(k, np.inf)
     radius = np.load(radius_path) if radius_path else None
     beyond = 0
-    writers, id_writers = _Writers(tmp, "b"), _Writers(tmp, "i")
-    start = n_secondary = 0
+    writers = _Writers(tmp, "b")
+    n_secondary = 0
     try:
-        for block in read_blocks(source.path, task.columns, task.dim, task.batch_rows):
-            if block.ids.null_count:
-                raise InputError(f"id column {task.columns.id!r} has null values in {source.path}")
-            _write_ids(id_writers, block.ids, id_buckets)
-            x = normalize(block.embeddings)
+        for start, x, aesthetic, resolution in row_blocks(task, index):
             sims, ids = search.search(x)
             r = len(x)
             own[start : start + r] = ids[:, 0]
@@ -210,8 +132,8 @@ def assign_file(
             p = priority(
                 task.policy,
                 r,
-                aesthetic=block.aesthetic,
-                resolution=block.resolution,
+                aesthetic=aesthetic,
+                resolution=resolution,
                 centroid_sim=sims[:, 0],
                 start=source.offset + start,
             )
@@ -241,10 +163,8 @@ def assign_file(
                     }
                 )
                 writers.write(int(bucket[part[0]]), table)
-            start += r
     finally:
         writers.close()
-        id_writers.close()
         pa.default_memory_pool().release_unused()
     np.save(tmp / "own.npy", own)
     np.save(tmp / "priority.npy", prio)
@@ -266,29 +186,26 @@ def gather_file(task: FileTask, source: Source, index: int, n_buckets: int) -> d
     prio = np.load(Path(task.work) / "assign" / f"f{index:05d}" / "priority.npy")
     local_rows, labels, child = read_groups(task.work, index)
     writers = _Writers(tmp, "g")
-    start = 0
+    lo = 0
     try:
-        for block in read_blocks(source.path, task.columns, task.dim, task.batch_rows):
-            r = len(block.embeddings)
-            lo, hi = np.searchsorted(local_rows, [start, start + r])
-            if hi > lo:
-                take = local_rows[lo:hi]
-                x = normalize(block.embeddings[take - start])
-                lab, bucket = labels[lo:hi], labels[lo:hi] % n_buckets
-                order = np.argsort(bucket, kind="stable")
-                cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-                for part in np.split(order, cuts):
-                    table = pa.table(
-                        {
-                            "row": pa.array(source.offset + take[part], pa.int64()),
-                            "label": pa.array(lab[part], pa.int64()),
-                            "priority": pa.array(prio[take[part]], pa.float64()),
-                            "child": pa.array(child[lo:hi][part]),
-                            "embedding": packed(x[part]),
-                        }
-                    )
-                    writers.write(int(bucket[part[0]]), table)
-            start += r
+        for x in take_rows(task, index, local_rows):
+            hi = lo + len(x)
+            take = local_rows[lo:hi]
+            lab, bucket = labels[lo:hi], labels[lo:hi] % n_buckets
+            order = np.argsort(bucket, kind="stable")
+            cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+            for part in np.split(order, cuts):
+                table = pa.table(
+                    {
+                        "row": pa.array(source.offset + take[part], pa.int64()),
+                        "label": pa.array(lab[part], pa.int64()),
+                        "priority": pa.array(prio[take[part]], pa.float64()),
+                        "child": pa.array(child[lo:hi][part]),
+                        "embedding": packed(x[part]),
+                    }
+                )
+                writers.write(int(bucket[part[0]]), table)
+            lo = hi
     finally:
         writers.close()
         pa.default_memory_pool().release_unused()

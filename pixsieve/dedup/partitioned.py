@@ -2,8 +2,10 @@
 
 Phases (each resumable; a finished partition or bucket is never redone):
 
-1. **sample**: read the k-means sample (:func:`pixsieve.dedup.kmeans.sample_indices`, the same
-   rows the in-memory path trains on) from the files; **kmeans**: fit the centroids.
+1. **read**: one task per input file decodes and checks it once (:mod:`pixsieve.dedup.readphase`:
+   unit rows, keep-policy columns, ids, its rows of the k-means sample); **ids**: uniqueness;
+   **sample**: the sample (:func:`pixsieve.dedup.kmeans.sample_indices`, the same rows the
+   in-memory path trains on); **kmeans**: fit the centroids.
 2. **assign**: one task per input file (:func:`pixsieve.dedup.partition.assign_file`).
 3. **similarity**: one task per bucket of clusters (:func:`pixsieve.dedup.buckets.bucket_edges`).
 4. **components** over the edges in the driver (:mod:`pixsieve.dedup.component_parts`: memory
@@ -54,8 +56,9 @@ from pixsieve.dedup.keep import resolve_policy
 from pixsieve.dedup.kmeans import sample_indices
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
+from pixsieve.dedup.readphase import file_samples, read_file, read_sample_rows
 from pixsieve.dedup.recluster import against_centroids, check_mode, recluster_counts
-from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources, read_sample
+from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources
 from pixsieve.dedup.workdir import prepare_work, stamp, thread_map
 
 Progress = Callable[[str, int, int], None]
@@ -195,18 +198,30 @@ def dedup_files(
         """Run the phases up to resolve; return the number of group buckets."""
         nonlocal matches, k
         centroids_path = work / "centroids.npy"
+        id_buckets = budget.id_buckets()
+        idx = np.empty(0, np.int64)
+        if old_centroids is None and not centroids_path.exists():
+            ppc = config.kmeans_points_per_centroid
+            idx = sample_indices(n, k, ppc, config.seed, cap=budget.sample_rows)
+        with phase("read"):  # every input file decoded once (pixsieve.dedup.readphase)
+            samples = file_samples(idx, sources)
+            calls = [(task, s, i, samples[i], id_buckets) for i, s in enumerate(sources)]
+            tick("read", run(read_file, calls), len(calls))
+        with phase("ids"):
+            calls = [(str(work), b) for b in range(id_buckets)]
+            problems = [p for p in tick("ids", run(repeated_id, calls), len(calls)) if p]
+            if problems:
+                raise InputError(f"id column {columns.id!r}: {problems[0]}")
         if old_centroids is not None and not centroids_path.exists():
             with phase("recluster" if recluster != "off" else "assign"):
-                fit = (sources, columns, dim, budget.batch_rows, config, budget.sample_rows)
+                fit = (task, len(sources), config, budget.sample_rows, old_kept)
                 radius = earlier_radius(earlier, len(old_centroids))
-                against_centroids(work, old_centroids, radius, recluster, (*fit, old_kept))
+                against_centroids(work, old_centroids, radius, recluster, fit)
         if old_centroids is not None:
             k = counts["n_clusters"] = len(np.load(centroids_path, mmap_mode="r"))
         if not centroids_path.exists() and n:
             with phase("sample"):
-                cap = budget.sample_rows
-                idx = sample_indices(n, k, config.kmeans_points_per_centroid, config.seed, cap=cap)
-                train = read_sample(sources, columns, dim, idx, budget.batch_rows, progress)
+                train = read_sample_rows(task, len(sources))
             with phase("kmeans"):
                 centroids = train_centroids(
                     train,
@@ -226,10 +241,9 @@ def dedup_files(
         bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // max(k, 1)).astype(np.int64)
         candidates = 1 if semdedup else config.border_candidates
         slack = 0.0 if semdedup else config.border_slack
-        id_buckets = budget.id_buckets()
         with phase("assign"):
             radius = str(radius_path) if earlier and recluster == "off" else None
-            border = (candidates, config.threshold, slack, id_buckets, radius)
+            border = (candidates, config.threshold, slack, radius)
             calls = [
                 (task, s, i, str(centroids_path), bucket_of, *border) for i, s in enumerate(sources)
             ]
@@ -239,11 +253,6 @@ def dedup_files(
             counts["beyond_radius"] = sum(c.get("beyond", 0) for c in assigned)
             counts.update(recluster_counts(work))
             counts["beyond_radius_share"] = counts["beyond_radius"] / max(n, 1)
-        with phase("ids"):
-            calls = [(str(work), b) for b in range(id_buckets)]
-            problems = [p for p in tick("ids", run(repeated_id, calls), len(calls)) if p]
-            if problems:
-                raise InputError(f"id column {columns.id!r}: {problems[0]}")
 
         excluded = None
         if earlier:

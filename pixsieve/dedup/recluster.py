@@ -26,8 +26,9 @@ import numpy as np
 from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.centroids import train_centroids
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.sources import Columns, InputError, Source, read_blocks
+from pixsieve.dedup.readphase import row_blocks
+from pixsieve.dedup.sources import InputError
+from pixsieve.dedup.taskfiles import FileTask
 
 #: ``recluster`` values: never, whenever any new item lies beyond, above :data:`AUTO_SHARE`.
 RECLUSTER_CHOICES: tuple[str, ...] = ("off", "on", "auto")
@@ -47,29 +48,23 @@ def check_mode(mode: str, against: object) -> bool:
 
 
 def _beyond_file(
-    source: Source,
-    columns: Columns,
-    dim: int,
-    batch_rows: int,
-    centroids: np.ndarray,
-    radius: np.ndarray,
+    task: FileTask, index: int, centroids: np.ndarray, radius: np.ndarray
 ) -> tuple[int, np.ndarray]:
-    """``(rows, embeddings of the rows beyond their nearest centroid's radius)`` of one file."""
+    """``(rows, embeddings of the rows beyond their nearest centroid's radius)`` of input file
+    ``index`` (read from the read phase's files)."""
     search = CentroidSearch(centroids, 1)
-    far = []
-    for block in read_blocks(source.path, columns, dim, batch_rows):
-        x = normalize(block.embeddings)
+    far, rows = [], 0
+    for _, x, _, _ in row_blocks(task, index):
         sims, ids = search.search(x)
         far.append(x[sims[:, 0] < radius[ids[:, 0]]])
-    return source.rows, np.concatenate(far) if far else np.empty((0, dim), np.float32)
+        rows += len(x)
+    return rows, np.concatenate(far) if far else np.empty((0, task.dim), np.float32)
 
 
 def extra_centroids(
     work: Path,
-    sources: list[Source],
-    columns: Columns,
-    dim: int,
-    batch_rows: int,
+    task: FileTask,
+    files: int,
     centroids: np.ndarray,
     radius: np.ndarray,
     config: SemanticDedupConfig,
@@ -87,10 +82,10 @@ def extra_centroids(
     if record.exists():
         return json.loads(record.read_text())
     rng = np.random.default_rng(config.seed)
-    pool, keys = np.empty((0, dim), np.float32), np.empty(0)
+    pool, keys = np.empty((0, task.dim), np.float32), np.empty(0)
     beyond = rows = 0
-    for source in sources:
-        n, far = _beyond_file(source, columns, dim, batch_rows, centroids, radius)
+    for index in range(files):
+        n, far = _beyond_file(task, index, centroids, radius)
         rows += n
         beyond += len(far)
         # a uniform sample of at most sample_cap far rows: those of the smallest random keys
@@ -122,14 +117,12 @@ def against_centroids(
 ) -> None:
     """Write the centroids (``work/centroids.npy``, written last) and radius
     (``work/radius_earlier.npy``) of a run against earlier ones: theirs, followed by extra ones
-    (radius ``inf``) when ``mode`` fits some. ``fit``: ``(sources, columns, dim, batch_rows,
-    config, sample_cap, earlier kept items)`` for :func:`extra_centroids`."""
+    (radius ``inf``) when ``mode`` fits some. ``fit``: ``(task, input files, config, sample_cap,
+    earlier kept items)`` for :func:`extra_centroids`."""
     if mode != "off":
-        sources, columns, dim, batch_rows, config, cap, kept = fit
+        task, files, config, cap, kept = fit
         size = kept / len(centroids)
-        rec = extra_centroids(
-            work, sources, columns, dim, batch_rows, centroids, radius, config, mode, cap, size
-        )
+        rec = extra_centroids(work, task, files, centroids, radius, config, mode, cap, size)
         if rec["extra"]:
             centroids = np.concatenate([centroids, np.load(work / "extra_centroids.npy")])
             radius = np.concatenate([radius, np.full(rec["extra"], np.inf)])

@@ -10,7 +10,7 @@ row without holding the others. Every batch is checked the same way wherever it 
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.kmeans import normalize
 from pixsieve.errors import InputError
 
 
@@ -199,30 +198,3 @@ def read_blocks(path: str, columns: Columns, dim: int, batch_rows: int) -> Itera
 def read_ids(path: str, column: str) -> pa.Array:
     """The id column of one file."""
     return pq.read_table(path, columns=[column]).column(column).combine_chunks()
-
-
-def read_sample(
-    sources: list[Source],
-    columns: Columns,
-    dim: int,
-    idx: np.ndarray,
-    batch_rows: int,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> np.ndarray:
-    """The unit embeddings of the sorted global rows ``idx``, streamed file by file."""
-    train = np.empty((len(idx), dim), dtype=np.float32)
-    got = 0
-    for i, source in enumerate(sources):
-        lo, hi = np.searchsorted(idx, [source.offset, source.offset + source.rows])
-        start = source.offset
-        blocks = read_blocks(source.path, columns, dim, batch_rows) if hi > lo else iter(())
-        for block in blocks:
-            r = len(block.embeddings)
-            a, b = np.searchsorted(idx[lo:hi], [start, start + r]) + lo
-            if b > a:
-                train[got : got + b - a] = normalize(block.embeddings[idx[a:b] - start])
-                got += b - a
-            start += r
-        if progress:
-            progress("sample", i + 1, len(sources))
-    return train

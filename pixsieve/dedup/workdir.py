@@ -16,6 +16,7 @@ from pixsieve.dedup.sources import InputError
 
 #: What a changed plan removes from the work directory.
 PHASE_OUTPUTS: tuple[str, ...] = (
+    "read",
     "centroids.npy",
     "assign",
     "cross",

@@ -1,0 +1,192 @@
+"""The read phase of partitioned dedup: each input file is decoded once, into the work directory.
+
+Decoding a Parquet list column costs a repetition level per number (~280 MB/s), so every later
+pass reads the rows from what :func:`read_file` wrote instead, by row range or row index:
+
+* ``read/fFFFFF/x.npy``: the file's unit float32 embeddings, ``(rows, D)``, in file order;
+* ``aesthetic.npy`` / ``resolution.npy``: the keep policy's columns, when they are read;
+* ``sample.npy``: the file's rows of the k-means sample (unit, in order);
+* ``iBBBB.parquet``: the file's ids partitioned by hash (the uniqueness check,
+  :func:`pixsieve.dedup.partition.repeated_id`).
+
+Every batch is checked as it is read (:func:`pixsieve.dedup.sources.check_batch`), so a bad
+row stops the run in this phase with the same one-line error as before. The ``.npy`` files are
+written and read back in blocks, so a task's memory is its batch, whatever the file's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+from pixsieve.dedup.hashparts import key_buckets
+from pixsieve.dedup.kmeans import normalize
+from pixsieve.dedup.sources import InputError, Source, read_blocks
+from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers
+
+READ_DIR = "read"
+
+
+def read_dir(task: FileTask, index: int) -> Path:
+    """The folder of input file ``index``'s rows (``task.read``, else ``task.work``)."""
+    return Path(task.read or task.work) / READ_DIR / f"f{index:05d}"
+
+
+class _Npy:
+    """An ``.npy`` file of a known shape, written block after block in order."""
+
+    def __init__(self, path: Path, rows: int, tail: tuple[int, ...], dtype: type) -> None:
+        self.handle: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by close())
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": (rows, *tail),
+        }
+        np.lib.format.write_array_header_2_0(self.handle, header)
+        self.dtype, self.rows, self.written = dtype, rows, 0
+
+    def write(self, block: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(block, dtype=self.dtype).reshape(-1))  # no copy
+        self.written += len(block)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _write_ids(writers: _Writers, ids: pa.Array, n_buckets: int) -> None:
+    bucket = key_buckets(ids, n_buckets)
+    order = np.argsort(bucket, kind="stable")
+    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+    for part in np.split(order, cuts) if len(order) else []:
+        writers.write(int(bucket[part[0]]), pa.table({"id": ids.take(pa.array(part))}))
+
+
+def read_file(
+    task: FileTask, source: Source, index: int, sample: np.ndarray, id_buckets: int
+) -> dict[str, Any]:
+    """Decode and check input file ``index`` once; write its unit rows, keep-policy columns,
+    ids by hash bucket and its rows of the k-means sample (``sample``: sorted positions in the
+    file) into ``read/fFFFFF``. Returns ``{"rows": ..., "sample": ...}``.
+
+    Raises:
+        InputError: a bad row (see :func:`pixsieve.dedup.sources.check_batch`) or a null id.
+    """
+    final = read_dir(task, index)
+    tmp = _begin(final)
+    if tmp is None:
+        return _done(final)
+    cols = task.columns
+    files = {
+        "x": _Npy(tmp / "x.npy", source.rows, (task.dim,), np.float32),
+        "sample": _Npy(tmp / "sample.npy", len(sample), (task.dim,), np.float32),
+    }
+    if cols.score:
+        files["aesthetic"] = _Npy(tmp / "aesthetic.npy", source.rows, (), np.float64)
+    if cols.width and cols.height:
+        files["resolution"] = _Npy(tmp / "resolution.npy", source.rows, (2,), np.float64)
+    id_writers = _Writers(tmp, "i")
+    start = 0
+    try:
+        for block in read_blocks(source.path, cols, task.dim, task.batch_rows):
+            if block.ids.null_count:
+                raise InputError(f"id column {cols.id!r} has null values in {source.path}")
+            _write_ids(id_writers, block.ids, id_buckets)
+            x = normalize(block.embeddings)
+            r = len(x)
+            files["x"].write(x)
+            if "aesthetic" in files:
+                files["aesthetic"].write(block.aesthetic)
+            if "resolution" in files:
+                files["resolution"].write(block.resolution)
+            a, b = np.searchsorted(sample, [start, start + r])
+            files["sample"].write(x[sample[a:b] - start])
+            start += r
+    finally:
+        id_writers.close()
+        for f in files.values():
+            f.close()
+        pa.default_memory_pool().release_unused()
+    if start != source.rows or files["sample"].written != len(sample):
+        raise InputError(f"{source.path} changed while read: {start} rows, footer {source.rows}")
+    return _finish(tmp, final, {"rows": source.rows, "sample": len(sample)})
+
+
+def file_samples(idx: np.ndarray, sources: list[Source]) -> list[np.ndarray]:
+    """The sorted global sample rows ``idx`` split per file, as positions in the file."""
+    out = []
+    for s in sources:
+        lo, hi = np.searchsorted(idx, [s.offset, s.offset + s.rows])
+        out.append(np.asarray(idx[lo:hi], dtype=np.int64) - s.offset)
+    return out
+
+
+def read_sample_rows(task: FileTask, count: int) -> np.ndarray:
+    """The k-means sample: every file's ``sample.npy`` in file order (``count`` files)."""
+    parts = [np.load(read_dir(task, i) / "sample.npy") for i in range(count)]
+    return np.concatenate(parts) if parts else np.empty((0, task.dim), np.float32)
+
+
+class _Reader:
+    """Row ranges of an ``.npy`` file written by :class:`_Npy`, read straight into fresh arrays
+    (one copy from the page cache; no mapping, so the process holds only the block)."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        version = np.lib.format.read_magic(self.handle)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, self.dtype = read_header(self.handle)
+        self.rows, self.tail = shape[0], tuple(shape[1:])
+        self.offset = self.handle.tell()
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.tail, dtype=np.int64))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, *self.tail), dtype=self.dtype)
+        view, got = memoryview(out.reshape(-1)).cast("B"), 0
+        self.handle.seek(self.offset + start * self.row_bytes)
+        while got < len(view):
+            n = self.handle.readinto(view[got:])
+            if not n:
+                raise OSError(f"{self.handle.name}: ends before row {stop}")
+            got += n
+        return out
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def row_blocks(
+    task: FileTask, index: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """``(start, unit rows, aesthetic, resolution)`` of file ``index`` in blocks of at most
+    ``task.batch_rows`` rows."""
+    folder = read_dir(task, index)
+    names = [n for n in ("x", "aesthetic", "resolution") if (folder / f"{n}.npy").exists()]
+    readers = {n: _Reader(folder / f"{n}.npy") for n in names}
+    step = max(1, task.batch_rows)
+    try:
+        for start in range(0, readers["x"].rows, step):
+            stop = min(start + step, readers["x"].rows)
+            got = {n: r.read(start, stop) for n, r in readers.items()}
+            yield start, got["x"], got.get("aesthetic"), got.get("resolution")
+    finally:
+        for r in readers.values():
+            r.close()
+
+
+def take_rows(task: FileTask, index: int, rows: np.ndarray) -> Iterator[np.ndarray]:
+    """The unit rows at the sorted positions ``rows`` of file ``index``, in blocks of at most
+    ``task.batch_rows`` rows."""
+    path = read_dir(task, index) / "x.npy"
+    step = max(1, task.batch_rows)
+    for lo in range(0, len(rows), step):
+        x = np.load(path, mmap_mode="r")
+        yield np.array(x[rows[lo : lo + step]])
+        del x

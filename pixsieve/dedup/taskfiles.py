@@ -1,0 +1,78 @@
+"""What every per-file and per-bucket task of partitioned dedup shares: its settings
+(:class:`FileTask`), one Parquet writer per bucket, and the completion protocol: a task writes
+into ``<dir>.tmp`` and renames it when done, so a finished directory is the completion marker
+and a rerun skips it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pixsieve.dedup.sources import Columns
+
+COUNTS_FILE = "counts.json"
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """What a per-file task needs besides its own arguments.
+
+    Attributes:
+        work: the work directory.
+        columns: input column names.
+        dim: embedding dimension.
+        batch_rows: rows read at a time.
+        policy: the resolved keep policy (sets each row's priority).
+        read: the work directory holding the read phase's files (default: ``work``).
+    """
+
+    work: str
+    columns: Columns
+    dim: int
+    batch_rows: int
+    policy: str
+    read: str = ""
+
+
+def _begin(final: Path) -> Path | None:
+    """A fresh ``<final>.tmp`` directory, or ``None`` when ``final`` is already done."""
+    if final.exists():
+        return None
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _finish(tmp: Path, final: Path, counts: dict[str, Any]) -> dict[str, Any]:
+    (tmp / COUNTS_FILE).write_text(json.dumps(counts, default=int))
+    tmp.rename(final)
+    return counts
+
+
+def _done(final: Path) -> dict[str, Any]:
+    return json.loads((final / COUNTS_FILE).read_text())
+
+
+class _Writers:
+    """One Parquet writer per bucket, opened on first use."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        self.folder, self.prefix = folder, prefix
+        self.open: dict[int, pq.ParquetWriter] = {}
+
+    def write(self, bucket: int, table: pa.Table) -> None:
+        if bucket not in self.open:
+            path = self.folder / f"{self.prefix}{bucket:04d}.parquet"
+            self.open[bucket] = pq.ParquetWriter(path, table.schema, compression="none")
+        self.open[bucket].write_table(table)
+
+    def close(self) -> None:
+        for writer in self.open.values():
+            writer.close()
