@@ -141,18 +141,45 @@ def run_dedup(folder: Path, out: Path, args: argparse.Namespace) -> dict:
     }
 
 
+class Rows:
+    """The rows ``wanted`` of the vectors in the Parquet files (ids are row numbers), indexed
+    like the full array: what scoring reads when ``x.npy`` was dropped to save disk."""
+
+    def __init__(self, parquet: Path, wanted: np.ndarray) -> None:
+        self.rows = np.unique(wanted)
+        self.x = np.empty((len(self.rows), 0), np.float32)
+        for path in sorted(parquet.glob("*.parquet")):
+            table = pq.read_table(path, columns=["id", "embedding"])
+            ids = table.column("id").to_numpy()
+            take = np.flatnonzero(np.isin(ids, self.rows))
+            emb = table.column("embedding").combine_chunks().take(pa.array(take))
+            part = np.asarray(emb.flatten().to_numpy(), np.float32).reshape(len(take), -1)
+            if not self.x.shape[1]:
+                self.x = np.empty((len(self.rows), part.shape[1]), np.float32)
+            self.x[np.searchsorted(self.rows, ids[take])] = part
+
+    def __len__(self) -> int:
+        return int(self.rows[-1]) + 1 if len(self.rows) else 0
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        return self.x[np.searchsorted(self.rows, idx)]
+
+
 def score(folder: Path, out: Path, threshold: float) -> dict:
     from dedup_tools.synthetic import group_pairs
 
     from pixsieve.dedup.pairs import exact_cosine
 
-    x = np.load(folder / "x.npy", mmap_mode="r")
     group = np.load(folder / "group.npy")
     table = pq.read_table(out / "duplicates.parquet")
     removed = table.column("id").to_numpy()
     dup_of = table.column("duplicate_of").to_numpy()
+    if (folder / "x.npy").exists():
+        x = np.load(folder / "x.npy", mmap_mode="r")
+    else:  # --drop-vectors: the rows scored, read back from the Parquet files
+        x = Rows(folder / "parquet", np.concatenate([np.flatnonzero(group >= 0), removed, dup_of]))
     truth = group_pairs(x, group, threshold)
-    is_removed = np.zeros(len(x), dtype=bool)
+    is_removed = np.zeros(len(group), dtype=bool)
     is_removed[removed] = True
     caught = is_removed[truth[:, 0]] | is_removed[truth[:, 1]]
     cos = exact_cosine(x, removed, x, dup_of)
@@ -179,12 +206,20 @@ def main() -> None:
     parser.add_argument("--data", default="/tmp/pixsieve-dedup-bench")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--drop-vectors",
+        action="store_true",
+        help="delete DATA/x.npy after generating (N*D*4 bytes less disk; scoring reads the "
+        "scored rows back from the Parquet files)",
+    )
+    parser.add_argument(
         "extra", nargs="*", help="more `pixsieve dedup` flags after `--`, e.g. -- --no-index"
     )
     args = parser.parse_args()
     folder = Path(args.data) / f"n{args.n}-f{args.files}-d{args.dim}-s{args.seed}"
     if args.generate_only:
         generate(folder, args.n, args.files, args.dim, args.seed)
+        if args.drop_vectors:
+            (folder / "x.npy").unlink(missing_ok=True)
         return
     # generate in a child process: a parent holding the mapped vectors would pass its RSS to the
     # dedup child at fork time and inflate the kernel's ru_maxrss of the children
