@@ -33,12 +33,14 @@ def cores() -> int:
 
 @contextmanager
 def shared_cores(workers: int) -> Iterator[None]:
-    """While ``workers`` threads run tasks here, give BLAS and OpenMP (numpy's OpenBLAS, faiss)
-    ``cores() // workers`` threads each (at least one) instead of every core per call.
+    """While ``workers`` threads run tasks here, give numpy's BLAS ``cores() // workers``
+    threads per call (at least one) instead of every core.
 
-    Each library otherwise starts one thread per core for every call, so two task threads on
-    two cores run four spinning threads (measured: 1.6x the wall time of the same products).
-    The limit is process-wide and lifted on exit.
+    OpenBLAS otherwise starts one thread per core for every call, so two task threads on two
+    cores run four spinning threads (measured: 1.6x the wall time of the same products). The
+    limit is process-wide for pthread-based BLAS (numpy's) and lifted on exit; OpenMP settings
+    (faiss, torch) are per thread, so the task threads keep theirs (the dedup tasks multiply
+    with numpy; faiss's k-means runs in the calling thread, on every core).
     """
     if workers <= 1:
         yield
