@@ -62,6 +62,17 @@ def test_doubtful_rows_are_searched_exactly(data, monkeypatch):
     np.testing.assert_array_equal(sims, exact_sims)
 
 
+def test_centroids_without_structure_are_searched_exactly(monkeypatch):
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((600, 768)).astype(np.float32)  # no groups: random directions
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = c[:500] + 0.05 * rng.standard_normal((500, 768)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    search = CentroidSearch(c, 16)
+    assert search.level is None
+    np.testing.assert_array_equal(search.search(x)[1], _exact(x, c, 16, monkeypatch)[1])
+
+
 def test_two_level_is_the_same_whatever_the_chunking(data):
     x, c = data
     search = CentroidSearch(c, 16)
