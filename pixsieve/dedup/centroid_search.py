@@ -6,10 +6,12 @@ border rule looks at. Up to :data:`FLAT_MAX_CENTROIDS` centroids it is exact: on
 product per chunk of rows and a partial sort. Above, it is two-level, so the cost per item grows
 with ``sqrt(k)`` instead of ``k``: the centroids are grouped under ``round(sqrt(k))`` coarse
 centroids (a k-means over the centroids themselves, so any centroid set can be searched, those
-of an earlier run included); each row is compared with the coarse centroids, and then, for its
-:data:`PROBES` nearest coarse groups, with their centroids, one matrix product per group for
-all the rows of a chunk that probe it. A centroid outside the probed groups is missed, which can
-only cost recall at a cluster border, never precision.
+of an earlier run included); each row is compared with the coarse centroids, and then with the
+centroids of its :data:`PROBES` nearest coarse groups: probe by probe, the rows of a chunk
+sorted by group and one matrix product per group. Rows whose coarse similarities do not
+separate the probed groups from the others (:data:`DOUBT`) are searched again with more probes,
+then exactly. A centroid outside the probed groups is missed, which can only cost recall at a
+cluster border, never precision.
 """
 
 from __future__ import annotations
