@@ -39,11 +39,13 @@ DOUBT: float = 0.08
 #: clusters): 0.17-0.20, where two levels found only 85-94% of the border neighbours.
 COHERENCE_MIN: float = 0.25
 #: Rows per chunk of the two-level search (one matrix product per coarse group and chunk).
-TWO_LEVEL_CHUNK: int = 65536
+TWO_LEVEL_CHUNK: int = 16384
 #: Neighbours whose float32 similarities differ by less than this are ordered in float64.
 TIE: float = 2e-6
-#: Rows per matrix product of the exact search.
+#: Rows per matrix product of the exact search, and most similarities one product holds
+#: (64 MiB: fewer rows per product above 4,096 centroids, where doubtful rows are searched exactly).
 EXACT_CHUNK: int = 4096
+EXACT_CELLS: int = 1 << 24
 
 
 _LEVELS: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -92,7 +94,7 @@ class CentroidSearch:
     """Finds each item's ``m`` nearest centroids (by cosine), nearest first.
 
     Exact up to :data:`FLAT_MAX_CENTROIDS` centroids, two-level above (``probes`` coarse groups
-    per row, rows in ``doubt`` searched exactly); with ``use_gpu``, faiss's exact search on the GPU.
+    per row; ``doubt``: :data:`DOUBT`); with ``use_gpu``, faiss's exact search on the GPU.
     """
 
     def __init__(
@@ -153,11 +155,13 @@ class CentroidSearch:
         return sims, ids
 
     def _exact(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search: one matrix product and a partial sort per :data:`EXACT_CHUNK` rows."""
+        """Exact search: one matrix product and a partial sort per :data:`EXACT_CHUNK` rows (or
+        fewer, :data:`EXACT_CELLS`)."""
         sims = np.empty((len(x), self.m), dtype=np.float32)
         ids = np.empty((len(x), self.m), dtype=np.int64)
-        for lo in range(0, len(x), EXACT_CHUNK):
-            hi = min(lo + EXACT_CHUNK, len(x))
+        step = max(16, min(EXACT_CHUNK, EXACT_CELLS // len(self.centroids)))
+        for lo in range(0, len(x), step):
+            hi = min(lo + step, len(x))
             sims[lo:hi], ids[lo:hi] = _top(x[lo:hi] @ self.centroids.T, None, self.m)
         return sims, ids
 
