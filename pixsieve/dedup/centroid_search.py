@@ -6,10 +6,12 @@ border rule looks at. Up to :data:`FLAT_MAX_CENTROIDS` centroids it is exact: on
 product per chunk of rows and a partial sort. Above, it is two-level, so the cost per item grows
 with ``sqrt(k)`` instead of ``k``: the centroids are grouped under ``round(sqrt(k))`` coarse
 centroids (a k-means over the centroids themselves, so any centroid set can be searched, those
-of an earlier run included); each row is compared with the coarse centroids, and then, for its
-:data:`PROBES` nearest coarse groups, with their centroids, one matrix product per group for
-all the rows of a chunk that probe it. A centroid outside the probed groups is missed, which can
-only cost recall at a cluster border, never precision.
+of an earlier run included); each row is compared with the coarse centroids, and then with the
+centroids of its :data:`PROBES` nearest coarse groups: probe by probe, the rows of a chunk
+sorted by group and one matrix product per group. Rows whose coarse similarities do not
+separate the probed groups from the others (:data:`DOUBT`) are searched again with more probes,
+then exactly. A centroid outside the probed groups is missed, which can only cost recall at a
+cluster border, never precision.
 """
 
 from __future__ import annotations
@@ -22,13 +24,31 @@ import numpy as np
 
 from pixsieve.dedup.kmeans import CHUNK_ROWS, Progress, faiss_kmeans, load_faiss, nearest_labels
 
-#: Up to this many centroids the search is exact (measured on 768-d planted data: 2x cheaper than
-#: the two-level one at 1,000 centroids, the same cost at 3,000 and 1.2x dearer at 6,000).
-FLAT_MAX_CENTROIDS: int = 4096
-#: Coarse groups each row is compared into, in the two-level search.
-PROBES: int = 8
-#: Rows per chunk of the two-level search (its candidate arrays: rows × probes × m).
-TWO_LEVEL_CHUNK: int = 8192
+#: Up to this many centroids the search is exact (docs/dedup.md, "How the search works"). Measured
+#: single-threaded on planted 768-d data: exact 17 µs per item at 1,000 centroids, 44 at 3,000;
+#: two-level 8 at 1,000 and 11-15 at 3,000, so above a thousand the two levels are cheaper.
+FLAT_MAX_CENTROIDS: int = 1024
+#: Coarse groups each row is compared into, in the two-level search: its nearest ones.
+PROBES: int = 3
+#: Rows in doubt after the first round are searched again with this many times the probes.
+WIDEN: int = 4
+#: A row is searched exactly when its nearest coarse group not probed is within this cosine of its
+#: nearest one (the coarse similarities do not separate its groups well enough).
+DOUBT: float = 0.08
+#: The two-level search is used only when the centroids gather around their coarse centroids
+#: (mean cosine at least this); otherwise the search stays exact. Measured on planted data with
+#: 15 centroids per topic: 0.41-0.67; with more topics than centroids (nothing above the
+#: clusters): 0.17-0.20, where two levels found only 85-94% of the border neighbours.
+COHERENCE_MIN: float = 0.25
+#: Rows per chunk of the two-level search (one matrix product per coarse group and chunk).
+TWO_LEVEL_CHUNK: int = 16384
+#: Neighbours whose float32 similarities differ by less than this are ordered in float64.
+TIE: float = 2e-6
+#: Rows per matrix product of the exact search, and most similarities one product holds
+#: (64 MiB: fewer rows per product above 4,096 centroids, where doubtful rows are searched exactly).
+EXACT_CHUNK: int = 4096
+EXACT_CELLS: int = 1 << 24
+
 
 _LEVELS: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -61,12 +81,13 @@ def coarse_level(centroids: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.n
 def _top(s: np.ndarray, ids: np.ndarray | None, m: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``m`` largest of each row of ``s`` (nearest first, ties by id): ``(values, ids)``.
 
-    ``ids`` maps the columns of ``s`` to centroid ids (per row, or ``None`` for the column).
+    ``ids`` maps the columns of ``s`` to centroid ids: one row for all rows, one per row, or
+    ``None`` (the column itself).
     """
     k = s.shape[1]
     top = np.argpartition(s, k - m, axis=1)[:, k - m :] if m < k else np.argsort(s, axis=1)
     val = np.take_along_axis(s, top, axis=1)
-    cid = top if ids is None else np.take_along_axis(ids, top, axis=1)
+    cid = top if ids is None else ids[top] if ids.ndim == 1 else np.take_along_axis(ids, top, 1)
     order = np.lexsort((cid, -val), axis=1)
     return np.take_along_axis(val, order, axis=1), np.take_along_axis(cid, order, axis=1)
 
@@ -75,75 +96,134 @@ class CentroidSearch:
     """Finds each item's ``m`` nearest centroids (by cosine), nearest first.
 
     Exact up to :data:`FLAT_MAX_CENTROIDS` centroids, two-level above (``probes`` coarse groups
-    per row); with ``use_gpu``, faiss's exact search on the GPU.
+    per row; ``doubt``: :data:`DOUBT`); with ``use_gpu``, faiss's exact search on the GPU.
     """
 
     def __init__(
-        self, centroids: np.ndarray, m: int, use_gpu: bool = False, probes: int | None = None
+        self,
+        centroids: np.ndarray,
+        m: int,
+        use_gpu: bool = False,
+        probes: int | None = None,
+        doubt: float | None = None,
     ) -> None:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.m = min(m, len(self.centroids))
         self.index: Any = None
         self.level: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.doubt = DOUBT if doubt is None else doubt
+        self.exact_rows = 0  # rows the two-level search handed to the exact one
         if use_gpu:  # pragma: no cover - needs a faiss GPU build
             faiss = load_faiss()
             self.index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(self.centroids.shape[1]))
             self.index.add(self.centroids)
         elif len(self.centroids) > FLAT_MAX_CENTROIDS:
             self.level = coarse_level(self.centroids)
-            self.grouped = np.ascontiguousarray(self.centroids[self.level[1]])
+            coarse, order, starts = self.level
+            self.grouped = np.ascontiguousarray(self.centroids[order])
+            spread = np.repeat(coarse, np.diff(starts), axis=0)
+            if np.einsum("kd,kd->k", self.grouped, spread).mean() < COHERENCE_MIN:
+                self.level = None  # no structure above the clusters: the coarse level misleads
         self.probes = min(probes or PROBES, len(self.level[0])) if self.level else 0
 
-    def search(self, x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(sims (n, m) float32, ids (n, m) int64)`` for the unit rows ``x``."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.index is not None:
             return self.index.search(x, self.m)
-        n, m = len(x), self.m
-        sims = np.empty((n, m), dtype=np.float32)
-        ids = np.empty((n, m), dtype=np.int64)
-        step = chunk if self.level is None else TWO_LEVEL_CHUNK
-        for lo in range(0, n, step):
-            block = x[lo : lo + step]
-            if self.level is None:
-                found = _top(block @ self.centroids.T, None, m)
-            else:
-                found = self._two_level(block)
-            sims[lo : lo + len(block)], ids[lo : lo + len(block)] = found
+        if self.level is None:
+            sims, ids = self._exact(x)
+        else:
+            sims = np.empty((len(x), self.m), dtype=np.float32)
+            ids = np.empty((len(x), self.m), dtype=np.int64)
+            for lo in range(0, len(x), TWO_LEVEL_CHUNK):
+                block = x[lo : lo + TWO_LEVEL_CHUNK]
+                sims[lo : lo + len(block)], ids[lo : lo + len(block)] = self._two_level(block)
+        return self._settle(x, sims, ids)
+
+    def _settle(
+        self, x: np.ndarray, sims: np.ndarray, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Reorder the rows with near-equal neighbours by similarities computed row by row in
+        float64: a matrix product's last bits depend on the rows it was computed with, so
+        without this the order of two near-tied centroids could depend on the chunking."""
+        rows = np.flatnonzero((np.diff(sims, axis=1) > -TIE).any(axis=1))
+        if len(rows):
+            near = self.centroids[ids[rows]].astype(np.float64)
+            exact = np.einsum("nd,nmd->nm", x[rows].astype(np.float64), near)
+            order = np.lexsort((ids[rows], -exact), axis=1)
+            sims[rows] = np.take_along_axis(exact, order, axis=1)
+            ids[rows] = np.take_along_axis(ids[rows], order, axis=1)
+        return sims, ids
+
+    def _exact(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search: one matrix product and a partial sort per :data:`EXACT_CHUNK` rows (or
+        fewer, :data:`EXACT_CELLS`)."""
+        sims = np.empty((len(x), self.m), dtype=np.float32)
+        ids = np.empty((len(x), self.m), dtype=np.int64)
+        step = max(16, min(EXACT_CHUNK, EXACT_CELLS // len(self.centroids)))
+        for lo in range(0, len(x), step):
+            hi = min(lo + step, len(x))
+            sims[lo:hi], ids[lo:hi] = _top(x[lo:hi] @ self.centroids.T, None, self.m)
         return sims, ids
 
     def _two_level(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Two-level search of one chunk: each row's ``probes`` nearest coarse groups, then one
-        matrix product per group for all the rows probing it; rows left with fewer than ``m``
-        candidates are searched exactly."""
+        """Two-level search of one chunk, in rounds of :meth:`_probe` with ever more probes:
+        ``probes`` coarse groups per row, then :data:`WIDEN` times as many for the rows in doubt,
+        then the exact search for the rows still in doubt."""
         assert self.level is not None
-        coarse, order, starts = self.level
-        n, m, p, k1 = len(x), self.m, self.probes, len(coarse)
-        near = x @ coarse.T
-        if p < k1:
-            probe = np.argpartition(near, k1 - p, axis=1)[:, k1 - p :]
-        else:
-            probe = np.tile(np.arange(k1), (n, 1))
-        flat = probe.ravel()
-        by_group = np.argsort(flat, kind="stable")
-        bounds = np.searchsorted(flat[by_group], np.arange(k1 + 1))
-        val = np.full((n * p, m), -np.inf, dtype=np.float32)
-        cid = np.full((n * p, m), -1, dtype=np.int64)
-        for g in np.flatnonzero(np.diff(bounds)):
-            slots = by_group[bounds[g] : bounds[g + 1]]
-            lo, hi = starts[g], starts[g + 1]
-            t = min(m, hi - lo)
-            sg = np.take(x, slots // p, axis=0) @ self.grouped[lo:hi].T
-            c = np.argpartition(sg, hi - lo - t, axis=1)[:, hi - lo - t :] if t < hi - lo else None
-            v = sg if c is None else np.take_along_axis(sg, c, axis=1)
-            c = np.arange(hi - lo)[None, :] if c is None else c
-            val[slots, :t] = v
-            cid[slots, :t] = order[lo + c]
-        sims, ids = _top(val.reshape(n, p * m), cid.reshape(n, p * m), m)
-        short = np.flatnonzero((ids < 0).any(axis=1))
-        if len(short):
-            sims[short], ids[short] = _top(x[short] @ self.centroids.T, None, m)
+        n, m, k1 = len(x), self.m, len(self.level[0])
+        near = x @ self.level[0].T
+        sims = np.empty((n, m), dtype=np.float32)
+        ids = np.empty((n, m), dtype=np.int64)
+        rows = np.arange(n)
+        for p in (self.probes, self.probes * WIDEN):
+            if not len(rows) or p >= k1:
+                break
+            sure, found = self._probe(x, near, rows, p)
+            sims[rows[sure]], ids[rows[sure]] = found
+            rows = rows[~sure]
+        self.exact_rows += len(rows)
+        if len(rows):
+            sims[rows], ids[rows] = self._exact(x[rows])
         return sims, ids
+
+    def _probe(
+        self, x: np.ndarray, near: np.ndarray, rows: np.ndarray, p: int
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Search ``rows`` among the centroids of their ``p`` nearest coarse groups (``near``:
+        the rows' coarse similarities): probe by probe, the rows sorted by that group and one
+        matrix product per group. Returns ``(sure, (sims, ids) of the sure rows)``; a row is
+        not sure when its nearest unprobed group is within :data:`DOUBT` of its nearest group,
+        or when fewer than ``m`` centroids were probed."""
+        assert self.level is not None
+        _, order, starts = self.level
+        m, k1 = self.m, len(starts) - 1
+        s = near[rows]
+        cut = np.partition(s, (k1 - p - 1, k1 - 1), axis=1)
+        sure = cut[:, k1 - p - 1] < cut[:, k1 - 1] - self.doubt
+        probe = np.argpartition(s[sure], k1 - p, axis=1)[:, k1 - p :]
+        rows = rows[sure]
+        val = np.full((len(rows), p * m), -np.inf, dtype=np.float32)
+        cid = np.full((len(rows), p * m), -1, dtype=np.int64)
+        for j in range(p):
+            by = np.argsort(probe[:, j], kind="stable")
+            bounds = np.searchsorted(probe[by, j], np.arange(k1 + 1))
+            for g in np.flatnonzero(np.diff(bounds)):
+                r = by[bounds[g] : bounds[g + 1]]
+                lo, hi = starts[g], starts[g + 1]
+                t = min(m, hi - lo)
+                sg = x[rows[r]] @ self.grouped[lo:hi].T
+                if t < hi - lo:  # the t largest, unordered (the final _top orders them)
+                    c = np.argpartition(sg, hi - lo - t, axis=1)[:, hi - lo - t :]
+                    v, c = np.take_along_axis(sg, c, axis=1), order[lo + c]
+                else:
+                    v, c = sg, np.broadcast_to(order[lo:hi], sg.shape)
+                val[r, j * m : j * m + t], cid[r, j * m : j * m + t] = v, c
+        sims, ids = _top(val, cid, m)
+        full = ~(ids < 0).any(axis=1)
+        sure[np.flatnonzero(sure)[~full]] = False
+        return sure, (sims[full], ids[full])
 
 
 def assign(

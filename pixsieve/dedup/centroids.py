@@ -5,7 +5,7 @@ Flat k-means costs ``sample × k`` products per iteration, and the sample grows 
 Above :data:`TWO_LEVEL_MIN_CENTROIDS` the centroids are trained in two levels (coarse centroids
 on the sample, then fine ones inside each coarse part), which gives the seeding, and then refined
 by :data:`REFINE_ITERS` Lloyd iterations over the whole sample whose assignment is the search
-the items get (:class:`pixsieve.dedup.centroid_search.CentroidSearch`: exact for a few thousand
+the items get (:class:`pixsieve.dedup.centroid_search.CentroidSearch`: exact up to a thousand
 centroids, two-level above). Without the refinement, cluster borders cut through dense regions
 (measured: 7× the border memberships of flat k-means at 300k items); with it, fewer than flat.
 """
