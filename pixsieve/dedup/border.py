@@ -80,11 +80,15 @@ def border_chunk(
     gap = (sims[:, :1] - sims[:, 1:]).reshape(-1)
     if gram is not None:
         cos = gram[own, other]
-    else:  # many centroids: gather a bounded number of centroid pairs at a time
-        cos = np.empty(len(own), dtype=np.float32)
-        for lo in range(0, len(own), 16384):
+    else:  # many centroids: each distinct centroid pair once (rows share their neighbours)
+        k = len(centroids)
+        pair, back = np.unique(own.astype(np.int64) * k + np.maximum(other, 0), return_inverse=True)
+        a, b = pair // k, pair % k
+        cos_pair = np.empty(len(pair), dtype=np.float32)
+        for lo in range(0, len(pair), 16384):
             sl = slice(lo, lo + 16384)
-            cos[sl] = np.einsum("ij,ij->i", centroids[own[sl]], centroids[other[sl]])
+            cos_pair[sl] = np.einsum("ij,ij->i", centroids[a[sl]], centroids[b[sl]])
+        cos = cos_pair[back.reshape(-1)]
     dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cos.astype(np.float64)))
     take = np.flatnonzero((other >= 0) & (other != own) & (gap <= half * dist))
     return take // (m - 1), other[take].astype(np.int64)

@@ -109,10 +109,11 @@ class Budget:
 
     @property
     def sample_rows(self) -> int:
-        """Most rows k-means may train on: a third of what the driver may use, for the sample, the
-        copy of its largest part in the two-level k-means (at most the sample) and faiss's
-        subsample of that part (at most the part), or one read batch while it is read."""
-        return int(max(1024, (self.limit - BASE_RESERVE) // (3 * self.row_bytes)))
+        """Most rows k-means may train on: a quarter of what the driver may use, for the sample,
+        the copy of its largest part in the two-level k-means (at most the sample), faiss's
+        subsample of that part (at most the part) and the refinement's search buffers and
+        allocator slack (with a third, a 5M run peaked at 3.07 GiB under a 3 GiB limit)."""
+        return int(max(1024, (self.limit - BASE_RESERVE) // (4 * self.row_bytes)))
 
     def buckets(self, memberships: float) -> int:
         """Similarity buckets for ``memberships`` expected rows."""
