@@ -80,22 +80,20 @@ def fit_kmeans(
     this flat k-means inside.
     """
     from pixsieve.dedup.centroids import TWO_LEVEL_MIN_CENTROIDS, train_centroids
+    from pixsieve.dedup.kmeans import mean_centroid, sample_indices
 
-    device = torch.device(device)
-    n = len(x)
-    rng = np.random.default_rng(seed)
     if k <= 1:
-        c = x.mean(axis=0, dtype=np.float64)
-        norm = np.linalg.norm(c)
-        return (c / norm if norm > 0 else x[0].astype(np.float64))[None, :].astype(np.float32)
-    size = min(n, k * points_per_centroid)
-    idx = np.sort(rng.choice(n, size=size, replace=False)) if size < n else np.arange(n)
+        return mean_centroid(x)
     if k > TWO_LEVEL_MIN_CENTROIDS:
         flat = partial(flat_kmeans, device=device)
+        train = x[sample_indices(len(x), k, points_per_centroid, seed)]
         return train_centroids(
-            x[idx], k, iters=iters, points_per_centroid=points_per_centroid, seed=seed, flat=flat
+            train, k, iters=iters, points_per_centroid=points_per_centroid, seed=seed, flat=flat
         )
-    return _lloyd(x[idx], k, iters, rng, device)
+    # the same draws from ``seed`` as the sample above, then k-means++ from that generator
+    return flat_kmeans(
+        x, k, iters=iters, points_per_centroid=points_per_centroid, seed=seed, device=device
+    )
 
 
 def flat_kmeans(
