@@ -26,18 +26,13 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup.crossassign import cross_assign_file, earlier_counts
 from pixsieve.dedup.index import EarlierRun, earlier_radius, vectors_path
-from pixsieve.dedup.partition import FileTask, unpack_into
+from pixsieve.dedup.pairs import float32_slack
+from pixsieve.dedup.partition import FileTask, read_packed_into
 from pixsieve.dedup.sources import Source
 
-#: Rows of each side multiplied at once (a 4096² float32 block is 64 MiB).
-BLOCK: int = 4096
 #: New rows multiplied at once with the earlier rows in their centroid-cosine window.
 NEW_BLOCK: int = 256
-#: Candidates: float16-stored products this close below the threshold are recomputed in float64
-#: from the float32 store. Rounding a unit vector to float16 moves it by at most 2⁻¹¹ (4.9e-4)
-#: of its length, so its cosine to a unit vector moves by at most that, plus float32 rounding.
-MARGIN: float = 1e-3
-#: Added to the centroid-cosine window ``sqrt(2 (1 - threshold))`` against float32 rounding.
+#: Added to both ends of the centroid-cosine window (:func:`_window`) against float32 rounding.
 WINDOW_SLACK: float = 1e-3
 
 
@@ -67,55 +62,86 @@ class _Best:
         self.sim[rows], self.file[rows], self.pos[rows] = sim[better], file[better], pos[better]
 
 
-def _candidates(
+class _Window:
+    """The earlier rows a block of new rows is multiplied with, copied from the float32 stores
+    into one buffer that grows as needed and is reused from block to block (a fresh array per
+    block costs more in page faults than the copy itself)."""
+
+    def __init__(self, dim: int) -> None:
+        self.x = np.empty((0, dim), np.float32)
+        self.src = np.empty(0, np.int64)
+        self.pos = np.empty(0, np.int64)
+        self.n = 0
+
+    def fill(self, stores: list[np.ndarray], spans: list[tuple[int, int, int]]) -> int:
+        """Copy rows ``lo..hi-1`` of ``stores[f]`` for every ``(f, lo, hi)``; return the count."""
+        n = sum(hi - lo for _, lo, hi in spans)
+        if n > len(self.x):
+            size = max(n, 2 * len(self.x))
+            self.x = np.empty((size, self.x.shape[1]), np.float32)
+            self.src, self.pos = np.empty(size, np.int64), np.empty(size, np.int64)
+        at = 0
+        for f, lo, hi in spans:
+            self.x[at : at + hi - lo] = stores[f][lo:hi]
+            self.src[at : at + hi - lo] = f
+            self.pos[at : at + hi - lo] = np.arange(lo, hi)
+            at += hi - lo
+        self.n = n
+        return n
+
+
+def _window(lowest: float, highest: float, angle: float) -> tuple[float, float]:
+    """The centroid cosines an earlier row needs to reach the threshold with new rows whose
+    centroid cosines lie in ``lowest..highest``: the angle between two rows is at least the
+    difference of their angles to the (unit) centroid, so theirs must be within ``angle`` =
+    ``arccos(threshold)`` (widened by :data:`WINDOW_SLACK` against float32 rounding)."""
+    far = math.acos(min(1.0, max(-1.0, float(lowest)))) + angle
+    near = math.acos(min(1.0, max(-1.0, float(highest)))) - angle
+    low = math.cos(min(math.pi, far)) - WINDOW_SLACK
+    return low, math.cos(max(0.0, near)) + WINDOW_SLACK
+
+
+def _match(
     xn: np.ndarray,
-    new_rows: np.ndarray,
+    rows: np.ndarray,
     new_sim: np.ndarray,
-    xo: np.ndarray,
-    old_sim: np.ndarray,
-    cut: float,
+    spans: list[tuple[int, int, int]],
+    csim: list[np.ndarray],
+    stores: list[np.ndarray],
     window: float,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Pairs ``(new row, row of xo)`` whose float32 product is at least ``cut``, multiplying a
-    block of new rows only with the rows of ``xo`` whose centroid cosine (``old_sim``,
-    ascending) is within ``window`` of the block's (``new_sim``). Returns also the products."""
-    found_i, found_j = [], []
+    threshold: float,
+    buf: _Window,
+    best: _Best,
+) -> int:
+    """Compare new ``rows`` with the earlier rows of ``spans`` (``(part, lo, hi)``, each sorted
+    by centroid cosine ``csim[part]``) whose centroid cosine is within ``window`` of theirs;
+    record pairs at or above ``threshold`` (exact float64 cosine) in ``best``. ``window``:
+    ``arccos(threshold)`` (:func:`_window`). Returns the
+    number of products."""
     compared = 0
     order = np.argsort(new_sim, kind="stable")
-    new_rows, new_sim = new_rows[order], new_sim[order]
-    for i0 in range(0, len(new_rows), NEW_BLOCK):
-        rows = new_rows[i0 : i0 + NEW_BLOCK]
-        lo = np.searchsorted(old_sim, new_sim[i0] - window)
-        hi = np.searchsorted(old_sim, new_sim[i0 : i0 + NEW_BLOCK][-1] + window, "right")
-        a = xn[rows]
-        for j0 in range(lo, hi, BLOCK):
-            block = xo[j0 : min(hi, j0 + BLOCK)]
-            i, j = np.nonzero(a @ block.T >= cut)
-            compared += len(rows) * len(block)
-            found_i.append(rows[i])
-            found_j.append(j0 + j)
-    if not found_i:
-        return np.empty(0, np.int64), np.empty(0, np.int64), compared
-    return np.concatenate(found_i), np.concatenate(found_j), compared
-
-
-def _gather_f32(pieces: list[np.ndarray], perm: np.ndarray) -> np.ndarray:
-    """Rows ``perm`` of the float16 ``pieces`` (one after the other) as one float32 array:
-    the rows are moved as float16 and converted once, contiguously (a casting scatter or a
-    float32 copy before the reordering costs twice as much)."""
-    return np.concatenate(pieces)[perm].astype(np.float32)
-
-
-def _exact(
-    xn: np.ndarray, i: np.ndarray, f: np.ndarray, pos: np.ndarray, f32: list[np.ndarray]
-) -> np.ndarray:
-    """Float64 cosines of new rows ``i`` and earlier float32 rows ``pos`` of stores ``f``."""
-    out = np.empty(len(i))
-    for file in np.unique(f):
-        sel = np.flatnonzero(f == file)
-        xo = f32[file][pos[sel]].astype(np.float64)
-        out[sel] = np.einsum("ij,ij->i", xn[i[sel]].astype(np.float64), xo)
-    return out
+    rows, new_sim = rows[order], new_sim[order]
+    slack = float32_slack(xn.shape[1])
+    for i0 in range(0, len(rows), NEW_BLOCK):
+        block, sims = rows[i0 : i0 + NEW_BLOCK], new_sim[i0 : i0 + NEW_BLOCK]
+        low, high = _window(sims[0], sims[-1], window)
+        cut = [
+            (f, lo + int(np.searchsorted(csim[f][lo:hi], low)),
+             lo + int(np.searchsorted(csim[f][lo:hi], high, "right")))
+            for f, lo, hi in spans
+        ]  # fmt: skip
+        m = buf.fill(stores, [(f, lo, hi) for f, lo, hi in cut if hi > lo])
+        if not m:
+            continue
+        compared += len(block) * m
+        i, j = np.nonzero(xn[block] @ buf.x[:m].T >= threshold - slack)
+        if len(i):
+            sim = np.einsum(
+                "ij,ij->i", xn[block[i]].astype(np.float64), buf.x[j].astype(np.float64)
+            )
+            hit = sim >= threshold
+            best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
+    return compared
 
 
 def _earlier_files(
@@ -141,10 +167,10 @@ def cross_bucket(
     """Match the new memberships of one bucket (clusters ``lo..hi-1``) with the earlier kept
     ones; write ``cross/bBBBB.parquet`` (``row``, ``run``, ``duplicate_of``, ``similarity``).
 
-    Reads, of each earlier index part, the ``cluster`` and ``secondary`` columns, and the
-    float16 embeddings of only the clusters that have new memberships (float32 ones only for
-    candidates within :data:`MARGIN` of the threshold). ``earlier``: ``(position, kept
-    directory, buckets, clusters)`` of each earlier index.
+    Reads, of each earlier index part, the ``cluster``, ``secondary`` and ``centroid_sim``
+    columns, and of its float32 store only the rows of clusters with new memberships whose
+    centroid cosine lies in a new row's window. ``earlier``: ``(position, kept directory,
+    buckets, clusters)`` of each earlier index.
     """
     final = Path(work) / "cross" / f"b{bucket:04d}.parquet"
     if final.exists():
@@ -156,10 +182,9 @@ def cross_bucket(
         sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
         xn = np.empty((sum(sizes), dim), np.float32)  # one file decoded at a time
         parts_new = []
-        for f, at in zip(files, np.cumsum([0, *sizes[:-1]]), strict=True):
-            table = pq.read_table(f, columns=["row", "cluster", "secondary", "embedding"])
-            unpack_into(table.column("embedding"), xn, np.arange(at, at + len(table)))
-            parts_new.append(table.drop_columns(["embedding"]))
+        for f, at, size in zip(files, np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
+            read_packed_into(f, xn, np.arange(at, at + size))
+            parts_new.append(pq.read_table(f, columns=["row", "cluster", "secondary"]))
         meta = pa.concat_tables(parts_new)
         n_row, n_cl = meta.column("row").to_numpy(), meta.column("cluster").to_numpy()
         n_sec = meta.column("secondary").to_numpy(zero_copy_only=False)
@@ -168,9 +193,9 @@ def cross_bucket(
         clusters = np.unique(n_sorted)
         best = _Best.empty(len(n_row))
         parts = list(_earlier_files(earlier, lo, hi))
-        spans, f16, f32, csim = [], [], [], []
+        spans, stores, csim = [], [], []
         centroids = np.load(Path(work) / "centroids.npy")
-        window = math.sqrt(max(0.0, 2.0 * (1.0 - threshold))) + WINDOW_SLACK
+        window = math.acos(min(1.0, threshold))
         for _, part in parts:
             meta = pq.read_table(part, columns=["cluster", "secondary", "centroid_sim"])
             csim.append(meta.column("centroid_sim").to_numpy())
@@ -180,37 +205,24 @@ def cross_bucket(
             ]
             start, end = np.searchsorted(o_cl, clusters), np.searchsorted(o_cl, clusters, "right")
             spans.append((start, start + primaries[end] - primaries[start], end))
-            f16.append(np.load(vectors_path(part, "f16"), mmap_mode="r"))
-            f32.append(np.load(vectors_path(part, "f32"), mmap_mode="r"))
+            stores.append(np.load(vectors_path(part), mmap_mode="r"))
         new_lo = np.searchsorted(n_sorted, clusters)
         new_hi = np.searchsorted(n_sorted, clusters, "right")
+        buf = _Window(dim)
         for ci in range(len(clusters)):
-            # the cluster's earlier memberships from every part, primaries first
-            pieces = [(f, sp[0][ci], sp[1][ci]) for f, sp in enumerate(spans)]
-            pieces += [(f, sp[1][ci], sp[2][ci]) for f, sp in enumerate(spans)]
-            pieces = [(f, x, y) for f, x, y in pieces if y > x]
-            if not pieces:
-                continue
-            n_prim = sum(int(sp[1][ci] - sp[0][ci]) for sp in spans)
-            so = np.concatenate([csim[f][x:y] for f, x, y in pieces])
-            perm = np.r_[np.argsort(so[:n_prim]), n_prim + np.argsort(so[n_prim:])]
-            src = np.concatenate([np.full(y - x, f) for f, x, y in pieces])
-            pos = np.concatenate([np.arange(x, y) for f, x, y in pieces])
-            xo = _gather_f32([f16[f][x:y] for f, x, y in pieces], perm)
-            src, pos, so = src[perm], pos[perm], so[perm]
+            # the cluster's earlier primaries and secondaries in every part
+            prim_old = [(f, int(sp[0][ci]), int(sp[1][ci])) for f, sp in enumerate(spans)]
+            sec_old = [(f, int(sp[1][ci]), int(sp[2][ci])) for f, sp in enumerate(spans)]
+            prim_old = [p for p in prim_old if p[2] > p[1]]
+            sec_old = [p for p in sec_old if p[2] > p[1]]
             ni = order[new_lo[ci] : new_hi[ci]]
             prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
-            for rows, m_lo, m_hi in ((prim, 0, n_prim), (prim, n_prim, len(xo)), (sec, 0, n_prim)):
-                if len(rows) and m_hi > m_lo:
-                    i, j, n = _candidates(
-                        xn, rows, xn[rows] @ centroids[clusters[ci]], xo[m_lo:m_hi],
-                        so[m_lo:m_hi], threshold - MARGIN, window,
-                    )  # fmt: skip
-                    compared += n
-                    j += m_lo
-                    sim = _exact(xn, i, src[j], pos[j], f32)
-                    hit = sim >= threshold
-                    best.update(i[hit], src[j[hit]], pos[j[hit]], sim[hit])
+            for rows, old in ((prim, prim_old + sec_old), (sec, prim_old)):
+                if len(rows) and old:
+                    new_sim = xn[rows] @ centroids[clusters[ci]]
+                    compared += _match(
+                        xn, rows, new_sim, old, csim, stores, window, threshold, buf, best
+                    )
         hit = np.flatnonzero(best.file >= 0)
         for f in np.unique(best.file[hit]):
             mine = hit[best.file[hit] == f]

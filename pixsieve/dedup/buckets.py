@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
-from pixsieve.dedup.partition import unpack_into, unpacked
+from pixsieve.dedup.partition import read_packed_into, unpack_into, unpacked
 from pixsieve.dedup.witness import witness_groups
 
 
@@ -53,21 +53,35 @@ def _cluster_groups(sizes: dict[int, int], budget_rows: int) -> list[list[int]]:
     return groups
 
 
-def _sorted_vectors(files: list[str], flt: Any, order: np.ndarray, dim: int) -> np.ndarray:
-    """The packed embeddings of ``files`` (filtered) in ``order``, read one file at a time
-    into one array (the only full copy held)."""
-    where = np.empty_like(order)
-    where[order] = np.arange(len(order))
-    x = np.empty((len(order), dim), dtype=np.float32)
+def _sorted_vectors(files: list[str], flt: Any, where: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """``(n, dim)`` packed embeddings of ``files``: row ``k`` of their rows (filtered by
+    ``flt``, one file after the other) lands at ``where[k]`` (skipped when negative). The
+    only full copy held; files are streamed in batches when there is no filter."""
+    x = np.empty((n, dim), dtype=np.float32)
     pos = 0
     for path in files:
-        col = ds.dataset(path, format="parquet").to_table(columns=["embedding"], filter=flt)
-        col = col.column("embedding")
-        unpack_into(col, x, where[pos : pos + len(col)])
-        pos += len(col)
-        del col
+        if flt is None:
+            rows = pq.ParquetFile(path).metadata.num_rows
+            read_packed_into(path, x, where[pos : pos + rows])
+        else:
+            col = ds.dataset(path, format="parquet").to_table(columns=["embedding"], filter=flt)
+            col = col.column("embedding")
+            rows = len(col)
+            w = where[pos : pos + rows]
+            keep = np.flatnonzero(w >= 0)
+            unpack_into(col.take(pa.array(keep)), x, w[keep])
+            del col
+        pos += rows
     pa.default_memory_pool().release_unused()
     return x
+
+
+def _kept(rows: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """``rows`` not in the sorted array ``skip``, as a mask."""
+    if not len(skip):
+        return np.ones(len(rows), dtype=bool)
+    at = np.minimum(np.searchsorted(skip, rows), len(skip) - 1)
+    return skip[at] != rows
 
 
 def bucket_edges(
@@ -95,10 +109,9 @@ def bucket_edges(
     counts = {"pairs_found": 0, "similarities_computed": 0, "clusters": 0, "passes": 0}
     if files:
         dataset = ds.dataset(files, format="parquet")
-        skip = pc.field("row").isin(pa.array(np.load(excluded))) if excluded else None
-        if skip is not None:
-            dataset = dataset.filter(~skip)
-        cl = dataset.to_table(columns=["cluster"]).column("cluster").to_numpy()
+        skip = np.load(excluded) if excluded else np.empty(0, np.int64)  # sorted
+        cl = dataset.to_table(columns=["row", "cluster"])
+        cl = cl.column("cluster").to_numpy()[_kept(cl.column("row").to_numpy(), skip)]
         ids, sizes = np.unique(cl, return_counts=True)
         del cl
         groups = _cluster_groups(dict(zip(ids.tolist(), sizes.tolist(), strict=True)), budget_rows)
@@ -110,9 +123,11 @@ def bucket_edges(
             cluster = meta.column("cluster").to_numpy()
             secondary = meta.column("secondary").to_numpy(zero_copy_only=False)
             prio = meta.column("priority").to_numpy()
-            order = np.lexsort((row, secondary, cluster))
-            both = [f for f in (flt, None if skip is None else ~skip) if f is not None]
-            x = _sorted_vectors(files, both[0] & both[-1] if both else None, order, dim)
+            kept = np.flatnonzero(_kept(row, skip))
+            order = kept[np.lexsort((row[kept], secondary[kept], cluster[kept]))]
+            where = np.full(len(row), -1, np.int64)
+            where[order] = np.arange(len(order))
+            x = _sorted_vectors(files, flt, where, len(order), dim)
             row, cluster = row[order], cluster[order]
             secondary, prio = secondary[order], prio[order]
             cuts = np.flatnonzero(np.diff(cluster)) + 1

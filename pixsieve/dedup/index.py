@@ -14,8 +14,10 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
   ``c * buckets // k == b``, sorted by cluster, primaries first, then by ``centroid_sim``:
   ``id`` (string), ``row`` (the item's row in this run), ``cluster``, ``secondary`` and
   ``centroid_sim`` (float32 cosine of the item to that cluster's centroid);
-* ``vectors/bBBBB/fFFFFF.f16.npy`` and ``.f32.npy``: their unit embeddings in the same order,
-  float16 for the candidate search, float32 for the exact similarity of candidates.
+* ``vectors/bBBBB/fFFFFF.f32.npy``: their unit float32 embeddings in the same order (read as
+  memory maps, only the rows a later run's window needs). Version 3 also wrote a float16 copy
+  for the candidate search; converting it cost more than reading float32, so version 4 reads
+  (and writes) float32 only and reads version 3 indexes as they are.
 
 An index holds only the items its own run kept; the kept items of the runs it was deduplicated
 against live in theirs (``parents``), so ``--against OUT`` brings in OUT's whole history.
@@ -40,7 +42,9 @@ from pixsieve.dedup.sources import InputError, Source, read_ids
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
-INDEX_VERSION: int = 3
+INDEX_VERSION: int = 4
+#: Index versions this pixsieve reads (version 3 differs only by an unused float16 store).
+READABLE_VERSIONS: tuple[int, ...] = (3, 4)
 #: Every entry of an index directory; ``index.json`` last (an index without it is not one).
 INDEX_ENTRIES: tuple[str, ...] = ("kept", "vectors", "centroids.npy", "radius.npy", INDEX_FILE)
 #: What the threshold means; an index of another meaning is refused.
@@ -97,10 +101,11 @@ def _open(path: str | Path) -> EarlierRun:
     if not meta_path.exists():
         raise InputError(f"--against {path}: no dedup index ({INDEX_DIR}/{INDEX_FILE}) there")
     meta = json.loads(meta_path.read_text())
-    if meta.get("version") != INDEX_VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise InputError(
             f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
-            f"{INDEX_VERSION} (rerun that dedup to rebuild its index)"
+            f"versions {readable} (rerun that dedup to rebuild its index)"
         )
     return EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
 
@@ -181,9 +186,9 @@ def earlier_radius(runs: list[EarlierRun], clusters: int | None = None) -> np.nd
     return out
 
 
-def vectors_path(kept_part: Path, kind: str) -> Path:
-    """The ``kind`` (``f16`` or ``f32``) embedding store beside ``kept/bBBBB/fFFFFF.parquet``."""
-    return kept_part.parents[2] / "vectors" / kept_part.parent.name / f"{kept_part.stem}.{kind}.npy"
+def vectors_path(kept_part: Path) -> Path:
+    """The float32 embedding store beside ``kept/bBBBB/fFFFFF.parquet``."""
+    return kept_part.parents[2] / "vectors" / kept_part.parent.name / f"{kept_part.stem}.f32.npy"
 
 
 def _save(path: Path, x: np.ndarray) -> None:
@@ -229,8 +234,7 @@ def index_file(
             }
         )
         target = Path(out) / INDEX_DIR / "kept" / part.stem / f"f{index:05d}.parquet"
-        _save(vectors_path(target, "f32"), x)
-        _save(vectors_path(target, "f16"), x.astype(np.float16))
+        _save(vectors_path(target), x)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
         pq.write_table(meta, tmp, compression="none")

@@ -189,13 +189,28 @@ def test_mismatched_settings_refused(batches, tmp_path):
         dedup_files(new, tmp_path / "E", _config(), against=[tmp_path / "in_a"])
     meta_path = tmp_path / "A" / INDEX_DIR / INDEX_FILE
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": 1}))
-    with pytest.raises(InputError, match="index version 1, this pixsieve reads 3"):
+    with pytest.raises(InputError, match="index version 1, this pixsieve reads versions 3 and 4"):
         dedup_files(new, tmp_path / "F", _config(), against=[tmp_path / "A"])
 
 
+def test_a_version_3_index_is_read(batches, tmp_path):
+    """Version 3 indexes (with a float16 store beside the float32 one) are read as they are."""
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    new = _write(tmp_path / "in_b", b, "b")
+    dedup_files(new, tmp_path / "B4", _config(), against=[tmp_path / "A"])
+    assert not list((tmp_path / "A" / INDEX_DIR).rglob("*.f16.npy"))
+    meta_path = tmp_path / "A" / INDEX_DIR / INDEX_FILE
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": 3}))
+    for f32 in (tmp_path / "A" / INDEX_DIR).rglob("*.f32.npy"):
+        np.save(f32.with_name(f32.name.replace(".f32", ".f16")), np.load(f32).astype(np.float16))
+    dedup_files(new, tmp_path / "B3", _config(), against=[tmp_path / "A"])
+    assert _removed(tmp_path / "B3").equals(_removed(tmp_path / "B4"))
+
+
 def test_pairs_at_the_threshold_are_exact(tmp_path):
-    """The float16 candidate search misses no pair at or above the threshold, and every pair
-    it reports is at or above it in exact float32 arithmetic (pairs within 1e-3 of it)."""
+    """The float32 candidate search misses no pair at or above the threshold, and every pair
+    it reports is at or above it in exact float64 arithmetic (pairs within 8e-4 of it)."""
     rng = np.random.default_rng(3)
     a = _unit(rng.standard_normal((400, DIM)))
     src = rng.choice(len(a), 200, replace=False)
