@@ -82,7 +82,7 @@ def generate_new(folder: Path, old: Path, args: argparse.Namespace) -> None:
     """NEW: copies of OLD items and a fresh planted set; ids continue after OLD's."""
     from dedup_tools.synthetic import planted_embeddings
 
-    from pixsieve.dedup.partition import fixed_list
+    from pixsieve.dedup.packing import fixed_list
 
     if (folder / "done").exists():
         return

@@ -67,7 +67,7 @@ def generate(folder: Path, n: int, files: int, dim: int, seed: int) -> None:
     """Planted vectors into ``folder/x.npy`` (memory map), truth and Parquet files."""
     from dedup_tools.synthetic import planted_embeddings
 
-    from pixsieve.dedup.partition import fixed_list
+    from pixsieve.dedup.packing import fixed_list
 
     if (folder / "done").exists():
         return

@@ -24,11 +24,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.crossassign import cross_assign_file, earlier_counts
-from pixsieve.dedup.index import EarlierRun, earlier_radius, vectors_path
+from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
+from pixsieve.dedup.index import vectors_path
+from pixsieve.dedup.packing import read_packed_into
 from pixsieve.dedup.pairs import float32_slack
-from pixsieve.dedup.partition import FileTask, read_packed_into
 from pixsieve.dedup.sources import Source
+from pixsieve.dedup.taskfiles import FileTask
 
 #: New rows multiplied at once with the earlier rows in their centroid-cosine window.
 NEW_BLOCK: int = 256
@@ -251,69 +252,50 @@ def cross_bucket(
 
 def search_earlier(
     run: Any,
-    work: Path,
     task: FileTask,
     sources: list[Source],
-    earlier: list[EarlierRun],
-    centroids_path: Path,
-    n_buckets: int,
+    plans: list[CrossPlan],
     border: tuple[Any, ...],
-    threshold: float,
 ) -> tuple[pa.Table, dict[str, int]]:
     """The earlier phase: for each centroid set of the earlier runs (a prefix of this run's,
     :mod:`pixsieve.dedup.recluster`), the new items' cross-search memberships
-    (:mod:`pixsieve.dedup.crossassign`, into ``work/xK``), then :func:`cross_bucket` over every
-    bucket.
+    (:func:`pixsieve.dedup.crossassign.cross_assign_file` for the files whose assign task did
+    not write them), then :func:`cross_bucket` over every bucket.
 
     Args:
         run: a ``map_calls``.
+        plans: :func:`pixsieve.dedup.crossassign.cross_plans`.
         border: ``(border candidates, threshold, slack)``.
     Returns:
         :func:`earlier_matches` and counts: ``earlier_similarities``, ``earlier_memberships``
         (new items' cross-search memberships), ``earlier_by_radius`` (new items searched by the
         radius scheme).
     """
-    centroids = np.load(centroids_path)
-    groups: dict[int, list[tuple[int, EarlierRun]]] = {}
-    for position, r in enumerate(earlier):
-        groups.setdefault(int(r.meta["clusters"]), []).append((position, r))
     crossed, works = [], []
     counts = {"earlier_memberships": 0, "earlier_by_radius": 0}
-    for k_r, runs in sorted(groups.items()):
-        bucket_of = (np.arange(k_r, dtype=np.int64) * n_buckets // k_r).astype(np.int64)
-        base = work / f"x{k_r}"
-        base.mkdir(exist_ok=True)
-        path, costs = base / "centroids.npy", base / "costs.npz"
-        if not costs.exists():
-            np.save(path, centroids[:k_r])
-            members, primaries = earlier_counts([r for _, r in runs], k_r)
-            radius = earlier_radius([r for _, r in runs], k_r)
-            np.savez(base / "costs.tmp.npz", members=members, primaries=primaries, radius=radius)
-            (base / "costs.tmp.npz").rename(costs)
-        mine = replace(task, work=str(base), read=task.read or task.work)
-        calls = [
-            (mine, s, i, str(path), bucket_of, *border, str(costs)) for i, s in enumerate(sources)
-        ]
+    for plan in plans:
+        mine = replace(task, work=plan.work, read=task.read or task.work)
+        calls = [(mine, s, i, plan, *border) for i, s in enumerate(sources)]
         assigned = list(run(cross_assign_file, calls))
-        spec = [(position, str(r.kept_dir), r.buckets, k_r) for position, r in runs]
-        bounds = [np.searchsorted(bucket_of, [b, b + 1]) for b in range(n_buckets)]
+        spec = [(position, str(r.kept_dir), r.buckets, plan.k) for position, r in plan.runs]
+        n_buckets = plan.buckets
+        bounds = [np.searchsorted(plan.bucket_of, [b, b + 1]) for b in range(n_buckets)]
         calls = [
-            (str(base), b, int(lo), int(hi), spec, threshold, task.dim)
+            (plan.work, b, int(lo), int(hi), spec, plan.threshold, task.dim)
             for b, (lo, hi) in enumerate(bounds)
         ]
         crossed += list(run(cross_bucket, calls))
         counts["earlier_memberships"] += sum(a["memberships"] for a in assigned)
         counts["earlier_by_radius"] += sum(a["by_radius"] for a in assigned)
-        works.append(base)
+        works.append((Path(plan.work), n_buckets))
     counts["earlier_similarities"] = sum(c["similarities_computed"] for c in crossed)
-    return earlier_matches(works, n_buckets), counts
+    return earlier_matches(works), counts
 
 
-def earlier_matches(work: Path | list[Path], buckets: int) -> pa.Table:
-    """Per new row matched in any bucket (of any of the ``work`` directories), its most
-    similar earlier kept item, by row."""
-    works = work if isinstance(work, list) else [work]
-    files = [str(w / "cross" / f"b{b:04d}.parquet") for w in works for b in range(buckets)]
+def earlier_matches(works: list[tuple[Path, int]]) -> pa.Table:
+    """Per new row matched in any bucket (of any of the ``(work directory, buckets)``), its
+    most similar earlier kept item, by row."""
+    files = [str(w / "cross" / f"b{b:04d}.parquet") for w, n in works for b in range(n)]
     table = ds.dataset(files, format="parquet").to_table() if files else None
     if table is None or not len(table):
         return pa.table(

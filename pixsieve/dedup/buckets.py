@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
+from pixsieve.dedup.packing import read_packed_into, unpack_into, unpacked
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
-from pixsieve.dedup.partition import read_packed_into, unpack_into, unpacked
 from pixsieve.dedup.witness import witness_groups
 
 

@@ -14,11 +14,17 @@ Each new row takes the scheme with fewer products (from the earlier memberships 
 per cluster). Radius-scheme memberships are written as secondaries, which
 :func:`pixsieve.dedup.against.cross_bucket` compares with earlier primaries only. New items
 far from every earlier cluster have no radius-scheme cluster at all and cost nothing.
+
+Where the earlier runs' centroids are this run's (no ``--recluster``), the assign phase writes
+the cross memberships from its own centroid search (:class:`CrossWriter`, passed to
+:func:`pixsieve.dedup.partition.assign_file`); :func:`cross_assign_file` searches again only
+for other centroid sets, and for files whose assign task finished before its cross part did.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +34,8 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.centroid_search import CentroidSearch
-from pixsieve.dedup.index import EarlierRun
-from pixsieve.dedup.partition import packed
+from pixsieve.dedup.index import EarlierRun, earlier_radius
+from pixsieve.dedup.packing import packed
 from pixsieve.dedup.readphase import row_blocks
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers
@@ -53,71 +59,145 @@ def earlier_counts(runs: list[EarlierRun], clusters: int) -> tuple[np.ndarray, n
     return members, primaries
 
 
+@dataclass(frozen=True)
+class CrossPlan:
+    """One centroid set of the earlier runs: ``k`` centroids (a prefix of this run's), the
+    directory ``work`` (``WORK/xK``) with ``centroids.npy`` and ``costs.npz`` (per cluster the
+    earlier ``members``, ``primaries`` and ``radius``), the bucket count and the cluster →
+    bucket map, the earlier runs using it (``(position, run)``) and the threshold."""
+
+    k: int
+    work: str
+    buckets: int
+    bucket_of: np.ndarray
+    runs: tuple[tuple[int, EarlierRun], ...]
+    threshold: float
+
+
+def cross_plans(
+    work: Path, centroids: np.ndarray, earlier: list[EarlierRun], n_buckets: int, threshold: float
+) -> list[CrossPlan]:
+    """A :class:`CrossPlan` per centroid set of ``earlier`` (its files written once)."""
+    groups: dict[int, list[tuple[int, EarlierRun]]] = {}
+    for position, r in enumerate(earlier):
+        groups.setdefault(int(r.meta["clusters"]), []).append((position, r))
+    plans = []
+    for k, runs in sorted(groups.items()):
+        base = work / f"x{k}"
+        base.mkdir(exist_ok=True)
+        if not (base / "costs.npz").exists():
+            np.save(base / "centroids.npy", centroids[:k])
+            members, primaries = earlier_counts([r for _, r in runs], k)
+            radius = earlier_radius([r for _, r in runs], k)
+            np.savez(base / "costs.tmp.npz", members=members, primaries=primaries, radius=radius)
+            (base / "costs.tmp.npz").rename(base / "costs.npz")
+        bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // k).astype(np.int64)
+        plans.append(CrossPlan(k, str(base), n_buckets, bucket_of, tuple(runs), threshold))
+    return plans
+
+
+class CrossWriter:
+    """Writes the cross-search memberships of one new file into ``PLAN.work/assign/fFFFFF``
+    (the task protocol of :mod:`pixsieve.dedup.taskfiles`; :attr:`done` when already there)."""
+
+    def __init__(self, plan: CrossPlan, index: int) -> None:
+        self.plan, self.final = plan, Path(plan.work) / "assign" / f"f{index:05d}"
+        self.tmp = _begin(self.final)
+        self.by_radius = self.memberships = 0
+        if self.tmp is not None:
+            costs = np.load(Path(plan.work) / "costs.npz")
+            self.members, self.primaries = costs["members"], costs["primaries"]
+            delta = math.sqrt(max(0.0, 2.0 * (1.0 - plan.threshold)))
+            self.floor = costs["radius"] - delta - BOUND_SLACK
+            self.writers = _Writers(self.tmp, "b")
+
+    @property
+    def done(self) -> bool:
+        """The file's cross memberships were written by an earlier attempt."""
+        return self.tmp is None
+
+    def add(
+        self,
+        row0: int,
+        x: np.ndarray,
+        sims: np.ndarray,
+        ids: np.ndarray,
+        rows_b: np.ndarray,
+        other_b: np.ndarray,
+    ) -> None:
+        """The memberships of rows ``row0..`` (embeddings ``x``) from their nearest centroids
+        (``sims``, ``ids``) and border memberships (``rows_b``, ``other_b``)."""
+        members, primaries, floor = self.members, self.primaries, self.floor
+        r = len(x)
+        own = ids[:, 0].astype(np.int64)
+        cost_border = members[own] + np.bincount(rows_b, primaries[other_b], minlength=r)
+        inside = (ids >= 0) & (sims >= floor[np.maximum(ids, 0)])
+        cost_radius = (inside * primaries[np.maximum(ids, 0)]).sum(axis=1)
+        use = cost_radius < cost_border
+        self.by_radius += int(use.sum())
+        keep_b = ~use[rows_b]
+        rad_rows, rad_col = np.nonzero(inside & use[:, None])
+        point = np.concatenate([np.flatnonzero(~use), rows_b[keep_b], rad_rows])
+        cluster = np.concatenate([own[~use], other_b[keep_b], ids[rad_rows, rad_col]])
+        cluster = cluster.astype(np.int64)
+        self.memberships += len(point)
+        secondary = np.ones(len(point), dtype=bool)
+        secondary[: int((~use).sum())] = False
+        bucket = self.plan.bucket_of[cluster]
+        order = np.argsort(bucket, kind="stable")
+        cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+        for part in np.split(order, cuts) if len(order) else []:
+            pts = point[part]
+            table = pa.table(
+                {
+                    "row": pa.array(row0 + pts, pa.int64()),
+                    "cluster": pa.array(cluster[part], pa.int32()),
+                    "secondary": pa.array(secondary[part]),
+                    "embedding": packed(x[pts]),
+                }
+            )
+            self.writers.write(int(bucket[part[0]]), table)
+
+    def close(self) -> None:
+        """Close the open writers (after an error too)."""
+        if self.tmp is not None:
+            self.writers.close()
+
+    def finish(self, rows: int) -> dict[str, Any]:
+        """Mark the file done; return its counts."""
+        if self.tmp is None:
+            return _done(self.final)
+        self.close()
+        counts = {"rows": rows, "by_radius": self.by_radius, "memberships": self.memberships}
+        return _finish(self.tmp, self.final, counts)
+
+
 def cross_assign_file(
     task: FileTask,
     source: Source,
     index: int,
-    centroids_path: str,
-    bucket_of: np.ndarray,
+    plan: CrossPlan,
     candidates: int,
     threshold: float,
     slack: float,
-    costs_path: str,
 ) -> dict[str, Any]:
-    """Write the cross-search memberships of one new file into ``TASK.work/assign/fFFFFF``
-    (``row``, ``cluster``, ``secondary``, ``embedding``). ``costs_path``: an ``.npz`` with the
-    per-cluster ``members``, ``primaries`` and ``radius`` of the earlier runs."""
-    final = Path(task.work) / "assign" / f"f{index:05d}"
-    tmp = _begin(final)
-    if tmp is None:
-        return _done(final)
-    centroids = np.load(centroids_path)
-    costs = np.load(costs_path)
-    members, primaries, radius = costs["members"], costs["primaries"], costs["radius"]
+    """Write the cross-search memberships of one new file into ``PLAN.work/assign/fFFFFF``
+    (``row``, ``cluster``, ``secondary``, ``embedding``), searching ``plan``'s centroids."""
+    writer = CrossWriter(plan, index)
+    if writer.done:
+        return writer.finish(source.rows)
+    centroids = np.load(Path(plan.work) / "centroids.npy")
     search = CentroidSearch(centroids, candidates)
     half = border_margin(threshold, slack) if search.m > 1 else 0.0
     gram = centroids @ centroids.T if half > 0 and len(centroids) <= GRAM_MAX_CLUSTERS else None
-    floor = radius - math.sqrt(max(0.0, 2.0 * (1.0 - threshold))) - BOUND_SLACK
-    writers = _Writers(tmp, "b")
-    by_radius = n_members = 0
+    none = np.empty(0, np.int64)
     try:
         for start, x, _, _ in row_blocks(task, index):
             sims, ids = search.search(x)
-            r = len(x)
-            own = ids[:, 0].astype(np.int64)
-            rows_b, other_b = np.empty(0, np.int64), np.empty(0, np.int64)
+            rows_b, other_b = (none, none)
             if half > 0:
                 rows_b, other_b = border_chunk(sims, ids, centroids, gram, half)
-            cost_border = members[own] + np.bincount(rows_b, primaries[other_b], minlength=r)
-            inside = (ids >= 0) & (sims >= floor[np.maximum(ids, 0)])
-            cost_radius = (inside * primaries[np.maximum(ids, 0)]).sum(axis=1)
-            use = cost_radius < cost_border
-            by_radius += int(use.sum())
-            keep_b = ~use[rows_b]
-            rad_rows, rad_col = np.nonzero(inside & use[:, None])
-            point = np.concatenate([np.flatnonzero(~use), rows_b[keep_b], rad_rows])
-            cluster = np.concatenate([own[~use], other_b[keep_b], ids[rad_rows, rad_col]]).astype(
-                np.int64
-            )
-            n_members += len(point)
-            secondary = np.ones(len(point), dtype=bool)
-            secondary[: int((~use).sum())] = False
-            bucket = bucket_of[cluster]
-            order = np.argsort(bucket, kind="stable")
-            cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-            for part in np.split(order, cuts) if len(order) else []:
-                pts = point[part]
-                table = pa.table(
-                    {
-                        "row": pa.array(source.offset + start + pts, pa.int64()),
-                        "cluster": pa.array(cluster[part], pa.int32()),
-                        "secondary": pa.array(secondary[part]),
-                        "embedding": packed(x[pts]),
-                    }
-                )
-                writers.write(int(bucket[part[0]]), table)
+            writer.add(source.offset + start, x, sims, ids, rows_b, other_b)
     finally:
-        writers.close()
-    return _finish(
-        tmp, final, {"rows": source.rows, "by_radius": by_radius, "memberships": n_members}
-    )
+        writer.close()
+    return writer.finish(source.rows)

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.partition import unpacked
+from pixsieve.dedup.packing import unpacked
 from pixsieve.dedup.sources import InputError, Source, read_ids
 
 INDEX_DIR: str = "index"

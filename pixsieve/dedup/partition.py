@@ -25,72 +25,12 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.component_parts import read_groups
+from pixsieve.dedup.crossassign import CrossPlan, CrossWriter
 from pixsieve.dedup.keep import priority
+from pixsieve.dedup.packing import packed
 from pixsieve.dedup.readphase import READ_DIR, row_blocks, take_rows
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers
-
-
-def fixed_list(x: np.ndarray) -> pa.Array:
-    """``(n, D)`` float32 rows as a fixed-size list array (no copy of the values)."""
-    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
-
-
-def packed(x: np.ndarray) -> pa.Array:
-    """``(n, D)`` float32 rows as one fixed-size binary value each (no copy of the values).
-
-    Partition files store embeddings this way: a flat column decodes as one memory copy,
-    where a Parquet list column costs a repetition and definition level per number.
-    """
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    width = 4 * x.shape[1]
-    return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(width), len(x), [None, pa.py_buffer(x.reshape(-1))]
-    )
-
-
-def unpack_into(column: pa.ChunkedArray | pa.Array, out: np.ndarray, rows: np.ndarray) -> None:
-    """Write the packed embeddings of ``column`` into ``out[rows]`` chunk by chunk."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    dim = out.shape[1]
-    pos = 0
-    for chunk in chunks:
-        n = len(chunk)
-        if n:
-            data = np.frombuffer(chunk.buffers()[1], dtype=np.float32)
-            data = data[chunk.offset * dim : (chunk.offset + n) * dim].reshape(n, dim)
-            out[rows[pos : pos + n]] = data
-        pos += n
-
-
-def read_packed_into(path: str, out: np.ndarray, where: np.ndarray, batch_rows: int = 8192) -> None:
-    """Stream the packed ``embedding`` column of one Parquet file in batches and write its row
-    ``r`` into ``out[where[r]]`` (rows with ``where[r] < 0`` are skipped). Batches keep the
-    temporary memory small and reused: reading the whole column first costs a fresh copy of it
-    (page faults that cost more system time than the copies)."""
-    pos = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["embedding"]):
-        n = len(batch)
-        w = where[pos : pos + n]
-        take = np.flatnonzero(w >= 0)
-        if len(take):
-            chunk = batch.column(0)
-            data = np.frombuffer(chunk.buffers()[1], dtype=np.float32)
-            data = data[chunk.offset * out.shape[1] : (chunk.offset + n) * out.shape[1]]
-            data = data.reshape(n, out.shape[1])
-            if len(take) == n:
-                out[w] = data
-            else:
-                out[w[take]] = data[take]
-        pos += n
-
-
-def unpacked(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    """The packed embeddings of ``column`` as one ``(n, dim)`` float32 array."""
-    out = np.empty((len(column), dim), dtype=np.float32)
-    unpack_into(column, out, np.arange(len(column)))
-    return out
 
 
 def repeated_id(work: str, bucket: int) -> str | None:
@@ -118,13 +58,16 @@ def assign_file(
     threshold: float,
     slack: float,
     radius_path: str | None = None,
+    cross: CrossPlan | None = None,
 ) -> dict[str, Any]:
     """Assign the rows of one input file to clusters and write them into bucket partitions.
 
     Also writes ``own.npy`` (each row's own cluster), ``priority.npy`` (its keep priority) and
     ``minsim.npy`` (per cluster, the lowest cosine of a row of this file to it as its own).
     Returns counts: ``rows``, ``secondary`` (border memberships) and ``beyond`` (rows less
-    similar to their own centroid than the radius in ``radius_path``, when given).
+    similar to their own centroid than the radius in ``radius_path``, when given). ``cross``:
+    an earlier centroid set equal to this run's, whose cross-search memberships
+    (:class:`pixsieve.dedup.crossassign.CrossWriter`) are written from the same search.
     """
     final = Path(task.work) / "assign" / f"f{index:05d}"
     tmp = _begin(final)
@@ -143,6 +86,8 @@ def assign_file(
     beyond = 0
     writers = _Writers(tmp, "b")
     n_secondary = 0
+    crossing = CrossWriter(cross, index) if cross is not None else None
+    crossing = None if crossing is None or crossing.done else crossing
     try:
         for start, x, aesthetic, resolution in row_blocks(task, index):
             sims, ids = search.search(x)
@@ -162,6 +107,7 @@ def assign_file(
             prio[start : start + r] = p
             point, cluster = np.arange(r), ids[:, 0].astype(np.int64)
             secondary = np.zeros(r, dtype=bool)
+            rows, other = np.empty(0, np.int64), np.empty(0, np.int64)
             if half > 0:
                 rows, other = border_chunk(sims, ids, centroids, gram, half)
                 point = np.concatenate([point, rows])
@@ -185,8 +131,14 @@ def assign_file(
                     }
                 )
                 writers.write(int(bucket[part[0]]), table)
+            if crossing is not None:
+                crossing.add(source.offset + start, x, sims, ids, rows, other)
+        if crossing is not None:
+            crossing.finish(source.rows)
     finally:
         writers.close()
+        if crossing is not None:
+            crossing.close()
         pa.default_memory_pool().release_unused()
     np.save(tmp / "own.npy", own)
     np.save(tmp / "priority.npy", prio)

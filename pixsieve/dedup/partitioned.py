@@ -37,6 +37,7 @@ from pixsieve.dedup.buckets import bucket_edges, resolve_bucket
 from pixsieve.dedup.centroids import train_centroids
 from pixsieve.dedup.component_parts import edge_count, group_components
 from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.crossassign import cross_plans
 from pixsieve.dedup.index import (
     INDEX_DIR,
     build_index,
@@ -241,9 +242,12 @@ def dedup_files(
         bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // max(k, 1)).astype(np.int64)
         candidates = 1 if semdedup else config.border_candidates
         slack = 0.0 if semdedup else config.border_slack
-        with phase("assign"):
+        with phase("assign"):  # cross memberships <= n·m
+            x_buckets = max(n_buckets, budget.buckets(n * candidates))
+            plans = cross_plans(work, np.load(centroids_path), earlier, x_buckets, config.threshold)
             radius = str(radius_path) if earlier and recluster == "off" else None
-            border = (candidates, config.threshold, slack, radius)
+            shared = next((p for p in plans if p.k == k), None)  # this run's centroids
+            border = (candidates, config.threshold, slack, radius, shared)
             calls = [
                 (task, s, i, str(centroids_path), bucket_of, *border) for i, s in enumerate(sources)
             ]
@@ -257,11 +261,8 @@ def dedup_files(
         excluded = None
         if earlier:
             with phase("earlier"):
-                matches, crossed = search_earlier(
-                    run, work, task, sources, earlier, centroids_path,  # cross memberships <= n·m
-                    max(n_buckets, budget.buckets(n * candidates)),
-                    (candidates, config.threshold, slack), config.threshold,
-                )  # fmt: skip
+                border = (candidates, config.threshold, slack)
+                matches, crossed = search_earlier(run, task, sources, plans, border)
                 excluded = str(work / "excluded.npy")
                 np.save(excluded, np.sort(matches.column("row").to_numpy()))
             counts.update(crossed)

@@ -13,7 +13,7 @@ import pytest
 from pixsieve.dedup import SemanticDedupConfig
 from pixsieve.dedup.index import INDEX_DIR, INDEX_FILE
 from pixsieve.dedup.io import REASON_EARLIER, REASON_SEMANTIC
-from pixsieve.dedup.partition import fixed_list
+from pixsieve.dedup.packing import fixed_list
 from pixsieve.dedup.partitioned import dedup_files
 from pixsieve.dedup.sources import InputError
 
@@ -339,3 +339,38 @@ def test_integer_ids_stay_integers_when_nothing_is_removed_within_the_batch(tmp_
     assert set(table.column("reason").to_pylist()) == {REASON_EARLIER}
     assert table.schema.field("id").type == pa.int64()
     assert table.schema.field("duplicate_of").type == pa.int64()
+
+
+def test_the_assign_search_writes_the_cross_memberships(batches, tmp_path, monkeypatch):
+    """Against runs with this run's centroids: the assign phase's search writes the cross
+    memberships (no second search); they equal those of a separate cross-assign pass."""
+    from pixsieve.dedup import crossassign, partition
+
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    new = _write(tmp_path / "in_b", b, "b")
+    searched: list[str] = []
+
+    class Counting(crossassign.CentroidSearch):
+        def search(self, x):
+            searched.append("search")
+            return super().search(x)
+
+    monkeypatch.setattr(crossassign, "CentroidSearch", Counting)
+    one = dedup_files(new, tmp_path / "B", _config(), against=[tmp_path / "A"], keep_work=True)
+    assert searched == []  # the cross-assign tasks found their files written
+    monkeypatch.setattr(partition, "CrossWriter", lambda plan, index: _Done())
+    two = dedup_files(new, tmp_path / "C", _config(), against=[tmp_path / "A"], keep_work=True)
+    assert searched  # here the cross-assign pass searched
+    for x_dir in (tmp_path / "B" / "work").glob("x*"):
+        for part in sorted(x_dir.glob("assign/f*/b*.parquet")):
+            other = tmp_path / "C" / "work" / part.relative_to(tmp_path / "B" / "work")
+            assert pq.read_table(part).equals(pq.read_table(other))
+    assert one.counts["earlier_memberships"] == two.counts["earlier_memberships"] > 0
+    assert _removed(tmp_path / "B").equals(_removed(tmp_path / "C"))
+
+
+class _Done:
+    """A cross writer whose file is already written (the assign phase writes nothing)."""
+
+    done = True

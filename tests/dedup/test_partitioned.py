@@ -11,7 +11,7 @@ import pytest
 
 from pixsieve.dedup import SemanticDedupConfig, find_duplicates
 from pixsieve.dedup.memory import Budget
-from pixsieve.dedup.partition import fixed_list
+from pixsieve.dedup.packing import fixed_list
 from pixsieve.dedup.partitioned import dedup_files, thread_map
 from pixsieve.dedup.sources import Columns, InputError
 

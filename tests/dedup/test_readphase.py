@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup import SemanticDedupConfig
 from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.partition import FileTask, fixed_list
+from pixsieve.dedup.packing import fixed_list
+from pixsieve.dedup.partition import FileTask
 from pixsieve.dedup.partitioned import dedup_files
 from pixsieve.dedup.readphase import read_dir, read_file, row_blocks, take_rows
 from pixsieve.dedup.sources import Columns, Source
