@@ -147,8 +147,12 @@ class _Reader:
         self.offset = self.handle.tell()
         self.row_bytes = self.dtype.itemsize * int(np.prod(self.tail, dtype=np.int64))
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        out = np.empty((stop - start, *self.tail), dtype=self.dtype)
+    def read(self, start: int, stop: int, buffer: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start..stop-1``, into the front of ``buffer`` when given (else a new array)."""
+        if buffer is None:
+            out = np.empty((stop - start, *self.tail), dtype=self.dtype)
+        else:
+            out = buffer[: stop - start]
         view, got = memoryview(out.reshape(-1)).cast("B"), 0
         self.handle.seek(self.offset + start * self.row_bytes)
         while got < len(view):
@@ -166,15 +170,18 @@ def row_blocks(
     task: FileTask, index: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]]:
     """``(start, unit rows, aesthetic, resolution)`` of file ``index`` in blocks of at most
-    ``task.batch_rows`` rows."""
+    ``task.batch_rows`` rows. The blocks share one buffer per column (a fresh one per block
+    costs page faults: blocks are larger than what the allocator reuses), so a block is valid
+    until the next one is read."""
     folder = read_dir(task, index)
     names = [n for n in ("x", "aesthetic", "resolution") if (folder / f"{n}.npy").exists()]
     readers = {n: _Reader(folder / f"{n}.npy") for n in names}
     step = max(1, task.batch_rows)
+    buffers = {n: np.empty((min(step, r.rows), *r.tail), dtype=r.dtype) for n, r in readers.items()}
     try:
         for start in range(0, readers["x"].rows, step):
             stop = min(start + step, readers["x"].rows)
-            got = {n: r.read(start, stop) for n, r in readers.items()}
+            got = {n: r.read(start, stop, buffers[n]) for n, r in readers.items()}
             yield start, got["x"], got.get("aesthetic"), got.get("resolution")
     finally:
         for r in readers.values():
