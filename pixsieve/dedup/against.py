@@ -28,6 +28,7 @@ from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
 from pixsieve.dedup.index import vectors_path
 from pixsieve.dedup.packing import read_packed_into
 from pixsieve.dedup.pairs import float32_slack
+from pixsieve.dedup.readphase import NpyReader
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask
 
@@ -63,8 +64,29 @@ class _Best:
         self.sim[rows], self.file[rows], self.pos[rows] = sim[better], file[better], pos[better]
 
 
+class _Stores:
+    """The float32 stores of the earlier index parts, read with positioned reads straight into
+    the caller's buffer: no mapping, so the task's resident memory does not grow with what it
+    has read, and only the parts holding the current cluster are open (one earlier bucket's)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.open: dict[int, NpyReader] = {}
+
+    def use(self, parts: set[int]) -> None:
+        """Keep open exactly ``parts``."""
+        for f in set(self.open) - parts:
+            self.open.pop(f).close()
+        for f in parts - set(self.open):
+            self.open[f] = NpyReader(self.paths[f])
+
+    def close(self) -> None:
+        """Close every open part."""
+        self.use(set())
+
+
 class _Window:
-    """The earlier rows a block of new rows is multiplied with, copied from the float32 stores
+    """The earlier rows a block of new rows is multiplied with, read from the float32 stores
     into one buffer that grows as needed and is reused from block to block (a fresh array per
     block costs more in page faults than the copy itself)."""
 
@@ -74,8 +96,8 @@ class _Window:
         self.pos = np.empty(0, np.int64)
         self.n = 0
 
-    def fill(self, stores: list[np.ndarray], spans: list[tuple[int, int, int]]) -> int:
-        """Copy rows ``lo..hi-1`` of ``stores[f]`` for every ``(f, lo, hi)``; return the count."""
+    def fill(self, stores: _Stores, spans: list[tuple[int, int, int]]) -> int:
+        """Read rows ``lo..hi-1`` of part ``f`` for every ``(f, lo, hi)``; return the count."""
         n = sum(hi - lo for _, lo, hi in spans)
         if n > len(self.x):
             size = max(n, 2 * len(self.x))
@@ -83,7 +105,7 @@ class _Window:
             self.src, self.pos = np.empty(size, np.int64), np.empty(size, np.int64)
         at = 0
         for f, lo, hi in spans:
-            self.x[at : at + hi - lo] = stores[f][lo:hi]
+            stores.open[f].read(lo, hi, self.x[at : at + hi - lo])
             self.src[at : at + hi - lo] = f
             self.pos[at : at + hi - lo] = np.arange(lo, hi)
             at += hi - lo
@@ -108,7 +130,7 @@ def _match(
     new_sim: np.ndarray,
     spans: list[tuple[int, int, int]],
     csim: list[np.ndarray],
-    stores: list[np.ndarray],
+    stores: _Stores,
     window: float,
     threshold: float,
     buf: _Window,
@@ -143,6 +165,12 @@ def _match(
             hit = sim >= threshold
             best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
     return compared
+
+
+def _spans(parts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int, int]]:
+    """The non-empty ``(part, lo, hi)``."""
+    keep = hi > lo
+    return list(zip(parts[keep].tolist(), lo[keep].tolist(), hi[keep].tolist(), strict=True))
 
 
 def _earlier_files(
@@ -194,7 +222,7 @@ def cross_bucket(
         clusters = np.unique(n_sorted)
         best = _Best.empty(len(n_row))
         parts = list(_earlier_files(earlier, lo, hi))
-        spans, stores, csim = [], [], []
+        spans, csim = [], []
         centroids = np.load(Path(work) / "centroids.npy")
         window = math.acos(min(1.0, threshold))
         for _, part in parts:
@@ -206,24 +234,28 @@ def cross_bucket(
             ]
             start, end = np.searchsorted(o_cl, clusters), np.searchsorted(o_cl, clusters, "right")
             spans.append((start, start + primaries[end] - primaries[start], end))
-            stores.append(np.load(vectors_path(part), mmap_mode="r"))
+        # (part, cluster) → start of its primaries, of its secondaries, end of its memberships
+        first, mid, last = (np.stack([sp[i] for sp in spans]) for i in range(3))
+        stores = _Stores([vectors_path(part) for _, part in parts])
         new_lo = np.searchsorted(n_sorted, clusters)
         new_hi = np.searchsorted(n_sorted, clusters, "right")
         buf = _Window(dim)
-        for ci in range(len(clusters)):
-            # the cluster's earlier primaries and secondaries in every part
-            prim_old = [(f, int(sp[0][ci]), int(sp[1][ci])) for f, sp in enumerate(spans)]
-            sec_old = [(f, int(sp[1][ci]), int(sp[2][ci])) for f, sp in enumerate(spans)]
-            prim_old = [p for p in prim_old if p[2] > p[1]]
-            sec_old = [p for p in sec_old if p[2] > p[1]]
-            ni = order[new_lo[ci] : new_hi[ci]]
-            prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
-            for rows, old in ((prim, prim_old + sec_old), (sec, prim_old)):
-                if len(rows) and old:
-                    new_sim = xn[rows] @ centroids[clusters[ci]]
-                    compared += _match(
-                        xn, rows, new_sim, old, csim, stores, window, threshold, buf, best
-                    )
+        try:
+            for ci in range(len(clusters)):
+                here = np.flatnonzero(last[:, ci] > first[:, ci])  # one earlier bucket's parts
+                stores.use(set(here.tolist()))
+                a, b, c = first[here, ci], mid[here, ci], last[here, ci]
+                prim_old, sec_old = _spans(here, a, b), _spans(here, b, c)
+                ni = order[new_lo[ci] : new_hi[ci]]
+                prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
+                for rows, old in ((prim, prim_old + sec_old), (sec, prim_old)):
+                    if len(rows) and old:
+                        new_sim = xn[rows] @ centroids[clusters[ci]]
+                        compared += _match(
+                            xn, rows, new_sim, old, csim, stores, window, threshold, buf, best
+                        )
+        finally:
+            stores.close()
         hit = np.flatnonzero(best.file >= 0)
         for f in np.unique(best.file[hit]):
             mine = hit[best.file[hit] == f]

@@ -54,6 +54,7 @@ class _Npy:
         self.written += len(block)
 
     def close(self) -> None:
+        """Close the file."""
         self.handle.close()
 
 
@@ -130,9 +131,10 @@ def read_sample_rows(task: FileTask, count: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty((0, task.dim), np.float32)
 
 
-class _Reader:
-    """Row ranges of an ``.npy`` file written by :class:`_Npy`, read straight into fresh arrays
-    (one copy from the page cache; no mapping, so the process holds only the block)."""
+class NpyReader:
+    """Row ranges of an ``.npy`` file (written by :class:`_Npy` or ``np.save``), read straight
+    into a fresh array or a given buffer (one copy from the page cache; no mapping, so the
+    process holds only what it asked for)."""
 
     def __init__(self, path: Path) -> None:
         self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
@@ -163,6 +165,7 @@ class _Reader:
         return out
 
     def close(self) -> None:
+        """Close the file."""
         self.handle.close()
 
 
@@ -175,7 +178,7 @@ def row_blocks(
     until the next one is read."""
     folder = read_dir(task, index)
     names = [n for n in ("x", "aesthetic", "resolution") if (folder / f"{n}.npy").exists()]
-    readers = {n: _Reader(folder / f"{n}.npy") for n in names}
+    readers = {n: NpyReader(folder / f"{n}.npy") for n in names}
     step = max(1, task.batch_rows)
     buffers = {n: np.empty((min(step, r.rows), *r.tail), dtype=r.dtype) for n, r in readers.items()}
     try:
