@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,152 +25,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
+from pixsieve.dedup.crossmatch import Best, Keys, Stores, Window, match
 from pixsieve.dedup.index import vectors_path
 from pixsieve.dedup.packing import read_packed_into
-from pixsieve.dedup.pairs import float32_slack
-from pixsieve.dedup.readphase import NpyReader
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask
-
-#: New rows multiplied at once with the earlier rows in their centroid-cosine window.
-NEW_BLOCK: int = 256
-#: Added to both ends of the centroid-cosine window (:func:`_window`) against float32 rounding.
-WINDOW_SLACK: float = 1e-3
-
-
-@dataclass
-class _Best:
-    """Per new membership, its most similar earlier membership so far (file, position, cosine)."""
-
-    sim: np.ndarray
-    file: np.ndarray
-    pos: np.ndarray
-
-    @classmethod
-    def empty(cls, n: int) -> _Best:
-        """No match yet for ``n`` new memberships."""
-        return cls(np.full(n, -np.inf), np.full(n, -1, np.int64), np.full(n, -1, np.int64))
-
-    def update(self, rows: np.ndarray, file: np.ndarray, pos: np.ndarray, sim: np.ndarray) -> None:
-        """Take the pairs ``(rows[i], file[i], pos[i], sim[i])`` that beat the best so far."""
-        if not len(rows):
-            return
-        order = np.lexsort((-sim, rows))
-        rows, file, pos, sim = rows[order], file[order], pos[order], sim[order]
-        first = np.r_[True, rows[1:] != rows[:-1]]
-        rows, file, pos, sim = rows[first], file[first], pos[first], sim[first]
-        better = sim > self.sim[rows]
-        rows = rows[better]
-        self.sim[rows], self.file[rows], self.pos[rows] = sim[better], file[better], pos[better]
-
-
-class _Stores:
-    """The float32 stores of the earlier index parts, read with positioned reads straight into
-    the caller's buffer: no mapping, so the task's resident memory does not grow with what it
-    has read, and only the parts holding the current cluster are open (one earlier bucket's)."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths = paths
-        self.open: dict[int, NpyReader] = {}
-
-    def use(self, parts: set[int]) -> None:
-        """Keep open exactly ``parts``."""
-        for f in set(self.open) - parts:
-            self.open.pop(f).close()
-        for f in parts - set(self.open):
-            self.open[f] = NpyReader(self.paths[f])
-
-    def close(self) -> None:
-        """Close every open part."""
-        self.use(set())
-
-
-class _Window:
-    """The earlier rows a block of new rows is multiplied with, read from the float32 stores
-    into one buffer that grows as needed and is reused from block to block (a fresh array per
-    block costs more in page faults than the copy itself)."""
-
-    def __init__(self, dim: int) -> None:
-        self.x = np.empty((0, dim), np.float32)
-        self.src = np.empty(0, np.int64)
-        self.pos = np.empty(0, np.int64)
-        self.n = 0
-
-    def fill(self, stores: _Stores, spans: list[tuple[int, int, int]]) -> int:
-        """Read rows ``lo..hi-1`` of part ``f`` for every ``(f, lo, hi)``; return the count."""
-        n = sum(hi - lo for _, lo, hi in spans)
-        if n > len(self.x):
-            size = max(n, 2 * len(self.x))
-            self.x = np.empty((size, self.x.shape[1]), np.float32)
-            self.src, self.pos = np.empty(size, np.int64), np.empty(size, np.int64)
-        at = 0
-        for f, lo, hi in spans:
-            stores.open[f].read(lo, hi, self.x[at : at + hi - lo])
-            self.src[at : at + hi - lo] = f
-            self.pos[at : at + hi - lo] = np.arange(lo, hi)
-            at += hi - lo
-        self.n = n
-        return n
-
-
-def _window(lowest: float, highest: float, angle: float) -> tuple[float, float]:
-    """The centroid cosines an earlier row needs to reach the threshold with new rows whose
-    centroid cosines lie in ``lowest..highest``: the angle between two rows is at least the
-    difference of their angles to the (unit) centroid, so theirs must be within ``angle`` =
-    ``arccos(threshold)`` (widened by :data:`WINDOW_SLACK` against float32 rounding)."""
-    far = math.acos(min(1.0, max(-1.0, float(lowest)))) + angle
-    near = math.acos(min(1.0, max(-1.0, float(highest)))) - angle
-    low = math.cos(min(math.pi, far)) - WINDOW_SLACK
-    return low, math.cos(max(0.0, near)) + WINDOW_SLACK
-
-
-def _match(
-    xn: np.ndarray,
-    rows: np.ndarray,
-    new_sim: np.ndarray,
-    spans: list[tuple[int, int, int]],
-    csim: list[np.ndarray],
-    stores: _Stores,
-    window: float,
-    threshold: float,
-    buf: _Window,
-    best: _Best,
-) -> int:
-    """Compare new ``rows`` with the earlier rows of ``spans`` (``(part, lo, hi)``, each sorted
-    by centroid cosine ``csim[part]``) whose centroid cosine is within ``window`` of theirs;
-    record pairs at or above ``threshold`` (exact float64 cosine) in ``best``. ``window``:
-    ``arccos(threshold)`` (:func:`_window`). Returns the
-    number of products."""
-    compared = 0
-    order = np.argsort(new_sim, kind="stable")
-    rows, new_sim = rows[order], new_sim[order]
-    slack = float32_slack(xn.shape[1])
-    for i0 in range(0, len(rows), NEW_BLOCK):
-        block, sims = rows[i0 : i0 + NEW_BLOCK], new_sim[i0 : i0 + NEW_BLOCK]
-        low, high = _window(sims[0], sims[-1], window)
-        cut = [
-            (f, lo + int(np.searchsorted(csim[f][lo:hi], low)),
-             lo + int(np.searchsorted(csim[f][lo:hi], high, "right")))
-            for f, lo, hi in spans
-        ]  # fmt: skip
-        m = buf.fill(stores, [(f, lo, hi) for f, lo, hi in cut if hi > lo])
-        if not m:
-            continue
-        compared += len(block) * m
-        i, j = np.nonzero(xn[block] @ buf.x[:m].T >= threshold - slack)
-        if len(i):
-            sim = np.einsum(
-                "ij,ij->i", xn[block[i]].astype(np.float64), buf.x[j].astype(np.float64)
-            )
-            hit = sim >= threshold
-            best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
-    return compared
-
-
-def _spans(parts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int, int]]:
-    """The non-empty ``(part, lo, hi)``."""
-    keep = hi > lo
-    return list(zip(parts[keep].tolist(), lo[keep].tolist(), hi[keep].tolist(), strict=True))
 
 
 def _earlier_files(
@@ -220,39 +79,38 @@ def cross_bucket(
         order = np.lexsort((n_sec, n_cl))
         n_sorted = n_cl[order]
         clusters = np.unique(n_sorted)
-        best = _Best.empty(len(n_row))
+        best = Best.empty(len(n_row))
         parts = list(_earlier_files(earlier, lo, hi))
-        spans, csim = [], []
+        spans, columns = [], []
         centroids = np.load(Path(work) / "centroids.npy")
         window = math.acos(min(1.0, threshold))
         for _, part in parts:
             meta = pq.read_table(part, columns=["cluster", "secondary", "centroid_sim"])
-            csim.append(meta.column("centroid_sim").to_numpy())
             o_cl = meta.column("cluster").to_numpy()
-            primaries = np.r_[
-                0, np.cumsum(~meta.column("secondary").to_numpy(zero_copy_only=False))
-            ]
+            o_sec = meta.column("secondary").to_numpy(zero_copy_only=False)
+            columns.append((o_cl, o_sec, meta.column("centroid_sim").to_numpy()))
             start, end = np.searchsorted(o_cl, clusters), np.searchsorted(o_cl, clusters, "right")
-            spans.append((start, start + primaries[end] - primaries[start], end))
-        # (part, cluster) → start of its primaries, of its secondaries, end of its memberships
-        first, mid, last = (np.stack([sp[i] for sp in spans]) for i in range(3))
-        stores = _Stores([vectors_path(part) for _, part in parts])
+            spans.append((start, end))
+        keys = Keys(columns, hi)
+        del columns
+        first, last = np.stack([sp[0] for sp in spans]), np.stack([sp[1] for sp in spans])
+        stores = Stores([vectors_path(part) for _, part in parts])
         new_lo = np.searchsorted(n_sorted, clusters)
         new_hi = np.searchsorted(n_sorted, clusters, "right")
-        buf = _Window(dim)
+        buf = Window(dim)
         try:
             for ci in range(len(clusters)):
                 here = np.flatnonzero(last[:, ci] > first[:, ci])  # one earlier bucket's parts
                 stores.use(set(here.tolist()))
-                a, b, c = first[here, ci], mid[here, ci], last[here, ci]
-                prim_old, sec_old = _spans(here, a, b), _spans(here, b, c)
+                prim_seg = np.full(len(here), 2 * int(clusters[ci]))
+                both = (np.r_[here, here], np.r_[prim_seg, prim_seg + 1])
                 ni = order[new_lo[ci] : new_hi[ci]]
                 prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
-                for rows, old in ((prim, prim_old + sec_old), (sec, prim_old)):
-                    if len(rows) and old:
+                for rows, segments in ((prim, both), (sec, (here, prim_seg))):
+                    if len(rows) and len(here):
                         new_sim = xn[rows] @ centroids[clusters[ci]]
-                        compared += _match(
-                            xn, rows, new_sim, old, csim, stores, window, threshold, buf, best
+                        compared += match(
+                            xn, rows, new_sim, segments, keys, stores, window, threshold, buf, best
                         )
         finally:
             stores.close()

@@ -1,0 +1,182 @@
+"""Matching new rows with earlier kept rows inside one cluster, for
+:func:`pixsieve.dedup.against.cross_bucket`.
+
+New rows are taken in blocks sorted by their cosine to the cluster's centroid; each block is
+multiplied only with the earlier rows in its angular window (:func:`window_bounds`), found for
+every index part at once (:class:`Keys`) and read from the parts' float32 stores
+(:class:`Stores`) into one reused buffer (:class:`Window`). Products near the threshold are
+recomputed in float64, so every match is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pixsieve.dedup.pairs import float32_slack
+from pixsieve.dedup.readphase import NpyReader
+
+#: New rows multiplied at once with the earlier rows in their centroid-cosine window.
+NEW_BLOCK: int = 256
+#: Added to both ends of the centroid-cosine window (:func:`window_bounds`) against rounding.
+WINDOW_SLACK: float = 1e-3
+
+
+@dataclass
+class Best:
+    """Per new membership, its most similar earlier membership so far (file, position, cosine)."""
+
+    sim: np.ndarray
+    file: np.ndarray
+    pos: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> Best:
+        """No match yet for ``n`` new memberships."""
+        return cls(np.full(n, -np.inf), np.full(n, -1, np.int64), np.full(n, -1, np.int64))
+
+    def update(self, rows: np.ndarray, file: np.ndarray, pos: np.ndarray, sim: np.ndarray) -> None:
+        """Take the pairs ``(rows[i], file[i], pos[i], sim[i])`` that beat the best so far."""
+        if not len(rows):
+            return
+        order = np.lexsort((-sim, rows))
+        rows, file, pos, sim = rows[order], file[order], pos[order], sim[order]
+        first = np.r_[True, rows[1:] != rows[:-1]]
+        rows, file, pos, sim = rows[first], file[first], pos[first], sim[first]
+        better = sim > self.sim[rows]
+        rows = rows[better]
+        self.sim[rows], self.file[rows], self.pos[rows] = sim[better], file[better], pos[better]
+
+
+class Stores:
+    """The float32 stores of the earlier index parts, read with positioned reads straight into
+    the caller's buffer: no mapping, so the task's resident memory does not grow with what it
+    has read, and only the parts holding the current cluster are open (one earlier bucket's)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.open: dict[int, NpyReader] = {}
+
+    def use(self, parts: set[int]) -> None:
+        """Keep open exactly ``parts``."""
+        for f in set(self.open) - parts:
+            self.open.pop(f).close()
+        for f in parts - set(self.open):
+            self.open[f] = NpyReader(self.paths[f])
+
+    def close(self) -> None:
+        """Close every open part."""
+        self.use(set())
+
+
+class Window:
+    """The earlier rows a block of new rows is multiplied with, read from the float32 stores
+    into one buffer that grows as needed and is reused from block to block (a fresh array per
+    block costs more in page faults than the copy itself)."""
+
+    def __init__(self, dim: int) -> None:
+        self.x = np.empty((0, dim), np.float32)
+        self.src = np.empty(0, np.int64)
+        self.pos = np.empty(0, np.int64)
+        self.n = 0
+
+    def fill(self, stores: Stores, spans: list[tuple[int, int, int]]) -> int:
+        """Read rows ``lo..hi-1`` of part ``f`` for every ``(f, lo, hi)``; return the count."""
+        n = sum(hi - lo for _, lo, hi in spans)
+        if n > len(self.x):
+            size = max(n, 2 * len(self.x))
+            self.x = np.empty((size, self.x.shape[1]), np.float32)
+            self.src, self.pos = np.empty(size, np.int64), np.empty(size, np.int64)
+        at = 0
+        for f, lo, hi in spans:
+            stores.open[f].read(lo, hi, self.x[at : at + hi - lo])
+            self.src[at : at + hi - lo] = f
+            self.pos[at : at + hi - lo] = np.arange(lo, hi)
+            at += hi - lo
+        self.n = n
+        return n
+
+
+def window_bounds(lowest: float, highest: float, angle: float) -> tuple[float, float]:
+    """The centroid cosines an earlier row needs to reach the threshold with new rows whose
+    centroid cosines lie in ``lowest..highest``: the angle between two rows is at least the
+    difference of their angles to the (unit) centroid, so theirs must be within ``angle`` =
+    ``arccos(threshold)`` (widened by :data:`WINDOW_SLACK` against float32 rounding)."""
+    far = math.acos(min(1.0, max(-1.0, float(lowest)))) + angle
+    near = math.acos(min(1.0, max(-1.0, float(highest)))) - angle
+    low = math.cos(min(math.pi, far)) - WINDOW_SLACK
+    return low, math.cos(max(0.0, near)) + WINDOW_SLACK
+
+
+class Keys:
+    """Every earlier row of the task's parts as one sorted float64 key, so that the windows of
+    all parts come from one search: ``part * span + (2 * cluster + secondary) * 4 + 2 +
+    centroid_sim`` (each part is sorted by cluster, primaries first, then by centroid cosine;
+    segments are 4 apart and cosines lie in ``[-1, 1]``, so a window never leaves its segment)."""
+
+    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], hi: int) -> None:
+        self.span = 8.0 * (hi + 1)
+        sizes = [len(cluster) for cluster, _, _ in parts]
+        self.base = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+        self.keys = np.concatenate(
+            [
+                f * self.span + (2.0 * cluster + secondary) * 4.0 + 2.0 + sim
+                for f, (cluster, secondary, sim) in enumerate(parts)
+            ]
+            or [np.empty(0)]
+        )
+
+    def windows(
+        self, parts: np.ndarray, segments: np.ndarray, low: float, high: float
+    ) -> list[tuple[int, int, int]]:
+        """``(part, lo, hi)``: the rows of segment ``segments[i]`` (``2 * cluster + secondary``)
+        of ``parts[i]`` whose centroid cosine lies in ``[low, high]`` (non-empty ones)."""
+        at = parts * self.span + segments * 4.0 + 2.0
+        lo = np.searchsorted(self.keys, at + low) - self.base[parts]
+        hi = np.searchsorted(self.keys, at + high, "right") - self.base[parts]
+        return spans(parts, lo, hi)
+
+
+def match(
+    xn: np.ndarray,
+    rows: np.ndarray,
+    new_sim: np.ndarray,
+    segments: tuple[np.ndarray, np.ndarray],
+    keys: Keys,
+    stores: Stores,
+    window: float,
+    threshold: float,
+    buf: Window,
+    best: Best,
+) -> int:
+    """Compare new ``rows`` with the earlier rows of ``segments`` (``(parts, 2 * cluster +
+    secondary)``) whose centroid cosine is in the window of theirs (:func:`window_bounds`;
+    ``window`` = ``arccos(threshold)``); record pairs at or above ``threshold`` (exact float64
+    cosine) in ``best``. Returns the number of products."""
+    compared = 0
+    order = np.argsort(new_sim, kind="stable")
+    rows, new_sim = rows[order], new_sim[order]
+    slack = float32_slack(xn.shape[1])
+    for i0 in range(0, len(rows), NEW_BLOCK):
+        block, sims = rows[i0 : i0 + NEW_BLOCK], new_sim[i0 : i0 + NEW_BLOCK]
+        m = buf.fill(stores, keys.windows(*segments, *window_bounds(sims[0], sims[-1], window)))
+        if not m:
+            continue
+        compared += len(block) * m
+        i, j = np.nonzero(xn[block] @ buf.x[:m].T >= threshold - slack)
+        if len(i):
+            sim = np.einsum(
+                "ij,ij->i", xn[block[i]].astype(np.float64), buf.x[j].astype(np.float64)
+            )
+            hit = sim >= threshold
+            best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
+    return compared
+
+
+def spans(parts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int, int]]:
+    """The non-empty ``(part, lo, hi)``."""
+    keep = hi > lo
+    return list(zip(parts[keep].tolist(), lo[keep].tolist(), hi[keep].tolist(), strict=True))
