@@ -45,11 +45,17 @@ BOUND_SLACK: float = 1e-4
 
 
 def earlier_counts(runs: list[EarlierRun], clusters: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per cluster, the earlier kept memberships and primaries of ``runs`` (from the index
-    parts' ``cluster`` and ``secondary`` columns)."""
+    """Per cluster, the earlier kept memberships and primaries of ``runs`` (the index's
+    ``members.npy``; version 3 indexes: from every part's ``cluster`` and ``secondary``)."""
     members = np.zeros(clusters, np.int64)
     primaries = np.zeros(clusters, np.int64)
     for run in runs:
+        counts = run.kept_dir.parent / "members.npy"
+        if counts.exists():
+            both = np.load(counts)[:, :clusters]
+            members[: both.shape[1]] += both[0]
+            primaries[: both.shape[1]] += both[1]
+            continue
         for part in sorted(run.kept_dir.glob("b*/f*.parquet")):
             meta = pq.read_table(part, columns=["cluster", "secondary"])
             cl = meta.column("cluster").to_numpy()

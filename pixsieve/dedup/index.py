@@ -9,6 +9,8 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
   run's set followed by extra ones after ``recluster``: runs share centroids up to a prefix);
 * ``radius.npy``: per cluster, the lowest cosine of a primary member to its centroid (the
   cluster's radius as a similarity; ``inf`` for an empty cluster);
+* ``members.npy``: ``(2, k)``, per cluster the kept memberships and kept primaries (what a
+  later run's cross search costs per cluster, without reading every part);
 * ``kept/bBBBB/fFFFFF.parquet``: every membership of every item this run *kept* (its own
   cluster and its border clusters), bucket ``b`` holding clusters ``c`` with
   ``c * buckets // k == b``, sorted by cluster, primaries first, then by ``centroid_sim``:
@@ -46,7 +48,14 @@ INDEX_VERSION: int = 4
 #: Index versions this pixsieve reads (version 3 differs only by an unused float16 store).
 READABLE_VERSIONS: tuple[int, ...] = (3, 4)
 #: Every entry of an index directory; ``index.json`` last (an index without it is not one).
-INDEX_ENTRIES: tuple[str, ...] = ("kept", "vectors", "centroids.npy", "radius.npy", INDEX_FILE)
+INDEX_ENTRIES: tuple[str, ...] = (
+    "kept",
+    "vectors",
+    "centroids.npy",
+    "radius.npy",
+    "members.npy",
+    INDEX_FILE,
+)
 #: What the threshold means; an index of another meaning is refused.
 THRESHOLD_SEMANTICS: str = "cosine_at_least"
 
@@ -213,6 +222,7 @@ def index_file(
     ids = read_ids(source.path, id_column)
     centroids = np.load(Path(work) / "centroids.npy")
     kept_rows = 0
+    members = np.zeros((2, len(centroids)), np.int64)  # memberships, primaries
     for part in sorted((Path(work) / "assign" / f"f{index:05d}").glob("b*.parquet")):
         table = pq.read_table(part, columns=["row", "cluster", "secondary", "embedding"])
         row = table.column("row").to_numpy()
@@ -240,6 +250,9 @@ def index_file(
         pq.write_table(meta, tmp, compression="none")
         tmp.rename(target)
         kept_rows += int((~secondary[keep]).sum())
+        members[0] += np.bincount(cluster[keep], minlength=len(centroids))
+        members[1] += np.bincount(cluster[keep][~secondary[keep]], minlength=len(centroids))
+    np.save(done.with_suffix(".members.npy"), members)
     done.write_text(str(kept_rows))
     return kept_rows
 
@@ -255,15 +268,19 @@ def write_meta(
     kept: int,
     parents: list[EarlierRun],
 ) -> Path:
-    """Write ``index.json``, ``centroids.npy`` and ``radius.npy`` (last: the index is complete
-    once ``index.json`` exists)."""
+    """Write ``centroids.npy``, ``radius.npy``, ``members.npy`` (the sum of the per-file counts
+    :func:`index_file` left) and ``index.json`` (last: the index is complete once it exists)."""
     folder = out / INDEX_DIR
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(centroids_path, folder / "centroids.npy")
     np.save(folder / "radius.npy", radius)
-    for marker in (folder / "kept").glob(".f*.done"):
-        marker.unlink()
     centroids = np.load(centroids_path, mmap_mode="r")
+    members = np.zeros((2, len(centroids)), np.int64)
+    for part in (folder / "kept").glob(".f*.members.npy"):
+        members += np.load(part)
+    np.save(folder / "members.npy", members)
+    for marker in [*(folder / "kept").glob(".f*.done"), *(folder / "kept").glob(".f*.members.npy")]:
+        marker.unlink()
     meta = {
         "version": INDEX_VERSION,
         "run_id": run_id,

@@ -374,3 +374,22 @@ class _Done:
     """A cross writer whose file is already written (the assign phase writes nothing)."""
 
     done = True
+
+
+def test_index_member_counts_equal_the_parts(batches, tmp_path):
+    """``members.npy`` holds per cluster what the parts hold (version 3 indexes, without it,
+    are counted from the parts)."""
+    from pixsieve.dedup.crossassign import earlier_counts
+    from pixsieve.dedup.index import open_earlier
+
+    a, _ = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a", 3), tmp_path / "A", _config())
+    runs = open_earlier([tmp_path / "A"])
+    k = int(runs[0].meta["clusters"])
+    from_index = earlier_counts(runs, k)
+    (tmp_path / "A" / INDEX_DIR / "members.npy").unlink()
+    from_parts = earlier_counts(runs, k)
+    for x, y in zip(from_index, from_parts, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert from_index[0].sum() > from_index[1].sum() > 0
+    assert not list((tmp_path / "A" / INDEX_DIR / "kept").glob(".f*"))  # markers removed
