@@ -25,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
-from pixsieve.dedup.crossmatch import Best, Keys, Stores, Window, match
+from pixsieve.dedup.crossmatch import Best, Keys, Stores, Window, match_cluster
 from pixsieve.dedup.index import vectors_path
 from pixsieve.dedup.packing import read_packed_into
 from pixsieve.dedup.sources import Source
@@ -102,16 +102,12 @@ def cross_bucket(
             for ci in range(len(clusters)):
                 here = np.flatnonzero(last[:, ci] > first[:, ci])  # one earlier bucket's parts
                 stores.use(set(here.tolist()))
-                prim_seg = np.full(len(here), 2 * int(clusters[ci]))
-                both = (np.r_[here, here], np.r_[prim_seg, prim_seg + 1])
                 ni = order[new_lo[ci] : new_hi[ci]]
-                prim, sec = ni[~n_sec[ni]], ni[n_sec[ni]]
-                for rows, segments in ((prim, both), (sec, (here, prim_seg))):
-                    if len(rows) and len(here):
-                        new_sim = xn[rows] @ centroids[clusters[ci]]
-                        compared += match(
-                            xn, rows, new_sim, segments, keys, stores, window, threshold, buf, best
-                        )
+                if len(here):
+                    compared += match_cluster(
+                        xn, (ni[~n_sec[ni]], ni[n_sec[ni]]), centroids[clusters[ci]],
+                        int(clusters[ci]), here, keys, stores, window, threshold, buf, best,
+                    )  # fmt: skip
         finally:
             stores.close()
         hit = np.flatnonzero(best.file >= 0)

@@ -140,6 +140,19 @@ class Keys:
         return spans(parts, lo, hi)
 
 
+def _compare(xn: np.ndarray, block: np.ndarray, buf: Window, m: int, t: float, best: Best) -> int:
+    """Products of new rows ``block`` with the first ``m`` rows of ``buf``; pairs at or above
+    ``t`` (exact float64 cosine) go to ``best``. Returns the number of products."""
+    if not m or not len(block):
+        return 0
+    i, j = np.nonzero(xn[block] @ buf.x[:m].T >= t - float32_slack(xn.shape[1]))
+    if len(i):
+        sim = np.einsum("ij,ij->i", xn[block[i]].astype(np.float64), buf.x[j].astype(np.float64))
+        hit = sim >= t
+        best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
+    return len(block) * m
+
+
 def match(
     xn: np.ndarray,
     rows: np.ndarray,
@@ -159,21 +172,50 @@ def match(
     compared = 0
     order = np.argsort(new_sim, kind="stable")
     rows, new_sim = rows[order], new_sim[order]
-    slack = float32_slack(xn.shape[1])
     for i0 in range(0, len(rows), NEW_BLOCK):
         block, sims = rows[i0 : i0 + NEW_BLOCK], new_sim[i0 : i0 + NEW_BLOCK]
         m = buf.fill(stores, keys.windows(*segments, *window_bounds(sims[0], sims[-1], window)))
-        if not m:
-            continue
-        compared += len(block) * m
-        i, j = np.nonzero(xn[block] @ buf.x[:m].T >= threshold - slack)
-        if len(i):
-            sim = np.einsum(
-                "ij,ij->i", xn[block[i]].astype(np.float64), buf.x[j].astype(np.float64)
-            )
-            hit = sim >= threshold
-            best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
+        compared += _compare(xn, block, buf, m, threshold, best)
     return compared
+
+
+def match_cluster(
+    xn: np.ndarray,
+    new: tuple[np.ndarray, np.ndarray],
+    centroid: np.ndarray,
+    cluster: int,
+    parts: np.ndarray,
+    keys: Keys,
+    stores: Stores,
+    window: float,
+    threshold: float,
+    buf: Window,
+    best: Best,
+) -> int:
+    """Compare one cluster's new memberships ``new`` = ``(primaries, secondaries)`` with its
+    earlier ones in ``parts``: primaries with every earlier membership, secondaries with the
+    earlier primaries (never two secondaries). When each side fits in one block, the earlier
+    primaries are read once, in the union of both sides' windows (a few more products, half
+    the reads); else :func:`match` per side. Returns the number of products."""
+    prim, sec = new
+    seg = np.full(len(parts), 2 * cluster)
+    both = (np.r_[parts, parts], np.r_[seg, seg + 1])
+    if len(prim) > NEW_BLOCK or len(sec) > NEW_BLOCK:
+        sims = [xn[rows] @ centroid for rows in new]
+        args = (keys, stores, window, threshold, buf, best)
+        return match(xn, prim, sims[0], both, *args) + match(xn, sec, sims[1], (parts, seg), *args)
+    bounds = [
+        window_bounds(s.min(), s.max(), window) for s in (xn[r] @ centroid for r in new) if len(s)
+    ]
+    low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
+    rows = keys.windows(parts, seg, low, high)
+    n_prim = sum(hi - lo for _, lo, hi in rows)
+    if len(prim):  # the earlier secondaries in the primaries' own window
+        rows += keys.windows(parts, seg + 1, *bounds[0])
+    m = buf.fill(stores, rows)
+    return _compare(xn, prim, buf, m, threshold, best) + _compare(
+        xn, sec, buf, n_prim, threshold, best
+    )
 
 
 def spans(parts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int, int]]:

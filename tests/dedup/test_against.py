@@ -393,3 +393,18 @@ def test_index_member_counts_equal_the_parts(batches, tmp_path):
         np.testing.assert_array_equal(x, y)
     assert from_index[0].sum() > from_index[1].sum() > 0
     assert not list((tmp_path / "A" / INDEX_DIR / "kept").glob(".f*"))  # markers removed
+
+
+def test_small_blocks_find_the_same_matches(batches, tmp_path, monkeypatch):
+    """Clusters with more new rows than a block are matched block by block (each side with
+    its own windows): the same removals as one block per side."""
+    from pixsieve.dedup import crossmatch
+
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    new = _write(tmp_path / "in_b", b, "b")
+    dedup_files(new, tmp_path / "B", _config(), against=[tmp_path / "A"])
+    monkeypatch.setattr(crossmatch, "NEW_BLOCK", 3)
+    dedup_files(new, tmp_path / "C", _config(), against=[tmp_path / "A"])
+    assert len(_removed(tmp_path / "B")) > 0
+    assert _removed(tmp_path / "B").equals(_removed(tmp_path / "C"))
