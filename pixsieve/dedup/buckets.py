@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
-from pixsieve.dedup.packing import read_packed_into, unpack_into, unpacked
+from pixsieve.dedup.packing import read_packed_into, unpacked
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
 from pixsieve.dedup.witness import witness_groups
 
@@ -53,26 +52,16 @@ def _cluster_groups(sizes: dict[int, int], budget_rows: int) -> list[list[int]]:
     return groups
 
 
-def _sorted_vectors(files: list[str], flt: Any, where: np.ndarray, n: int, dim: int) -> np.ndarray:
-    """``(n, dim)`` packed embeddings of ``files``: row ``k`` of their rows (filtered by
-    ``flt``, one file after the other) lands at ``where[k]`` (skipped when negative). The
-    only full copy held; files are streamed in batches when there is no filter."""
+def _sorted_vectors(files: list[str], where: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """``(n, dim)`` packed embeddings of ``files``: row ``k`` of their rows (one file after the
+    other) lands at ``where[k]`` (skipped when negative). The only full copy held; each file
+    is streamed in batches (a whole column read first is one more fresh copy of it)."""
     x = np.empty((n, dim), dtype=np.float32)
     pos = 0
     for path in files:
-        if flt is None:
-            rows = pq.ParquetFile(path).metadata.num_rows
-            read_packed_into(path, x, where[pos : pos + rows])
-        else:
-            col = ds.dataset(path, format="parquet").to_table(columns=["embedding"], filter=flt)
-            col = col.column("embedding")
-            rows = len(col)
-            w = where[pos : pos + rows]
-            keep = np.flatnonzero(w >= 0)
-            unpack_into(col.take(pa.array(keep)), x, w[keep])
-            del col
+        rows = pq.ParquetFile(path).metadata.num_rows
+        read_packed_into(path, x, where[pos : pos + rows])
         pos += rows
-    pa.default_memory_pool().release_unused()
     return x
 
 
@@ -108,28 +97,26 @@ def bucket_edges(
     a_parts, b_parts, pair_parts, sim_parts = [], [], [], []
     counts = {"pairs_found": 0, "similarities_computed": 0, "clusters": 0, "passes": 0}
     if files:
-        dataset = ds.dataset(files, format="parquet")
         skip = np.load(excluded) if excluded else np.empty(0, np.int64)  # sorted
-        cl = dataset.to_table(columns=["row", "cluster"])
-        cl = cl.column("cluster").to_numpy()[_kept(cl.column("row").to_numpy(), skip)]
-        ids, sizes = np.unique(cl, return_counts=True)
-        del cl
+        meta = ds.dataset(files, format="parquet").to_table(
+            columns=["row", "cluster", "secondary", "priority"]
+        )  # ~21 bytes per membership; the embeddings are streamed per pass
+        row_all, cluster_all = meta.column("row").to_numpy(), meta.column("cluster").to_numpy()
+        secondary_all = meta.column("secondary").to_numpy(zero_copy_only=False)
+        prio_all = meta.column("priority").to_numpy()
+        kept_all = _kept(row_all, skip)
+        ids, sizes = np.unique(cluster_all[kept_all], return_counts=True)
         groups = _cluster_groups(dict(zip(ids.tolist(), sizes.tolist(), strict=True)), budget_rows)
         for group in groups:
-            flt = None if len(groups) == 1 else pc.field("cluster").isin(group)
-            meta = dataset.to_table(columns=["row", "cluster", "secondary", "priority"], filter=flt)
             counts["passes"] += 1
-            row = meta.column("row").to_numpy()
-            cluster = meta.column("cluster").to_numpy()
-            secondary = meta.column("secondary").to_numpy(zero_copy_only=False)
-            prio = meta.column("priority").to_numpy()
-            kept = np.flatnonzero(_kept(row, skip))
-            order = kept[np.lexsort((row[kept], secondary[kept], cluster[kept]))]
-            where = np.full(len(row), -1, np.int64)
+            chosen = kept_all if len(groups) == 1 else kept_all & np.isin(cluster_all, group)
+            kept = np.flatnonzero(chosen)
+            order = kept[np.lexsort((row_all[kept], secondary_all[kept], cluster_all[kept]))]
+            where = np.full(len(row_all), -1, np.int64)
             where[order] = np.arange(len(order))
-            x = _sorted_vectors(files, flt, where, len(order), dim)
-            row, cluster = row[order], cluster[order]
-            secondary, prio = secondary[order], prio[order]
+            x = _sorted_vectors(files, where, len(order), dim)
+            row, cluster = row_all[order], cluster_all[order]
+            secondary, prio = secondary_all[order], prio_all[order]
             cuts = np.flatnonzero(np.diff(cluster)) + 1
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(row)], strict=True):
                 members, n_primary = row[lo:hi], int((~secondary[lo:hi]).sum())
