@@ -28,6 +28,7 @@ from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
 from pixsieve.dedup.crossmatch import Best, Keys, Stores, Window, match_cluster
 from pixsieve.dedup.index import vectors_path
 from pixsieve.dedup.packing import read_packed_into
+from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask
 
@@ -68,7 +69,7 @@ def cross_bucket(
     compared = 0
     if files and hi > lo:
         sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
-        xn = np.empty((sum(sizes), dim), np.float32)  # one file decoded at a time
+        xn = rows_buffer(sum(sizes), dim)  # the thread's reused buffer; files streamed
         parts_new = []
         for f, at, size in zip(files, np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
             read_packed_into(f, xn, np.arange(at, at + size))

@@ -27,6 +27,7 @@ from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
 from pixsieve.dedup.packing import read_packed_into, unpacked
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
+from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.witness import witness_groups
 
 
@@ -54,9 +55,10 @@ def _cluster_groups(sizes: dict[int, int], budget_rows: int) -> list[list[int]]:
 
 def _sorted_vectors(files: list[str], where: np.ndarray, n: int, dim: int) -> np.ndarray:
     """``(n, dim)`` packed embeddings of ``files``: row ``k`` of their rows (one file after the
-    other) lands at ``where[k]`` (skipped when negative). The only full copy held; each file
-    is streamed in batches (a whole column read first is one more fresh copy of it)."""
-    x = np.empty((n, dim), dtype=np.float32)
+    other) lands at ``where[k]`` (skipped when negative), in the thread's reused buffer
+    (:mod:`pixsieve.dedup.scratch`). The only full copy held; each file is streamed in
+    batches (a whole column read first is one more fresh copy of it)."""
+    x = rows_buffer(n, dim)
     pos = 0
     for path in files:
         rows = pq.ParquetFile(path).metadata.num_rows
@@ -136,6 +138,7 @@ def bucket_edges(
                         pair_parts.append(out.pairs)
                         sim_parts.append(out.pair_sims)
                 counts["similarities_computed"] += out.n_compared
+            del x  # the thread's buffer may be remade larger for the next group
     empty = np.empty(0, dtype=np.int64)
     if config.return_pairs and config.mode != "semdedup":
         pairs = np.concatenate(pair_parts) if pair_parts else np.empty((0, 2), dtype=np.int64)
