@@ -38,7 +38,7 @@ from pixsieve.dedup.index import EarlierRun, earlier_radius
 from pixsieve.dedup.packing import packed
 from pixsieve.dedup.readphase import row_blocks
 from pixsieve.dedup.sources import Source
-from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers
+from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
 
 #: Subtracted from the radius-scheme bound against float32 rounding of centroid cosines.
 BOUND_SLACK: float = 1e-4
@@ -150,9 +150,7 @@ class CrossWriter:
         secondary = np.ones(len(point), dtype=bool)
         secondary[: int((~use).sum())] = False
         bucket = self.plan.bucket_of[cluster]
-        order = np.argsort(bucket, kind="stable")
-        cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-        for part in np.split(order, cuts) if len(order) else []:
+        for part in bucket_parts(bucket):
             pts = point[part]
             table = pa.table(
                 {

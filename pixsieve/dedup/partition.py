@@ -30,7 +30,7 @@ from pixsieve.dedup.keep import priority
 from pixsieve.dedup.packing import packed
 from pixsieve.dedup.readphase import READ_DIR, row_blocks, take_rows
 from pixsieve.dedup.sources import Source
-from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers
+from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
 
 
 def repeated_id(work: str, bucket: int) -> str | None:
@@ -115,11 +115,7 @@ def assign_file(
                 secondary = np.concatenate([secondary, np.ones(len(rows), dtype=bool)])
                 n_secondary += len(rows)
             bucket = bucket_of[cluster]
-            order = np.argsort(bucket, kind="stable")
-            cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-            for part in np.split(order, cuts):
-                if not len(part):
-                    continue
+            for part in bucket_parts(bucket):
                 pts = point[part]
                 table = pa.table(
                     {
@@ -166,9 +162,7 @@ def gather_file(task: FileTask, source: Source, index: int, n_buckets: int) -> d
             hi = lo + len(x)
             take = local_rows[lo:hi]
             lab, bucket = labels[lo:hi], labels[lo:hi] % n_buckets
-            order = np.argsort(bucket, kind="stable")
-            cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-            for part in np.split(order, cuts):
+            for part in bucket_parts(bucket):
                 table = pa.table(
                     {
                         "row": pa.array(source.offset + take[part], pa.int64()),

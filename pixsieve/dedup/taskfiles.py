@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.sources import Columns
 
 COUNTS_FILE = "counts.json"
+#: Most rows per written table: their gathered embeddings (3 KiB each at 768-d) stay under
+#: glibc's 32 MiB mmap threshold, so each gather reuses heap memory instead of fresh pages.
+WRITE_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,16 @@ def _finish(tmp: Path, final: Path, counts: dict[str, Any]) -> dict[str, Any]:
 
 def _done(final: Path) -> dict[str, Any]:
     return json.loads((final / COUNTS_FILE).read_text())
+
+
+def bucket_parts(bucket: np.ndarray) -> Iterator[np.ndarray]:
+    """Positions into ``bucket`` grouped by its value (stable order within a bucket), in
+    pieces of at most :data:`WRITE_ROWS`."""
+    order = np.argsort(bucket, kind="stable")
+    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+    for part in np.split(order, cuts) if len(order) else []:
+        for lo in range(0, len(part), WRITE_ROWS):
+            yield part[lo : lo + WRITE_ROWS]
 
 
 class _Writers:
