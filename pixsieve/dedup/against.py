@@ -25,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
-from pixsieve.dedup.crossmatch import Best, Keys, Stores, Window, match_cluster
+from pixsieve.dedup.crossmatch import Best, Keys, Search, Stores, Window, match_cluster
 from pixsieve.dedup.index import vectors_path
 from pixsieve.dedup.packing import read_packed_into
 from pixsieve.dedup.scratch import rows_buffer
@@ -80,11 +80,9 @@ def cross_bucket(
         order = np.lexsort((n_sec, n_cl))
         n_sorted = n_cl[order]
         clusters = np.unique(n_sorted)
-        best = Best.empty(len(n_row))
         parts = list(_earlier_files(earlier, lo, hi))
         spans, columns = [], []
         centroids = np.load(Path(work) / "centroids.npy")
-        window = math.acos(min(1.0, threshold))
         for _, part in parts:
             meta = pq.read_table(part, columns=["cluster", "secondary", "centroid_sim"])
             o_cl = meta.column("cluster").to_numpy()
@@ -92,25 +90,30 @@ def cross_bucket(
             columns.append((o_cl, o_sec, meta.column("centroid_sim").to_numpy()))
             start, end = np.searchsorted(o_cl, clusters), np.searchsorted(o_cl, clusters, "right")
             spans.append((start, end))
-        keys = Keys(columns, hi)
-        del columns
         first, last = np.stack([sp[0] for sp in spans]), np.stack([sp[1] for sp in spans])
-        stores = Stores([vectors_path(part) for _, part in parts])
+        search = Search(
+            keys=Keys(columns, hi),
+            stores=Stores([vectors_path(part) for _, part in parts]),
+            window=math.acos(min(1.0, threshold)),
+            threshold=threshold,
+            buf=Window(dim),
+            best=Best.empty(len(n_row)),
+        )
+        del columns
         new_lo = np.searchsorted(n_sorted, clusters)
         new_hi = np.searchsorted(n_sorted, clusters, "right")
-        buf = Window(dim)
         try:
             for ci in range(len(clusters)):
                 here = np.flatnonzero(last[:, ci] > first[:, ci])  # one earlier bucket's parts
-                stores.use(set(here.tolist()))
+                search.stores.use(set(here.tolist()))
                 ni = order[new_lo[ci] : new_hi[ci]]
                 if len(here):
-                    compared += match_cluster(
-                        xn, (ni[~n_sec[ni]], ni[n_sec[ni]]), centroids[clusters[ci]],
-                        int(clusters[ci]), here, keys, stores, window, threshold, buf, best,
-                    )  # fmt: skip
+                    new = (ni[~n_sec[ni]], ni[n_sec[ni]])
+                    c = int(clusters[ci])
+                    compared += match_cluster(xn, new, centroids[c], c, here, search)
         finally:
-            stores.close()
+            search.stores.close()
+        best = search.best
         hit = np.flatnonzero(best.file >= 0)
         for f in np.unique(best.file[hit]):
             mine = hit[best.file[hit] == f]

@@ -153,29 +153,39 @@ def _compare(xn: np.ndarray, block: np.ndarray, buf: Window, m: int, t: float, b
     return len(block) * m
 
 
+@dataclass
+class Search:
+    """One cross bucket's search state: the earlier parts' keys and stores, the angular window
+    (``arccos(threshold)``), the threshold, the reused buffer and the best match so far."""
+
+    keys: Keys
+    stores: Stores
+    window: float
+    threshold: float
+    buf: Window
+    best: Best
+
+
 def match(
     xn: np.ndarray,
     rows: np.ndarray,
     new_sim: np.ndarray,
     segments: tuple[np.ndarray, np.ndarray],
-    keys: Keys,
-    stores: Stores,
-    window: float,
-    threshold: float,
-    buf: Window,
-    best: Best,
+    search: Search,
 ) -> int:
     """Compare new ``rows`` with the earlier rows of ``segments`` (``(parts, 2 * cluster +
-    secondary)``) whose centroid cosine is in the window of theirs (:func:`window_bounds`;
-    ``window`` = ``arccos(threshold)``); record pairs at or above ``threshold`` (exact float64
-    cosine) in ``best``. Returns the number of products."""
+    secondary)``) whose centroid cosine is in the window of theirs (:func:`window_bounds`);
+    record pairs at or above the threshold (exact float64 cosine). Returns the number of
+    products."""
     compared = 0
     order = np.argsort(new_sim, kind="stable")
     rows, new_sim = rows[order], new_sim[order]
+    buf = search.buf
     for i0 in range(0, len(rows), NEW_BLOCK):
         block, sims = rows[i0 : i0 + NEW_BLOCK], new_sim[i0 : i0 + NEW_BLOCK]
-        m = buf.fill(stores, keys.windows(*segments, *window_bounds(sims[0], sims[-1], window)))
-        compared += _compare(xn, block, buf, m, threshold, best)
+        bounds = window_bounds(sims[0], sims[-1], search.window)
+        m = buf.fill(search.stores, search.keys.windows(*segments, *bounds))
+        compared += _compare(xn, block, buf, m, search.threshold, search.best)
     return compared
 
 
@@ -185,12 +195,7 @@ def match_cluster(
     centroid: np.ndarray,
     cluster: int,
     parts: np.ndarray,
-    keys: Keys,
-    stores: Stores,
-    window: float,
-    threshold: float,
-    buf: Window,
-    best: Best,
+    search: Search,
 ) -> int:
     """Compare one cluster's new memberships ``new`` = ``(primaries, secondaries)`` with its
     earlier ones in ``parts``: primaries with every earlier membership, secondaries with the
@@ -200,9 +205,8 @@ def match_cluster(
     prim, sec = new
     seg = np.full(len(parts), 2 * cluster)
     both = (np.r_[parts, parts], np.r_[seg, seg + 1])
-    args = (keys, stores, window, threshold, buf, best)
-    return match(xn, prim, xn[prim] @ centroid, both, *args) + match(
-        xn, sec, xn[sec] @ centroid, (parts, seg), *args
+    return match(xn, prim, xn[prim] @ centroid, both, search) + match(
+        xn, sec, xn[sec] @ centroid, (parts, seg), search
     )
 
 
