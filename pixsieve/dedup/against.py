@@ -73,7 +73,7 @@ def cross_bucket(
         parts_new = []
         for f, at, size in zip(files, np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
             read_packed_into(f, xn, np.arange(at, at + size))
-            parts_new.append(pq.read_table(f, columns=["row", "cluster", "secondary"]))
+            parts_new.append(pq.ParquetFile(f).read(columns=["row", "cluster", "secondary"]))
         meta = pa.concat_tables(parts_new)
         n_row, n_cl = meta.column("row").to_numpy(), meta.column("cluster").to_numpy()
         n_sec = meta.column("secondary").to_numpy(zero_copy_only=False)
@@ -83,8 +83,8 @@ def cross_bucket(
         parts = list(_earlier_files(earlier, lo, hi))
         spans, columns = [], []
         centroids = np.load(Path(work) / "centroids.npy")
-        for _, part in parts:
-            meta = pq.read_table(part, columns=["cluster", "secondary", "centroid_sim"])
+        for _, part in parts:  # ParquetFile: read_table's dataset layer costs 2.5x per file
+            meta = pq.ParquetFile(part).read(columns=["cluster", "secondary", "centroid_sim"])
             o_cl = meta.column("cluster").to_numpy()
             o_sec = meta.column("secondary").to_numpy(zero_copy_only=False)
             columns.append((o_cl, o_sec, meta.column("centroid_sim").to_numpy()))
@@ -118,7 +118,7 @@ def cross_bucket(
         for f in np.unique(best.file[hit]):
             mine = hit[best.file[hit] == f]
             position, part = parts[f]
-            ids = pq.read_table(part, columns=["id"]).column("id").combine_chunks()
+            ids = pq.ParquetFile(part).read(columns=["id"]).column("id").combine_chunks()
             rows_out.append(n_row[mine])
             runs_out.append(np.full(len(mine), position, np.int32))
             ids_out.append(ids.take(pa.array(best.pos[mine])))

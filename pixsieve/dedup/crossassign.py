@@ -57,7 +57,7 @@ def earlier_counts(runs: list[EarlierRun], clusters: int) -> tuple[np.ndarray, n
             primaries[: both.shape[1]] += both[1]
             continue
         for part in sorted(run.kept_dir.glob("b*/f*.parquet")):
-            meta = pq.read_table(part, columns=["cluster", "secondary"])
+            meta = pq.ParquetFile(part).read(columns=["cluster", "secondary"])
             cl = meta.column("cluster").to_numpy()
             sec = meta.column("secondary").to_numpy(zero_copy_only=False)
             members += np.bincount(cl, minlength=clusters)
