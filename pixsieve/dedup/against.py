@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
 from pixsieve.dedup.crossmatch import Best, Keys, Search, Stores, Window, match_cluster
 from pixsieve.dedup.index import vectors_path
-from pixsieve.dedup.packing import read_packed_into
+from pixsieve.dedup.packing import read_rows_into
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask
@@ -72,7 +72,7 @@ def cross_bucket(
         xn = rows_buffer(sum(sizes), dim)  # the thread's reused buffer; files streamed
         parts_new = []
         for f, at, size in zip(files, np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
-            read_packed_into(f, xn, np.arange(at, at + size))
+            read_rows_into(f, xn, np.arange(at, at + size))
             parts_new.append(pq.ParquetFile(f).read(columns=["row", "cluster", "secondary"]))
         meta = pa.concat_tables(parts_new)
         n_row, n_cl = meta.column("row").to_numpy(), meta.column("cluster").to_numpy()

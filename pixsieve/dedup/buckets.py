@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
-from pixsieve.dedup.packing import read_packed_into, unpacked
+from pixsieve.dedup.packing import read_rows, read_rows_into
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.witness import witness_groups
@@ -54,15 +54,14 @@ def _cluster_groups(sizes: dict[int, int], budget_rows: int) -> list[list[int]]:
 
 
 def _sorted_vectors(files: list[str], where: np.ndarray, n: int, dim: int) -> np.ndarray:
-    """``(n, dim)`` packed embeddings of ``files``: row ``k`` of their rows (one file after the
-    other) lands at ``where[k]`` (skipped when negative), in the thread's reused buffer
-    (:mod:`pixsieve.dedup.scratch`). The only full copy held; each file is streamed in
-    batches (a whole column read first is one more fresh copy of it)."""
+    """``(n, dim)`` embeddings of the partitions ``files``: row ``k`` of their rows (one file
+    after the other) lands at ``where[k]`` (skipped when negative), in the thread's reused
+    buffer (:mod:`pixsieve.dedup.scratch`): the only full copy held."""
     x = rows_buffer(n, dim)
     pos = 0
     for path in files:
         rows = pq.ParquetFile(path).metadata.num_rows
-        read_packed_into(path, x, where[pos : pos + rows])
+        read_rows_into(path, x, where[pos : pos + rows])
         pos += rows
     return x
 
@@ -205,11 +204,9 @@ def resolve_bucket(work: str, bucket: int, config: SemanticDedupConfig, dim: int
         return json.loads(final.with_suffix(".json").read_text())
     files = sorted(str(p) for p in Path(work).glob(f"gather/f*/g{bucket:04d}.parquet"))
     if files:
-        table = ds.dataset(files, format="parquet").to_table()
+        table = pa.concat_tables([pq.ParquetFile(f).read() for f in files])
         rows = table.column("row").to_numpy()
-        vectors = unpacked(table.column("embedding"), dim)
-        table = table.drop_columns(["embedding"])
-        pa.default_memory_pool().release_unused()
+        vectors = np.concatenate([read_rows(f, dim) for f in files])
         rep, sim, n_compared = resolve_groups(
             rows,
             table.column("label").to_numpy(),

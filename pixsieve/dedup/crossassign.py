@@ -35,7 +35,6 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.index import EarlierRun, earlier_radius
-from pixsieve.dedup.packing import packed
 from pixsieve.dedup.readphase import row_blocks
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
@@ -157,10 +156,9 @@ class CrossWriter:
                     "row": pa.array(row0 + pts, pa.int64()),
                     "cluster": pa.array(cluster[part], pa.int32()),
                     "secondary": pa.array(secondary[part]),
-                    "embedding": packed(x[pts]),
                 }
             )
-            self.writers.write(int(bucket[part[0]]), table)
+            self.writers.write(int(bucket[part[0]]), table, x[pts])
 
     def close(self) -> None:
         """Close the open writers (after an error too)."""

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.packing import unpacked
+from pixsieve.dedup.packing import read_rows
 from pixsieve.dedup.sources import InputError, Source, read_ids
 
 INDEX_DIR: str = "index"
@@ -224,12 +224,12 @@ def index_file(
     kept_rows = 0
     members = np.zeros((2, len(centroids)), np.int64)  # memberships, primaries
     for part in sorted((Path(work) / "assign" / f"f{index:05d}").glob("b*.parquet")):
-        table = pq.read_table(part, columns=["row", "cluster", "secondary", "embedding"])
+        table = pq.ParquetFile(part).read(columns=["row", "cluster", "secondary"])
         row = table.column("row").to_numpy()
         cluster = table.column("cluster").to_numpy()
         secondary = table.column("secondary").to_numpy(zero_copy_only=False)
         keep = np.flatnonzero(~np.isin(row, removed))
-        x = unpacked(table.column("embedding"), int(table.column("embedding").type.byte_width) // 4)
+        x = read_rows(part, centroids.shape[1])
         del table  # one copy of the embeddings at a time, then the kept ones in their order
         sim = np.einsum("ij,ij->i", x, centroids[cluster])
         keep = keep[np.lexsort((sim[keep], secondary[keep], cluster[keep]))]

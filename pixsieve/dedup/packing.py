@@ -1,15 +1,22 @@
-"""Embeddings in partition files: one fixed-size binary value per row (``packed``), and the
-readers that turn such a column back into float32 rows without a per-number decode.
+"""Embeddings in partition files: each Parquet partition ``bBBBB.parquet`` (the rows'
+metadata) has a raw float32 file ``bBBBB.f32`` beside it holding the rows' embeddings in the
+same order, written by :class:`pixsieve.dedup.taskfiles._Writers`.
 
-A flat fixed-size column decodes as one memory copy, where a Parquet list column costs a
-repetition and definition level per number.
+Reading a raw file is positioned reads straight into the caller's array; a Parquet column of
+fixed-size binary values cost a decode and a second copy per row (the partitions of a 3M run
+are ~18 GB, read once or more), and a list column a repetition and definition level per number.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import BinaryIO
+
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+#: Rows read at a time when they are scattered (24 MiB at 768-d: under glibc's mmap threshold).
+READ_ROWS: int = 8192
 
 
 def fixed_list(x: np.ndarray) -> pa.Array:
@@ -18,57 +25,44 @@ def fixed_list(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
 
 
-def packed(x: np.ndarray) -> pa.Array:
-    """``(n, D)`` float32 rows as one fixed-size binary value each (no copy of the values).
-
-    Partition files store embeddings this way: a flat column decodes as one memory copy,
-    where a Parquet list column costs a repetition and definition level per number.
-    """
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    width = 4 * x.shape[1]
-    return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(width), len(x), [None, pa.py_buffer(x.reshape(-1))]
-    )
+def rows_path(partition: str | Path) -> Path:
+    """The raw float32 file of a partition's embeddings, beside its ``.parquet``."""
+    return Path(partition).with_suffix(".f32")
 
 
-def unpack_into(column: pa.ChunkedArray | pa.Array, out: np.ndarray, rows: np.ndarray) -> None:
-    """Write the packed embeddings of ``column`` into ``out[rows]`` chunk by chunk."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    dim = out.shape[1]
-    pos = 0
-    for chunk in chunks:
-        n = len(chunk)
-        if n:
-            data = np.frombuffer(chunk.buffers()[1], dtype=np.float32)
-            data = data[chunk.offset * dim : (chunk.offset + n) * dim].reshape(n, dim)
-            out[rows[pos : pos + n]] = data
-        pos += n
+def _read_exactly(handle: BinaryIO, out: np.ndarray) -> None:
+    view, got = memoryview(out.reshape(-1)).cast("B"), 0
+    while got < len(view):
+        n = handle.readinto(view[got:])
+        if not n:
+            raise OSError(f"{handle.name}: ends before {len(view)} more bytes")
+        got += n
 
 
-def read_packed_into(path: str, out: np.ndarray, where: np.ndarray, batch_rows: int = 8192) -> None:
-    """Stream the packed ``embedding`` column of one Parquet file in batches and write its row
-    ``r`` into ``out[where[r]]`` (rows with ``where[r] < 0`` are skipped). Batches keep the
-    temporary memory small and reused: reading the whole column first costs a fresh copy of it
-    (page faults that cost more system time than the copies)."""
-    pos = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["embedding"]):
-        n = len(batch)
-        w = where[pos : pos + n]
-        take = np.flatnonzero(w >= 0)
-        if len(take):
-            chunk = batch.column(0)
-            data = np.frombuffer(chunk.buffers()[1], dtype=np.float32)
-            data = data[chunk.offset * out.shape[1] : (chunk.offset + n) * out.shape[1]]
-            data = data.reshape(n, out.shape[1])
-            if len(take) == n:
-                out[w] = data
-            else:
-                out[w[take]] = data[take]
-        pos += n
+def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) -> None:
+    """Write row ``r`` of a partition's embeddings into ``out[where[r]]`` (rows with
+    ``where[r] < 0`` are skipped): straight into ``out`` when ``where`` is one ascending run,
+    else :data:`READ_ROWS` at a time through a small buffer."""
+    n, dim = len(where), out.shape[1]
+    if not n:
+        return
+    with open(rows_path(partition), "rb", buffering=0) as handle:
+        first = int(where[0])
+        if first >= 0 and int(where[-1]) - first == n - 1 and (np.diff(where) == 1).all():
+            _read_exactly(handle, out[first : first + n])
+            return
+        buf = np.empty((min(READ_ROWS, n), dim), np.float32)
+        for lo in range(0, n, READ_ROWS):
+            w = where[lo : lo + READ_ROWS]
+            take = np.flatnonzero(w >= 0)
+            if not len(take):
+                handle.seek(len(w) * dim * 4, 1)
+                continue
+            chunk = buf[: len(w)]
+            _read_exactly(handle, chunk)
+            out[w[take]] = chunk if len(take) == len(w) else chunk[take]
 
 
-def unpacked(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    """The packed embeddings of ``column`` as one ``(n, dim)`` float32 array."""
-    out = np.empty((len(column), dim), dtype=np.float32)
-    unpack_into(column, out, np.arange(len(column)))
-    return out
+def read_rows(partition: str | Path, dim: int) -> np.ndarray:
+    """All of a partition's embeddings, ``(rows, dim)`` float32."""
+    return np.fromfile(rows_path(partition), dtype=np.float32).reshape(-1, dim)

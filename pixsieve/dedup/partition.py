@@ -27,7 +27,6 @@ from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.component_parts import read_groups
 from pixsieve.dedup.crossassign import CrossPlan, CrossWriter
 from pixsieve.dedup.keep import priority
-from pixsieve.dedup.packing import packed
 from pixsieve.dedup.readphase import READ_DIR, row_blocks, take_rows
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
@@ -123,10 +122,9 @@ def assign_file(
                         "cluster": pa.array(cluster[part], pa.int32()),
                         "secondary": pa.array(secondary[part]),
                         "priority": pa.array(p[pts], pa.float64()),
-                        "embedding": packed(x[pts]),
                     }
                 )
-                writers.write(int(bucket[part[0]]), table)
+                writers.write(int(bucket[part[0]]), table, x[pts])
             if crossing is not None:
                 crossing.add(source.offset + start, x, sims, ids, rows, other)
         if crossing is not None:
@@ -169,10 +167,9 @@ def gather_file(task: FileTask, source: Source, index: int, n_buckets: int) -> d
                         "label": pa.array(lab[part], pa.int64()),
                         "priority": pa.array(prio[take[part]], pa.float64()),
                         "child": pa.array(child[lo:hi][part]),
-                        "embedding": packed(x[part]),
                     }
                 )
-                writers.write(int(bucket[part[0]]), table)
+                writers.write(int(bucket[part[0]]), table, x[part])
             lo = hi
     finally:
         writers.close()

@@ -10,12 +10,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pixsieve.dedup.packing import rows_path
 from pixsieve.dedup.sources import Columns
 
 COUNTS_FILE = "counts.json"
@@ -76,18 +77,29 @@ def bucket_parts(bucket: np.ndarray) -> Iterator[np.ndarray]:
 
 
 class _Writers:
-    """One Parquet writer per bucket, opened on first use."""
+    """One Parquet writer per bucket, opened on first use, and, for rows with embeddings, the
+    raw float32 file beside it (:mod:`pixsieve.dedup.packing`)."""
 
     def __init__(self, folder: Path, prefix: str) -> None:
         self.folder, self.prefix = folder, prefix
         self.open: dict[int, pq.ParquetWriter] = {}
+        self.rows: dict[int, BinaryIO] = {}
 
-    def write(self, bucket: int, table: pa.Table) -> None:
+    def write(self, bucket: int, table: pa.Table, rows: np.ndarray | None = None) -> None:
+        """Append ``table`` to the bucket's Parquet file and ``rows`` (its embeddings, one per
+        table row) to its ``.f32`` file."""
+        path = self.folder / f"{self.prefix}{bucket:04d}.parquet"
         if bucket not in self.open:
-            path = self.folder / f"{self.prefix}{bucket:04d}.parquet"
             self.open[bucket] = pq.ParquetWriter(path, table.schema, compression="none")
         self.open[bucket].write_table(table)
+        if rows is not None:
+            if bucket not in self.rows:
+                self.rows[bucket] = open(rows_path(path), "wb")  # noqa: SIM115 (closed by close())
+            self.rows[bucket].write(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1))
 
     def close(self) -> None:
+        """Close every file (idempotent)."""
         for writer in self.open.values():
             writer.close()
+        for handle in self.rows.values():
+            handle.close()

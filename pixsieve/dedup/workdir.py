@@ -45,8 +45,14 @@ def stamp(path: str) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
+#: The layout of the work directory's files; a work directory of another layout is redone.
+#: 2: partition embeddings in raw ``.f32`` files beside the Parquet partitions.
+WORK_FORMAT: int = 2
+
+
 def _plan_key(plan: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+    keyed = {**plan, "work_format": WORK_FORMAT}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def prepare_work(work: Path, plan: dict[str, Any]) -> bool:
