@@ -116,7 +116,14 @@ def _open(path: str | Path) -> EarlierRun:
             f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
             f"versions {readable} (rerun that dedup to rebuild its index)"
         )
-    return EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
+    run = EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
+    missing = [p for p in run.kept_dir.glob("b*/f*.parquet") if not vectors_path(p).exists()]
+    if missing:
+        raise InputError(
+            f"--against {path}: index damaged: {len(missing)} part(s) without their float32 "
+            f"store, e.g. {vectors_path(missing[0])} (rerun that dedup to rebuild its index)"
+        )
+    return run
 
 
 def open_earlier(paths: list[str | Path]) -> list[EarlierRun]:

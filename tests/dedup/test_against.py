@@ -408,3 +408,14 @@ def test_small_blocks_find_the_same_matches(batches, tmp_path, monkeypatch):
     dedup_files(new, tmp_path / "C", _config(), against=[tmp_path / "A"])
     assert len(_removed(tmp_path / "B")) > 0
     assert _removed(tmp_path / "B").equals(_removed(tmp_path / "C"))
+
+
+def test_a_damaged_index_is_refused_in_one_line(batches, tmp_path):
+    """A part whose float32 store is gone is named before anything runs."""
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    next((tmp_path / "A" / INDEX_DIR / "vectors").rglob("*.f32.npy")).unlink()
+    with pytest.raises(InputError, match=r"index damaged: 1 part\(s\) without their float32"):
+        dedup_files(
+            _write(tmp_path / "in_b", b, "b"), tmp_path / "B", _config(), against=[tmp_path / "A"]
+        )
