@@ -17,6 +17,23 @@ MapCalls = Callable[[Callable[..., Any], Iterable[tuple[Any, ...]]], Iterator[An
 """``map_calls(fn, calls)``: ``fn(*args)`` for every ``args`` in ``calls``, results in order."""
 
 
+_TASK_END: list[Callable[[], None]] = []
+
+
+def at_task_end(hook: Callable[[], None]) -> None:
+    """Have ``hook`` run after every task that an executor runs in a process it keeps between
+    tasks (Ray's workers): module state kept for the next task of a local pass's thread (a
+    reused work array) does not outlive the task there."""
+    if hook not in _TASK_END:
+        _TASK_END.append(hook)
+
+
+def task_end() -> None:
+    """Run the :func:`at_task_end` hooks (an executor calls this after each task)."""
+    for hook in list(_TASK_END):
+        hook()
+
+
 def serial_calls(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
     """Run the calls here, one after the other, in order."""
     for args in calls:

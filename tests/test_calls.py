@@ -35,3 +35,21 @@ def test_thread_map_limits_blas_while_its_tasks_run():
     seen = list(thread_map(2)(lambda i: (i, _blas_threads()), [(i,) for i in range(4)]))
     assert [i for i, _ in seen] == [0, 1, 2, 3]
     assert all(n == max(1, cores() // 2) for _, threads in seen for n in threads)
+
+
+def test_task_end_runs_each_registered_hook_once_per_call():
+    from pixsieve import calls
+
+    ran: list[str] = []
+
+    def hook() -> None:
+        ran.append("hook")
+
+    calls.at_task_end(hook)
+    calls.at_task_end(hook)  # registered once
+    try:
+        calls.task_end()
+        calls.task_end()
+        assert ran == ["hook", "hook"]
+    finally:
+        calls._TASK_END.remove(hook)

@@ -4,7 +4,8 @@ A bucket's or a cross bucket's embeddings are hundreds of MB: above glibc's mmap
 so a fresh array is fresh pages that the kernel zeroes on first touch, and each task paid that
 again (up to half of the similarity phase's CPU as system time on a 100k ``--against`` run).
 The array is dropped before a larger one is made, so a thread never holds two, and it goes
-with its thread: the local executor's pools end with each phase.
+with its thread: the local executor's pools end with each phase. Executors whose workers
+outlive a task (Ray) release it after each task (:func:`pixsieve.calls.task_end`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+
+from pixsieve.calls import at_task_end
 
 _local = threading.local()
 
@@ -23,3 +26,11 @@ def rows_buffer(n: int, dim: int) -> np.ndarray:
         _local.rows = have = None  # the old one goes before the new one is made
         _local.rows = have = np.empty((n, dim), np.float32)
     return have[:n]
+
+
+def release() -> None:
+    """Drop this thread's array (registered with :func:`pixsieve.calls.at_task_end`)."""
+    _local.rows = None
+
+
+at_task_end(release)

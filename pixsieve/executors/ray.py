@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from pixsieve.calls import task_end
 from pixsieve.extras import RAY_HINT, MissingExtraError
 
 try:
@@ -34,6 +35,15 @@ from pixsieve.executors.placement import PoolPlan, plan_pool
 from pixsieve.executors.ray_pool import ActorPool, Dispatch, TaskActor
 
 __all__ = ["PoolPlan", "RayExecutor", "TaskActor", "plan_pool"]
+
+
+def _task(fn: Callable[..., Any], *args: Any) -> Any:
+    """One call in a Ray worker, then the task-end hooks (state kept for a thread's next task
+    must not outlive the task in a worker that Ray keeps)."""
+    try:
+        return fn(*args)
+    finally:
+        task_end()
 
 
 class RayExecutor(Executor):
@@ -197,11 +207,11 @@ class RayExecutor(Executor):
         if self._pool is not None:
             self._pool.kill()
             self._pool = None
-        remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+        remote = ray.remote(num_cpus=1, max_retries=2)(_task)
         window = max(2, 2 * int(self._cluster.get("CPU", 1)))
         pending: deque[Any] = deque()
         for args in calls:
-            pending.append(remote.remote(*args))
+            pending.append(remote.remote(fn, *args))
             if len(pending) >= window:
                 yield ray.get(pending.popleft(), timeout=self.start_timeout_s)
         while pending:

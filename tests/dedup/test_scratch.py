@@ -22,3 +22,13 @@ def test_reused_while_large_enough_and_separate_per_thread():
     thread.start()
     thread.join()
     assert not np.shares_memory(other[0], rows_buffer(10, 4))
+
+
+def test_released_at_the_end_of_a_task():
+    """Executors whose workers outlive a task (Ray) run the task-end hooks: the array goes."""
+    from pixsieve.calls import task_end
+
+    a = rows_buffer(100, 8)
+    assert np.shares_memory(a, rows_buffer(50, 8))
+    task_end()
+    assert not np.shares_memory(a, rows_buffer(50, 8))
