@@ -16,14 +16,13 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.exact import find_exact_duplicates
-from pixsieve.dedup.hashparts import key_buckets
+from pixsieve.dedup.hashparts import bucket_groups, key_buckets
 from pixsieve.dedup.memory import BASE_RESERVE, default_memory_limit
 
 Progress = Callable[[str, int, int], None]
@@ -43,9 +42,7 @@ def partition_hash_file(path: str, index: int, work: str, n_buckets: int) -> int
     tmp.mkdir(parents=True)
     table = pq.read_table(path, columns=COLUMNS)
     bucket = key_buckets(table.column("hash"), n_buckets)
-    order = np.argsort(bucket, kind="stable")
-    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-    for part in np.split(order, cuts) if len(order) else []:
+    for part in bucket_groups(bucket):
         pq.write_table(table.take(pa.array(part)), tmp / f"b{int(bucket[part[0]]):04d}.parquet")
     tmp.rename(final)
     return table.num_rows

@@ -8,6 +8,8 @@ rows into bucket files and a per-bucket task then sees every occurrence of its k
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,3 +70,10 @@ def key_hash(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def key_buckets(values: pa.Array | pa.ChunkedArray, n_buckets: int) -> np.ndarray:
     """The bucket ``0..n_buckets-1`` of every value (equal values, equal buckets)."""
     return (key_hash(values) % np.uint64(max(1, n_buckets))).astype(np.int64)
+
+
+def bucket_groups(bucket: np.ndarray) -> Iterator[np.ndarray]:
+    """Positions into ``bucket`` grouped by its value, in value order (stable within a group)."""
+    order = np.argsort(bucket, kind="stable")
+    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+    yield from np.split(order, cuts) if len(order) else []

@@ -26,7 +26,7 @@ import pyarrow as pa
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.kmeans import normalize
 from pixsieve.dedup.sources import InputError, Source, read_blocks
-from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers
+from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
 
 READ_DIR = "read"
 #: Most input rows decoded at a time (24 MiB of float32 at 768-d): a batch and its normalised
@@ -64,9 +64,7 @@ class _Npy:
 
 def _write_ids(writers: _Writers, ids: pa.Array, n_buckets: int) -> None:
     bucket = key_buckets(ids, n_buckets)
-    order = np.argsort(bucket, kind="stable")
-    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-    for part in np.split(order, cuts) if len(order) else []:
+    for part in bucket_parts(bucket):
         writers.write(int(bucket[part[0]]), pa.table({"id": ids.take(pa.array(part))}))
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pixsieve.dedup.hashparts import bucket_groups
 from pixsieve.dedup.packing import rows_path
 from pixsieve.dedup.sources import Columns
 
@@ -69,9 +70,7 @@ def _done(final: Path) -> dict[str, Any]:
 def bucket_parts(bucket: np.ndarray) -> Iterator[np.ndarray]:
     """Positions into ``bucket`` grouped by its value (stable order within a bucket), in
     pieces of at most :data:`WRITE_ROWS`."""
-    order = np.argsort(bucket, kind="stable")
-    cuts = np.flatnonzero(np.diff(bucket[order])) + 1
-    for part in np.split(order, cuts) if len(order) else []:
+    for part in bucket_groups(bucket):
         for lo in range(0, len(part), WRITE_ROWS):
             yield part[lo : lo + WRITE_ROWS]
 
