@@ -37,7 +37,15 @@ from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.index import EarlierRun, earlier_radius
 from pixsieve.dedup.readphase import row_blocks
 from pixsieve.dedup.sources import Source
-from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
+from pixsieve.dedup.taskfiles import (
+    FileTask,
+    _begin,
+    _done,
+    _finish,
+    _Writers,
+    bucket_parts,
+    cluster_buckets,
+)
 
 #: Subtracted from the radius-scheme bound against float32 rounding of centroid cosines.
 BOUND_SLACK: float = 1e-4
@@ -96,7 +104,7 @@ def cross_plans(
             radius = earlier_radius([r for _, r in runs], k)
             np.savez(base / "costs.tmp.npz", members=members, primaries=primaries, radius=radius)
             (base / "costs.tmp.npz").rename(base / "costs.npz")
-        bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // k).astype(np.int64)
+        bucket_of = cluster_buckets(k, n_buckets)
         plans.append(CrossPlan(k, str(base), n_buckets, bucket_of, tuple(runs), threshold))
     return plans
 
@@ -184,7 +192,8 @@ def cross_assign_file(
     slack: float,
 ) -> dict[str, Any]:
     """Write the cross-search memberships of one new file into ``PLAN.work/assign/fFFFFF``
-    (``row``, ``cluster``, ``secondary``, ``embedding``), searching ``plan``'s centroids."""
+    (``row``, ``cluster``, ``secondary``; embeddings in ``.f32``), searching ``plan``'s
+    centroids."""
     writer = CrossWriter(plan, index)
     if writer.done:
         return writer.finish(source.rows)

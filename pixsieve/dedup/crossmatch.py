@@ -81,7 +81,6 @@ class Window:
         self.x = np.empty((0, dim), np.float32)
         self.src = np.empty(0, np.int64)
         self.pos = np.empty(0, np.int64)
-        self.n = 0
 
     def fill(self, stores: Stores, spans: list[tuple[int, int, int]]) -> int:
         """Read rows ``lo..hi-1`` of part ``f`` for every ``(f, lo, hi)``; return the count."""
@@ -96,7 +95,6 @@ class Window:
             self.src[at : at + hi - lo] = f
             self.pos[at : at + hi - lo] = np.arange(lo, hi)
             at += hi - lo
-        self.n = n
         return n
 
 

@@ -30,7 +30,8 @@ def rows_path(partition: str | Path) -> Path:
     return Path(partition).with_suffix(".f32")
 
 
-def _read_exactly(handle: BinaryIO, out: np.ndarray) -> None:
+def read_exactly(handle: BinaryIO, out: np.ndarray) -> None:
+    """Fill ``out`` (contiguous) from ``handle``'s position, or raise ``OSError`` at its end."""
     view, got = memoryview(out.reshape(-1)).cast("B"), 0
     while got < len(view):
         n = handle.readinto(view[got:])
@@ -49,7 +50,7 @@ def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) ->
     with open(rows_path(partition), "rb", buffering=0) as handle:
         first = int(where[0])
         if first >= 0 and int(where[-1]) - first == n - 1 and (np.diff(where) == 1).all():
-            _read_exactly(handle, out[first : first + n])
+            read_exactly(handle, out[first : first + n])
             return
         buf = np.empty((min(READ_ROWS, n), dim), np.float32)
         for lo in range(0, n, READ_ROWS):
@@ -59,7 +60,7 @@ def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) ->
                 handle.seek(len(w) * dim * 4, 1)
                 continue
             chunk = buf[: len(w)]
-            _read_exactly(handle, chunk)
+            read_exactly(handle, chunk)
             out[w[take]] = chunk if len(take) == len(w) else chunk[take]
 
 

@@ -47,19 +47,15 @@ from pixsieve.dedup.index import (
     open_earlier,
     settings,
 )
-from pixsieve.dedup.io import (
-    DUPLICATES_FILE,
-    SUMMARY_FILE,
-    resolved_rows,
-    write_partitioned_output,
-)
+from pixsieve.dedup.io import DUPLICATES_FILE, SUMMARY_FILE, resolved_rows, write_partitioned_output
 from pixsieve.dedup.keep import resolve_policy
 from pixsieve.dedup.kmeans import sample_indices
 from pixsieve.dedup.memory import Budget, default_memory_limit
-from pixsieve.dedup.partition import FileTask, assign_file, gather_file, repeated_id
+from pixsieve.dedup.partition import assign_file, gather_file, repeated_id
 from pixsieve.dedup.readphase import file_samples, read_file, read_sample_rows
 from pixsieve.dedup.recluster import against_centroids, check_mode, recluster_counts
 from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources
+from pixsieve.dedup.taskfiles import FileTask, cluster_buckets
 from pixsieve.dedup.workdir import prepare_work, stamp, thread_map
 
 Progress = Callable[[str, int, int], None]
@@ -239,7 +235,7 @@ def dedup_files(
                 min(n, k * config.kmeans_points_per_centroid, budget.sample_rows)
             )
 
-        bucket_of = (np.arange(k, dtype=np.int64) * n_buckets // max(k, 1)).astype(np.int64)
+        bucket_of = cluster_buckets(k, n_buckets)
         candidates = 1 if semdedup else config.border_candidates
         slack = 0.0 if semdedup else config.border_slack
         with phase("assign"):  # cross memberships <= n·m

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.kmeans import normalize
+from pixsieve.dedup.packing import read_exactly
 from pixsieve.dedup.sources import InputError, Source, read_blocks
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
 
@@ -159,13 +160,8 @@ class NpyReader:
             out = np.empty((stop - start, *self.tail), dtype=self.dtype)
         else:
             out = buffer[: stop - start]
-        view, got = memoryview(out.reshape(-1)).cast("B"), 0
         self.handle.seek(self.offset + start * self.row_bytes)
-        while got < len(view):
-            n = self.handle.readinto(view[got:])
-            if not n:
-                raise OSError(f"{self.handle.name}: ends before row {stop}")
-            got += n
+        read_exactly(self.handle, out)
         return out
 
     def close(self) -> None:

@@ -67,6 +67,12 @@ def _done(final: Path) -> dict[str, Any]:
     return json.loads((final / COUNTS_FILE).read_text())
 
 
+def cluster_buckets(k: int, buckets: int) -> np.ndarray:
+    """The bucket of each of ``k`` clusters: cluster ``c`` in ``c * buckets // k`` (contiguous
+    ranges of clusters, as an index's parts are laid out)."""
+    return np.arange(k, dtype=np.int64) * buckets // max(k, 1)
+
+
 def bucket_parts(bucket: np.ndarray) -> Iterator[np.ndarray]:
     """Positions into ``bucket`` grouped by its value (stable order within a bucket), in
     pieces of at most :data:`WRITE_ROWS`."""
