@@ -21,9 +21,10 @@ _TASK_END: list[Callable[[], None]] = []
 
 
 def at_task_end(hook: Callable[[], None]) -> None:
-    """Have ``hook`` run after every task that an executor runs in a process it keeps between
-    tasks (Ray's workers): module state kept for the next task of a local pass's thread (a
-    reused work array) does not outlive the task there."""
+    """Have ``hook`` run where module state kept for a thread's next task (a reused work array)
+    must go: after every task in a process an executor keeps between tasks (Ray's workers), and
+    after the last call of a map run in the calling thread (:func:`serial_calls`, the base
+    executor's ``map_calls``). Pool threads take their state with them when a map ends."""
     if hook not in _TASK_END:
         _TASK_END.append(hook)
 
@@ -35,9 +36,12 @@ def task_end() -> None:
 
 
 def serial_calls(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-    """Run the calls here, one after the other, in order."""
-    for args in calls:
-        yield fn(*args)
+    """Run the calls here, one after the other, in order (then the :func:`task_end` hooks)."""
+    try:
+        for args in calls:
+            yield fn(*args)
+    finally:
+        task_end()
 
 
 def cores() -> int:

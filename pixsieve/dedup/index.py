@@ -16,10 +16,10 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
   ``c * buckets // k == b``, sorted by cluster, primaries first, then by ``centroid_sim``:
   ``id`` (string), ``row`` (the item's row in this run), ``cluster``, ``secondary`` and
   ``centroid_sim`` (float32 cosine of the item to that cluster's centroid);
-* ``vectors/bBBBB/fFFFFF.f32.npy``: their unit float32 embeddings in the same order (read as
-  memory maps, only the rows a later run's window needs). Version 3 also wrote a float16 copy
-  for the candidate search; converting it cost more than reading float32, so version 4 reads
-  (and writes) float32 only and reads version 3 indexes as they are.
+* ``vectors/bBBBB/fFFFFF.f32.npy``: their unit float32 embeddings in the same order (a later
+  run reads, with positioned reads, only the rows its windows need). Version 3 also wrote a
+  float16 copy for the candidate search; converting it cost more than reading float32, so
+  version 4 reads (and writes) float32 only and reads version 3 indexes as they are.
 
 An index holds only the items its own run kept; the kept items of the runs it was deduplicated
 against live in theirs (``parents``), so ``--against OUT`` brings in OUT's whole history.

@@ -4,8 +4,9 @@ A bucket's or a cross bucket's embeddings are hundreds of MB: above glibc's mmap
 so a fresh array is fresh pages that the kernel zeroes on first touch, and each task paid that
 again (up to half of the similarity phase's CPU as system time on a 100k ``--against`` run).
 The array is dropped before a larger one is made, so a thread never holds two, and it goes
-with its thread: the local executor's pools end with each phase. Executors whose workers
-outlive a task (Ray) release it after each task (:func:`pixsieve.calls.task_end`).
+with its thread: the local executor's pools end with each phase. Where tasks run in a thread
+that outlives the phase (the calling thread of a serial map) or in a process that outlives the
+task (Ray's workers), :func:`pixsieve.calls.task_end` releases it.
 """
 
 from __future__ import annotations

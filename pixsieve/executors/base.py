@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pixsieve.calls import serial_calls
 from pixsieve.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,7 @@ class Executor(ABC):
         For fine-grained global work such as semantic dedup's per-cluster similarity search.
         Runs here, one call after the other, unless an executor spreads the calls out.
         """
-        for args in calls:
-            yield fn(*args)
+        yield from serial_calls(fn, calls)
 
     def describe(self) -> dict[str, Any]:
         """Settings for ``run.json``."""

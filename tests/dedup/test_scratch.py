@@ -32,3 +32,12 @@ def test_released_at_the_end_of_a_task():
     assert np.shares_memory(a, rows_buffer(50, 8))
     task_end()
     assert not np.shares_memory(a, rows_buffer(50, 8))
+
+
+def test_released_when_a_serial_map_ends():
+    """Calls run in the calling thread (one worker): the array goes when the map ends."""
+    from pixsieve.calls import serial_calls
+
+    kept = list(serial_calls(lambda n: rows_buffer(n, 8), [(30,), (20,)]))
+    assert np.shares_memory(kept[0], kept[1])  # reused within the map
+    assert not np.shares_memory(kept[0], rows_buffer(10, 8))  # released after it
