@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
 from pixsieve.dedup.crossmatch import Best, Keys, Search, Stores, Window, match_cluster
 from pixsieve.dedup.index import vectors_path
-from pixsieve.dedup.packing import read_rows_into
+from pixsieve.dedup.readphase import gather_rows
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask
@@ -45,44 +45,44 @@ def _earlier_files(
 
 
 def cross_bucket(
-    work: str,
+    task: FileTask,
+    starts: np.ndarray,
     bucket: int,
     lo: int,
     hi: int,
     earlier: list[tuple[int, str, int, int]],
     threshold: float,
-    dim: int,
 ) -> dict[str, Any]:
-    """Match the new memberships of one bucket (clusters ``lo..hi-1``) with the earlier kept
-    ones; write ``cross/bBBBB.parquet`` (``row``, ``run``, ``duplicate_of``, ``similarity``).
+    """Match the new memberships of one bucket (clusters ``lo..hi-1``, in ``task.work``) with
+    the earlier kept ones; write ``cross/bBBBB.parquet`` (``row``, ``run``, ``duplicate_of``,
+    ``similarity``).
 
-    Reads, of each earlier index part, the ``cluster``, ``secondary`` and ``centroid_sim``
-    columns, and of its float32 store only the rows of clusters with new memberships whose
-    centroid cosine lies in a new row's window. ``earlier``: ``(position, kept directory,
-    buckets, clusters)`` of each earlier index.
+    Reads each new row of the bucket once from the read phase (``starts``: the first global
+    row of each input file), of each earlier index part the ``cluster``, ``secondary`` and
+    ``centroid_sim`` columns, and of its float32 store only the rows of clusters with new
+    memberships whose centroid cosine lies in a new row's window. ``earlier``: ``(position,
+    kept directory, buckets, clusters)`` of each earlier index.
     """
-    final = Path(work) / "cross" / f"b{bucket:04d}.parquet"
+    final = Path(task.work) / "cross" / f"b{bucket:04d}.parquet"
     if final.exists():
         return json.loads(final.with_suffix(".json").read_text())
-    files = sorted(str(p) for p in Path(work).glob(f"assign/f*/b{bucket:04d}.parquet"))
+    files = sorted(Path(task.work).glob(f"assign/f*/b{bucket:04d}.parquet"))
     rows_out, runs_out, ids_out, sims_out = [], [], [], []
     compared = 0
     if files and hi > lo:
-        sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
-        xn = rows_buffer(sum(sizes), dim)  # the thread's reused buffer; files streamed
-        parts_new = []
-        for f, at, size in zip(files, np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
-            read_rows_into(f, xn, np.arange(at, at + size))
-            parts_new.append(pq.ParquetFile(f).read(columns=["row", "cluster", "secondary"]))
-        meta = pa.concat_tables(parts_new)
-        n_row, n_cl = meta.column("row").to_numpy(), meta.column("cluster").to_numpy()
+        columns = ["row", "cluster", "secondary"]
+        meta = pa.concat_tables([pq.ParquetFile(f).read(columns=columns) for f in files])
+        rows, n_cl = meta.column("row").to_numpy(), meta.column("cluster").to_numpy()
         n_sec = meta.column("secondary").to_numpy(zero_copy_only=False)
+        n_row, at = np.unique(rows, return_inverse=True)  # each new row once
+        xn = rows_buffer(len(n_row), task.dim)  # the thread's reused buffer
+        gather_rows(task, starts, n_row, xn)
         order = np.lexsort((n_sec, n_cl))
         n_sorted = n_cl[order]
         clusters = np.unique(n_sorted)
         parts = list(_earlier_files(earlier, lo, hi))
         spans, columns = [], []
-        centroids = np.load(Path(work) / "centroids.npy")
+        centroids = np.load(Path(task.work) / "centroids.npy")
         for _, part in parts:  # ParquetFile: read_table's dataset layer costs 2.5x per file
             meta = pq.ParquetFile(part).read(columns=["cluster", "secondary", "centroid_sim"])
             o_cl = meta.column("cluster").to_numpy()
@@ -96,7 +96,7 @@ def cross_bucket(
             stores=Stores([vectors_path(part) for _, part in parts]),
             window=math.acos(min(1.0, threshold)),
             threshold=threshold,
-            buf=Window(dim),
+            buf=Window(task.dim),
             best=Best.empty(len(n_row)),
         )
         del columns
@@ -108,7 +108,7 @@ def cross_bucket(
                 search.stores.use(set(here.tolist()))
                 ni = order[new_lo[ci] : new_hi[ci]]
                 if len(here):
-                    new = (ni[~n_sec[ni]], ni[n_sec[ni]])
+                    new = (at[ni[~n_sec[ni]]], at[ni[n_sec[ni]]])
                     c = int(clusters[ci])
                     compared += match_cluster(xn, new, centroids[c], c, here, search)
         finally:
@@ -134,7 +134,7 @@ def cross_bucket(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".tmp")
     pq.write_table(table, tmp, compression="none")
-    counts = {"matched_memberships": len(table), "similarities_computed": compared}
+    counts = {"matched_rows": len(table), "similarities_computed": compared}
     final.with_suffix(".json").write_text(json.dumps(counts))
     tmp.rename(final)
     return counts
@@ -170,8 +170,9 @@ def search_earlier(
         spec = [(position, str(r.kept_dir), r.buckets, plan.k) for position, r in plan.runs]
         n_buckets = plan.buckets
         bounds = [np.searchsorted(plan.bucket_of, [b, b + 1]) for b in range(n_buckets)]
+        starts = np.array([s.offset for s in sources], np.int64)
         calls = [
-            (plan.work, b, int(lo), int(hi), spec, plan.threshold, task.dim)
+            (mine, starts, b, int(lo), int(hi), spec, plan.threshold)
             for b, (lo, hi) in enumerate(bounds)
         ]
         crossed += list(run(cross_bucket, calls))

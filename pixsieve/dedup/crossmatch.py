@@ -143,8 +143,11 @@ def _compare(xn: np.ndarray, block: np.ndarray, buf: Window, m: int, t: float, b
     ``t`` (exact float64 cosine) go to ``best``. Returns the number of products."""
     if not m or not len(block):
         return 0
-    i, j = np.nonzero(xn[block] @ buf.x[:m].T >= t - float32_slack(xn.shape[1]))
-    if len(i):
+    sims, low = xn[block] @ buf.x[:m].T, t - float32_slack(xn.shape[1])
+    near = np.flatnonzero(sims.max(axis=1) >= low)  # few rows match: nonzero on them only
+    if len(near):
+        i, j = np.nonzero(sims[near] >= low)
+        i = near[i]
         sim = np.einsum("ij,ij->i", xn[block[i]].astype(np.float64), buf.x[j].astype(np.float64))
         hit = sim >= t
         best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])

@@ -9,6 +9,7 @@ are ~18 GB, read once or more), and a list column a repetition and definition le
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,11 +31,15 @@ def rows_path(partition: str | Path) -> Path:
     return Path(partition).with_suffix(".f32")
 
 
-def read_exactly(handle: BinaryIO, out: np.ndarray) -> None:
-    """Fill ``out`` (contiguous) from ``handle``'s position, or raise ``OSError`` at its end."""
+def read_exactly(handle: BinaryIO, out: np.ndarray, at: int | None = None) -> None:
+    """Fill ``out`` (contiguous) from ``handle``'s position, or from byte ``at`` with positioned
+    reads (one system call, the position left alone), or raise ``OSError`` at the file's end."""
     view, got = memoryview(out.reshape(-1)).cast("B"), 0
     while got < len(view):
-        n = handle.readinto(view[got:])
+        if at is None:
+            n = handle.readinto(view[got:])
+        else:
+            n = os.preadv(handle.fileno(), [view[got:]], at + got)
         if not n:
             raise OSError(f"{handle.name}: ends before {len(view)} more bytes")
         got += n

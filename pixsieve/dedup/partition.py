@@ -126,7 +126,7 @@ def assign_file(
                 )
                 writers.write(int(bucket[part[0]]), table, x[pts])
             if crossing is not None:
-                crossing.add(source.offset + start, x, sims, ids, rows, other)
+                crossing.add(source.offset + start, sims, ids, rows, other)
         if crossing is not None:
             crossing.finish(source.rows)
     finally:

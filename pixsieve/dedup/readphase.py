@@ -34,6 +34,8 @@ READ_DIR = "read"
 #: copy stay under glibc's 32 MiB mmap threshold, so they reuse heap memory; 49,152-row
 #: batches cost 2-5x the system time (fresh pages zeroed by the kernel) for the same rows.
 READ_BATCH_ROWS: int = 8192
+#: :func:`gather_rows` reads rows at most this far apart in one piece (24 KiB at 768-d).
+GAP_ROWS: int = 8
 
 
 def read_dir(task: FileTask, index: int) -> Path:
@@ -160,8 +162,7 @@ class NpyReader:
             out = np.empty((stop - start, *self.tail), dtype=self.dtype)
         else:
             out = buffer[: stop - start]
-        self.handle.seek(self.offset + start * self.row_bytes)
-        read_exactly(self.handle, out)
+        read_exactly(self.handle, out, self.offset + start * self.row_bytes)
         return out
 
     def close(self) -> None:
@@ -189,6 +190,31 @@ def row_blocks(
     finally:
         for r in readers.values():
             r.close()
+
+
+def gather_rows(task: FileTask, starts: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    """The unit rows at the sorted, unique global positions ``rows`` into ``out[: len(rows)]``
+    (file ``f`` holds global rows ``starts[f]`` up to ``starts[f + 1]``). Rows less than
+    :data:`GAP_ROWS` apart are read in one piece of at most ``task.batch_rows`` rows through a
+    small buffer, so a scattered set costs about one read per run of nearby rows."""
+    file_of = np.searchsorted(starts, rows, "right") - 1
+    step = max(1, task.batch_rows)
+    for f in np.unique(file_of).tolist():
+        lo, hi = np.searchsorted(file_of, [f, f + 1])
+        local = rows[lo:hi] - starts[f]
+        cut = np.r_[0, np.flatnonzero(np.diff(local) > GAP_ROWS) + 1, len(local)]
+        reader = NpyReader(read_dir(task, f) / "x.npy")
+        buf = np.empty((min(step, int(local[-1] - local[0]) + 1), *reader.tail), reader.dtype)
+        try:
+            for a, b in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+                while a < b:  # one piece: rows local[a]..local[a] + step - 1
+                    end = a + int(np.searchsorted(local[a:b], local[a] + step))
+                    first = int(local[a])
+                    got = reader.read(first, int(local[end - 1]) + 1, buf)
+                    out[lo + a : lo + end] = got[local[a:end] - first]
+                    a = end
+        finally:
+            reader.close()
 
 
 def take_rows(task: FileTask, index: int, rows: np.ndarray) -> Iterator[np.ndarray]:

@@ -6,12 +6,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pixsieve.dedup import SemanticDedupConfig
+from pixsieve.dedup import SemanticDedupConfig, readphase
 from pixsieve.dedup.kmeans import normalize
 from pixsieve.dedup.packing import fixed_list
 from pixsieve.dedup.partition import FileTask
 from pixsieve.dedup.partitioned import dedup_files
-from pixsieve.dedup.readphase import read_dir, read_file, row_blocks, take_rows
+from pixsieve.dedup.readphase import gather_rows, read_dir, read_file, row_blocks, take_rows
 from pixsieve.dedup.sources import Columns, Source
 
 
@@ -59,6 +59,29 @@ def test_rows_by_range_and_index(tmp_path):
     stamp = (folder / "x.npy").stat().st_mtime_ns
     assert read_file(task, Source(path, len(x), 1000), 0, sample, 4) == counts  # not redone
     assert (folder / "x.npy").stat().st_mtime_ns == stamp
+
+
+def test_gather_rows_reads_runs_of_nearby_rows_across_files(tmp_path, monkeypatch):
+    x, y = _data(1, 250), _data(2, 120)
+    task = FileTask(str(tmp_path / "work"), Columns(), 16, 64, "first")
+    read_file(task, Source(_write(tmp_path / "a.parquet", x, "a"), len(x), 0), 0, np.arange(0), 1)
+    read_file(task, Source(_write(tmp_path / "b.parquet", y, "b"), len(y), 250), 1, np.arange(0), 1)
+    unit = normalize(np.concatenate([x, y]))
+    starts = np.array([0, 250])
+    reads = []
+    original = readphase.NpyReader.read
+    monkeypatch.setattr(
+        readphase.NpyReader,
+        "read",
+        lambda self, a, b, buf=None: reads.append((a, b)) or original(self, a, b, buf),
+    )
+    # a dense run (gaps under GAP_ROWS) longer than one 64-row piece, two far rows, file b
+    rows = np.r_[np.arange(10, 150, 3), 200, 240, 250, 251, 369]
+    out = np.zeros((len(rows) + 3, 16), np.float32)
+    gather_rows(task, starts, rows, out)
+    np.testing.assert_array_equal(out[: len(rows)], unit[rows])
+    assert not out[len(rows) :].any()
+    assert reads == [(10, 74), (76, 140), (142, 149), (200, 201), (240, 241), (0, 2), (119, 120)]
 
 
 def test_each_input_file_is_decoded_once(tmp_path, monkeypatch):
