@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
 from pixsieve.dedup.crossmatch import Best, Keys, Search, Stores, Window, match_cluster
-from pixsieve.dedup.index import vectors_path
+from pixsieve.dedup.index import bucket_parts, part_ids, vectors_path
 from pixsieve.dedup.readphase import gather_rows
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source
@@ -40,7 +40,7 @@ def _earlier_files(
     for position, kept_dir, buckets, k in earlier:
         first, last = lo * buckets // k, (hi - 1) * buckets // k
         for b in range(first, last + 1):
-            for part in sorted((Path(kept_dir) / f"b{b:04d}").glob("f*.parquet")):
+            for part in bucket_parts(Path(kept_dir), b):
                 yield position, part
 
 
@@ -118,10 +118,9 @@ def cross_bucket(
         for f in np.unique(best.file[hit]):
             mine = hit[best.file[hit] == f]
             position, part = parts[f]
-            ids = pq.ParquetFile(part).read(columns=["id"]).column("id").combine_chunks()
             rows_out.append(n_row[mine])
             runs_out.append(np.full(len(mine), position, np.int32))
-            ids_out.append(ids.take(pa.array(best.pos[mine])))
+            ids_out.append(part_ids(part, best.pos[mine]))
             sims_out.append(best.sim[mine])
     table = pa.table(
         {

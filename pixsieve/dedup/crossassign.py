@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.centroid_search import CentroidSearch
-from pixsieve.dedup.index import EarlierRun, earlier_radius
+from pixsieve.dedup.index import EarlierRun, all_parts, earlier_radius
 from pixsieve.dedup.readphase import row_blocks
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import (
@@ -68,7 +68,7 @@ def earlier_counts(runs: list[EarlierRun], clusters: int) -> tuple[np.ndarray, n
             members[: both.shape[1]] += both[0]
             primaries[: both.shape[1]] += both[1]
             continue
-        for part in sorted(run.kept_dir.glob("b*/f*.parquet")):
+        for part in all_parts(run.kept_dir):
             meta = pq.ParquetFile(part).read(columns=["cluster", "secondary"])
             cl = meta.column("cluster").to_numpy()
             sec = meta.column("secondary").to_numpy(zero_copy_only=False)

@@ -21,6 +21,8 @@ from pixsieve.dedup.readphase import NpyReader
 
 #: New rows multiplied at once with the earlier rows in their centroid-cosine window.
 NEW_BLOCK: int = 256
+#: Clusters in at most this many earlier parts are matched by :func:`match_once`.
+FEW_PARTS: int = 4
 #: Added to both ends of the centroid-cosine window (:func:`window_bounds`) against rounding.
 WINDOW_SLACK: float = 1e-3
 
@@ -138,20 +140,22 @@ class Keys:
         return spans(parts, lo, hi)
 
 
-def _compare(xn: np.ndarray, block: np.ndarray, buf: Window, m: int, t: float, best: Best) -> int:
-    """Products of new rows ``block`` with the first ``m`` rows of ``buf``; pairs at or above
-    ``t`` (exact float64 cosine) go to ``best``. Returns the number of products."""
-    if not m or not len(block):
+def _compare(xn: np.ndarray, block: np.ndarray, search: Search, a: int, b: int) -> int:
+    """Products of new rows ``block`` with rows ``a..b-1`` of the window buffer; pairs at or
+    above the threshold (exact float64 cosine) go to the best so far. Returns the number of
+    products."""
+    if b <= a or not len(block):
         return 0
-    sims, low = xn[block] @ buf.x[:m].T, t - float32_slack(xn.shape[1])
+    buf, t = search.buf, search.threshold
+    sims, low = xn[block] @ buf.x[a:b].T, t - float32_slack(xn.shape[1])
     near = np.flatnonzero(sims.max(axis=1) >= low)  # few rows match: nonzero on them only
     if len(near):
         i, j = np.nonzero(sims[near] >= low)
-        i = near[i]
+        i, j = near[i], j + a
         sim = np.einsum("ij,ij->i", xn[block[i]].astype(np.float64), buf.x[j].astype(np.float64))
         hit = sim >= t
-        best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
-    return len(block) * m
+        search.best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
+    return len(block) * (b - a)
 
 
 @dataclass
@@ -186,7 +190,51 @@ def match(
         block, sims = rows[i0 : i0 + NEW_BLOCK], new_sim[i0 : i0 + NEW_BLOCK]
         bounds = window_bounds(sims[0], sims[-1], search.window)
         m = buf.fill(search.stores, search.keys.windows(*segments, *bounds))
-        compared += _compare(xn, block, buf, m, search.threshold, search.best)
+        compared += _compare(xn, block, search, 0, m)
+    return compared
+
+
+def match_once(
+    xn: np.ndarray,
+    new: tuple[np.ndarray, np.ndarray],
+    centroid: np.ndarray,
+    cluster: int,
+    parts: np.ndarray,
+    search: Search,
+) -> int:
+    """:func:`match_cluster` for a cluster in few earlier parts (one per earlier run of index
+    version 5), where a window is one slice per part: the earlier primaries are read once for
+    both sides (in the union of their windows) and the secondaries once for the new primaries;
+    each block of new rows is then multiplied with the slices of its own window only."""
+    sides = []
+    for rows in new:
+        sims = xn[rows] @ centroid
+        order = np.argsort(sims, kind="stable")
+        sides.append((rows[order], sims[order]))
+    (p_rows, p_sims), (s_rows, s_sims) = sides
+    every = np.r_[p_sims, s_sims]
+    seg = np.full(len(parts), 2 * cluster)
+    read = []  # (secondary, part, lo, hi)
+    if len(every):
+        bounds = window_bounds(every.min(), every.max(), search.window)
+        read += [(0, *w) for w in search.keys.windows(parts, seg, *bounds)]
+    if len(p_sims):
+        bounds = window_bounds(p_sims[0], p_sims[-1], search.window)
+        read += [(1, *w) for w in search.keys.windows(parts, seg + 1, *bounds)]
+    search.buf.fill(search.stores, [w[1:] for w in read])
+    shift, at = {}, 0  # buffer row of part row r of (secondary, part): shift + r
+    for secondary, f, lo, hi in read:
+        shift[secondary, f] = at - lo
+        at += hi - lo
+    compared = 0
+    for rows, sims, segments in ((p_rows, p_sims, (0, 1)), (s_rows, s_sims, (0,))):
+        for i0 in range(0, len(rows), NEW_BLOCK):
+            block, s = rows[i0 : i0 + NEW_BLOCK], sims[i0 : i0 + NEW_BLOCK]
+            bounds = window_bounds(s[0], s[-1], search.window)
+            for secondary in segments:  # within the slices read: a block's window is narrower
+                for f, lo, hi in search.keys.windows(parts, seg + secondary, *bounds):
+                    off = shift[secondary, f]
+                    compared += _compare(xn, block, search, off + lo, off + hi)
     return compared
 
 
@@ -200,9 +248,13 @@ def match_cluster(
 ) -> int:
     """Compare one cluster's new memberships ``new`` = ``(primaries, secondaries)`` with its
     earlier ones in ``parts``: primaries with every earlier membership, secondaries with the
-    earlier primaries (never two secondaries), each side in blocks (:func:`match`). (Reading
-    the earlier primaries once for both sides, in the union of their windows, measured the
-    same CPU: fewer reads, more products.) Returns the number of products."""
+    earlier primaries (never two secondaries). In few parts (:data:`FEW_PARTS`) by
+    :func:`match_once`; in many (index versions 3 and 4: a part per input file) each side in
+    blocks (:func:`match`), each block reading its own window (reading the earlier primaries
+    once for both sides measured the same CPU there: fewer reads, more products). Returns the
+    number of products."""
+    if len(parts) <= FEW_PARTS:
+        return match_once(xn, new, centroid, cluster, parts, search)
     prim, sec = new
     seg = np.full(len(parts), 2 * cluster)
     both = (np.r_[parts, parts], np.r_[seg, seg + 1])

@@ -11,15 +11,20 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
   cluster's radius as a similarity; ``inf`` for an empty cluster);
 * ``members.npy``: ``(2, k)``, per cluster the kept memberships and kept primaries (what a
   later run's cross search costs per cluster, without reading every part);
-* ``kept/bBBBB/fFFFFF.parquet``: every membership of every item this run *kept* (its own
-  cluster and its border clusters), bucket ``b`` holding clusters ``c`` with
-  ``c * buckets // k == b``, sorted by cluster, primaries first, then by ``centroid_sim``:
-  ``id`` (string), ``row`` (the item's row in this run), ``cluster``, ``secondary`` and
-  ``centroid_sim`` (float32 cosine of the item to that cluster's centroid);
-* ``vectors/bBBBB/fFFFFF.f32.npy``: their unit float32 embeddings in the same order (a later
-  run reads, with positioned reads, only the rows its windows need). Version 3 also wrote a
-  float16 copy for the candidate search; converting it cost more than reading float32, so
-  version 4 reads (and writes) float32 only and reads version 3 indexes as they are.
+* ``kept/bBBBB.parquet``: every membership of every item this run *kept* (its own cluster and
+  its border clusters) in bucket ``b`` (clusters ``c`` with ``c * buckets // k == b``), sorted
+  by cluster, primaries first, then by ``centroid_sim``: ``row`` (the item's row in this run),
+  ``cluster``, ``secondary`` and ``centroid_sim`` (float32 cosine of the item to that
+  cluster's centroid), so a later run's window in a cluster is one slice of one file;
+* ``vectors/bBBBB.f32.npy``: their unit float32 embeddings in the same order (a later run
+  reads, with positioned reads, only the rows its windows need);
+* ``ids/fFFFFF.parquet``: ``row`` and ``id`` (string) of the kept items of input file ``F``
+  (``index.json``'s ``id_starts``: the first row of each file), read only for matched items.
+
+Versions 3 and 4 had one part per input file and bucket (``kept/bBBBB/fFFFFF.parquet`` with
+an ``id`` column, ``vectors/bBBBB/fFFFFF.f32.npy``; version 3 also an unused float16 copy):
+a later run's window was up to one slice per input file, and their metadata was read from
+every file. They are still read (:func:`bucket_parts`, :func:`part_ids`).
 
 An index holds only the items its own run kept; the kept items of the runs it was deduplicated
 against live in theirs (``parents``), so ``--against OUT`` brings in OUT's whole history.
@@ -39,18 +44,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.packing import read_rows
+from pixsieve.dedup.packing import read_rows_into
+from pixsieve.dedup.readphase import NpyWriter
+from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import InputError, Source, read_ids
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
-INDEX_VERSION: int = 4
-#: Index versions this pixsieve reads (version 3 differs only by an unused float16 store).
-READABLE_VERSIONS: tuple[int, ...] = (3, 4)
+INDEX_VERSION: int = 5
+#: Index versions this pixsieve reads (3 and 4: one part per input file and bucket, ids in the
+#: parts; 3 also has an unused float16 store).
+READABLE_VERSIONS: tuple[int, ...] = (3, 4, 5)
 #: Every entry of an index directory; ``index.json`` last (an index without it is not one).
 INDEX_ENTRIES: tuple[str, ...] = (
     "kept",
     "vectors",
+    "ids",
     "centroids.npy",
     "radius.npy",
     "members.npy",
@@ -111,13 +120,14 @@ def _open(path: str | Path) -> EarlierRun:
         raise InputError(f"--against {path}: no dedup index ({INDEX_DIR}/{INDEX_FILE}) there")
     meta = json.loads(meta_path.read_text())
     if meta.get("version") not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        *rest, last = map(str, READABLE_VERSIONS)
+        readable = f"{', '.join(rest)} and {last}" if rest else last
         raise InputError(
             f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
             f"versions {readable} (rerun that dedup to rebuild its index)"
         )
     run = EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
-    missing = [p for p in run.kept_dir.glob("b*/f*.parquet") if not vectors_path(p).exists()]
+    missing = [p for p in all_parts(run.kept_dir) if not vectors_path(p).exists()]
     if missing:
         raise InputError(
             f"--against {path}: index damaged: {len(missing)} part(s) without their float32 "
@@ -202,9 +212,49 @@ def earlier_radius(runs: list[EarlierRun], clusters: int | None = None) -> np.nd
     return out
 
 
+def bucket_parts(kept_dir: Path, bucket: int) -> list[Path]:
+    """The index parts of one bucket: ``kept/bBBBB.parquet`` (version 5) or
+    ``kept/bBBBB/fFFFFF.parquet``, one per input file (versions 3 and 4)."""
+    single = kept_dir / f"b{bucket:04d}.parquet"
+    if single.exists():
+        return [single]
+    return sorted((kept_dir / f"b{bucket:04d}").glob("f*.parquet"))
+
+
+def all_parts(kept_dir: Path) -> list[Path]:
+    """Every index part of ``kept_dir`` (any version)."""
+    return sorted([*kept_dir.glob("b*.parquet"), *kept_dir.glob("b*/f*.parquet")])
+
+
 def vectors_path(kept_part: Path) -> Path:
-    """The float32 embedding store beside ``kept/bBBBB/fFFFFF.parquet``."""
+    """The float32 embedding store of an index part: ``vectors/bBBBB.f32.npy`` beside
+    ``kept/bBBBB.parquet`` (version 5), ``vectors/bBBBB/fFFFFF.f32.npy`` (3 and 4)."""
+    if kept_part.parent.name == "kept":
+        return kept_part.parents[1] / "vectors" / f"{kept_part.stem}.f32.npy"
     return kept_part.parents[2] / "vectors" / kept_part.parent.name / f"{kept_part.stem}.f32.npy"
+
+
+def part_ids(part: Path, pos: np.ndarray) -> pa.Array:
+    """The ids (strings) of rows ``pos`` of an index part: from its ``id`` column (versions 3
+    and 4), or by its ``row`` column from ``ids/fFFFFF.parquet`` (version 5)."""
+    meta = pq.ParquetFile(part)
+    if "id" in meta.schema_arrow.names:
+        return meta.read(columns=["id"]).column("id").combine_chunks().take(pa.array(pos))
+    rows = meta.read(columns=["row"]).column("row").to_numpy()[pos]
+    folder = part.parents[1]
+    starts = np.asarray(json.loads((folder / INDEX_FILE).read_text())["id_starts"], np.int64)
+    file_of = np.searchsorted(starts, rows, "right") - 1
+    places, found = [], []
+    for f in np.unique(file_of).tolist():
+        mine = np.flatnonzero(file_of == f)
+        table = pq.ParquetFile(folder / "ids" / f"f{f:05d}.parquet").read()
+        at = np.searchsorted(table.column("row").to_numpy(), rows[mine])
+        places.append(mine)
+        found.append(table.column("id").combine_chunks().take(pa.array(at)))
+    if not found:
+        return pa.array([], pa.string())
+    back = np.argsort(np.concatenate(places))  # back to the order of pos
+    return pa.concat_arrays(found).take(pa.array(back))
 
 
 def _save(path: Path, x: np.ndarray) -> None:
@@ -215,90 +265,109 @@ def _save(path: Path, x: np.ndarray) -> None:
     tmp.rename(path)
 
 
-def index_file(
-    work: str, out: str, source: Source, index: int, id_column: str, removed: np.ndarray
-) -> int:
-    """Write the memberships of the kept rows of one input file into ``OUT/index/kept`` and
-    their embeddings into ``OUT/index/vectors`` (sorted by cluster, primaries first).
+def _write_parquet(table: pa.Table, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    pq.write_table(table, tmp, compression="none")
+    tmp.rename(target)
 
-    ``removed``: sorted global rows of this file that were removed. Returns rows kept.
-    """
-    done = Path(out) / INDEX_DIR / "kept" / f".f{index:05d}.done"
-    if done.exists():
-        return int(done.read_text())
-    ids = read_ids(source.path, id_column)
-    centroids = np.load(Path(work) / "centroids.npy")
-    kept_rows = 0
-    members = np.zeros((2, len(centroids)), np.int64)  # memberships, primaries
-    for part in sorted((Path(work) / "assign" / f"f{index:05d}").glob("b*.parquet")):
-        table = pq.ParquetFile(part).read(columns=["row", "cluster", "secondary"])
-        row = table.column("row").to_numpy()
-        cluster = table.column("cluster").to_numpy()
-        secondary = table.column("secondary").to_numpy(zero_copy_only=False)
-        keep = np.flatnonzero(~np.isin(row, removed))
-        x = read_rows(part, centroids.shape[1])
-        del table  # one copy of the embeddings at a time, then the kept ones in their order
-        sim = np.einsum("ij,ij->i", x, centroids[cluster])
-        keep = keep[np.lexsort((sim[keep], secondary[keep], cluster[keep]))]
-        x, sim = x[keep], sim[keep]
-        meta = pa.table(
-            {
-                "id": ids.take(pa.array(row[keep] - source.offset)).cast(pa.string()),
-                "row": pa.array(row[keep], pa.int64()),
-                "cluster": pa.array(cluster[keep], pa.int32()),
-                "secondary": pa.array(secondary[keep]),
-                "centroid_sim": pa.array(sim, pa.float32()),
-            }
-        )
-        target = Path(out) / INDEX_DIR / "kept" / part.stem / f"f{index:05d}.parquet"
-        _save(vectors_path(target), x)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        pq.write_table(meta, tmp, compression="none")
-        tmp.rename(target)
-        kept_rows += int((~secondary[keep]).sum())
-        members[0] += np.bincount(cluster[keep], minlength=len(centroids))
-        members[1] += np.bincount(cluster[keep][~secondary[keep]], minlength=len(centroids))
-    np.save(done.with_suffix(".members.npy"), members)
-    done.write_text(str(kept_rows))
-    return kept_rows
+
+def index_ids(out: str, source: Source, index: int, id_column: str, removed: np.ndarray) -> int:
+    """Write ``ids/fFFFFF.parquet``: ``row`` and ``id`` (string) of the kept rows of one input
+    file, by row. ``removed``: sorted global rows of this file that were removed. Returns the
+    rows kept."""
+    target = Path(out) / INDEX_DIR / "ids" / f"f{index:05d}.parquet"
+    if target.exists():
+        return pq.ParquetFile(target).metadata.num_rows
+    local = np.setdiff1d(np.arange(source.rows), removed - source.offset)
+    ids = read_ids(source.path, id_column).take(pa.array(local)).cast(pa.string())
+    rows = pa.array(source.offset + local, pa.int64())
+    _write_parquet(pa.table({"row": rows, "id": ids}), target)
+    return len(local)
+
+
+def index_bucket(
+    work: str, out: str, bucket: int, dim: int, removed: np.ndarray, max_rows: int
+) -> None:
+    """Write ``kept/bBBBB.parquet`` (``row``, ``cluster``, ``secondary``, ``centroid_sim``) and
+    ``vectors/bBBBB.f32.npy``: every membership of a kept row in this bucket's assignment
+    partitions (all input files), sorted by cluster, primaries first, then by
+    ``centroid_sim``. The embeddings are copied in that order, at most ``max_rows`` at a time."""
+    target = Path(out) / INDEX_DIR / "kept" / f"b{bucket:04d}.parquet"
+    if target.exists():
+        return
+    parts = sorted(Path(work).glob(f"assign/f*/b{bucket:04d}.parquet"))
+    columns = ["row", "cluster", "secondary", "centroid_sim"]
+    tables = [pq.ParquetFile(p).read(columns=columns) for p in parts]
+    sizes = np.array([len(t) for t in tables], np.int64)
+    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+    row, cluster = table.column("row").to_numpy(), table.column("cluster").to_numpy()
+    secondary = table.column("secondary").to_numpy(zero_copy_only=False)
+    sim = table.column("centroid_sim").to_numpy()
+    keep = np.flatnonzero(~np.isin(row, removed))
+    order = keep[np.lexsort((sim[keep], secondary[keep], cluster[keep]))]
+    part_of = np.repeat(np.arange(len(parts)), sizes)
+    local = np.arange(len(row)) - np.r_[0, np.cumsum(sizes)[:-1]][part_of]
+    store = vectors_path(target)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(store.name + ".tmp")
+    writer = NpyWriter(tmp, len(order), (dim,), np.float32)
+    try:
+        for lo in range(0, len(order), max(1, max_rows)):
+            take = order[lo : lo + max(1, max_rows)]
+            buf = rows_buffer(len(take), dim)
+            for f in np.unique(part_of[take]).tolist():
+                mine = np.flatnonzero(part_of[take] == f)
+                where = np.full(int(sizes[f]), -1, np.int64)
+                where[local[take[mine]]] = mine
+                read_rows_into(parts[f], buf, where)
+            writer.write(buf)
+    finally:
+        writer.close()
+    tmp.rename(store)
+    k = len(np.load(Path(work) / "centroids.npy", mmap_mode="r"))
+    members = np.stack(
+        [
+            np.bincount(cluster[order], minlength=k),
+            np.bincount(cluster[order][~secondary[order]], minlength=k),
+        ]
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target.parent / f".b{bucket:04d}.members.npy", members)
+    _write_parquet(table.take(pa.array(order)), target)
 
 
 def write_meta(
-    out: Path,
-    work: Path,
-    run_id: str,
-    config_settings: dict[str, Any],
-    centroids_path: Path,
-    radius: np.ndarray,
-    buckets: int,
-    kept: int,
-    parents: list[EarlierRun],
+    out: Path, centroids_path: Path, meta: dict[str, Any], kept: int, parents: list[EarlierRun]
 ) -> Path:
-    """Write ``centroids.npy``, ``radius.npy``, ``members.npy`` (the sum of the per-file counts
-    :func:`index_file` left) and ``index.json`` (last: the index is complete once it exists)."""
+    """Write ``centroids.npy``, ``radius.npy``, ``members.npy`` (the sum of the per-bucket
+    counts :func:`index_bucket` left) and ``index.json`` (last: the index is complete once it
+    exists). ``meta``: ``run_id``, ``settings``, ``buckets``, ``radius`` and ``id_starts``
+    (the first row of each input file)."""
     folder = out / INDEX_DIR
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(centroids_path, folder / "centroids.npy")
-    np.save(folder / "radius.npy", radius)
+    np.save(folder / "radius.npy", meta["radius"])
     centroids = np.load(centroids_path, mmap_mode="r")
     members = np.zeros((2, len(centroids)), np.int64)
-    for part in (folder / "kept").glob(".f*.members.npy"):
-        members += np.load(part)
+    markers = sorted((folder / "kept").glob(".b*.members.npy"))
+    for marker in markers:
+        members += np.load(marker)
     np.save(folder / "members.npy", members)
-    for marker in [*(folder / "kept").glob(".f*.done"), *(folder / "kept").glob(".f*.members.npy")]:
+    for marker in markers:
         marker.unlink()
-    meta = {
+    info = {
         "version": INDEX_VERSION,
-        "run_id": run_id,
-        "settings": config_settings,
+        "run_id": meta["run_id"],
+        "settings": meta["settings"],
         "clusters": int(centroids.shape[0]),
-        "buckets": buckets,
+        "buckets": meta["buckets"],
         "kept": kept,
+        "id_starts": [int(s) for s in meta["id_starts"]],
         "parents": [{"run_id": p.run_id, "path": p.path} for p in parents],
     }
     tmp = folder / (INDEX_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
     tmp.rename(folder / INDEX_FILE)
     return folder
 
@@ -313,30 +382,25 @@ def build_index(
     meta: dict[str, Any],
     parents: list[EarlierRun],
 ) -> Path:
-    """Write this run's index (see the module docs) with one task per input file.
+    """Write this run's index (see the module docs): one task per input file for the ids and
+    one per bucket for the memberships and their embeddings.
 
     Args:
         run: a ``map_calls``.
         removed: sorted global rows this run removed (within the run or as earlier duplicates).
-        meta: ``run_id``, ``settings``, ``buckets`` and ``radius`` (per-cluster array) for
-            :func:`write_meta`.
+        meta: ``run_id``, ``settings`` (with ``dim``), ``buckets``, ``radius`` (per-cluster
+            array) and ``bucket_rows`` (most embeddings a bucket task holds at once).
     """
     calls = []
     for i, s in enumerate(sources):
         lo, hi = np.searchsorted(removed, [s.offset, s.offset + s.rows])
-        calls.append((str(work), str(out), s, i, id_column, removed[lo:hi]))
-    kept = sum(run(index_file, calls))
+        calls.append((str(out), s, i, id_column, removed[lo:hi]))
+    kept = sum(run(index_ids, calls))
+    dim, rows = meta["settings"]["dim"], meta["bucket_rows"]
+    calls = [(str(work), str(out), b, dim, removed, rows) for b in range(meta["buckets"])]
+    list(run(index_bucket, calls))
     radius = meta["radius"]
     for i in range(len(sources)):
         radius = np.minimum(radius, np.load(work / "assign" / f"f{i:05d}" / "minsim.npy"))
-    return write_meta(
-        out,
-        work,
-        meta["run_id"],
-        meta["settings"],
-        work / "centroids.npy",
-        radius,
-        meta["buckets"],
-        kept,
-        parents,
-    )
+    info = {**meta, "radius": radius, "id_starts": [s.offset for s in sources]}
+    return write_meta(out, work / "centroids.npy", info, kept, parents)

@@ -3,7 +3,9 @@
 
 * :func:`assign_file` finds every row's nearest centroids, applies the border rule
   (:mod:`pixsieve.dedup.border`) and writes each membership ``(row, cluster, secondary,
-  priority, embedding)`` into the file of its cluster's bucket, ``assign/fFFFFF/bBBBB.parquet``.
+  priority, centroid_sim, embedding)`` into the file of its cluster's bucket,
+  ``assign/fFFFFF/bBBBB.parquet`` (``centroid_sim``: the row's cosine to that centroid, from
+  the search; the index sorts by it).
 * :func:`gather_file` writes the rows that ended in a duplicate group, with their group label,
   into ``gather/fFFFFF/gGGGG.parquet`` (bucket = label modulo the bucket count).
 
@@ -106,12 +108,15 @@ def assign_file(
             prio[start : start + r] = p
             point, cluster = np.arange(r), ids[:, 0].astype(np.int64)
             secondary = np.zeros(r, dtype=bool)
+            to_centroid = sims[:, 0]
             rows, other = np.empty(0, np.int64), np.empty(0, np.int64)
             if half > 0:
                 rows, other = border_chunk(sims, ids, centroids, gram, half)
                 point = np.concatenate([point, rows])
                 cluster = np.concatenate([cluster, other])
                 secondary = np.concatenate([secondary, np.ones(len(rows), dtype=bool)])
+                at = (ids[rows] == other[:, None]).argmax(axis=1)  # other's place among rows'
+                to_centroid = np.concatenate([to_centroid, sims[rows, at]])
                 n_secondary += len(rows)
             bucket = bucket_of[cluster]
             for part in bucket_parts(bucket):
@@ -122,6 +127,7 @@ def assign_file(
                         "cluster": pa.array(cluster[part], pa.int32()),
                         "secondary": pa.array(secondary[part]),
                         "priority": pa.array(p[pts], pa.float64()),
+                        "centroid_sim": pa.array(to_centroid[part], pa.float32()),
                     }
                 )
                 writers.write(int(bucket[part[0]]), table, x[pts])

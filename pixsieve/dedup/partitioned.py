@@ -306,6 +306,7 @@ def dedup_files(
             if matches is not None:
                 gone.append(matches.column("row").to_numpy())
             meta = {"run_id": run_id, "settings": mine, "buckets": n_buckets}
+            meta["bucket_rows"] = budget.bucket_rows
             meta["radius"] = np.full(k, np.inf)
             if earlier:
                 meta["radius"] = np.load(radius_path)

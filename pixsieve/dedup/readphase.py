@@ -43,7 +43,7 @@ def read_dir(task: FileTask, index: int) -> Path:
     return Path(task.read or task.work) / READ_DIR / f"f{index:05d}"
 
 
-class _Npy:
+class NpyWriter:
     """An ``.npy`` file of a known shape, written block after block in order."""
 
     def __init__(self, path: Path, rows: int, tail: tuple[int, ...], dtype: type) -> None:
@@ -57,6 +57,7 @@ class _Npy:
         self.dtype, self.rows, self.written = dtype, rows, 0
 
     def write(self, block: np.ndarray) -> None:
+        """Append ``block``'s rows."""
         self.handle.write(np.ascontiguousarray(block, dtype=self.dtype).reshape(-1))  # no copy
         self.written += len(block)
 
@@ -87,13 +88,13 @@ def read_file(
         return _done(final)
     cols = task.columns
     files = {
-        "x": _Npy(tmp / "x.npy", source.rows, (task.dim,), np.float32),
-        "sample": _Npy(tmp / "sample.npy", len(sample), (task.dim,), np.float32),
+        "x": NpyWriter(tmp / "x.npy", source.rows, (task.dim,), np.float32),
+        "sample": NpyWriter(tmp / "sample.npy", len(sample), (task.dim,), np.float32),
     }
     if cols.score:
-        files["aesthetic"] = _Npy(tmp / "aesthetic.npy", source.rows, (), np.float64)
+        files["aesthetic"] = NpyWriter(tmp / "aesthetic.npy", source.rows, (), np.float64)
     if cols.width and cols.height:
-        files["resolution"] = _Npy(tmp / "resolution.npy", source.rows, (2,), np.float64)
+        files["resolution"] = NpyWriter(tmp / "resolution.npy", source.rows, (2,), np.float64)
     id_writers = _Writers(tmp, "i")
     start = 0
     try:
@@ -139,7 +140,7 @@ def read_sample_rows(task: FileTask, count: int) -> np.ndarray:
 
 
 class NpyReader:
-    """Row ranges of an ``.npy`` file (written by :class:`_Npy` or ``np.save``), read straight
+    """Row ranges of an ``.npy`` file (written by :class:`NpyWriter` or ``np.save``), read straight
     into a fresh array or a given buffer (one copy from the page cache; no mapping, so the
     process holds only what it asked for)."""
 

@@ -46,8 +46,9 @@ def stamp(path: str) -> tuple[int, int]:
 
 
 #: The layout of the work directory's files; a work directory of another layout is redone.
-#: 2: partition embeddings in raw ``.f32`` files beside the Parquet partitions.
-WORK_FORMAT: int = 2
+#: 2: partition embeddings in raw ``.f32`` files beside the Parquet partitions; 3: assign
+#: partitions carry each membership's cosine to its centroid (``centroid_sim``).
+WORK_FORMAT: int = 3
 
 
 def _plan_key(plan: dict[str, Any]) -> str:

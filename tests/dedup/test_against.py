@@ -4,6 +4,8 @@ and the same survivors as one run over all batches (keep ``first``, witness mode
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -189,23 +191,61 @@ def test_mismatched_settings_refused(batches, tmp_path):
         dedup_files(new, tmp_path / "E", _config(), against=[tmp_path / "in_a"])
     meta_path = tmp_path / "A" / INDEX_DIR / INDEX_FILE
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": 1}))
-    with pytest.raises(InputError, match="index version 1, this pixsieve reads versions 3 and 4"):
+    with pytest.raises(
+        InputError, match="index version 1, this pixsieve reads versions 3, 4 and 5"
+    ):
         dedup_files(new, tmp_path / "F", _config(), against=[tmp_path / "A"])
 
 
-def test_a_version_3_index_is_read(batches, tmp_path):
-    """Version 3 indexes (with a float16 store beside the float32 one) are read as they are."""
+def _as_version_4(index: Path) -> None:
+    """Rewrite a version 5 index in the layout of versions 3 and 4: one part per input file and
+    bucket (``kept/bBBBB/fFFFFF.parquet`` with an ``id`` column, ``vectors/bBBBB/fFFFFF``)."""
+    meta = json.loads((index / INDEX_FILE).read_text())
+    starts = np.array(meta["id_starts"])
+    ids = pq.read_table(index / "ids")
+    id_of = dict(zip(ids.column("row").to_pylist(), ids.column("id").to_pylist(), strict=True))
+    for part in sorted((index / "kept").glob("b*.parquet")):
+        table, x = pq.read_table(part), np.load(index / "vectors" / f"{part.stem}.f32.npy")
+        rows = table.column("row").to_numpy()
+        file_of = np.searchsorted(starts, rows, "right") - 1
+        for f in np.unique(file_of):
+            mine = np.flatnonzero(file_of == f)  # still sorted by cluster, secondary, cosine
+            sub = table.take(mine)
+            sub = sub.add_column(0, "id", pa.array([id_of[r] for r in rows[mine]], pa.string()))
+            (index / "kept" / part.stem).mkdir(exist_ok=True)
+            (index / "vectors" / part.stem).mkdir(exist_ok=True)
+            pq.write_table(sub, index / "kept" / part.stem / f"f{f:05d}.parquet")
+            np.save(index / "vectors" / part.stem / f"f{f:05d}.f32.npy", x[mine])
+        part.unlink()
+        (index / "vectors" / f"{part.stem}.f32.npy").unlink()
+    shutil.rmtree(index / "ids")
+    (index / INDEX_FILE).write_text(json.dumps({**meta, "version": 4}))
+
+
+def test_version_3_and_4_indexes_are_read(batches, tmp_path, monkeypatch):
+    """Indexes of versions 3 and 4 (one part per input file and bucket, ids in the parts;
+    version 3 with a float16 copy beside the float32 store) give the same removals."""
     a, b = batches
-    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    dedup_files(_write(tmp_path / "in_a", a, "a", 3), tmp_path / "A", _config())
     new = _write(tmp_path / "in_b", b, "b")
-    dedup_files(new, tmp_path / "B4", _config(), against=[tmp_path / "A"])
+    dedup_files(new, tmp_path / "B5", _config(), against=[tmp_path / "A"])
+    assert len(_removed(tmp_path / "B5")) > 0
     assert not list((tmp_path / "A" / INDEX_DIR).rglob("*.f16.npy"))
+    _as_version_4(tmp_path / "A" / INDEX_DIR)
+    assert len(list((tmp_path / "A" / INDEX_DIR / "kept").glob("b*/f*.parquet"))) >= 3
+    dedup_files(new, tmp_path / "B4", _config(), against=[tmp_path / "A"])
+    assert _removed(tmp_path / "B4").equals(_removed(tmp_path / "B5"))
+    from pixsieve.dedup import crossmatch
+
+    monkeypatch.setattr(crossmatch, "FEW_PARTS", 0)  # each side in blocks, as for many parts
+    dedup_files(new, tmp_path / "B4m", _config(), against=[tmp_path / "A"])
+    assert _removed(tmp_path / "B4m").equals(_removed(tmp_path / "B5"))
     meta_path = tmp_path / "A" / INDEX_DIR / INDEX_FILE
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": 3}))
     for f32 in (tmp_path / "A" / INDEX_DIR).rglob("*.f32.npy"):
         np.save(f32.with_name(f32.name.replace(".f32", ".f16")), np.load(f32).astype(np.float16))
     dedup_files(new, tmp_path / "B3", _config(), against=[tmp_path / "A"])
-    assert _removed(tmp_path / "B3").equals(_removed(tmp_path / "B4"))
+    assert _removed(tmp_path / "B3").equals(_removed(tmp_path / "B5"))
 
 
 def test_pairs_at_the_threshold_are_exact(tmp_path):
@@ -252,7 +292,7 @@ def test_resumes_after_an_interruption(batches, tmp_path):
 
         return run
 
-    for stop, after in (("cross_bucket", 0), ("index_file", 1)):
+    for stop, after in (("cross_bucket", 0), ("index_bucket", 1)):
         out = tmp_path / f"out-{stop}"
         with pytest.raises(KeyboardInterrupt):
             dedup_files(
@@ -260,7 +300,7 @@ def test_resumes_after_an_interruption(batches, tmp_path):
             )
         done.clear()
         finished = sorted((out / "work").glob("assign/f*/*")) + sorted(
-            (out / INDEX_DIR).glob("kept/b*/*")
+            [*(out / INDEX_DIR).glob("kept/b*"), *(out / INDEX_DIR).glob("ids/f*")]
         )
         stamps = {p: p.stat().st_mtime_ns for p in finished}
         dedup_files(new, out, _config(), map_calls=failing("", 0), against=[tmp_path / "A"])
@@ -268,8 +308,8 @@ def test_resumes_after_an_interruption(batches, tmp_path):
         got, ref = _removed(out), _removed(tmp_path / "ref")
         assert got.drop_columns(["duplicate_of_run"]).equals(ref.drop_columns(["duplicate_of_run"]))
         assert got.column("duplicate_of_run").equals(ref.column("duplicate_of_run"))
-        kept = pq.read_table(out / INDEX_DIR / "kept").column("id").to_pylist()
-        ref_kept = pq.read_table(tmp_path / "ref" / INDEX_DIR / "kept").column("id").to_pylist()
+        kept = pq.read_table(out / INDEX_DIR / "ids").column("id").to_pylist()
+        ref_kept = pq.read_table(tmp_path / "ref" / INDEX_DIR / "ids").column("id").to_pylist()
         assert sorted(kept) == sorted(ref_kept)
 
 
@@ -392,7 +432,7 @@ def test_index_member_counts_equal_the_parts(batches, tmp_path):
     for x, y in zip(from_index, from_parts, strict=True):
         np.testing.assert_array_equal(x, y)
     assert from_index[0].sum() > from_index[1].sum() > 0
-    assert not list((tmp_path / "A" / INDEX_DIR / "kept").glob(".f*"))  # markers removed
+    assert not list((tmp_path / "A" / INDEX_DIR / "kept").glob(".b*"))  # markers removed
 
 
 def test_small_blocks_find_the_same_matches(batches, tmp_path, monkeypatch):
