@@ -115,13 +115,15 @@ def cross_bucket(
             search.stores.close()
         best = search.best
         hit = np.flatnonzero(best.file >= 0)
-        for f in np.unique(best.file[hit]):
+        hits = []
+        for f in np.unique(best.file[hit]).tolist():
             mine = hit[best.file[hit] == f]
             position, part = parts[f]
             rows_out.append(n_row[mine])
             runs_out.append(np.full(len(mine), position, np.int32))
-            ids_out.append(part_ids(part, best.pos[mine]))
+            hits.append((part, best.pos[mine]))
             sims_out.append(best.sim[mine])
+        ids_out = part_ids(hits)
     table = pa.table(
         {
             "row": np.concatenate(rows_out) if rows_out else np.empty(0, np.int64),

@@ -234,14 +234,30 @@ def vectors_path(kept_part: Path) -> Path:
     return kept_part.parents[2] / "vectors" / kept_part.parent.name / f"{kept_part.stem}.f32.npy"
 
 
-def part_ids(part: Path, pos: np.ndarray) -> pa.Array:
-    """The ids (strings) of rows ``pos`` of an index part: from its ``id`` column (versions 3
-    and 4), or by its ``row`` column from ``ids/fFFFFF.parquet`` (version 5)."""
-    meta = pq.ParquetFile(part)
-    if "id" in meta.schema_arrow.names:
-        return meta.read(columns=["id"]).column("id").combine_chunks().take(pa.array(pos))
-    rows = meta.read(columns=["row"]).column("row").to_numpy()[pos]
-    folder = part.parents[1]
+def part_ids(hits: list[tuple[Path, np.ndarray]]) -> list[pa.Array]:
+    """The ids (strings) of rows ``pos`` of each index part of ``hits`` = ``[(part, pos)]``:
+    from the part's ``id`` column (versions 3 and 4), or by its ``row`` column from
+    ``ids/fFFFFF.parquet`` (version 5; each ids file read once for all the hits)."""
+    out: list[pa.Array] = [pa.array([], pa.string())] * len(hits)
+    by_index: dict[Path, list[tuple[int, np.ndarray]]] = {}
+    for n, (part, pos) in enumerate(hits):
+        meta = pq.ParquetFile(part)
+        if "id" in meta.schema_arrow.names:
+            out[n] = meta.read(columns=["id"]).column("id").combine_chunks().take(pa.array(pos))
+        else:
+            rows = meta.read(columns=["row"]).column("row").to_numpy()[pos]
+            by_index.setdefault(part.parents[1], []).append((n, rows))
+    for folder, items in by_index.items():
+        ids = _ids_of_rows(folder, np.concatenate([rows for _, rows in items]))
+        at = 0
+        for n, rows in items:
+            out[n] = ids.slice(at, len(rows))
+            at += len(rows)
+    return out
+
+
+def _ids_of_rows(folder: Path, rows: np.ndarray) -> pa.Array:
+    """The ids of kept ``rows`` of the index in ``folder``, in that order."""
     starts = np.asarray(json.loads((folder / INDEX_FILE).read_text())["id_starts"], np.int64)
     file_of = np.searchsorted(starts, rows, "right") - 1
     places, found = [], []
@@ -253,7 +269,7 @@ def part_ids(part: Path, pos: np.ndarray) -> pa.Array:
         found.append(table.column("id").combine_chunks().take(pa.array(at)))
     if not found:
         return pa.array([], pa.string())
-    back = np.argsort(np.concatenate(places))  # back to the order of pos
+    back = np.argsort(np.concatenate(places))  # back to the order of rows
     return pa.concat_arrays(found).take(pa.array(back))
 
 

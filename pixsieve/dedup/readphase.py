@@ -34,8 +34,11 @@ READ_DIR = "read"
 #: copy stay under glibc's 32 MiB mmap threshold, so they reuse heap memory; 49,152-row
 #: batches cost 2-5x the system time (fresh pages zeroed by the kernel) for the same rows.
 READ_BATCH_ROWS: int = 8192
-#: :func:`gather_rows` reads rows at most this far apart in one piece (24 KiB at 768-d).
+#: :func:`gather_rows` reads rows at most this far apart in one piece (24 KiB at 768-d)...
 GAP_ROWS: int = 8
+#: ... of at most this many rows (6 MiB at 768-d: the copy out of it stays in cache; pieces
+#: of 8,192 rows took 1.5x the time).
+GATHER_ROWS: int = 2048
 
 
 def read_dir(task: FileTask, index: int) -> Path:
@@ -196,10 +199,11 @@ def row_blocks(
 def gather_rows(task: FileTask, starts: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """The unit rows at the sorted, unique global positions ``rows`` into ``out[: len(rows)]``
     (file ``f`` holds global rows ``starts[f]`` up to ``starts[f + 1]``). Rows less than
-    :data:`GAP_ROWS` apart are read in one piece of at most ``task.batch_rows`` rows through a
-    small buffer, so a scattered set costs about one read per run of nearby rows."""
+    :data:`GAP_ROWS` apart are read in one piece of at most :data:`GATHER_ROWS` (and
+    ``task.batch_rows``) rows through a small buffer, so a scattered set costs about one read
+    per run of nearby rows."""
     file_of = np.searchsorted(starts, rows, "right") - 1
-    step = max(1, task.batch_rows)
+    step = max(1, min(task.batch_rows, GATHER_ROWS))
     for f in np.unique(file_of).tolist():
         lo, hi = np.searchsorted(file_of, [f, f + 1])
         local = rows[lo:hi] - starts[f]
