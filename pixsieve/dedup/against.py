@@ -25,12 +25,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
-from pixsieve.dedup.crossmatch import Best, Keys, Search, Stores, Window, match_cluster
-from pixsieve.dedup.index import bucket_parts, part_ids, vectors_path
+from pixsieve.dedup.crossmatch import Best, Keys, Search, match_cluster
+from pixsieve.dedup.index import bucket_parts, part_ids
 from pixsieve.dedup.readphase import gather_rows
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask
+from pixsieve.dedup.windowstore import Stores, Window
 
 
 def _earlier_files(
@@ -93,7 +94,7 @@ def cross_bucket(
         first, last = np.stack([sp[0] for sp in spans]), np.stack([sp[1] for sp in spans])
         search = Search(
             keys=Keys(columns, hi),
-            stores=Stores([vectors_path(part) for _, part in parts]),
+            stores=Stores([part for _, part in parts]),
             window=math.acos(min(1.0, threshold)),
             threshold=threshold,
             buf=Window(task.dim),

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from pixsieve.dedup.pairs import float32_slack
-from pixsieve.dedup.readphase import NpyReader
+from pixsieve.dedup.windowstore import HALF_SLACK, Stores, Window
 
 #: New rows multiplied at once with the earlier rows in their centroid-cosine window.
 NEW_BLOCK: int = 256
@@ -51,53 +50,6 @@ class Best:
         better = sim > self.sim[rows]
         rows = rows[better]
         self.sim[rows], self.file[rows], self.pos[rows] = sim[better], file[better], pos[better]
-
-
-class Stores:
-    """The float32 stores of the earlier index parts, read with positioned reads straight into
-    the caller's buffer: no mapping, so the task's resident memory does not grow with what it
-    has read, and only the parts holding the current cluster are open (one earlier bucket's)."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths = paths
-        self.open: dict[int, NpyReader] = {}
-
-    def use(self, parts: set[int]) -> None:
-        """Keep open exactly ``parts``."""
-        for f in set(self.open) - parts:
-            self.open.pop(f).close()
-        for f in parts - set(self.open):
-            self.open[f] = NpyReader(self.paths[f])
-
-    def close(self) -> None:
-        """Close every open part."""
-        self.use(set())
-
-
-class Window:
-    """The earlier rows a block of new rows is multiplied with, read from the float32 stores
-    into one buffer that grows as needed and is reused from block to block (a fresh array per
-    block costs more in page faults than the copy itself)."""
-
-    def __init__(self, dim: int) -> None:
-        self.x = np.empty((0, dim), np.float32)
-        self.src = np.empty(0, np.int64)
-        self.pos = np.empty(0, np.int64)
-
-    def fill(self, stores: Stores, spans: list[tuple[int, int, int]]) -> int:
-        """Read rows ``lo..hi-1`` of part ``f`` for every ``(f, lo, hi)``; return the count."""
-        n = sum(hi - lo for _, lo, hi in spans)
-        if n > len(self.x):
-            size = max(n, 2 * len(self.x))
-            self.x = np.empty((size, self.x.shape[1]), np.float32)
-            self.src, self.pos = np.empty(size, np.int64), np.empty(size, np.int64)
-        at = 0
-        for f, lo, hi in spans:
-            stores.open[f].read(lo, hi, self.x[at : at + hi - lo])
-            self.src[at : at + hi - lo] = f
-            self.pos[at : at + hi - lo] = np.arange(lo, hi)
-            at += hi - lo
-        return n
 
 
 def window_bounds(lowest: float, highest: float, angle: float) -> tuple[float, float]:
@@ -147,12 +99,14 @@ def _compare(xn: np.ndarray, block: np.ndarray, search: Search, a: int, b: int) 
     if b <= a or not len(block):
         return 0
     buf, t = search.buf, search.threshold
-    sims, low = xn[block] @ buf.x[a:b].T, t - float32_slack(xn.shape[1])
+    low = t - float32_slack(xn.shape[1]) - (HALF_SLACK if buf.approx[a:b].any() else 0.0)
+    sims = xn[block] @ buf.x[a:b].T
     near = np.flatnonzero(sims.max(axis=1) >= low)  # few rows match: nonzero on them only
     if len(near):
         i, j = np.nonzero(sims[near] >= low)
         i, j = near[i], j + a
-        sim = np.einsum("ij,ij->i", xn[block[i]].astype(np.float64), buf.x[j].astype(np.float64))
+        y = buf.exact(search.stores, j).astype(np.float64)
+        sim = np.einsum("ij,ij->i", xn[block[i]].astype(np.float64), y)
         hit = sim >= t
         search.best.update(block[i[hit]], buf.src[j[hit]], buf.pos[j[hit]], sim[hit])
     return len(block) * (b - a)

@@ -33,7 +33,6 @@ against live in theirs (``parents``), so ``--against OUT`` brings in OUT's whole
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
-from pixsieve.dedup.packing import read_rows_into
-from pixsieve.dedup.readphase import NpyWriter
-from pixsieve.dedup.scratch import rows_buffer
-from pixsieve.dedup.sources import InputError, Source, read_ids
+from pixsieve.dedup.sources import InputError
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
@@ -127,11 +123,13 @@ def _open(path: str | Path) -> EarlierRun:
             f"versions {readable} (rerun that dedup to rebuild its index)"
         )
     run = EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
-    missing = [p for p in all_parts(run.kept_dir) if not vectors_path(p).exists()]
+    stores = [window_path(p) for p in all_parts(run.kept_dir)]
+    stores += [p.with_suffix(".f32.npy") for p in (folder / INDEX_DIR).glob("ids/f*.parquet")]
+    missing = [p for p in stores if not p.exists()]
     if missing:
         raise InputError(
-            f"--against {path}: index damaged: {len(missing)} part(s) without their float32 "
-            f"store, e.g. {vectors_path(missing[0])} (rerun that dedup to rebuild its index)"
+            f"--against {path}: index damaged: {len(missing)} embedding store(s) missing, "
+            f"e.g. {missing[0]} (rerun that dedup to rebuild its index)"
         )
     return run
 
@@ -226,197 +224,47 @@ def all_parts(kept_dir: Path) -> list[Path]:
     return sorted([*kept_dir.glob("b*.parquet"), *kept_dir.glob("b*/f*.parquet")])
 
 
-def vectors_path(kept_part: Path) -> Path:
-    """The float32 embedding store of an index part: ``vectors/bBBBB.f32.npy`` beside
-    ``kept/bBBBB.parquet`` (version 5), ``vectors/bBBBB/fFFFFF.f32.npy`` (3 and 4)."""
+def window_path(kept_part: Path) -> Path:
+    """The embedding store a later run searches in for an index part: ``vectors/bBBBB.f16.npy``
+    beside ``kept/bBBBB.parquet`` (version 5), ``vectors/bBBBB/fFFFFF.f32.npy`` (3 and 4)."""
     if kept_part.parent.name == "kept":
-        return kept_part.parents[1] / "vectors" / f"{kept_part.stem}.f32.npy"
+        return kept_part.parents[1] / "vectors" / f"{kept_part.stem}.f16.npy"
     return kept_part.parents[2] / "vectors" / kept_part.parent.name / f"{kept_part.stem}.f32.npy"
+
+
+def ids_path(index_dir: Path, file: int) -> Path:
+    """``ids/fFFFFF.parquet`` of a version 5 index: ``row`` and ``id`` of input file ``file``'s
+    kept items, by row."""
+    return index_dir / "ids" / f"f{file:05d}.parquet"
+
+
+def items_path(index_dir: Path, file: int) -> Path:
+    """``ids/fFFFFF.f32.npy``: the unit float32 embeddings of those items, same order."""
+    return index_dir / "ids" / f"f{file:05d}.f32.npy"
 
 
 def part_ids(hits: list[tuple[Path, np.ndarray]]) -> list[pa.Array]:
     """The ids (strings) of rows ``pos`` of each index part of ``hits`` = ``[(part, pos)]``:
-    from the part's ``id`` column (versions 3 and 4), or by its ``row`` column from
-    ``ids/fFFFFF.parquet`` (version 5; each ids file read once for all the hits)."""
+    from the part's ``id`` column (versions 3 and 4), or by its ``file`` and ``item`` columns
+    from ``ids/fFFFFF.parquet`` (version 5; each ids file read once for all the hits)."""
     out: list[pa.Array] = [pa.array([], pa.string())] * len(hits)
-    by_index: dict[Path, list[tuple[int, np.ndarray]]] = {}
+    wanted: dict[tuple[Path, int], list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for n, (part, pos) in enumerate(hits):
         meta = pq.ParquetFile(part)
         if "id" in meta.schema_arrow.names:
             out[n] = meta.read(columns=["id"]).column("id").combine_chunks().take(pa.array(pos))
-        else:
-            rows = meta.read(columns=["row"]).column("row").to_numpy()[pos]
-            by_index.setdefault(part.parents[1], []).append((n, rows))
-    for folder, items in by_index.items():
-        ids = _ids_of_rows(folder, np.concatenate([rows for _, rows in items]))
-        at = 0
-        for n, rows in items:
-            out[n] = ids.slice(at, len(rows))
-            at += len(rows)
+            continue
+        table = meta.read(columns=["file", "item"])
+        file, item = table.column("file").to_numpy()[pos], table.column("item").to_numpy()[pos]
+        for f in np.unique(file).tolist():
+            mine = np.flatnonzero(file == f)
+            wanted.setdefault((part.parents[1], f), []).append((n, mine, item[mine]))
+    pieces: dict[int, list[tuple[np.ndarray, pa.Array]]] = {}
+    for (folder, f), items in wanted.items():
+        ids = pq.ParquetFile(ids_path(folder, f)).read(columns=["id"]).column("id")
+        for n, mine, item in items:
+            pieces.setdefault(n, []).append((mine, ids.take(pa.array(item)).combine_chunks()))
+    for n, got in pieces.items():
+        back = np.argsort(np.concatenate([mine for mine, _ in got]))  # back to pos's order
+        out[n] = pa.concat_arrays([ids for _, ids in got]).take(pa.array(back))
     return out
-
-
-def _ids_of_rows(folder: Path, rows: np.ndarray) -> pa.Array:
-    """The ids of kept ``rows`` of the index in ``folder``, in that order."""
-    starts = np.asarray(json.loads((folder / INDEX_FILE).read_text())["id_starts"], np.int64)
-    file_of = np.searchsorted(starts, rows, "right") - 1
-    places, found = [], []
-    for f in np.unique(file_of).tolist():
-        mine = np.flatnonzero(file_of == f)
-        table = pq.ParquetFile(folder / "ids" / f"f{f:05d}.parquet").read()
-        at = np.searchsorted(table.column("row").to_numpy(), rows[mine])
-        places.append(mine)
-        found.append(table.column("id").combine_chunks().take(pa.array(at)))
-    if not found:
-        return pa.array([], pa.string())
-    back = np.argsort(np.concatenate(places))  # back to the order of rows
-    return pa.concat_arrays(found).take(pa.array(back))
-
-
-def _save(path: Path, x: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, x)
-    tmp.rename(path)
-
-
-def _write_parquet(table: pa.Table, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    pq.write_table(table, tmp, compression="none")
-    tmp.rename(target)
-
-
-def index_ids(out: str, source: Source, index: int, id_column: str, removed: np.ndarray) -> int:
-    """Write ``ids/fFFFFF.parquet``: ``row`` and ``id`` (string) of the kept rows of one input
-    file, by row. ``removed``: sorted global rows of this file that were removed. Returns the
-    rows kept."""
-    target = Path(out) / INDEX_DIR / "ids" / f"f{index:05d}.parquet"
-    if target.exists():
-        return pq.ParquetFile(target).metadata.num_rows
-    local = np.setdiff1d(np.arange(source.rows), removed - source.offset)
-    ids = read_ids(source.path, id_column).take(pa.array(local)).cast(pa.string())
-    rows = pa.array(source.offset + local, pa.int64())
-    _write_parquet(pa.table({"row": rows, "id": ids}), target)
-    return len(local)
-
-
-def index_bucket(
-    work: str, out: str, bucket: int, dim: int, removed: np.ndarray, max_rows: int
-) -> None:
-    """Write ``kept/bBBBB.parquet`` (``row``, ``cluster``, ``secondary``, ``centroid_sim``) and
-    ``vectors/bBBBB.f32.npy``: every membership of a kept row in this bucket's assignment
-    partitions (all input files), sorted by cluster, primaries first, then by
-    ``centroid_sim``. The embeddings are copied in that order, at most ``max_rows`` at a time."""
-    target = Path(out) / INDEX_DIR / "kept" / f"b{bucket:04d}.parquet"
-    if target.exists():
-        return
-    parts = sorted(Path(work).glob(f"assign/f*/b{bucket:04d}.parquet"))
-    columns = ["row", "cluster", "secondary", "centroid_sim"]
-    tables = [pq.ParquetFile(p).read(columns=columns) for p in parts]
-    sizes = np.array([len(t) for t in tables], np.int64)
-    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
-    row, cluster = table.column("row").to_numpy(), table.column("cluster").to_numpy()
-    secondary = table.column("secondary").to_numpy(zero_copy_only=False)
-    sim = table.column("centroid_sim").to_numpy()
-    keep = np.flatnonzero(~np.isin(row, removed))
-    order = keep[np.lexsort((sim[keep], secondary[keep], cluster[keep]))]
-    part_of = np.repeat(np.arange(len(parts)), sizes)
-    local = np.arange(len(row)) - np.r_[0, np.cumsum(sizes)[:-1]][part_of]
-    store = vectors_path(target)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store.with_name(store.name + ".tmp")
-    writer = NpyWriter(tmp, len(order), (dim,), np.float32)
-    try:
-        for lo in range(0, len(order), max(1, max_rows)):
-            take = order[lo : lo + max(1, max_rows)]
-            buf = rows_buffer(len(take), dim)
-            for f in np.unique(part_of[take]).tolist():
-                mine = np.flatnonzero(part_of[take] == f)
-                where = np.full(int(sizes[f]), -1, np.int64)
-                where[local[take[mine]]] = mine
-                read_rows_into(parts[f], buf, where)
-            writer.write(buf)
-    finally:
-        writer.close()
-    tmp.rename(store)
-    k = len(np.load(Path(work) / "centroids.npy", mmap_mode="r"))
-    members = np.stack(
-        [
-            np.bincount(cluster[order], minlength=k),
-            np.bincount(cluster[order][~secondary[order]], minlength=k),
-        ]
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    np.save(target.parent / f".b{bucket:04d}.members.npy", members)
-    _write_parquet(table.take(pa.array(order)), target)
-
-
-def write_meta(
-    out: Path, centroids_path: Path, meta: dict[str, Any], kept: int, parents: list[EarlierRun]
-) -> Path:
-    """Write ``centroids.npy``, ``radius.npy``, ``members.npy`` (the sum of the per-bucket
-    counts :func:`index_bucket` left) and ``index.json`` (last: the index is complete once it
-    exists). ``meta``: ``run_id``, ``settings``, ``buckets``, ``radius`` and ``id_starts``
-    (the first row of each input file)."""
-    folder = out / INDEX_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(centroids_path, folder / "centroids.npy")
-    np.save(folder / "radius.npy", meta["radius"])
-    centroids = np.load(centroids_path, mmap_mode="r")
-    members = np.zeros((2, len(centroids)), np.int64)
-    markers = sorted((folder / "kept").glob(".b*.members.npy"))
-    for marker in markers:
-        members += np.load(marker)
-    np.save(folder / "members.npy", members)
-    for marker in markers:
-        marker.unlink()
-    info = {
-        "version": INDEX_VERSION,
-        "run_id": meta["run_id"],
-        "settings": meta["settings"],
-        "clusters": int(centroids.shape[0]),
-        "buckets": meta["buckets"],
-        "kept": kept,
-        "id_starts": [int(s) for s in meta["id_starts"]],
-        "parents": [{"run_id": p.run_id, "path": p.path} for p in parents],
-    }
-    tmp = folder / (INDEX_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.rename(folder / INDEX_FILE)
-    return folder
-
-
-def build_index(
-    run: Any,
-    work: Path,
-    out: Path,
-    sources: list[Source],
-    id_column: str,
-    removed: np.ndarray,
-    meta: dict[str, Any],
-    parents: list[EarlierRun],
-) -> Path:
-    """Write this run's index (see the module docs): one task per input file for the ids and
-    one per bucket for the memberships and their embeddings.
-
-    Args:
-        run: a ``map_calls``.
-        removed: sorted global rows this run removed (within the run or as earlier duplicates).
-        meta: ``run_id``, ``settings`` (with ``dim``), ``buckets``, ``radius`` (per-cluster
-            array) and ``bucket_rows`` (most embeddings a bucket task holds at once).
-    """
-    calls = []
-    for i, s in enumerate(sources):
-        lo, hi = np.searchsorted(removed, [s.offset, s.offset + s.rows])
-        calls.append((str(out), s, i, id_column, removed[lo:hi]))
-    kept = sum(run(index_ids, calls))
-    dim, rows = meta["settings"]["dim"], meta["bucket_rows"]
-    calls = [(str(work), str(out), b, dim, removed, rows) for b in range(meta["buckets"])]
-    list(run(index_bucket, calls))
-    radius = meta["radius"]
-    for i in range(len(sources)):
-        radius = np.minimum(radius, np.load(work / "assign" / f"f{i:05d}" / "minsim.npy"))
-    info = {**meta, "radius": radius, "id_starts": [s.offset for s in sources]}
-    return write_meta(out, work / "centroids.npy", info, kept, parents)

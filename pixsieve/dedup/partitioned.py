@@ -40,13 +40,13 @@ from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.crossassign import cross_plans
 from pixsieve.dedup.index import (
     INDEX_DIR,
-    build_index,
     check_settings,
     earlier_radius,
     new_run_id,
     open_earlier,
     settings,
 )
+from pixsieve.dedup.indexwrite import build_index
 from pixsieve.dedup.io import DUPLICATES_FILE, SUMMARY_FILE, resolved_rows, write_partitioned_output
 from pixsieve.dedup.keep import resolve_policy
 from pixsieve.dedup.kmeans import sample_indices
@@ -311,7 +311,7 @@ def dedup_files(
             if earlier:
                 meta["radius"] = np.load(radius_path)
             removed = np.sort(np.concatenate(gone))
-            build_index(run, work, out, sources, columns.id, removed, meta, earlier)
+            build_index(run, task, out, sources, columns.id, removed, meta, earlier)
     result = PartitionedResult(
         duplicates=out / DUPLICATES_FILE,
         summary=out / SUMMARY_FILE,

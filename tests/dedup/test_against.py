@@ -199,25 +199,25 @@ def test_mismatched_settings_refused(batches, tmp_path):
 
 def _as_version_4(index: Path) -> None:
     """Rewrite a version 5 index in the layout of versions 3 and 4: one part per input file and
-    bucket (``kept/bBBBB/fFFFFF.parquet`` with an ``id`` column, ``vectors/bBBBB/fFFFFF``)."""
+    bucket (``kept/bBBBB/fFFFFF.parquet`` with an ``id`` column, ``vectors/bBBBB/fFFFFF`` in
+    float32), no ``ids/``."""
     meta = json.loads((index / INDEX_FILE).read_text())
-    starts = np.array(meta["id_starts"])
-    ids = pq.read_table(index / "ids")
-    id_of = dict(zip(ids.column("row").to_pylist(), ids.column("id").to_pylist(), strict=True))
+    files = sorted((index / "ids").glob("f*.parquet"))
+    ids = [pq.read_table(f).column("id").to_pylist() for f in files]
+    items = [np.load(f.with_suffix(".f32.npy")) for f in files]
     for part in sorted((index / "kept").glob("b*.parquet")):
-        table, x = pq.read_table(part), np.load(index / "vectors" / f"{part.stem}.f32.npy")
-        rows = table.column("row").to_numpy()
-        file_of = np.searchsorted(starts, rows, "right") - 1
-        for f in np.unique(file_of):
-            mine = np.flatnonzero(file_of == f)  # still sorted by cluster, secondary, cosine
-            sub = table.take(mine)
-            sub = sub.add_column(0, "id", pa.array([id_of[r] for r in rows[mine]], pa.string()))
+        table = pq.read_table(part)
+        file, item = table.column("file").to_numpy(), table.column("item").to_numpy()
+        for f in np.unique(file):
+            mine = np.flatnonzero(file == f)  # still sorted by cluster, secondary, cosine
+            sub = table.take(mine).drop_columns(["file", "item"])
+            sub = sub.add_column(0, "id", pa.array([ids[f][i] for i in item[mine]], pa.string()))
             (index / "kept" / part.stem).mkdir(exist_ok=True)
             (index / "vectors" / part.stem).mkdir(exist_ok=True)
             pq.write_table(sub, index / "kept" / part.stem / f"f{f:05d}.parquet")
-            np.save(index / "vectors" / part.stem / f"f{f:05d}.f32.npy", x[mine])
+            np.save(index / "vectors" / part.stem / f"f{f:05d}.f32.npy", items[f][item[mine]])
         part.unlink()
-        (index / "vectors" / f"{part.stem}.f32.npy").unlink()
+        (index / "vectors" / f"{part.stem}.f16.npy").unlink()
     shutil.rmtree(index / "ids")
     (index / INDEX_FILE).write_text(json.dumps({**meta, "version": 4}))
 
@@ -230,7 +230,6 @@ def test_version_3_and_4_indexes_are_read(batches, tmp_path, monkeypatch):
     new = _write(tmp_path / "in_b", b, "b")
     dedup_files(new, tmp_path / "B5", _config(), against=[tmp_path / "A"])
     assert len(_removed(tmp_path / "B5")) > 0
-    assert not list((tmp_path / "A" / INDEX_DIR).rglob("*.f16.npy"))
     _as_version_4(tmp_path / "A" / INDEX_DIR)
     assert len(list((tmp_path / "A" / INDEX_DIR / "kept").glob("b*/f*.parquet"))) >= 3
     dedup_files(new, tmp_path / "B4", _config(), against=[tmp_path / "A"])
@@ -308,8 +307,9 @@ def test_resumes_after_an_interruption(batches, tmp_path):
         got, ref = _removed(out), _removed(tmp_path / "ref")
         assert got.drop_columns(["duplicate_of_run"]).equals(ref.drop_columns(["duplicate_of_run"]))
         assert got.column("duplicate_of_run").equals(ref.column("duplicate_of_run"))
-        kept = pq.read_table(out / INDEX_DIR / "ids").column("id").to_pylist()
-        ref_kept = pq.read_table(tmp_path / "ref" / INDEX_DIR / "ids").column("id").to_pylist()
+        kept = pq.read_table(sorted((out / INDEX_DIR).glob("ids/*.parquet"))).column("id")
+        ref = pq.read_table(sorted((tmp_path / "ref" / INDEX_DIR).glob("ids/*.parquet")))
+        kept, ref_kept = kept.to_pylist(), ref.column("id").to_pylist()
         assert sorted(kept) == sorted(ref_kept)
 
 
@@ -451,11 +451,14 @@ def test_small_blocks_find_the_same_matches(batches, tmp_path, monkeypatch):
 
 
 def test_a_damaged_index_is_refused_in_one_line(batches, tmp_path):
-    """A part whose float32 store is gone is named before anything runs."""
+    """A missing embedding store (a part's float16 copy, a file's kept items) is named before
+    anything runs."""
     a, b = batches
     dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
-    next((tmp_path / "A" / INDEX_DIR / "vectors").rglob("*.f32.npy")).unlink()
-    with pytest.raises(InputError, match=r"index damaged: 1 part\(s\) without their float32"):
-        dedup_files(
-            _write(tmp_path / "in_b", b, "b"), tmp_path / "B", _config(), against=[tmp_path / "A"]
-        )
+    new = _write(tmp_path / "in_b", b, "b")
+    for store in ("vectors/*.f16.npy", "ids/*.f32.npy"):
+        gone = next((tmp_path / "A" / INDEX_DIR).glob(store))
+        gone.rename(gone.with_name("moved"))
+        with pytest.raises(InputError, match=r"index damaged: 1 embedding store\(s\) missing"):
+            dedup_files(new, tmp_path / "B", _config(), against=[tmp_path / "A"])
+        gone.with_name("moved").rename(gone)

@@ -1,0 +1,219 @@
+"""Writing a run's dedup index (layout and reading: :mod:`pixsieve.dedup.index`).
+
+One task per input file writes its kept items' ids and float32 embeddings (``ids/``, from the
+read phase); one task per bucket writes the kept memberships of the bucket's clusters from the
+assignment partitions of every input file, sorted for later windows, with a float16 copy of
+their embeddings (``kept/``, ``vectors/``). Every task is resumable (its files appear by
+rename when complete); ``index.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pixsieve.dedup.index import (
+    INDEX_DIR,
+    INDEX_FILE,
+    INDEX_VERSION,
+    EarlierRun,
+    ids_path,
+    items_path,
+    window_path,
+)
+from pixsieve.dedup.packing import read_rows_into
+from pixsieve.dedup.readphase import NpyReader, NpyWriter, read_dir
+from pixsieve.dedup.scratch import rows_buffer
+from pixsieve.dedup.sources import Source, read_ids
+from pixsieve.dedup.taskfiles import FileTask
+
+
+def _write_parquet(table: pa.Table, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    pq.write_table(table, tmp, compression="none")
+    tmp.rename(target)
+
+
+def kept_local(source: Source, removed: np.ndarray) -> np.ndarray:
+    """The kept rows of one input file, local and sorted (``removed``: sorted global rows)."""
+    return np.setdiff1d(np.arange(source.rows), removed - source.offset)
+
+
+def index_ids(
+    task: FileTask, out: str, source: Source, index: int, id_column: str, removed: np.ndarray
+) -> int:
+    """Write ``ids/fFFFFF.parquet`` (``row``, ``id`` as string) and ``ids/fFFFFF.f32.npy``
+    (their unit float32 embeddings, read from the read phase in batches) for the kept rows of
+    one input file, by row. ``removed``: sorted global rows of this file that were removed.
+    Returns the rows kept."""
+    folder = Path(out) / INDEX_DIR
+    target = ids_path(folder, index)
+    if target.exists():
+        return pq.ParquetFile(target).metadata.num_rows
+    local = kept_local(source, removed)
+    reader = NpyReader(read_dir(task, index) / "x.npy")
+    store = items_path(folder, index)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(store.name + ".tmp")
+    writer = NpyWriter(tmp, len(local), (task.dim,), np.float32)
+    step = max(1, task.batch_rows)
+    buf = np.empty((min(step, source.rows), task.dim), np.float32)
+    try:
+        for lo in range(0, source.rows, step):
+            got = reader.read(lo, min(lo + step, source.rows), buf)
+            a, b = np.searchsorted(local, [lo, lo + step])
+            writer.write(got[local[a:b] - lo])
+    finally:
+        writer.close()
+        reader.close()
+    tmp.rename(store)
+    ids = read_ids(source.path, id_column).take(pa.array(local)).cast(pa.string())
+    rows = pa.array(source.offset + local, pa.int64())
+    _write_parquet(pa.table({"row": rows, "id": ids}), target)
+    return len(local)
+
+
+def index_bucket(
+    work: str,
+    out: str,
+    bucket: int,
+    dim: int,
+    removed: np.ndarray,
+    starts: np.ndarray,
+    max_rows: int,
+) -> None:
+    """Write ``kept/bBBBB.parquet`` (``row``, ``cluster``, ``secondary``, ``centroid_sim``,
+    ``file``, ``item``: the input file and the item's place in its ``ids/`` store) and
+    ``vectors/bBBBB.f16.npy``: every membership of a kept row in this bucket's assignment
+    partitions (all input files), sorted by cluster, primaries first, then by
+    ``centroid_sim``, with a float16 copy of the embeddings in that order, at most
+    ``max_rows`` at a time. ``starts``: the first global row of each input file."""
+    target = Path(out) / INDEX_DIR / "kept" / f"b{bucket:04d}.parquet"
+    if target.exists():
+        return
+    parts = sorted(Path(work).glob(f"assign/f*/b{bucket:04d}.parquet"))
+    columns = ["row", "cluster", "secondary", "centroid_sim"]
+    tables = [pq.ParquetFile(p).read(columns=columns) for p in parts]
+    sizes = np.array([len(t) for t in tables], np.int64)
+    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+    row, cluster = table.column("row").to_numpy(), table.column("cluster").to_numpy()
+    secondary = table.column("secondary").to_numpy(zero_copy_only=False)
+    sim = table.column("centroid_sim").to_numpy()
+    keep = np.flatnonzero(~np.isin(row, removed))
+    order = keep[np.lexsort((sim[keep], secondary[keep], cluster[keep]))]
+    part_of = np.repeat(np.arange(len(parts)), sizes)
+    local = np.arange(len(row)) - np.r_[0, np.cumsum(sizes)[:-1]][part_of]
+    store = window_path(target)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(store.name + ".tmp")
+    import torch  # here: the CLI checks its arguments before torch is imported
+
+    writer = NpyWriter(tmp, len(order), (dim,), np.float16)
+    step = max(1, max_rows)
+    try:
+        for lo in range(0, len(order), step):
+            take = order[lo : lo + step]
+            buf = rows_buffer(len(take), dim)
+            for f in np.unique(part_of[take]).tolist():
+                mine = np.flatnonzero(part_of[take] == f)
+                where = np.full(int(sizes[f]), -1, np.int64)
+                where[local[take[mine]]] = mine
+                read_rows_into(parts[f], buf, where)
+            writer.write(torch.from_numpy(buf).half().numpy())  # numpy's cast: a scalar loop
+    finally:
+        writer.close()
+    tmp.rename(store)
+    kept_row = row[order]
+    file = np.searchsorted(starts, kept_row, "right") - 1
+    before = np.searchsorted(removed, kept_row) - np.searchsorted(removed, starts[file])
+    meta = table.take(pa.array(order))
+    meta = meta.append_column("file", pa.array(file, pa.int32()))
+    meta = meta.append_column("item", pa.array(kept_row - starts[file] - before, pa.int64()))
+    k = len(np.load(Path(work) / "centroids.npy", mmap_mode="r"))
+    members = np.stack(
+        [
+            np.bincount(cluster[order], minlength=k),
+            np.bincount(cluster[order][~secondary[order]], minlength=k),
+        ]
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target.parent / f".b{bucket:04d}.members.npy", members)
+    _write_parquet(meta, target)
+
+
+def write_meta(
+    out: Path, centroids_path: Path, meta: dict[str, Any], kept: int, parents: list[EarlierRun]
+) -> Path:
+    """Write ``centroids.npy``, ``radius.npy``, ``members.npy`` (the sum of the per-bucket
+    counts :func:`index_bucket` left) and ``index.json`` (last: the index is complete once it
+    exists). ``meta``: ``run_id``, ``settings``, ``buckets`` and ``radius``."""
+    folder = out / INDEX_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(centroids_path, folder / "centroids.npy")
+    np.save(folder / "radius.npy", meta["radius"])
+    centroids = np.load(centroids_path, mmap_mode="r")
+    members = np.zeros((2, len(centroids)), np.int64)
+    markers = sorted((folder / "kept").glob(".b*.members.npy"))
+    for marker in markers:
+        members += np.load(marker)
+    np.save(folder / "members.npy", members)
+    for marker in markers:
+        marker.unlink()
+    info = {
+        "version": INDEX_VERSION,
+        "run_id": meta["run_id"],
+        "settings": meta["settings"],
+        "clusters": int(centroids.shape[0]),
+        "buckets": meta["buckets"],
+        "kept": kept,
+        "parents": [{"run_id": p.run_id, "path": p.path} for p in parents],
+    }
+    tmp = folder / (INDEX_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.rename(folder / INDEX_FILE)
+    return folder
+
+
+def build_index(
+    run: Any,
+    task: FileTask,
+    out: Path,
+    sources: list[Source],
+    id_column: str,
+    removed: np.ndarray,
+    meta: dict[str, Any],
+    parents: list[EarlierRun],
+) -> Path:
+    """Write this run's index (see :mod:`pixsieve.dedup.index`): one task per input file for
+    its kept items, one per bucket for the memberships.
+
+    Args:
+        run: a ``map_calls``.
+        task: the run's file task (work and read directories, dimension, batch rows).
+        removed: sorted global rows this run removed (within the run or as earlier duplicates).
+        meta: ``run_id``, ``settings``, ``buckets``, ``radius`` (per-cluster array) and
+            ``bucket_rows`` (most embeddings a bucket task holds at once).
+    """
+    work = Path(task.work)
+    calls = []
+    for i, s in enumerate(sources):
+        lo, hi = np.searchsorted(removed, [s.offset, s.offset + s.rows])
+        calls.append((task, str(out), s, i, id_column, removed[lo:hi]))
+    kept = sum(run(index_ids, calls))
+    starts = np.array([s.offset for s in sources], np.int64)
+    rows = meta["bucket_rows"]
+    calls = [
+        (str(work), str(out), b, task.dim, removed, starts, rows) for b in range(meta["buckets"])
+    ]
+    list(run(index_bucket, calls))
+    radius = meta["radius"]
+    for i in range(len(sources)):
+        radius = np.minimum(radius, np.load(work / "assign" / f"f{i:05d}" / "minsim.npy"))
+    return write_meta(out, work / "centroids.npy", {**meta, "radius": radius}, kept, parents)
