@@ -14,17 +14,21 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
 * ``kept/bBBBB.parquet``: every membership of every item this run *kept* (its own cluster and
   its border clusters) in bucket ``b`` (clusters ``c`` with ``c * buckets // k == b``), sorted
   by cluster, primaries first, then by ``centroid_sim``: ``row`` (the item's row in this run),
-  ``cluster``, ``secondary`` and ``centroid_sim`` (float32 cosine of the item to that
-  cluster's centroid), so a later run's window in a cluster is one slice of one file;
-* ``vectors/bBBBB.f32.npy``: their unit float32 embeddings in the same order (a later run
-  reads, with positioned reads, only the rows its windows need);
-* ``ids/fFFFFF.parquet``: ``row`` and ``id`` (string) of the kept items of input file ``F``
-  (``index.json``'s ``id_starts``: the first row of each file), read only for matched items.
+  ``cluster``, ``secondary``, ``centroid_sim`` (float32 cosine of the item to that cluster's
+  centroid), ``file`` and ``item`` (its input file and place in that file's ``ids/`` store),
+  so a later run's window in a cluster is one slice of one file;
+* ``vectors/bBBBB.f16.npy``: a float16 copy of their unit embeddings in the same order, what a
+  later run searches in (:mod:`pixsieve.dedup.windowstore`: half the bytes of float32);
+* ``ids/fFFFFF.parquet``: ``row`` and ``id`` (string) of the kept items of input file ``F``,
+  by row, and ``ids/fFFFFF.f32.npy`` their unit float32 embeddings (each item once): a later
+  run reads ids only for matched items, and rereads the rows its float16 search found near the
+  threshold in float32, so every match is exact.
 
 Versions 3 and 4 had one part per input file and bucket (``kept/bBBBB/fFFFFF.parquet`` with
 an ``id`` column, ``vectors/bBBBB/fFFFFF.f32.npy``; version 3 also an unused float16 copy):
 a later run's window was up to one slice per input file, and their metadata was read from
-every file. They are still read (:func:`bucket_parts`, :func:`part_ids`).
+every file. They are still read (:func:`bucket_parts`, :func:`part_ids`). The index is
+written by :mod:`pixsieve.dedup.indexwrite`.
 
 An index holds only the items its own run kept; the kept items of the runs it was deduplicated
 against live in theirs (``parents``), so ``--against OUT`` brings in OUT's whole history.
@@ -124,7 +128,8 @@ def _open(path: str | Path) -> EarlierRun:
         )
     run = EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
     stores = [window_path(p) for p in all_parts(run.kept_dir)]
-    stores += [p.with_suffix(".f32.npy") for p in (folder / INDEX_DIR).glob("ids/f*.parquet")]
+    files = sorted((folder / INDEX_DIR).glob("ids/f*.parquet"))
+    stores += [items_path(folder / INDEX_DIR, int(p.stem[1:])) for p in files]
     missing = [p for p in stores if not p.exists()]
     if missing:
         raise InputError(
