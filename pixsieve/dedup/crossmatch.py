@@ -176,19 +176,21 @@ def match_once(
         bounds = window_bounds(p_sims[0], p_sims[-1], search.window)
         read += [(1, *w) for w in search.keys.windows(parts, seg + 1, *bounds)]
     search.buf.fill(search.stores, [w[1:] for w in read])
-    shift, at = {}, 0  # buffer row of part row r of (secondary, part): shift + r
+    where, at = {}, 0  # (secondary, part) -> the part rows read and their first buffer row
     for secondary, f, lo, hi in read:
-        shift[secondary, f] = at - lo
+        where[secondary, f] = (lo, hi, at)
         at += hi - lo
     compared = 0
     for rows, sims, segments in ((p_rows, p_sims, (0, 1)), (s_rows, s_sims, (0,))):
         for i0 in range(0, len(rows), NEW_BLOCK):
             block, s = rows[i0 : i0 + NEW_BLOCK], sims[i0 : i0 + NEW_BLOCK]
             bounds = window_bounds(s[0], s[-1], search.window)
-            for secondary in segments:  # within the slices read: a block's window is narrower
+            for secondary in segments:
                 for f, lo, hi in search.keys.windows(parts, seg + secondary, *bounds):
-                    off = shift[secondary, f]
-                    compared += _compare(xn, block, search, off + lo, off + hi)
+                    # within what was read (its window holds this one; clipped against rounding)
+                    first, last, at = where.get((secondary, f), (lo, lo, 0))
+                    a, b = at + max(lo, first) - first, at + min(hi, last) - first
+                    compared += _compare(xn, block, search, a, b)
     return compared
 
 
