@@ -65,6 +65,17 @@ INDEX_ENTRIES: tuple[str, ...] = (
     "members.npy",
     INDEX_FILE,
 )
+#: The columns of a version 5 ``kept/bBBBB.parquet`` (see the module docs).
+KEPT_SCHEMA: pa.Schema = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("cluster", pa.int32()),
+        ("secondary", pa.bool_()),
+        ("centroid_sim", pa.float32()),
+        ("file", pa.int32()),
+        ("item", pa.int64()),
+    ]
+)
 #: What the threshold means; an index of another meaning is refused.
 THRESHOLD_SEMANTICS: str = "cosine_at_least"
 

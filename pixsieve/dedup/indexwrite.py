@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from pixsieve.dedup.index import (
     INDEX_DIR,
     INDEX_FILE,
     INDEX_VERSION,
+    KEPT_SCHEMA,
     EarlierRun,
     ids_path,
     items_path,
@@ -32,6 +34,9 @@ from pixsieve.dedup.readphase import NpyReader, NpyWriter, read_dir
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source, read_ids
 from pixsieve.dedup.taskfiles import FileTask
+
+#: The run's removed rows while the bucket tasks run (:class:`RemovedRows`), under ``index/``.
+REMOVED_FILE: str = ".removed.npy"
 
 
 def _write_parquet(table: pa.Table, target: Path) -> None:
@@ -80,36 +85,64 @@ def index_ids(
     return len(local)
 
 
+@dataclass(frozen=True)
+class RemovedRows:
+    """The rows a run removed (sorted, global) in an ``.npy`` file, read one input file's at a
+    time (a bucket task needs every file's, but holding all of them would grow with N).
+
+    Attributes:
+        path: the ``.npy`` file.
+        starts: the first global row of each input file.
+        bounds: ``(files + 1,)``: file ``f``'s removed rows are entries ``bounds[f]`` up to
+            ``bounds[f + 1]``.
+    """
+
+    path: str
+    starts: np.ndarray
+    bounds: np.ndarray
+
+    def of_file(self, f: int) -> np.ndarray:
+        """The removed rows of input file ``f``."""
+        reader = NpyReader(Path(self.path))
+        try:
+            return reader.read(int(self.bounds[f]), int(self.bounds[f + 1]))
+        finally:
+            reader.close()
+
+
 def index_bucket(
-    work: str,
-    out: str,
-    bucket: int,
-    dim: int,
-    removed: np.ndarray,
-    starts: np.ndarray,
-    max_rows: int,
+    work: str, out: str, bucket: int, dim: int, removed: RemovedRows, max_rows: int
 ) -> None:
-    """Write ``kept/bBBBB.parquet`` (``row``, ``cluster``, ``secondary``, ``centroid_sim``,
-    ``file``, ``item``: the input file and the item's place in its ``ids/`` store) and
+    """Write ``kept/bBBBB.parquet`` (:data:`pixsieve.dedup.index.KEPT_SCHEMA`) and
     ``vectors/bBBBB.f16.npy``: every membership of a kept row in this bucket's assignment
-    partitions (all input files), sorted by cluster, primaries first, then by
+    partitions (one per input file), sorted by cluster, primaries first, then by
     ``centroid_sim``, with a float16 copy of the embeddings in that order, at most
-    ``max_rows`` at a time. ``starts``: the first global row of each input file."""
+    ``max_rows`` at a time."""
     target = Path(out) / INDEX_DIR / "kept" / f"b{bucket:04d}.parquet"
     if target.exists():
         return
     parts = sorted(Path(work).glob(f"assign/f*/b{bucket:04d}.parquet"))
     columns = ["row", "cluster", "secondary", "centroid_sim"]
-    tables = [pq.ParquetFile(p).read(columns=columns) for p in parts]
-    sizes = np.array([len(t) for t in tables], np.int64)
-    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
-    row, cluster = table.column("row").to_numpy(), table.column("cluster").to_numpy()
+    tables, positions, sizes = [], [], []
+    for part in parts:  # the partition of input file F: its rows only
+        handle = pq.ParquetFile(part)
+        table = handle.read(columns=columns)
+        f = int(part.parent.name[1:])
+        gone = removed.of_file(f)
+        row = table.column("row").to_numpy()
+        keep = np.flatnonzero(~np.isin(row, gone))
+        item = row[keep] - removed.starts[f] - np.searchsorted(gone, row[keep])
+        table = table.take(pa.array(keep))
+        table = table.append_column("file", pa.array(np.full(len(keep), f, np.int32)))
+        tables.append(table.append_column("item", pa.array(item, pa.int64())))
+        positions.append(keep)  # place in the partition, for its embeddings
+        sizes.append(handle.metadata.num_rows)
+    table = pa.concat_tables([t.cast(KEPT_SCHEMA) for t in tables] or [KEPT_SCHEMA.empty_table()])
+    cluster = table.column("cluster").to_numpy()
     secondary = table.column("secondary").to_numpy(zero_copy_only=False)
-    sim = table.column("centroid_sim").to_numpy()
-    keep = np.flatnonzero(~np.isin(row, removed))
-    order = keep[np.lexsort((sim[keep], secondary[keep], cluster[keep]))]
-    part_of = np.repeat(np.arange(len(parts)), sizes)
-    local = np.arange(len(row)) - np.r_[0, np.cumsum(sizes)[:-1]][part_of]
+    order = np.lexsort((table.column("centroid_sim").to_numpy(), secondary, cluster))
+    part_of = np.repeat(np.arange(len(parts)), [len(t) for t in tables])
+    local = np.concatenate(positions) if positions else np.empty(0, np.int64)
     store = window_path(target)
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(store.name + ".tmp")
@@ -123,19 +156,14 @@ def index_bucket(
             buf = rows_buffer(len(take), dim)
             for f in np.unique(part_of[take]).tolist():
                 mine = np.flatnonzero(part_of[take] == f)
-                where = np.full(int(sizes[f]), -1, np.int64)
+                where = np.full(sizes[f], -1, np.int64)
                 where[local[take[mine]]] = mine
                 read_rows_into(parts[f], buf, where)
             writer.write(torch.from_numpy(buf).half().numpy())  # numpy's cast: a scalar loop
     finally:
         writer.close()
     tmp.rename(store)
-    kept_row = row[order]
-    file = np.searchsorted(starts, kept_row, "right") - 1
-    before = np.searchsorted(removed, kept_row) - np.searchsorted(removed, starts[file])
     meta = table.take(pa.array(order))
-    meta = meta.append_column("file", pa.array(file, pa.int32()))
-    meta = meta.append_column("item", pa.array(kept_row - starts[file] - before, pa.int64()))
     k = len(np.load(Path(work) / "centroids.npy", mmap_mode="r"))
     members = np.stack(
         [
@@ -207,12 +235,18 @@ def build_index(
         lo, hi = np.searchsorted(removed, [s.offset, s.offset + s.rows])
         calls.append((task, str(out), s, i, id_column, removed[lo:hi]))
     kept = sum(run(index_ids, calls))
+    folder = out / INDEX_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / REMOVED_FILE, removed)
     starts = np.array([s.offset for s in sources], np.int64)
-    rows = meta["bucket_rows"]
+    bounds = np.searchsorted(removed, np.r_[starts, starts[-1:] + sources[-1].rows])
+    rows = RemovedRows(str(folder / REMOVED_FILE), starts, bounds)
     calls = [
-        (str(work), str(out), b, task.dim, removed, starts, rows) for b in range(meta["buckets"])
+        (str(work), str(out), b, task.dim, rows, meta["bucket_rows"])
+        for b in range(meta["buckets"])
     ]
     list(run(index_bucket, calls))
+    (folder / REMOVED_FILE).unlink()
     radius = meta["radius"]
     for i in range(len(sources)):
         radius = np.minimum(radius, np.load(work / "assign" / f"f{i:05d}" / "minsim.npy"))

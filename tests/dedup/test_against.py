@@ -222,6 +222,31 @@ def _as_version_4(index: Path) -> None:
     (index / INDEX_FILE).write_text(json.dumps({**meta, "version": 4}))
 
 
+def test_index_parts_point_at_their_items(batches, tmp_path):
+    """Version 5: every part has the one schema; a membership's ``file`` and ``item`` name its
+    row in ``ids/`` (same ``row``, the float32 embedding its float16 copy was made from); the
+    kept rows are exactly the rows not removed; nothing temporary is left."""
+    from pixsieve.dedup.index import KEPT_SCHEMA
+
+    a, _ = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a", 3), tmp_path / "A", _config())
+    index = tmp_path / "A" / INDEX_DIR
+    ids = [pq.read_table(p) for p in sorted(index.glob("ids/f*.parquet"))]
+    items = [np.load(p) for p in sorted(index.glob("ids/f*.f32.npy"))]
+    kept_rows = np.concatenate([t.column("row").to_numpy() for t in ids])
+    removed = {int(i[1:]) for i in _removed(tmp_path / "A").column("id").to_pylist()}
+    assert sorted(set(range(len(a))) - removed) == kept_rows.tolist()
+    for part in sorted(index.glob("kept/b*.parquet")):
+        table = pq.read_table(part)
+        assert table.schema.equals(KEPT_SCHEMA)
+        half = np.load(index / "vectors" / f"{part.stem}.f16.npy")
+        file, item = table.column("file").to_numpy(), table.column("item").to_numpy()
+        for n, (f, i) in enumerate(zip(file, item, strict=True)):
+            assert ids[f].column("row")[int(i)].as_py() == table.column("row")[n].as_py()
+            np.testing.assert_array_equal(items[f][i].astype(np.float16), half[n])
+    assert not [p for p in index.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
 def test_version_3_and_4_indexes_are_read(batches, tmp_path, monkeypatch):
     """Indexes of versions 3 and 4 (one part per input file and bucket, ids in the parts;
     version 3 with a float16 copy beside the float32 store) give the same removals."""
