@@ -60,9 +60,10 @@ def cross_bucket(
 
     Reads each new row of the bucket once from the read phase (``starts``: the first global
     row of each input file), of each earlier index part the ``cluster``, ``secondary`` and
-    ``centroid_sim`` columns, and of its float32 store only the rows of clusters with new
-    memberships whose centroid cosine lies in a new row's window. ``earlier``: ``(position,
-    kept directory, buckets, clusters)`` of each earlier index.
+    ``centroid_sim`` columns, and of its search store (float16 in version 5,
+    :mod:`pixsieve.dedup.windowstore`) only the rows of clusters with new memberships whose
+    centroid cosine lies in a new row's window. ``earlier``: ``(position, kept directory,
+    buckets, clusters)`` of each earlier index.
     """
     final = Path(task.work) / "cross" / f"b{bucket:04d}.parquet"
     if final.exists():

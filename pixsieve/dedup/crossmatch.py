@@ -3,9 +3,9 @@
 
 New rows are taken in blocks sorted by their cosine to the cluster's centroid; each block is
 multiplied only with the earlier rows in its angular window (:func:`window_bounds`), found for
-every index part at once (:class:`Keys`) and read from the parts' float32 stores
-(:class:`Stores`) into one reused buffer (:class:`Window`). Products near the threshold are
-recomputed in float64, so every match is exact.
+every index part at once (:class:`Keys`) and read from the parts' stores into one reused
+buffer (:mod:`pixsieve.dedup.windowstore`). Products near the threshold are recomputed in
+float64 from float32 rows, so every match is exact.
 """
 
 from __future__ import annotations
