@@ -86,7 +86,7 @@ class Passes:
         if start not in PASSES:
             raise ValueError(f"unknown pass {start!r}; passes: {', '.join(PASSES)}")
         first = PASSES.index(start)
-        earlier = open_outputs(list(self.against))
+        earlier = open_outputs(list(self.against), self.storage_options)
         indexes = check_outputs(earlier, self.model, self.semantic_dedup, self.exact_dedup)
         total = self.scan(earlier) if first == 0 and self.exact_dedup else None
         fresh = self.score(total) if first <= 1 else True
@@ -103,13 +103,14 @@ class Passes:
                     map_calls=self.executor.map_calls,
                     memory_limit=self.memory_limit,
                     workers=self._workers(),
-                    against=indexes,
+                    against=[o.path for o in indexes],
+                    against_names={o.path: o.label for o in indexes},
                     model=self.model,
                 )
         if fresh:
             self._forget("export")
         self.export(total)
-        self.index([o.path for o in earlier])
+        self.index([o.label for o in earlier])
 
     def index(self, parents: list[str]) -> None:
         """Write the run's index for later runs ``--against`` it (``OUT/index``)."""

@@ -125,7 +125,7 @@ class Pipeline:
         opts = storage_options or {}
         shards = discover_shards(inputs, opts)
         if self.against:  # before anything is written: a mismatch is one line
-            earlier = open_outputs(list(self.against))
+            earlier = open_outputs(list(self.against), opts)
             check_outputs(earlier, self.model, self.semantic_dedup, self.exact_dedup)
             _not_earlier(output, opts, earlier)
         layout = RunLayout.open(output, opts)
@@ -213,6 +213,8 @@ def _not_earlier(output: str, opts: dict[str, Any], earlier: list[EarlierOutput]
         mine = str(Path(path).resolve())
         if any(o.path == mine for o in earlier):
             raise InputError(f"--against {output}: is the output; earlier runs are only read")
+    if any(o.name == output for o in earlier):
+        raise InputError(f"--against {output}: is the output; earlier runs are only read")
 
 
 def write_report_or_warn(output: str, storage_options: dict[str, Any]) -> None:

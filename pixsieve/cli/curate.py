@@ -234,7 +234,8 @@ def _config(config_file: str | None, opts: dict[str, Any]) -> CurateConfig:
     "--against",
     multiple=True,
     metavar="OUT",
-    help="An earlier curate output (repeatable): remove new copies of what it kept.",
+    help="An earlier curate output, a directory or an fsspec URL (repeatable): remove new "
+    "copies of what it kept.",
 )
 @click.option(
     "--min-side", type=click.IntRange(min=0), help="Remove images with a shorter side below this."

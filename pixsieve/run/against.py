@@ -5,7 +5,9 @@ the outputs it was itself run against), its exact index ``index/hashes/hBBBB/*.p
 (content hash, key and shard of every sample it kept, bucketed by
 :func:`pixsieve.dedup.hashparts.key_buckets`), its semantic index (``index/index.json`` and the
 partitions of :mod:`pixsieve.dedup.index`) and, to name an earlier sample by its key, its
-manifest. ``--against OUT2`` brings in OUT2's own earlier outputs too (``parents``).
+manifest. ``--against OUT2`` brings in OUT2's own earlier outputs too (``parents``). An
+output elsewhere than on local disk is read from a local copy of those files
+(:func:`local_copy`) and recorded under its URL.
 
 * :func:`open_outputs` and :func:`check_outputs`: one-line :class:`InputError` for an output
   that is missing, not a finished curate output, without an index, or of another model or
@@ -19,6 +21,7 @@ manifest. ``--against OUT2`` brings in OUT2's own earlier outputs too (``parents
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -47,10 +50,19 @@ SHIFT: int = 32
 
 @dataclass(frozen=True)
 class EarlierOutput:
-    """One earlier curate output: its absolute local path and its ``index/curate.json``."""
+    """One earlier curate output: the local directory it is read from (itself, or a copy of
+    what a later run reads of an output elsewhere: :func:`local_copy`), its
+    ``index/curate.json`` and the name it is recorded under (``duplicate_of_run``,
+    ``parents``): its absolute path, or its URL."""
 
     path: str
     meta: dict[str, Any]
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name a run records for it."""
+        return self.name or self.path
 
     @property
     def semantic_index(self) -> bool:
@@ -63,14 +75,53 @@ def _layout(path: str) -> RunLayout:
     return RunLayout(fs=LocalFileSystem(), root=path, url=path)
 
 
-def _open(path: str) -> EarlierOutput:
-    fs, local = url_to_fs(path)
+#: What a later run reads of an earlier output (relative paths; the index's ``curate.json``
+#: last: a copy without it is incomplete).
+READ_ENTRIES: tuple[str, ...] = ("run.json", "manifest", "index")
+
+
+def local_copy_dir(url: str) -> Path:
+    """Where :func:`local_copy` keeps the copy of the output at ``url``."""
+    from pixsieve.models.hub import cache_dir
+
+    return cache_dir() / "against" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def local_copy(url: str, fs: Any, root: str) -> Path:
+    """A local copy of what a later run reads of the earlier output at ``url`` (``fs``,
+    ``root``: its filesystem and path there), in ``$PIXSIEVE_CACHE/against/``: fetched once,
+    fetched again when its ``index/curate.json`` changed. A run reads nearly all of an earlier
+    semantic index, so a copy costs no more than reading it in place."""
+    folder = local_copy_dir(url)
+    meta = f"{root}/index/curate.json"
+    mine = folder / "index" / "curate.json"
+    if mine.exists() and mine.read_bytes() == fs.cat_file(meta):
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for entry in READ_ENTRIES:
+        if fs.exists(f"{root}/{entry}"):
+            fs.get(f"{root}/{entry}", str(tmp / entry), recursive=fs.isdir(f"{root}/{entry}"))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _open(path: str, storage_options: dict[str, Any] | None = None) -> EarlierOutput:
+    fs, local = url_to_fs(path, **(storage_options or {}))
+    name = ""
     if not isinstance(fs, LocalFileSystem):
-        raise InputError(f"--against {path}: only local directories can be read as earlier runs")
+        if not fs.isdir(local):
+            raise InputError(f"--against {path}: no such directory")
+        if fs.exists(f"{local}/run.json") and fs.exists(f"{local}/index/curate.json"):
+            local, name = str(local_copy(path, fs, local)), path
+        else:  # named below, as for a local directory
+            local, name = str(Path(local_copy_dir(path)) / "missing"), path
     folder = Path(local)
-    if not folder.is_dir():
+    if not folder.is_dir() and not name:
         raise InputError(f"--against {path}: no such directory")
-    layout = RunLayout(fs=fs, root=str(folder.resolve()), url=path)
+    layout = RunLayout(fs=LocalFileSystem(), root=str(folder.resolve()), url=path)
     if not Path(layout.run_json()).exists():
         raise InputError(f"--against {path}: not a finished curate output (no run.json)")
     meta_path = Path(layout.index_meta())
@@ -85,12 +136,21 @@ def _open(path: str) -> EarlierOutput:
             f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
             f"{CURATE_INDEX_VERSION}"
         )
-    return EarlierOutput(path=layout.root, meta=meta)
+    return EarlierOutput(path=layout.root, meta=meta, name=name)
 
 
-def open_outputs(paths: list[str]) -> list[EarlierOutput]:
+def _gone(parent: str, storage_options: dict[str, Any] | None) -> bool:
+    """Whether an earlier run's recorded parent has no index where it was recorded."""
+    fs, root = url_to_fs(parent, **(storage_options or {}))
+    return not fs.exists(f"{root}/index/curate.json")
+
+
+def open_outputs(
+    paths: list[str], storage_options: dict[str, Any] | None = None
+) -> list[EarlierOutput]:
     """The outputs named by ``--against`` and, recursively, those they were run against (each
-    once, first named first).
+    once, first named first). Outputs elsewhere than on local disk (any fsspec URL, opened
+    with ``storage_options``) are read from a local copy (:func:`local_copy`).
 
     Raises:
         InputError: a missing directory, not a curate output, no index, a parent moved away.
@@ -98,15 +158,15 @@ def open_outputs(paths: list[str]) -> list[EarlierOutput]:
     found: dict[str, EarlierOutput] = {}
     todo = [str(p) for p in paths]
     while todo:
-        out = _open(todo.pop(0))
-        if out.path in found:
+        out = _open(todo.pop(0), storage_options)
+        if out.label in found:
             continue
-        found[out.path] = out
+        found[out.label] = out
         for parent in out.meta.get("parents", []):
             if parent not in found:
-                if not Path(_layout(parent).index_meta()).exists():
+                if _gone(parent, storage_options):
                     raise InputError(
-                        f"--against {out.path}: its earlier run {parent} is gone; name its new "
+                        f"--against {out.label}: its earlier run {parent} is gone; name its new "
                         "place with another --against"
                     )
                 todo.append(parent)
@@ -116,7 +176,7 @@ def open_outputs(paths: list[str]) -> list[EarlierOutput]:
 def check_outputs(
     outputs: list[EarlierOutput], model: str | None, semantic: Any, exact: bool
 ) -> list[str]:
-    """Check that this run fits every earlier output; return the semantic indexes' paths.
+    """Check that this run fits every earlier output; return those with a semantic index.
 
     ``model``: this run's embedding model id; ``semantic``: its semantic dedup config (or
     ``None``); ``exact``: whether it runs exact dedup.
@@ -148,7 +208,7 @@ def check_outputs(
         runs = open_earlier([o.path for o in indexed])
         dim = int(runs[0].meta["settings"]["dim"])  # the embeddings' own dim is checked later
         check_settings(runs, settings(semantic, dim, model))
-    return [o.path for o in indexed]
+    return indexed
 
 
 def _partition(path: str, index: int, work: str, run: int, buckets: int) -> None:
@@ -166,8 +226,9 @@ def _partition(path: str, index: int, work: str, run: int, buckets: int) -> None
     tmp.rename(final)
 
 
-def _match(work: str, run: int, bucket: int, earlier: str) -> str | None:
-    """New samples of one bucket whose hash earlier output ``earlier`` kept."""
+def _match(work: str, run: int, bucket: int, earlier: str, name: str) -> str | None:
+    """New samples of one bucket whose hash earlier output ``earlier`` (recorded as ``name``)
+    kept."""
     final = Path(work) / f"r{run:03d}" / f"out-h{bucket:04d}.parquet"
     if final.exists():
         return str(final)
@@ -187,7 +248,7 @@ def _match(work: str, run: int, bucket: int, earlier: str) -> str | None:
             "position": mine["position"],
             "duplicate_of": theirs["key"].take(where),
             "duplicate_of_source": theirs["source"].take(where),
-            "duplicate_of_run": pa.array([earlier] * mine.num_rows, pa.string()),
+            "duplicate_of_run": pa.array([name] * mine.num_rows, pa.string()),
             "run": pa.array(np.full(mine.num_rows, run, np.int32)),
         }
     )
@@ -229,7 +290,9 @@ def earlier_exact(
         ]
         list(run(_partition, calls))
         calls = [
-            (work, r, b, o.path) for r, o in enumerate(runs) for b in range(o.meta["hash_buckets"])
+            (work, r, b, o.path, o.label)
+            for r, o in enumerate(runs)
+            for b in range(o.meta["hash_buckets"])
         ]
         parts = [pq.read_table(f) for f in run(_match, calls) if f]
     within = layout.read_table(layout.exact_duplicates())
@@ -286,10 +349,11 @@ def earlier_keys(output: str, ids: np.ndarray) -> tuple[list[str | None], list[s
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def earlier_rows(out_dir: str, indexes: list[str]) -> pa.Table:
+def earlier_rows(out_dir: str, indexes: list[str], names: dict[str, str] | None = None) -> pa.Table:
     """The semantic pass's new samples removed as near-duplicates of an earlier kept sample,
     as ``semantic_duplicates.parquet`` rows (read from ``dedup_files``' ``duplicates.parquet``;
-    ``indexes``: the earlier outputs whose semantic index it ran against)."""
+    ``indexes``: the earlier outputs whose semantic index it ran against, recorded under
+    ``names[path]`` where given: :attr:`EarlierOutput.label`)."""
     from pixsieve.dedup.io import DUPLICATES_FILE, REASON_EARLIER
     from pixsieve.io.schemas import SEMANTIC_DUPLICATES
 
@@ -303,7 +367,7 @@ def earlier_rows(out_dir: str, indexes: list[str]) -> pa.Table:
         where[meta["run_id"]] = path
     # int64 ids (a file of earlier rows only may carry them as strings)
     ids = pc.cast(table["id"], pa.int64()).to_numpy()
-    runs = [where[r] for r in table["duplicate_of_run"].to_pylist()]
+    runs = [where[r] for r in table["duplicate_of_run"].to_pylist()]  # read from here
     of = pc.cast(table["duplicate_of"], pa.int64()).to_numpy()
     keys: list[str | None] = [None] * len(ids)
     sources: list[str | None] = [None] * len(ids)
@@ -321,7 +385,7 @@ def earlier_rows(out_dir: str, indexes: list[str]) -> pa.Table:
                 "removed": pa.array(np.ones(n, bool)),
                 "duplicate_of": pa.array(keys, pa.string()),
                 "duplicate_of_source": pa.array(sources, pa.string()),
-                "duplicate_of_run": pa.array(runs, pa.string()),
+                "duplicate_of_run": pa.array([(names or {}).get(r, r) for r in runs], pa.string()),
                 "similarity": table["similarity"],
                 "chained": pa.array(np.zeros(n, bool)),
             }

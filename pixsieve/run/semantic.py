@@ -154,6 +154,7 @@ def run_semantic_dedup(
     workers: int = 1,
     against: list[str] | None = None,
     model: str | None = None,
+    against_names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Find near-duplicates among kept samples; cache the decision; return counters.
 
@@ -169,6 +170,8 @@ def run_semantic_dedup(
             sample at or above the threshold to a sample one of them kept is removed
             (``duplicate_of_earlier``, ``duplicate_of_run``).
         model: the embedding model's id, recorded in the index (and checked against theirs).
+        against_names: the name each of ``against`` is recorded under, where not its path (an
+            output elsewhere, read from a local copy: its URL).
 
     The run's own semantic index goes to ``layout.index_dir()``.
     """
@@ -223,7 +226,7 @@ def run_semantic_dedup(
             buckets = int(result.counts.get("group_buckets", 0))
             table = decision_table(work, files, inputs, shards, buckets, config)
             if against:
-                earlier = earlier_rows(out, against)
+                earlier = earlier_rows(out, against, against_names)
             publish_semantic_index(layout, f"{out}/index")
     table = pa.concat_tables([conform(table, SEMANTIC_DUPLICATES), earlier])
     layout.write_table(layout.semantic_duplicates(), table)
