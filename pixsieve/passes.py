@@ -21,7 +21,8 @@ from pixsieve.io.limits import ReadLimits
 from pixsieve.io.schemas import stage_columns
 from pixsieve.io.shards import ShardRef, partition_by_bytes
 from pixsieve.progress import PassProgress
-from pixsieve.run.against import EarlierOutput, check_outputs, earlier_exact, open_outputs
+from pixsieve.run.against import earlier_exact
+from pixsieve.run.earlier import EarlierOutput, check_outputs, open_outputs
 from pixsieve.run.export import ExportWorker
 from pixsieve.run.index import write_index
 from pixsieve.run.layout import RunLayout

@@ -25,8 +25,8 @@ from pixsieve.io.limits import ReadLimits
 from pixsieve.io.shards import InputError, ShardRef, discover_shards
 from pixsieve.passes import Passes
 from pixsieve.progress import PassProgress
-from pixsieve.run.against import EarlierOutput, check_outputs, open_outputs
 from pixsieve.run.claim import claim_output
+from pixsieve.run.earlier import EarlierOutput, check_outputs, open_outputs
 from pixsieve.run.index import embedding_model
 from pixsieve.run.layout import OutputError, RunLayout
 from pixsieve.run.summary import describe_stage, fingerprint

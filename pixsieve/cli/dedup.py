@@ -186,9 +186,9 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str | None) -> in
     "--against",
     "against",
     multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="An earlier pixsieve dedup output (repeatable): new items that duplicate an item it "
-    "kept are removed (reason duplicate_of_earlier); its centroids are reused.",
+    help="An earlier pixsieve dedup output, a directory or an fsspec URL (repeatable): new "
+    "items that duplicate an item it kept are removed (reason duplicate_of_earlier); its "
+    "centroids are reused.",
 )
 @click.option(
     "--recluster",
@@ -229,7 +229,7 @@ def dedup(
     height_column: str,
     clusters: int | None,
     seed: int,
-    against: tuple[Path, ...],
+    against: tuple[str, ...],
     recluster: str,
     model_id: str | None,
     index: bool,

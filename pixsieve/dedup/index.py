@@ -45,9 +45,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
 
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.sources import InputError
+from pixsieve.io.localcopy import is_remote, local_copy
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
@@ -86,13 +88,20 @@ class EarlierRun:
 
     Attributes:
         run_id: its run id (named in ``duplicate_of_run``).
-        path: its output directory.
+        path: its output directory (or a local copy of its index: an output elsewhere).
         meta: its ``index.json``.
+        name: its URL, for an output elsewhere (recorded in ``parents``; else ``path``).
     """
 
     run_id: str
     path: str
     meta: dict[str, Any]
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name a run records for it."""
+        return self.name or self.path
 
     @property
     def kept_dir(self) -> Path:
@@ -125,6 +134,12 @@ def settings(config: SemanticDedupConfig, dim: int, model: str | None) -> dict[s
 
 
 def _open(path: str | Path) -> EarlierRun:
+    name = ""
+    if is_remote(str(path)):  # read from a local copy of its index, named by its URL
+        fs, root = url_to_fs(str(path))
+        if not fs.exists(f"{root}/{INDEX_DIR}/{INDEX_FILE}"):
+            raise InputError(f"--against {path}: no dedup index ({INDEX_DIR}/{INDEX_FILE}) there")
+        path, name = local_copy(str(path), (INDEX_DIR,), f"{INDEX_DIR}/{INDEX_FILE}"), str(path)
     folder = Path(path)
     meta_path = folder / INDEX_DIR / INDEX_FILE
     if not meta_path.exists():
@@ -137,7 +152,7 @@ def _open(path: str | Path) -> EarlierRun:
             f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
             f"versions {readable} (rerun that dedup to rebuild its index)"
         )
-    run = EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta)
+    run = EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta, name=name)
     stores = [window_path(p) for p in all_parts(run.kept_dir)]
     files = sorted((folder / INDEX_DIR).glob("ids/f*.parquet"))
     stores += [items_path(folder / INDEX_DIR, int(p.stem[1:])) for p in files]
@@ -166,9 +181,10 @@ def open_earlier(paths: list[str | Path]) -> list[EarlierRun]:
         runs[run.run_id] = run
         for parent in run.meta.get("parents", []):
             if parent["run_id"] not in runs:
-                if not (Path(parent["path"]) / INDEX_DIR / INDEX_FILE).exists():
+                fs, root = url_to_fs(str(parent["path"]))
+                if not fs.exists(f"{root}/{INDEX_DIR}/{INDEX_FILE}"):
                     raise InputError(
-                        f"--against {run.path}: its earlier run {parent['path']} is gone; "
+                        f"--against {run.label}: its earlier run {parent['path']} is gone; "
                         "name its new place with another --against"
                     )
                 todo.append(parent["path"])

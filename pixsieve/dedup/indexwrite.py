@@ -201,7 +201,7 @@ def write_meta(
         "clusters": int(centroids.shape[0]),
         "buckets": meta["buckets"],
         "kept": kept,
-        "parents": [{"run_id": p.run_id, "path": p.path} for p in parents],
+        "parents": [{"run_id": p.run_id, "path": p.label} for p in parents],
     }
     tmp = folder / (INDEX_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n")

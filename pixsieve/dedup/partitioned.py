@@ -172,7 +172,7 @@ def dedup_files(
     n_buckets = budget.buckets(n * (1.0 if semdedup else 2.0))  # earlier: a cluster at a time
     plan = {
         "files": [(s.path, s.rows, *stamp(s.path)) for s in sources],
-        "against": [(r.run_id, r.path) for r in earlier],
+        "against": [(r.run_id, r.label) for r in earlier],
         "columns": columns.__dict__,
         "config": config.to_dict(),
         "policy": policy,
@@ -330,7 +330,7 @@ def dedup_files(
     summary = {
         "run_id": run_id,
         "input": [str(s.path) for s in sources],
-        "against": [{"run_id": r.run_id, "path": r.path} for r in earlier],
+        "against": [{"run_id": r.run_id, "path": r.label} for r in earlier],
         "settings": mine,
         "config": config.to_dict(),
         "keep_policy": policy,

@@ -142,6 +142,11 @@ def dedup_duplicates(id_type: pa.DataType) -> pa.Schema:
     )
 
 
+#: A sample's integer id in the semantic pass and its index: ``shard_index << SAMPLE_ID_SHIFT |
+#: position`` (:func:`sample_id` is its string form in the manifest).
+SAMPLE_ID_SHIFT: int = 32
+
+
 def sample_id(shard_index: int, position: int) -> str:
     """A sample's id: its input shard's index in the run and its position in that shard.
 

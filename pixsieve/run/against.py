@@ -7,11 +7,9 @@ the outputs it was itself run against), its exact index ``index/hashes/hBBBB/*.p
 partitions of :mod:`pixsieve.dedup.index`) and, to name an earlier sample by its key, its
 manifest. ``--against OUT2`` brings in OUT2's own earlier outputs too (``parents``). An
 output elsewhere than on local disk is read from a local copy of those files
-(:func:`local_copy`) and recorded under its URL.
+(:func:`pixsieve.io.localcopy.local_copy`) and recorded under its URL.
 
-* :func:`open_outputs` and :func:`check_outputs`: one-line :class:`InputError` for an output
-  that is missing, not a finished curate output, without an index, or of another model or
-  threshold semantics; run before anything is written.
+* opening and checking them: :mod:`pixsieve.run.earlier`.
 * :func:`earlier_exact`: the scan pass's second exact step. One task per (earlier run, new
   hash file) writes the file's hashes into that run's buckets (``layout.earlier_exact()``),
   one task per (earlier run, bucket) compares them with the run's kept hashes; a new sample
@@ -21,10 +19,8 @@ output elsewhere than on local disk is read from a local copy of those files
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,182 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
 
 from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.hashparts import key_buckets
-from pixsieve.errors import InputError
 from pixsieve.io.schemas import EXACT_DUPLICATES, conform, sample_id
+from pixsieve.io.schemas import SAMPLE_ID_SHIFT as SHIFT
+from pixsieve.run.earlier import EarlierOutput, earlier_layout
 from pixsieve.run.layout import RunLayout, shard_id
-
-#: Version of ``index/curate.json`` this pixsieve writes and reads.
-CURATE_INDEX_VERSION: int = 1
-#: The semantic index's id of a sample: ``shard_index << SHIFT | position`` (the semantic pass).
-SHIFT: int = 32
-
-
-@dataclass(frozen=True)
-class EarlierOutput:
-    """One earlier curate output: the local directory it is read from (itself, or a copy of
-    what a later run reads of an output elsewhere: :func:`local_copy`), its
-    ``index/curate.json`` and the name it is recorded under (``duplicate_of_run``,
-    ``parents``): its absolute path, or its URL."""
-
-    path: str
-    meta: dict[str, Any]
-    name: str = ""
-
-    @property
-    def label(self) -> str:
-        """The name a run records for it."""
-        return self.name or self.path
-
-    @property
-    def semantic_index(self) -> bool:
-        """Whether it holds a semantic dedup index (``index/index.json``)."""
-        return Path(_layout(self.path).index_dir(), "index.json").exists()
-
-
-def _layout(path: str) -> RunLayout:
-    """The layout of an earlier output (a local directory; only read)."""
-    return RunLayout(fs=LocalFileSystem(), root=path, url=path)
-
-
-#: What a later run reads of an earlier output (relative paths; the index's ``curate.json``
-#: last: a copy without it is incomplete).
-READ_ENTRIES: tuple[str, ...] = ("run.json", "manifest", "index")
-
-
-def local_copy_dir(url: str) -> Path:
-    """Where :func:`local_copy` keeps the copy of the output at ``url``."""
-    from pixsieve.models.hub import cache_dir
-
-    return cache_dir() / "against" / hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
-def local_copy(url: str, fs: Any, root: str) -> Path:
-    """A local copy of what a later run reads of the earlier output at ``url`` (``fs``,
-    ``root``: its filesystem and path there), in ``$PIXSIEVE_CACHE/against/``: fetched once,
-    fetched again when its ``index/curate.json`` changed. A run reads nearly all of an earlier
-    semantic index, so a copy costs no more than reading it in place."""
-    folder = local_copy_dir(url)
-    meta = f"{root}/index/curate.json"
-    mine = folder / "index" / "curate.json"
-    if mine.exists() and mine.read_bytes() == fs.cat_file(meta):
-        return folder
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for entry in READ_ENTRIES:
-        if fs.exists(f"{root}/{entry}"):
-            fs.get(f"{root}/{entry}", str(tmp / entry), recursive=fs.isdir(f"{root}/{entry}"))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder
-
-
-def _open(path: str, storage_options: dict[str, Any] | None = None) -> EarlierOutput:
-    fs, local = url_to_fs(path, **(storage_options or {}))
-    name = ""
-    if not isinstance(fs, LocalFileSystem):
-        if not fs.isdir(local):
-            raise InputError(f"--against {path}: no such directory")
-        if fs.exists(f"{local}/run.json") and fs.exists(f"{local}/index/curate.json"):
-            local, name = str(local_copy(path, fs, local)), path
-        else:  # named below, as for a local directory
-            local, name = str(Path(local_copy_dir(path)) / "missing"), path
-    folder = Path(local)
-    if not folder.is_dir() and not name:
-        raise InputError(f"--against {path}: no such directory")
-    layout = RunLayout(fs=LocalFileSystem(), root=str(folder.resolve()), url=path)
-    if not Path(layout.run_json()).exists():
-        raise InputError(f"--against {path}: not a finished curate output (no run.json)")
-    meta_path = Path(layout.index_meta())
-    if not meta_path.exists():
-        raise InputError(
-            f"--against {path}: has no index (index/curate.json); curate it again with this "
-            "pixsieve to write one"
-        )
-    meta = json.loads(meta_path.read_text())
-    if meta.get("version") != CURATE_INDEX_VERSION:
-        raise InputError(
-            f"--against {path}: index version {meta.get('version')}, this pixsieve reads "
-            f"{CURATE_INDEX_VERSION}"
-        )
-    return EarlierOutput(path=layout.root, meta=meta, name=name)
-
-
-def _gone(parent: str, storage_options: dict[str, Any] | None) -> bool:
-    """Whether an earlier run's recorded parent has no index where it was recorded."""
-    fs, root = url_to_fs(parent, **(storage_options or {}))
-    return not fs.exists(f"{root}/index/curate.json")
-
-
-def open_outputs(
-    paths: list[str], storage_options: dict[str, Any] | None = None
-) -> list[EarlierOutput]:
-    """The outputs named by ``--against`` and, recursively, those they were run against (each
-    once, first named first). Outputs elsewhere than on local disk (any fsspec URL, opened
-    with ``storage_options``) are read from a local copy (:func:`local_copy`).
-
-    Raises:
-        InputError: a missing directory, not a curate output, no index, a parent moved away.
-    """
-    found: dict[str, EarlierOutput] = {}
-    todo = [str(p) for p in paths]
-    while todo:
-        out = _open(todo.pop(0), storage_options)
-        if out.label in found:
-            continue
-        found[out.label] = out
-        for parent in out.meta.get("parents", []):
-            if parent not in found:
-                if _gone(parent, storage_options):
-                    raise InputError(
-                        f"--against {out.label}: its earlier run {parent} is gone; name its new "
-                        "place with another --against"
-                    )
-                todo.append(parent)
-    return list(found.values())
-
-
-def check_outputs(
-    outputs: list[EarlierOutput], model: str | None, semantic: Any, exact: bool
-) -> list[str]:
-    """Check that this run fits every earlier output; return those with a semantic index.
-
-    ``model``: this run's embedding model id; ``semantic``: its semantic dedup config (or
-    ``None``); ``exact``: whether it runs exact dedup.
-
-    Raises:
-        InputError: one line naming the output, the setting and both values.
-    """
-    for out in outputs:
-        theirs = out.meta.get("settings", {})
-        name = f"--against {out.path}"
-        if semantic is not None:
-            if not theirs.get("semantic"):
-                raise InputError(
-                    f"{name}: semantic dedup was off in that run, so near-duplicates of its "
-                    "samples cannot be found; add --skip semantic-dedup here"
-                )
-            if theirs.get("model") and model and theirs["model"] != model:
-                raise InputError(
-                    f"{name}: embeddings of model {theirs['model']!r} there, {model!r} here"
-                )
-        if exact and not theirs.get("exact"):
-            raise InputError(
-                f"{name}: exact dedup was off in that run (no hashes); add --skip dedup here"
-            )
-    indexed = [o for o in outputs if o.semantic_index]
-    if semantic is not None and indexed:
-        from pixsieve.dedup.index import check_settings, open_earlier, settings
-
-        runs = open_earlier([o.path for o in indexed])
-        dim = int(runs[0].meta["settings"]["dim"])  # the embeddings' own dim is checked later
-        check_settings(runs, settings(semantic, dim, model))
-    return indexed
 
 
 def _partition(path: str, index: int, work: str, run: int, buckets: int) -> None:
@@ -233,7 +60,7 @@ def _match(work: str, run: int, bucket: int, earlier: str, name: str) -> str | N
     if final.exists():
         return str(final)
     new = sorted(str(p) for p in Path(work).glob(f"r{run:03d}/f*/h{bucket:04d}.parquet"))
-    bucket_dir = Path(_layout(earlier).index_hash_bucket(bucket))
+    bucket_dir = Path(earlier_layout(earlier).index_hash_bucket(bucket))
     old = sorted(str(p) for p in bucket_dir.glob("*.parquet"))
     if not new or not old:
         return None
@@ -332,7 +159,7 @@ def earlier_keys(output: str, ids: np.ndarray) -> tuple[list[str | None], list[s
     """The key and shard of each earlier sample id (``shard_index << 32 | position`` of the
     earlier run ``output``), read from its manifest."""
     wanted = [sample_id(int(i) >> SHIFT, int(i) & ((1 << SHIFT) - 1)) for i in ids]
-    table = ds.dataset(_layout(output).manifest_dir(), format="parquet").to_table(
+    table = ds.dataset(earlier_layout(output).manifest_dir(), format="parquet").to_table(
         columns=["sample_id", "key", "source"],
         filter=pc.field("sample_id").isin(sorted(set(wanted))),
     )
@@ -363,7 +190,7 @@ def earlier_rows(out_dir: str, indexes: list[str], names: dict[str, str] | None 
         return SEMANTIC_DUPLICATES.empty_table()
     where = {}
     for path in indexes:
-        meta = json.loads(Path(_layout(path).index_dir(), "index.json").read_text())
+        meta = json.loads(Path(earlier_layout(path).index_dir(), "index.json").read_text())
         where[meta["run_id"]] = path
     # int64 ids (a file of earlier rows only may carry them as strings)
     ids = pc.cast(table["id"], pa.int64()).to_numpy()

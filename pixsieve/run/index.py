@@ -26,7 +26,7 @@ from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.index import INDEX_ENTRIES
 from pixsieve.io.schemas import INDEX_HASHES, conform
-from pixsieve.run.against import CURATE_INDEX_VERSION
+from pixsieve.run.earlier import CURATE_INDEX_VERSION
 from pixsieve.run.layout import RunLayout
 
 #: Kept samples per hash bucket of the exact index (a bucket is read whole by a later run).

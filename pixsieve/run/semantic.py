@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from pixsieve.calls import MapCalls, serial_calls
 from pixsieve.dedup.io import REASON_EARLIER
+from pixsieve.io.schemas import SAMPLE_ID_SHIFT as SHIFT
 from pixsieve.io.schemas import SEMANTIC_DUPLICATES, conform
 from pixsieve.io.shards import ShardRef
 from pixsieve.run.layout import RunLayout
@@ -38,7 +39,6 @@ from pixsieve.stages.scoring import AestheticFilter
 
 PASS = "semantic"
 _AESTHETIC = AestheticFilter.column  # the "keep the most aesthetic" policy reads it
-_SHIFT = 32  # id = shard_index << 32 | position
 
 
 def write_inputs(layout: RunLayout, index: int, target: str) -> dict[str, int]:
@@ -65,7 +65,7 @@ def write_inputs(layout: RunLayout, index: int, target: str) -> dict[str, int]:
             )
             table = pa.table(
                 {
-                    "id": pa.array((np.int64(index) << _SHIFT) | pos, pa.int64()),
+                    "id": pa.array((np.int64(index) << SHIFT) | pos, pa.int64()),
                     "embedding": t["embedding"],
                     "aesthetic": aesthetic,
                     "width": pc.cast(t["width"], pa.int64()),
@@ -87,7 +87,7 @@ def write_inputs(layout: RunLayout, index: int, target: str) -> dict[str, int]:
 def _keys(inputs: dict[int, str], ids: np.ndarray) -> np.ndarray:
     """The sample key of every id (read from the input files, one shard at a time)."""
     out = np.empty(len(ids), dtype=object)
-    shard = ids >> _SHIFT
+    shard = ids >> SHIFT
     for s in np.unique(shard):
         t = pq.read_table(inputs[int(s)], columns=["id", "key"])
         where = dict(zip(t["id"].to_numpy().tolist(), t["key"].to_pylist(), strict=True))
@@ -126,11 +126,11 @@ def decision_table(
     dup_of = np.full(len(rows), None, dtype=object)
     dup_src = np.full(len(rows), None, dtype=object)
     dup_of[removed] = keys
-    dup_src[removed] = [shards[int(s)].url for s in of[removed] >> _SHIFT]
+    dup_src[removed] = [shards[int(s)].url for s in of[removed] >> SHIFT]
     return pa.table(
         {
-            "shard_index": pa.array(own >> _SHIFT, pa.int64()),
-            "position": pa.array(own & ((1 << _SHIFT) - 1), pa.int64()),
+            "shard_index": pa.array(own >> SHIFT, pa.int64()),
+            "position": pa.array(own & ((1 << SHIFT) - 1), pa.int64()),
             "removed": pa.array(removed, pa.bool_()),
             "duplicate_of": pa.array(dup_of.tolist(), pa.string()),
             "duplicate_of_source": pa.array(dup_src.tolist(), pa.string()),

@@ -487,3 +487,28 @@ def test_a_damaged_index_is_refused_in_one_line(batches, tmp_path):
         with pytest.raises(InputError, match=r"index damaged: 1 embedding store\(s\) missing"):
             dedup_files(new, tmp_path / "B", _config(), against=[tmp_path / "A"])
         gone.with_name("moved").rename(gone)
+
+
+def test_an_earlier_output_elsewhere_is_read_from_a_local_copy(batches, tmp_path, monkeypatch):
+    """``--against URL`` (here fsspec's in-memory filesystem): the index is copied once into
+    ``$PIXSIEVE_CACHE/against`` and read there; the same removals as against the directory,
+    and the URL is what the new run records."""
+    import fsspec
+
+    monkeypatch.setenv("PIXSIEVE_CACHE", str(tmp_path / "cache"))
+    a, b = batches
+    dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
+    fs = fsspec.filesystem("memory")
+    fs.put(str(tmp_path / "A" / INDEX_DIR), "/earlier/A/index", recursive=True)
+    new, url = _write(tmp_path / "in_b", b, "b"), "memory://earlier/A"
+    dedup_files(new, tmp_path / "B", _config(), against=[tmp_path / "A"])
+    dedup_files(new, tmp_path / "C", _config(), against=[url])
+    assert len(_removed(tmp_path / "B")) > 0
+    assert _removed(tmp_path / "C").equals(_removed(tmp_path / "B"))
+    parents = json.loads((tmp_path / "C" / INDEX_DIR / INDEX_FILE).read_text())["parents"]
+    assert [p["path"] for p in parents] == [url]
+    dedup_files(_write(tmp_path / "in_c", b[:5], "c"), tmp_path / "D", _config(), against=[url])
+    assert len(list((tmp_path / "cache" / "against").iterdir())) == 1  # copied once
+    with pytest.raises(InputError, match="--against memory://earlier/none: no dedup index"):
+        dedup_files(new, tmp_path / "E", _config(), against=["memory://earlier/none"])
+    fs.rm("/earlier", recursive=True)

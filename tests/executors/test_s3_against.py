@@ -12,7 +12,7 @@ from executors.helpers import ThumbnailEmbedder, assert_same_outputs, read_manif
 from pixsieve.dedup import SemanticDedupConfig
 from pixsieve.errors import InputError
 from pixsieve.pipeline import Pipeline
-from pixsieve.run.against import open_outputs
+from pixsieve.run.earlier import open_outputs
 
 
 def test_against_with_the_output_on_s3(
