@@ -196,6 +196,22 @@ def row_blocks(
             r.close()
 
 
+def _read_sorted(reader: NpyReader, local: np.ndarray, out: np.ndarray, step: int) -> None:
+    """Rows ``local`` (sorted) of one ``.npy`` file into ``out[: len(local)]``: rows less than
+    :data:`GAP_ROWS` apart in one read of at most ``step`` rows through a small buffer."""
+    if not len(local):
+        return
+    cut = np.r_[0, np.flatnonzero(np.diff(local) > GAP_ROWS) + 1, len(local)]
+    buf = np.empty((min(step, int(local[-1] - local[0]) + 1), *reader.tail), reader.dtype)
+    for a, b in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+        while a < b:  # one piece: rows local[a]..local[a] + step - 1
+            end = a + int(np.searchsorted(local[a:b], local[a] + step))
+            first = int(local[a])
+            got = reader.read(first, int(local[end - 1]) + 1, buf)
+            out[a:end] = got[local[a:end] - first]
+            a = end
+
+
 def gather_rows(task: FileTask, starts: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """The unit rows at the sorted, unique global positions ``rows`` into ``out[: len(rows)]``
     (file ``f`` holds global rows ``starts[f]`` up to ``starts[f + 1]``). Rows less than
@@ -206,28 +222,23 @@ def gather_rows(task: FileTask, starts: np.ndarray, rows: np.ndarray, out: np.nd
     step = max(1, min(task.batch_rows, GATHER_ROWS))
     for f in np.unique(file_of).tolist():
         lo, hi = np.searchsorted(file_of, [f, f + 1])
-        local = rows[lo:hi] - starts[f]
-        cut = np.r_[0, np.flatnonzero(np.diff(local) > GAP_ROWS) + 1, len(local)]
         reader = NpyReader(read_dir(task, f) / "x.npy")
-        buf = np.empty((min(step, int(local[-1] - local[0]) + 1), *reader.tail), reader.dtype)
         try:
-            for a, b in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
-                while a < b:  # one piece: rows local[a]..local[a] + step - 1
-                    end = a + int(np.searchsorted(local[a:b], local[a] + step))
-                    first = int(local[a])
-                    got = reader.read(first, int(local[end - 1]) + 1, buf)
-                    out[lo + a : lo + end] = got[local[a:end] - first]
-                    a = end
+            _read_sorted(reader, rows[lo:hi] - starts[f], out[lo:hi], step)
         finally:
             reader.close()
 
 
 def take_rows(task: FileTask, index: int, rows: np.ndarray) -> Iterator[np.ndarray]:
     """The unit rows at the sorted positions ``rows`` of file ``index``, in blocks of at most
-    ``task.batch_rows`` rows."""
-    path = read_dir(task, index) / "x.npy"
+    ``task.batch_rows`` rows (read as :func:`gather_rows` reads, each block a fresh array)."""
     step = max(1, task.batch_rows)
-    for lo in range(0, len(rows), step):
-        x = np.load(path, mmap_mode="r")
-        yield np.array(x[rows[lo : lo + step]])
-        del x
+    reader = NpyReader(read_dir(task, index) / "x.npy")
+    try:
+        for lo in range(0, len(rows), step):
+            block = rows[lo : lo + step]
+            out = np.empty((len(block), *reader.tail), reader.dtype)
+            _read_sorted(reader, block, out, min(step, GATHER_ROWS))
+            yield out
+    finally:
+        reader.close()
