@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
-from pixsieve.dedup.packing import read_rows, read_rows_into
+from pixsieve.dedup.packing import read_partitions_into, read_rows
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.witness import witness_groups
@@ -58,11 +58,7 @@ def _sorted_vectors(files: list[str], where: np.ndarray, n: int, dim: int) -> np
     after the other) lands at ``where[k]`` (skipped when negative), in the thread's reused
     buffer (:mod:`pixsieve.dedup.scratch`): the only full copy held."""
     x = rows_buffer(n, dim)
-    pos = 0
-    for path in files:
-        rows = pq.ParquetFile(path).metadata.num_rows
-        read_rows_into(path, x, where[pos : pos + rows])
-        pos += rows
+    read_partitions_into(files, where, x)
     return x
 
 

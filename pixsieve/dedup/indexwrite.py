@@ -29,7 +29,7 @@ from pixsieve.dedup.index import (
     items_path,
     window_path,
 )
-from pixsieve.dedup.packing import read_rows_into
+from pixsieve.dedup.packing import read_partitions_into
 from pixsieve.dedup.readphase import NpyReader, NpyWriter, read_dir
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source, read_ids
@@ -123,10 +123,9 @@ def index_bucket(
         return
     parts = sorted(Path(work).glob(f"assign/f*/b{bucket:04d}.parquet"))
     columns = ["row", "cluster", "secondary", "centroid_sim"]
-    tables, positions, sizes = [], [], []
+    tables, positions, total = [], [], 0
     for part in parts:  # the partition of input file F: its rows only
-        handle = pq.ParquetFile(part)
-        table = handle.read(columns=columns)
+        table = pq.ParquetFile(part).read(columns=columns)
         f = int(part.parent.name[1:])
         gone = removed.of_file(f)
         row = table.column("row").to_numpy()
@@ -135,14 +134,13 @@ def index_bucket(
         table = table.take(pa.array(keep))
         table = table.append_column("file", pa.array(np.full(len(keep), f, np.int32)))
         tables.append(table.append_column("item", pa.array(item, pa.int64())))
-        positions.append(keep)  # place in the partition, for its embeddings
-        sizes.append(handle.metadata.num_rows)
+        positions.append(total + keep)  # place among all the partitions' rows
+        total += len(row)
     table = pa.concat_tables([t.cast(KEPT_SCHEMA) for t in tables] or [KEPT_SCHEMA.empty_table()])
     cluster = table.column("cluster").to_numpy()
     secondary = table.column("secondary").to_numpy(zero_copy_only=False)
     order = np.lexsort((table.column("centroid_sim").to_numpy(), secondary, cluster))
-    part_of = np.repeat(np.arange(len(parts)), [len(t) for t in tables])
-    local = np.concatenate(positions) if positions else np.empty(0, np.int64)
+    place = np.concatenate(positions) if positions else np.empty(0, np.int64)
     store = window_path(target)
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(store.name + ".tmp")
@@ -154,11 +152,9 @@ def index_bucket(
         for lo in range(0, len(order), step):
             take = order[lo : lo + step]
             buf = rows_buffer(len(take), dim)
-            for f in np.unique(part_of[take]).tolist():
-                mine = np.flatnonzero(part_of[take] == f)
-                where = np.full(sizes[f], -1, np.int64)
-                where[local[take[mine]]] = mine
-                read_rows_into(parts[f], buf, where)
+            where = np.full(total, -1, np.int64)
+            where[place[take]] = np.arange(len(take))
+            read_partitions_into(parts, where, buf)
             writer.write(torch.from_numpy(buf).half().numpy())  # numpy's cast: a scalar loop
     finally:
         writer.close()

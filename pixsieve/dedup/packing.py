@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 #: Rows read at a time when they are scattered (24 MiB at 768-d: under glibc's mmap threshold).
 READ_ROWS: int = 8192
@@ -67,6 +68,17 @@ def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) ->
             chunk = buf[: len(w)]
             read_exactly(handle, chunk)
             out[w[take]] = chunk if len(take) == len(w) else chunk[take]
+
+
+def read_partitions_into(files: list[Path] | list[str], where: np.ndarray, out: np.ndarray) -> None:
+    """Write row ``k`` of the partitions ``files`` (their rows one file after the other) into
+    ``out[where[k]]``, skipping rows with ``where[k] < 0`` (files with none are not opened)."""
+    pos = 0
+    for path in files:
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if (where[pos : pos + rows] >= 0).any():
+            read_rows_into(path, out, where[pos : pos + rows])
+        pos += rows
 
 
 def read_rows(partition: str | Path, dim: int) -> np.ndarray:
