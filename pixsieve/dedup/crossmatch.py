@@ -28,7 +28,7 @@ WINDOW_SLACK: float = 1e-3
 
 @dataclass
 class Best:
-    """Per new membership, its most similar earlier membership so far (file, position, cosine)."""
+    """Per new row, its most similar earlier membership so far (file, position, cosine)."""
 
     sim: np.ndarray
     file: np.ndarray
@@ -36,7 +36,7 @@ class Best:
 
     @classmethod
     def empty(cls, n: int) -> Best:
-        """No match yet for ``n`` new memberships."""
+        """No match yet for ``n`` new rows."""
         return cls(np.full(n, -np.inf), np.full(n, -1, np.int64), np.full(n, -1, np.int64))
 
     def update(self, rows: np.ndarray, file: np.ndarray, pos: np.ndarray, sim: np.ndarray) -> None:
