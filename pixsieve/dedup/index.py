@@ -46,10 +46,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.sources import InputError
-from pixsieve.io.localcopy import is_remote, local_copy
+from pixsieve.io.localcopy import local_copy
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
@@ -134,17 +135,15 @@ def settings(config: SemanticDedupConfig, dim: int, model: str | None) -> dict[s
 
 
 def _open(path: str | Path) -> EarlierRun:
-    name = ""
-    if is_remote(str(path)):  # read from a local copy of its index, named by its URL
-        fs, root = url_to_fs(str(path))
-        if not fs.exists(f"{root}/{INDEX_DIR}/{INDEX_FILE}"):
-            raise InputError(f"--against {path}: no dedup index ({INDEX_DIR}/{INDEX_FILE}) there")
-        path, name = local_copy(str(path), (INDEX_DIR,), f"{INDEX_DIR}/{INDEX_FILE}"), str(path)
-    folder = Path(path)
-    meta_path = folder / INDEX_DIR / INDEX_FILE
-    if not meta_path.exists():
+    fs, root = url_to_fs(str(path))
+    if not fs.exists(f"{root}/{INDEX_DIR}/{INDEX_FILE}"):
         raise InputError(f"--against {path}: no dedup index ({INDEX_DIR}/{INDEX_FILE}) there")
-    meta = json.loads(meta_path.read_text())
+    name = ""
+    if not isinstance(fs, LocalFileSystem):  # read from a local copy, named by its URL
+        stamp = f"{INDEX_DIR}/{INDEX_FILE}"  # written last
+        root, name = str(local_copy(str(path), (INDEX_DIR,), stamp)), str(path)
+    folder = Path(root)
+    meta = json.loads((folder / INDEX_DIR / INDEX_FILE).read_text())
     if meta.get("version") not in READABLE_VERSIONS:
         *rest, last = map(str, READABLE_VERSIONS)
         readable = f"{', '.join(rest)} and {last}" if rest else last

@@ -15,13 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
-
-
-def is_remote(url: str, storage_options: dict[str, Any] | None = None) -> bool:
-    """Whether ``url`` is elsewhere than on the local filesystem."""
-    fs, _ = url_to_fs(str(url), **(storage_options or {}))
-    return not isinstance(fs, LocalFileSystem)
 
 
 def copy_dir(url: str) -> Path:
