@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 
 #: Rows read at a time when they are scattered (24 MiB at 768-d: under glibc's mmap threshold).
 READ_ROWS: int = 8192
+#: Alignment of reads that bypass the page cache (``O_DIRECT``): of offsets, lengths and buffers.
+DIRECT_ALIGN: int = 4096
 
 
 def fixed_list(x: np.ndarray) -> pa.Array:
@@ -44,6 +46,48 @@ def read_exactly(handle: BinaryIO, out: np.ndarray, at: int | None = None) -> No
         if not n:
             raise OSError(f"{handle.name}: ends before {len(view)} more bytes")
         got += n
+
+
+def open_direct(path: str | Path) -> int | None:
+    """A descriptor of ``path`` for reads that bypass the page cache (``O_DIRECT``), or ``None``
+    where the platform or file system has none (tmpfs, macOS)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECT)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+
+
+class AlignedBuffer:
+    """A reused byte buffer whose start is aligned for ``O_DIRECT`` reads; it grows as needed."""
+
+    def __init__(self) -> None:
+        self.raw = np.empty(0, np.uint8)
+        self.start = 0
+
+    def get(self, nbytes: int) -> np.ndarray:
+        """At least ``nbytes`` aligned bytes (valid until the next call)."""
+        if nbytes > len(self.raw) - self.start:
+            self.raw = np.empty(max(nbytes, 2 * len(self.raw)) + DIRECT_ALIGN, np.uint8)
+            self.start = -self.raw.ctypes.data % DIRECT_ALIGN
+        return self.raw[self.start : self.start + nbytes]
+
+
+def read_direct(direct: int, at: int, nbytes: int, buffer: AlignedBuffer) -> np.ndarray:
+    """Bytes ``at..at+nbytes-1`` of an :func:`open_direct` descriptor as a view into ``buffer``:
+    the aligned blocks holding them are read straight from the device into the buffer, past
+    the page cache. On a file not in the page cache, filling it and copying out of it cost
+    ~0.9 s of system time per GB on the VMs measured, a direct read ~0.04 (a file in the page
+    cache copies at ~0.14 s/GB, but is read from the device again). Raises ``OSError`` at the
+    file's end."""
+    first = at - at % DIRECT_ALIGN
+    raw = buffer.get(-(-(at + nbytes - first) // DIRECT_ALIGN) * DIRECT_ALIGN)
+    view, got = memoryview(raw), 0
+    while got < at + nbytes - first:
+        n = os.preadv(direct, [view[got:]], first + got)
+        if not n:
+            raise OSError(f"descriptor {direct} ends before byte {at + nbytes}")
+        got += n
+    return raw[at - first : at - first + nbytes]
 
 
 def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) -> None:

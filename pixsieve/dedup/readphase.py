@@ -16,6 +16,7 @@ written and read back in blocks, so a task's memory is its batch, whatever the f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,7 +26,7 @@ import pyarrow as pa
 
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.packing import read_exactly
+from pixsieve.dedup.packing import AlignedBuffer, open_direct, read_direct, read_exactly
 from pixsieve.dedup.sources import InputError, Source, read_blocks
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
 
@@ -145,10 +146,12 @@ def read_sample_rows(task: FileTask, count: int) -> np.ndarray:
 class NpyReader:
     """Row ranges of an ``.npy`` file (written by :class:`NpyWriter` or ``np.save``), read straight
     into a fresh array or a given buffer (one copy from the page cache; no mapping, so the
-    process holds only what it asked for)."""
+    process holds only what it asked for). With ``direct``, :meth:`read_view` reads past the
+    page cache where the file system allows it (:func:`pixsieve.dedup.packing.read_direct`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, direct: bool = False) -> None:
         self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self.direct = open_direct(path) if direct else None
         version = np.lib.format.read_magic(self.handle)
         read_header = (
             np.lib.format.read_array_header_1_0
@@ -169,9 +172,23 @@ class NpyReader:
         read_exactly(self.handle, out, self.offset + start * self.row_bytes)
         return out
 
+    def read_view(self, start: int, stop: int, buffer: AlignedBuffer) -> np.ndarray:
+        """Rows ``start..stop-1`` as a view into ``buffer`` (valid until its next use); with
+        ``direct``, read past the page cache where the file system allows it."""
+        nbytes = (stop - start) * self.row_bytes
+        if self.direct is None:
+            raw = buffer.get(nbytes)
+            read_exactly(self.handle, raw, self.offset + start * self.row_bytes)
+        else:
+            at = self.offset + start * self.row_bytes
+            raw = read_direct(self.direct, at, nbytes, buffer)
+        return raw.view(self.dtype).reshape(stop - start, *self.tail)
+
     def close(self) -> None:
         """Close the file."""
         self.handle.close()
+        if self.direct is not None:
+            os.close(self.direct)
 
 
 def row_blocks(

@@ -2,10 +2,12 @@
 
 :class:`Stores` holds the open embedding stores of the earlier index parts a cross bucket
 needs; :class:`Window` reads slices of them into one reused float32 buffer. A version 5 part
-is searched in its float16 copy (half the bytes to read, so more of an index stays in the page
-cache; converted with torch, vectorised, where numpy's cast is a scalar loop); the few rows
-near the threshold are then reread in float32 from the kept items' store (:meth:`Stores.exact`).
-Versions 3 and 4 are searched in their float32 stores directly.
+is searched in its float16 copy (half the bytes to read; converted with torch, vectorised,
+where numpy's cast is a scalar loop), read past the page cache where the file system allows it
+(a run reads nearly the whole copy, which is rarely still cached: filling the page cache cost
+more system time than the rest of the earlier phase's reads); the few rows near the threshold
+are then reread in float32 from the kept items' store (:meth:`Stores.exact`). Versions 3 and 4
+are searched in their float32 stores directly, through the page cache.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pixsieve.dedup.index import items_path, window_path
+from pixsieve.dedup.packing import AlignedBuffer
 from pixsieve.dedup.readphase import NpyReader
 
 #: Most a cosine of unit vectors moves when one of them is rounded to float16: each coordinate
@@ -47,7 +50,7 @@ class Stores:
                     reader.close()
                 self.item_stores.clear()
         for f in parts - set(self.open):
-            self.open[f] = NpyReader(self.paths[f])
+            self.open[f] = NpyReader(self.paths[f], direct=self.half[f])
 
     def exact(self, part: int, pos: np.ndarray) -> np.ndarray:
         """The float32 rows ``pos`` of a version 5 ``part`` (few: a float16 search's rows near
@@ -79,7 +82,7 @@ class Window:
 
     def __init__(self, dim: int) -> None:
         self.x = np.empty((0, dim), np.float32)
-        self.stage = np.empty((0, dim), np.float16)
+        self.stage = AlignedBuffer()
         self.src = np.empty(0, np.int64)
         self.pos = np.empty(0, np.int64)
         self.approx = np.empty(0, bool)
@@ -99,10 +102,7 @@ class Window:
             if stores.half[f]:
                 import torch  # here: the CLI checks its arguments before torch is imported
 
-                if hi - lo > len(self.stage):
-                    size = max(hi - lo, 2 * len(self.stage))
-                    self.stage = np.empty((size, self.x.shape[1]), np.float16)
-                half = stores.open[f].read(lo, hi, self.stage)
+                half = stores.open[f].read_view(lo, hi, self.stage)
                 torch.from_numpy(self.x[rows]).copy_(torch.from_numpy(half))
             else:
                 stores.open[f].read(lo, hi, self.x[rows])

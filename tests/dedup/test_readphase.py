@@ -5,13 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pixsieve.dedup import SemanticDedupConfig, readphase
 from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.packing import fixed_list
+from pixsieve.dedup.packing import AlignedBuffer, fixed_list
 from pixsieve.dedup.partition import FileTask
 from pixsieve.dedup.partitioned import dedup_files
-from pixsieve.dedup.readphase import gather_rows, read_dir, read_file, row_blocks, take_rows
+from pixsieve.dedup.readphase import (
+    NpyReader,
+    gather_rows,
+    read_dir,
+    read_file,
+    row_blocks,
+    take_rows,
+)
 from pixsieve.dedup.sources import Columns, Source
 
 
@@ -113,3 +121,21 @@ def test_each_input_file_is_decoded_once(tmp_path, monkeypatch):
         tmp_path / "b", tmp_path / "C", config, against=[tmp_path / "A"], recluster="on"
     )
     assert len(decoded) == 3 and third.counts["removed"] > 0
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_npy_reader_views_match_plain_reads_past_the_page_cache_or_not(
+    tmp_path, monkeypatch, direct
+):
+    x = _data(3, 300).astype(np.float16)  # 2 bytes a number: rows straddle aligned blocks
+    np.save(tmp_path / "x.npy", x)
+    if not direct:  # a file system without O_DIRECT (tmpfs, macOS)
+        monkeypatch.setattr("pixsieve.dedup.readphase.open_direct", lambda path: None)
+    reader = NpyReader(tmp_path / "x.npy", direct=True)
+    buffer = AlignedBuffer()
+    try:
+        for lo, hi in [(0, 1), (1, 3), (7, 200), (250, 300), (0, 300)]:
+            np.testing.assert_array_equal(reader.read_view(lo, hi, buffer), x[lo:hi])
+            np.testing.assert_array_equal(reader.read(lo, hi), x[lo:hi])
+    finally:
+        reader.close()
