@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pixsieve.dedup.directio import DirectReader
+
 #: Rows read at a time when they are scattered (24 MiB at 768-d: under glibc's mmap threshold).
 READ_ROWS: int = 8192
-#: Alignment of reads that bypass the page cache (``O_DIRECT``): of offsets, lengths and buffers.
-DIRECT_ALIGN: int = 4096
 
 
 def fixed_list(x: np.ndarray) -> pa.Array:
@@ -48,48 +48,6 @@ def read_exactly(handle: BinaryIO, out: np.ndarray, at: int | None = None) -> No
         got += n
 
 
-def open_direct(path: str | Path) -> int | None:
-    """A descriptor of ``path`` for reads that bypass the page cache (``O_DIRECT``), or ``None``
-    where the platform or file system has none (tmpfs, macOS)."""
-    try:
-        return os.open(path, os.O_RDONLY | os.O_DIRECT)  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        return None
-
-
-class AlignedBuffer:
-    """A reused byte buffer whose start is aligned for ``O_DIRECT`` reads; it grows as needed."""
-
-    def __init__(self) -> None:
-        self.raw = np.empty(0, np.uint8)
-        self.start = 0
-
-    def get(self, nbytes: int) -> np.ndarray:
-        """At least ``nbytes`` aligned bytes (valid until the next call)."""
-        if nbytes > len(self.raw) - self.start:
-            self.raw = np.empty(max(nbytes, 2 * len(self.raw)) + DIRECT_ALIGN, np.uint8)
-            self.start = -self.raw.ctypes.data % DIRECT_ALIGN
-        return self.raw[self.start : self.start + nbytes]
-
-
-def read_direct(direct: int, at: int, nbytes: int, buffer: AlignedBuffer) -> np.ndarray:
-    """Bytes ``at..at+nbytes-1`` of an :func:`open_direct` descriptor as a view into ``buffer``:
-    the aligned blocks holding them are read straight from the device into the buffer, past
-    the page cache. On a file not in the page cache, filling it and copying out of it cost
-    ~0.9 s of system time per GB on the VMs measured, a direct read ~0.04 (a file in the page
-    cache copies at ~0.14 s/GB, but is read from the device again). Raises ``OSError`` at the
-    file's end."""
-    first = at - at % DIRECT_ALIGN
-    raw = buffer.get(-(-(at + nbytes - first) // DIRECT_ALIGN) * DIRECT_ALIGN)
-    view, got = memoryview(raw), 0
-    while got < at + nbytes - first:
-        n = os.preadv(direct, [view[got:]], first + got)
-        if not n:
-            raise OSError(f"descriptor {direct} ends before byte {at + nbytes}")
-        got += n
-    return raw[at - first : at - first + nbytes]
-
-
 def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) -> None:
     """Write row ``r`` of a partition's embeddings into ``out[where[r]]`` (rows with
     ``where[r] < 0`` are skipped): straight into ``out`` when ``where`` is one ascending run,
@@ -97,20 +55,19 @@ def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) ->
     n, dim = len(where), out.shape[1]
     if not n:
         return
-    with open(rows_path(partition), "rb", buffering=0) as handle:
+    with DirectReader(rows_path(partition)) as reader:
         first = int(where[0])
         if first >= 0 and int(where[-1]) - first == n - 1 and (np.diff(where) == 1).all():
-            read_exactly(handle, out[first : first + n])
+            reader.read(out[first : first + n], 0)
             return
         buf = np.empty((min(READ_ROWS, n), dim), np.float32)
         for lo in range(0, n, READ_ROWS):
             w = where[lo : lo + READ_ROWS]
             take = np.flatnonzero(w >= 0)
             if not len(take):
-                handle.seek(len(w) * dim * 4, 1)
                 continue
             chunk = buf[: len(w)]
-            read_exactly(handle, chunk)
+            reader.read(chunk, lo * dim * 4)
             out[w[take]] = chunk if len(take) == len(w) else chunk[take]
 
 
@@ -127,4 +84,8 @@ def read_partitions_into(files: list[Path] | list[str], where: np.ndarray, out: 
 
 def read_rows(partition: str | Path, dim: int) -> np.ndarray:
     """All of a partition's embeddings, ``(rows, dim)`` float32."""
-    return np.fromfile(rows_path(partition), dtype=np.float32).reshape(-1, dim)
+    path = rows_path(partition)
+    out = np.empty((path.stat().st_size // (4 * dim), dim), np.float32)
+    with DirectReader(path) as reader:
+        reader.read(out, 0)
+    return out

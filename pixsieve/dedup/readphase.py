@@ -24,9 +24,10 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
+from pixsieve.dedup.directio import AlignedBuffer, open_direct, read_direct
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.packing import AlignedBuffer, open_direct, read_direct, read_exactly
+from pixsieve.dedup.packing import read_exactly
 from pixsieve.dedup.sources import InputError, Source, read_blocks
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
 
@@ -147,7 +148,7 @@ class NpyReader:
     """Row ranges of an ``.npy`` file (written by :class:`NpyWriter` or ``np.save``), read straight
     into a fresh array or a given buffer (one copy from the page cache; no mapping, so the
     process holds only what it asked for). With ``direct``, :meth:`read_view` reads past the
-    page cache where the file system allows it (:func:`pixsieve.dedup.packing.read_direct`)."""
+    page cache where the file system allows it (:func:`pixsieve.dedup.directio.read_direct`)."""
 
     def __init__(self, path: Path, direct: bool = False) -> None:
         self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())

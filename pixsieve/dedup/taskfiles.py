@@ -10,12 +10,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pixsieve.dedup.directio import DirectWriter
 from pixsieve.dedup.hashparts import bucket_groups
 from pixsieve.dedup.packing import rows_path
 from pixsieve.dedup.sources import Columns
@@ -88,7 +89,7 @@ class _Writers:
     def __init__(self, folder: Path, prefix: str) -> None:
         self.folder, self.prefix = folder, prefix
         self.open: dict[int, pq.ParquetWriter] = {}
-        self.rows: dict[int, BinaryIO] = {}
+        self.rows: dict[int, DirectWriter] = {}
 
     def write(self, bucket: int, table: pa.Table, rows: np.ndarray | None = None) -> None:
         """Append ``table`` to the bucket's Parquet file and ``rows`` (its embeddings, one per
@@ -99,7 +100,7 @@ class _Writers:
         self.open[bucket].write_table(table)
         if rows is not None:
             if bucket not in self.rows:
-                self.rows[bucket] = open(rows_path(path), "wb")  # noqa: SIM115 (closed by close())
+                self.rows[bucket] = DirectWriter(rows_path(path))  # past the page cache
             self.rows[bucket].write(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1))
 
     def close(self) -> None:

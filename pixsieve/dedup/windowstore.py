@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pixsieve.dedup.directio import AlignedBuffer
 from pixsieve.dedup.index import items_path, window_path
-from pixsieve.dedup.packing import AlignedBuffer
 from pixsieve.dedup.readphase import NpyReader
 
 #: Most a cosine of unit vectors moves when one of them is rounded to float16: each coordinate

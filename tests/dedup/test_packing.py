@@ -4,12 +4,9 @@ straight into place, anything else through a small buffer)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from pixsieve.dedup import packing
 from pixsieve.dedup.packing import fixed_list, read_rows, read_rows_into, rows_path
@@ -50,23 +47,3 @@ def test_read_rows_into_scatters_and_skips_rows_across_batches(tmp_path, monkeyp
     read_rows_into(path, run, np.arange(100, 1100))  # one ascending run: straight into place
     np.testing.assert_array_equal(run[100:], x)
     assert np.isnan(run[:100]).all()
-
-
-def test_direct_reads_return_the_bytes_asked_for_at_any_offset(tmp_path):
-    data = np.random.default_rng(1).integers(0, 256, 3 * packing.DIRECT_ALIGN + 123, np.uint8)
-    path = tmp_path / "blob"
-    path.write_bytes(data.tobytes())
-    direct = packing.open_direct(path)
-    if direct is None:  # no O_DIRECT on this file system: NpyReader reads through the cache
-        return
-    buffer = packing.AlignedBuffer()
-    try:
-        for at, n in [(0, 1), (5, 4096), (4095, 2), (4096, 8192), (100, len(data) - 100)]:
-            got = packing.read_direct(direct, at, n, buffer)
-            assert got.ctypes.data - buffer.get(1).ctypes.data == at % packing.DIRECT_ALIGN
-            np.testing.assert_array_equal(got, data[at : at + n])
-        assert buffer.get(1).ctypes.data % packing.DIRECT_ALIGN == 0
-        with pytest.raises(OSError, match="ends before"):
-            packing.read_direct(direct, len(data) - 10, 20, buffer)
-    finally:
-        os.close(direct)

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pixsieve.dedup import SemanticDedupConfig, readphase
+from pixsieve.dedup.directio import AlignedBuffer
 from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.packing import AlignedBuffer, fixed_list
+from pixsieve.dedup.packing import fixed_list
 from pixsieve.dedup.partition import FileTask
 from pixsieve.dedup.partitioned import dedup_files
 from pixsieve.dedup.readphase import (
