@@ -79,9 +79,9 @@ class DirectReader:
     aligned buffer (:func:`read_into`), or with plain positioned reads where that is not
     possible."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, direct: bool = True) -> None:
         self.name = str(path)
-        self.direct = open_direct(path)
+        self.direct = open_direct(path) if direct else None
         self.fd = os.open(path, os.O_RDONLY) if self.direct is None else self.direct
         self.buffer = AlignedBuffer()
 
@@ -96,6 +96,15 @@ class DirectReader:
             if not n:
                 raise OSError(f"{self.name}: ends before byte {at + len(view)}")
             got += n
+
+    def read_view(self, at: int, nbytes: int, buffer: AlignedBuffer) -> np.ndarray:
+        """Bytes ``at..at+nbytes-1`` as a view into ``buffer`` (read straight into it when
+        direct, :func:`read_direct`)."""
+        if self.direct is not None:
+            return read_direct(self.direct, at, nbytes, buffer)
+        raw = buffer.get(nbytes)
+        self.read(raw, at)
+        return raw
 
     def close(self) -> None:
         """Close the file."""

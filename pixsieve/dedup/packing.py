@@ -9,9 +9,7 @@ are ~18 GB, read once or more), and a list column a repetition and definition le
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -32,20 +30,6 @@ def fixed_list(x: np.ndarray) -> pa.Array:
 def rows_path(partition: str | Path) -> Path:
     """The raw float32 file of a partition's embeddings, beside its ``.parquet``."""
     return Path(partition).with_suffix(".f32")
-
-
-def read_exactly(handle: BinaryIO, out: np.ndarray, at: int | None = None) -> None:
-    """Fill ``out`` (contiguous) from ``handle``'s position, or from byte ``at`` with positioned
-    reads (one system call, the position left alone), or raise ``OSError`` at the file's end."""
-    view, got = memoryview(out.reshape(-1)).cast("B"), 0
-    while got < len(view):
-        if at is None:
-            n = handle.readinto(view[got:])
-        else:
-            n = os.preadv(handle.fileno(), [view[got:]], at + got)
-        if not n:
-            raise OSError(f"{handle.name}: ends before {len(view)} more bytes")
-        got += n
 
 
 def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) -> None:

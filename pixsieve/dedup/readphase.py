@@ -16,18 +16,16 @@ written and read back in blocks, so a task's memory is its batch, whatever the f
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pixsieve.dedup.directio import AlignedBuffer, open_direct, read_direct
+from pixsieve.dedup.directio import AlignedBuffer, DirectReader, DirectWriter
 from pixsieve.dedup.hashparts import key_buckets
 from pixsieve.dedup.kmeans import normalize
-from pixsieve.dedup.packing import read_exactly
 from pixsieve.dedup.sources import InputError, Source, read_blocks
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
 
@@ -36,8 +34,9 @@ READ_DIR = "read"
 #: copy stay under glibc's 32 MiB mmap threshold, so they reuse heap memory; 49,152-row
 #: batches cost 2-5x the system time (fresh pages zeroed by the kernel) for the same rows.
 READ_BATCH_ROWS: int = 8192
-#: :func:`gather_rows` reads rows at most this far apart in one piece (24 KiB at 768-d)...
-GAP_ROWS: int = 8
+#: :func:`gather_rows` reads rows less than this many bytes apart in one piece (a read past the
+#: page cache costs ~70 us of wait and ~0.7 us per KiB here: 85 rows at 768-d)...
+GAP_BYTES: int = 256 << 10
 #: ... of at most this many rows (6 MiB at 768-d: the copy out of it stays in cache; pieces
 #: of 8,192 rows took 1.5x the time).
 GATHER_ROWS: int = 2048
@@ -49,10 +48,11 @@ def read_dir(task: FileTask, index: int) -> Path:
 
 
 class NpyWriter:
-    """An ``.npy`` file of a known shape, written block after block in order."""
+    """An ``.npy`` file of a known shape, written block after block in order, past the page
+    cache where the file system allows it (:class:`pixsieve.dedup.directio.DirectWriter`)."""
 
     def __init__(self, path: Path, rows: int, tail: tuple[int, ...], dtype: type) -> None:
-        self.handle: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self.handle = DirectWriter(path)
         header = {
             "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
             "fortran_order": False,
@@ -146,22 +146,23 @@ def read_sample_rows(task: FileTask, count: int) -> np.ndarray:
 
 class NpyReader:
     """Row ranges of an ``.npy`` file (written by :class:`NpyWriter` or ``np.save``), read straight
-    into a fresh array or a given buffer (one copy from the page cache; no mapping, so the
-    process holds only what it asked for). With ``direct``, :meth:`read_view` reads past the
-    page cache where the file system allows it (:func:`pixsieve.dedup.directio.read_direct`)."""
+    into a fresh array or a given buffer: past the page cache where the file system allows it
+    (:class:`pixsieve.dedup.directio.DirectReader`; ``direct=False`` for a few scattered rows
+    that are read again and again), else through it. No mapping, so the process holds only what
+    it asked for."""
 
-    def __init__(self, path: Path, direct: bool = False) -> None:
-        self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
-        self.direct = open_direct(path) if direct else None
-        version = np.lib.format.read_magic(self.handle)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, _, self.dtype = read_header(self.handle)
+    def __init__(self, path: Path, direct: bool = True) -> None:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, self.dtype = read_header(handle)
+            self.offset = handle.tell()
+        self.file = DirectReader(path, direct)
         self.rows, self.tail = shape[0], tuple(shape[1:])
-        self.offset = self.handle.tell()
         self.row_bytes = self.dtype.itemsize * int(np.prod(self.tail, dtype=np.int64))
 
     def read(self, start: int, stop: int, buffer: np.ndarray | None = None) -> np.ndarray:
@@ -170,26 +171,20 @@ class NpyReader:
             out = np.empty((stop - start, *self.tail), dtype=self.dtype)
         else:
             out = buffer[: stop - start]
-        read_exactly(self.handle, out, self.offset + start * self.row_bytes)
+        self.file.read(out, self.offset + start * self.row_bytes)
         return out
 
     def read_view(self, start: int, stop: int, buffer: AlignedBuffer) -> np.ndarray:
-        """Rows ``start..stop-1`` as a view into ``buffer`` (valid until its next use); with
-        ``direct``, read past the page cache where the file system allows it."""
-        nbytes = (stop - start) * self.row_bytes
-        if self.direct is None:
-            raw = buffer.get(nbytes)
-            read_exactly(self.handle, raw, self.offset + start * self.row_bytes)
-        else:
-            at = self.offset + start * self.row_bytes
-            raw = read_direct(self.direct, at, nbytes, buffer)
+        """Rows ``start..stop-1`` as a view into ``buffer`` (valid until its next use): read
+        into it past the page cache, with no copy, where the file system allows it."""
+        raw = self.file.read_view(
+            self.offset + start * self.row_bytes, (stop - start) * self.row_bytes, buffer
+        )
         return raw.view(self.dtype).reshape(stop - start, *self.tail)
 
     def close(self) -> None:
         """Close the file."""
-        self.handle.close()
-        if self.direct is not None:
-            os.close(self.direct)
+        self.file.close()
 
 
 def row_blocks(
@@ -216,16 +211,17 @@ def row_blocks(
 
 def _read_sorted(reader: NpyReader, local: np.ndarray, out: np.ndarray, step: int) -> None:
     """Rows ``local`` (sorted) of one ``.npy`` file into ``out[: len(local)]``: rows less than
-    :data:`GAP_ROWS` apart in one read of at most ``step`` rows through a small buffer."""
+    :data:`GAP_BYTES` apart in one read of at most ``step`` rows."""
     if not len(local):
         return
-    cut = np.r_[0, np.flatnonzero(np.diff(local) > GAP_ROWS) + 1, len(local)]
-    buf = np.empty((min(step, int(local[-1] - local[0]) + 1), *reader.tail), reader.dtype)
+    gap = max(1, GAP_BYTES // max(1, reader.row_bytes))
+    cut = np.r_[0, np.flatnonzero(np.diff(local) >= gap) + 1, len(local)]
+    buf = AlignedBuffer()
     for a, b in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
         while a < b:  # one piece: rows local[a]..local[a] + step - 1
             end = a + int(np.searchsorted(local[a:b], local[a] + step))
             first = int(local[a])
-            got = reader.read(first, int(local[end - 1]) + 1, buf)
+            got = reader.read_view(first, int(local[end - 1]) + 1, buf)
             out[a:end] = got[local[a:end] - first]
             a = end
 
@@ -233,7 +229,7 @@ def _read_sorted(reader: NpyReader, local: np.ndarray, out: np.ndarray, step: in
 def gather_rows(task: FileTask, starts: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """The unit rows at the sorted, unique global positions ``rows`` into ``out[: len(rows)]``
     (file ``f`` holds global rows ``starts[f]`` up to ``starts[f + 1]``). Rows less than
-    :data:`GAP_ROWS` apart are read in one piece of at most :data:`GATHER_ROWS` (and
+    :data:`GAP_BYTES` apart are read in one piece of at most :data:`GATHER_ROWS` (and
     ``task.batch_rows``) rows through a small buffer, so a scattered set costs about one read
     per run of nearby rows."""
     file_of = np.searchsorted(starts, rows, "right") - 1

@@ -78,13 +78,14 @@ def test_gather_rows_reads_runs_of_nearby_rows_across_files(tmp_path, monkeypatc
     unit = normalize(np.concatenate([x, y]))
     starts = np.array([0, 250])
     reads = []
-    original = readphase.NpyReader.read
+    original = readphase.NpyReader.read_view
     monkeypatch.setattr(
         readphase.NpyReader,
-        "read",
-        lambda self, a, b, buf=None: reads.append((a, b)) or original(self, a, b, buf),
+        "read_view",
+        lambda self, a, b, buf: reads.append((a, b)) or original(self, a, b, buf),
     )
-    # a dense run (gaps under GAP_ROWS) longer than one 64-row piece, two far rows, file b
+    monkeypatch.setattr(readphase, "GAP_BYTES", 9 * 16 * 4)  # rows up to 8 apart: one read
+    # a dense run (gaps under 9 rows) longer than one 64-row piece, two far rows, file b
     rows = np.r_[np.arange(10, 150, 3), 200, 240, 250, 251, 369]
     out = np.zeros((len(rows) + 3, 16), np.float32)
     gather_rows(task, starts, rows, out)
@@ -131,8 +132,8 @@ def test_npy_reader_views_match_plain_reads_past_the_page_cache_or_not(
     x = _data(3, 300).astype(np.float16)  # 2 bytes a number: rows straddle aligned blocks
     np.save(tmp_path / "x.npy", x)
     if not direct:  # a file system without O_DIRECT (tmpfs, macOS)
-        monkeypatch.setattr("pixsieve.dedup.readphase.open_direct", lambda path: None)
-    reader = NpyReader(tmp_path / "x.npy", direct=True)
+        monkeypatch.setattr("pixsieve.dedup.directio.open_direct", lambda path: None)
+    reader = NpyReader(tmp_path / "x.npy")
     buffer = AlignedBuffer()
     try:
         for lo, hi in [(0, 1), (1, 3), (7, 200), (250, 300), (0, 300)]:
