@@ -63,7 +63,7 @@ def _hwm(pid: int) -> int:
     return 0
 
 
-def generate(folder: Path, n: int, files: int, dim: int, seed: int) -> None:
+def generate(folder: Path, n: int, files: int, dim: int, seed: int, supers: int = 0) -> None:
     """Planted vectors into ``folder/x.npy`` (memory map), truth and Parquet files."""
     from dedup_tools.synthetic import planted_embeddings
 
@@ -73,7 +73,8 @@ def generate(folder: Path, n: int, files: int, dim: int, seed: int) -> None:
         return
     (folder / "parquet").mkdir(parents=True, exist_ok=True)
     x = np.lib.format.open_memmap(folder / "x.npy", mode="w+", dtype=np.float32, shape=(n, dim))
-    planted = planted_embeddings(n, dim, n_topics=max(2, n // 500), seed=seed, out=x)
+    topics = max(2, n // 500)
+    planted = planted_embeddings(n, dim, n_topics=topics, n_super=supers, seed=seed, out=x)
     np.save(folder / "group.npy", planted.group)
     scores = np.random.default_rng(seed + 7).uniform(0, 10, n).astype(np.float32)
     bounds = np.linspace(0, n, files + 1).astype(np.int64)
@@ -204,6 +205,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mode", default="witness")
     parser.add_argument("--data", default="/tmp/pixsieve-dedup-bench")
+    parser.add_argument(
+        "--super-topics",
+        type=int,
+        default=0,
+        help="draw the N/500 topic centres around this many super-topics (structure above the "
+        "clusters, as real embeddings have; 0: isotropic topic centres)",
+    )
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--drop-vectors",
@@ -216,8 +224,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     folder = Path(args.data) / f"n{args.n}-f{args.files}-d{args.dim}-s{args.seed}"
+    if args.super_topics:
+        folder = folder.with_name(f"{folder.name}-t{args.super_topics}")
     if args.generate_only:
-        generate(folder, args.n, args.files, args.dim, args.seed)
+        generate(folder, args.n, args.files, args.dim, args.seed, args.super_topics)
         if args.drop_vectors:
             (folder / "x.npy").unlink(missing_ok=True)
         return

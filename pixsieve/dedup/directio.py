@@ -120,12 +120,13 @@ class DirectReader:
 class DirectWriter:
     """A file written from its start, past the page cache: :meth:`write` stages bytes in an
     aligned chunk and writes it whole when full; :meth:`close` writes what is left (its
-    unaligned tail through the page cache). With no ``O_DIRECT``, plain writes."""
+    unaligned tail through the page cache). With ``direct=False`` or no ``O_DIRECT``, plain
+    writes through the page cache."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, direct: bool = True) -> None:
         self.name = str(path)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self.direct = open_direct(path, os.O_WRONLY)
+        self.direct = open_direct(path, os.O_WRONLY) if direct else None
         self.stage = AlignedBuffer().get(DIRECT_CHUNK) if self.direct is not None else None
         self.staged = self.offset = 0
 

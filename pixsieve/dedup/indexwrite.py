@@ -63,11 +63,11 @@ def index_ids(
     if target.exists():
         return pq.ParquetFile(target).metadata.num_rows
     local = kept_local(source, removed)
-    reader = NpyReader(read_dir(task, index) / "x.npy")
+    reader = NpyReader(read_dir(task, index) / "x.npy", direct=True)
     store = items_path(folder, index)
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(store.name + ".tmp")
-    writer = NpyWriter(tmp, len(local), (task.dim,), np.float32)
+    writer = NpyWriter(tmp, len(local), (task.dim,), np.float32, direct=True)
     step = max(1, task.batch_rows)
     buf = np.empty((min(step, source.rows), task.dim), np.float32)
     try:
@@ -146,7 +146,7 @@ def index_bucket(
     tmp = store.with_name(store.name + ".tmp")
     import torch  # here: the CLI checks its arguments before torch is imported
 
-    writer = NpyWriter(tmp, len(order), (dim,), np.float16)
+    writer = NpyWriter(tmp, len(order), (dim,), np.float16, direct=True)
     step = max(1, max_rows)
     try:
         for lo in range(0, len(order), step):

@@ -3,7 +3,10 @@
 Decoding a Parquet list column costs a repetition level per number (~280 MB/s), so every later
 pass reads the rows from what :func:`read_file` wrote instead, by row range or row index:
 
-* ``read/fFFFFF/x.npy``: the file's unit float32 embeddings, ``(rows, D)``, in file order;
+* ``read/fFFFFF/x.npy``: the file's unit float32 embeddings, ``(rows, D)``, in file order
+  (written past the page cache, :mod:`pixsieve.dedup.directio`; read past it by the passes
+  that read long slices or a tenth of the rows, through it by the cross search, which reads
+  the same new rows once per bucket);
 * ``aesthetic.npy`` / ``resolution.npy``: the keep policy's columns, when they are read;
 * ``sample.npy``: the file's rows of the k-means sample (unit, in order);
 * ``iBBBB.parquet``: the file's ids partitioned by hash (the uniqueness check,
@@ -34,9 +37,11 @@ READ_DIR = "read"
 #: copy stay under glibc's 32 MiB mmap threshold, so they reuse heap memory; 49,152-row
 #: batches cost 2-5x the system time (fresh pages zeroed by the kernel) for the same rows.
 READ_BATCH_ROWS: int = 8192
-#: :func:`gather_rows` reads rows less than this many bytes apart in one piece (a read past the
-#: page cache costs ~70 us of wait and ~0.7 us per KiB here: 85 rows at 768-d)...
-GAP_BYTES: int = 256 << 10
+#: :func:`gather_rows` reads rows less than this many bytes apart in one piece through the page
+#: cache (8 rows at 768-d), or :data:`DIRECT_GAP_BYTES` past it (a read past the cache waits
+#: ~70 us for the device here: as long as reading 85 more rows at 768-d)...
+GAP_BYTES: int = 24 << 10
+DIRECT_GAP_BYTES: int = 256 << 10
 #: ... of at most this many rows (6 MiB at 768-d: the copy out of it stays in cache; pieces
 #: of 8,192 rows took 1.5x the time).
 GATHER_ROWS: int = 2048
@@ -48,11 +53,14 @@ def read_dir(task: FileTask, index: int) -> Path:
 
 
 class NpyWriter:
-    """An ``.npy`` file of a known shape, written block after block in order, past the page
-    cache where the file system allows it (:class:`pixsieve.dedup.directio.DirectWriter`)."""
+    """An ``.npy`` file of a known shape, written block after block in order; with ``direct``,
+    past the page cache where the file system allows it
+    (:class:`pixsieve.dedup.directio.DirectWriter`: for large files read back in long slices)."""
 
-    def __init__(self, path: Path, rows: int, tail: tuple[int, ...], dtype: type) -> None:
-        self.handle = DirectWriter(path)
+    def __init__(
+        self, path: Path, rows: int, tail: tuple[int, ...], dtype: type, direct: bool = False
+    ) -> None:
+        self.handle = DirectWriter(path, direct)
         header = {
             "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
             "fortran_order": False,
@@ -93,7 +101,7 @@ def read_file(
         return _done(final)
     cols = task.columns
     files = {
-        "x": NpyWriter(tmp / "x.npy", source.rows, (task.dim,), np.float32),
+        "x": NpyWriter(tmp / "x.npy", source.rows, (task.dim,), np.float32, direct=True),
         "sample": NpyWriter(tmp / "sample.npy", len(sample), (task.dim,), np.float32),
     }
     if cols.score:
@@ -146,12 +154,12 @@ def read_sample_rows(task: FileTask, count: int) -> np.ndarray:
 
 class NpyReader:
     """Row ranges of an ``.npy`` file (written by :class:`NpyWriter` or ``np.save``), read straight
-    into a fresh array or a given buffer: past the page cache where the file system allows it
-    (:class:`pixsieve.dedup.directio.DirectReader`; ``direct=False`` for a few scattered rows
-    that are read again and again), else through it. No mapping, so the process holds only what
-    it asked for."""
+    into a fresh array or a given buffer, through the page cache or, with ``direct``, past it
+    where the file system allows it (:class:`pixsieve.dedup.directio.DirectReader`: for long
+    slices of files the page cache rarely holds). No mapping, so the process holds only what it
+    asked for."""
 
-    def __init__(self, path: Path, direct: bool = True) -> None:
+    def __init__(self, path: Path, direct: bool = False) -> None:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
             read_header = (
@@ -175,8 +183,8 @@ class NpyReader:
         return out
 
     def read_view(self, start: int, stop: int, buffer: AlignedBuffer) -> np.ndarray:
-        """Rows ``start..stop-1`` as a view into ``buffer`` (valid until its next use): read
-        into it past the page cache, with no copy, where the file system allows it."""
+        """Rows ``start..stop-1`` as a view into ``buffer`` (valid until its next use; with
+        ``direct``, read straight into it)."""
         raw = self.file.read_view(
             self.offset + start * self.row_bytes, (stop - start) * self.row_bytes, buffer
         )
@@ -196,7 +204,7 @@ def row_blocks(
     until the next one is read."""
     folder = read_dir(task, index)
     names = [n for n in ("x", "aesthetic", "resolution") if (folder / f"{n}.npy").exists()]
-    readers = {n: NpyReader(folder / f"{n}.npy") for n in names}
+    readers = {n: NpyReader(folder / f"{n}.npy", direct=n == "x") for n in names}
     step = max(1, task.batch_rows)
     buffers = {n: np.empty((min(step, r.rows), *r.tail), dtype=r.dtype) for n, r in readers.items()}
     try:
@@ -214,7 +222,8 @@ def _read_sorted(reader: NpyReader, local: np.ndarray, out: np.ndarray, step: in
     :data:`GAP_BYTES` apart in one read of at most ``step`` rows."""
     if not len(local):
         return
-    gap = max(1, GAP_BYTES // max(1, reader.row_bytes))
+    gap = DIRECT_GAP_BYTES if reader.file.direct is not None else GAP_BYTES
+    gap = max(1, gap // max(1, reader.row_bytes))
     cut = np.r_[0, np.flatnonzero(np.diff(local) >= gap) + 1, len(local)]
     buf = AlignedBuffer()
     for a, b in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
@@ -247,7 +256,7 @@ def take_rows(task: FileTask, index: int, rows: np.ndarray) -> Iterator[np.ndarr
     """The unit rows at the sorted positions ``rows`` of file ``index``, in blocks of at most
     ``task.batch_rows`` rows (read as :func:`gather_rows` reads, each block a fresh array)."""
     step = max(1, task.batch_rows)
-    reader = NpyReader(read_dir(task, index) / "x.npy")
+    reader = NpyReader(read_dir(task, index) / "x.npy", direct=True)
     try:
         for lo in range(0, len(rows), step):
             block = rows[lo : lo + step]

@@ -50,7 +50,7 @@ class Stores:
                     reader.close()
                 self.item_stores.clear()
         for f in parts - set(self.open):
-            self.open[f] = NpyReader(self.paths[f])
+            self.open[f] = NpyReader(self.paths[f], direct=self.half[f])
 
     def exact(self, part: int, pos: np.ndarray) -> np.ndarray:
         """The float32 rows ``pos`` of a version 5 ``part`` (few: a float16 search's rows near
@@ -63,7 +63,7 @@ class Stores:
         out = np.empty((len(pos), self.open[part].tail[0]), np.float32)
         for n, (f, i) in enumerate(zip(file.tolist(), item.tolist(), strict=True)):
             if (folder, f) not in self.item_stores:
-                self.item_stores[folder, f] = NpyReader(items_path(folder, f), direct=False)
+                self.item_stores[folder, f] = NpyReader(items_path(folder, f))
             self.item_stores[folder, f].read(i, i + 1, out[n : n + 1])
         return out
 

@@ -133,7 +133,7 @@ def test_npy_reader_views_match_plain_reads_past_the_page_cache_or_not(
     np.save(tmp_path / "x.npy", x)
     if not direct:  # a file system without O_DIRECT (tmpfs, macOS)
         monkeypatch.setattr("pixsieve.dedup.directio.open_direct", lambda path: None)
-    reader = NpyReader(tmp_path / "x.npy")
+    reader = NpyReader(tmp_path / "x.npy", direct=True)
     buffer = AlignedBuffer()
     try:
         for lo, hi in [(0, 1), (1, 3), (7, 200), (250, 300), (0, 300)]:

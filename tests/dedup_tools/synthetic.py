@@ -56,6 +56,7 @@ def planted_embeddings(
     cos_range: tuple[float, float] = (0.96, 0.995),
     n_topics: int = 0,
     topic_weight: float = 1.0,
+    n_super: int = 0,
     border_fraction: float = 0.2,
     seed: int = 0,
     chunk_rows: int = 16384,
@@ -70,6 +71,9 @@ def planted_embeddings(
         cos_range: cosine of each copy to its anchor, uniform in this range.
         n_topics: topic centres the originals are drawn around (0: isotropic random vectors).
         topic_weight: weight of the centre against unit-scale noise (1.0 → cos ~0.7 to it).
+        n_super: super-topics the topic centres are themselves drawn around (cos ~0.7 to
+            theirs), a level of structure above the topics as in real embeddings (0: the topic
+            centres are isotropic; the rest of the set is drawn as with 0, from other numbers).
         border_fraction: share of groups whose anchor sits between two topics, copies pulled
             alternately towards each (needs ``n_topics >= 2``).
         seed: random seed.
@@ -82,6 +86,11 @@ def planted_embeddings(
     n_groups, n_copies = len(sizes), int((sizes - 1).sum())
     n_orig = n - n_copies
     topics = _unit(rng.standard_normal((n_topics, dim), dtype=np.float32)) if n_topics else None
+    if topics is not None and n_super:  # own stream: the draws below stay those of n_super=0
+        srng = np.random.default_rng([seed, n_super])
+        supers = _unit(srng.standard_normal((n_super, dim), dtype=np.float32))
+        noise = srng.standard_normal((n_topics, dim), dtype=np.float32) / np.sqrt(dim)
+        topics = _unit(supers[srng.integers(0, n_super, n_topics)] + noise)
     pos = rng.permutation(n)
     out = np.empty((n, dim), dtype=np.float32) if out is None else out
     for start in range(0, n_orig, chunk_rows):
