@@ -2,8 +2,9 @@
 metadata) has a raw float32 file ``bBBBB.f32`` beside it holding the rows' embeddings in the
 same order, written by :class:`pixsieve.dedup.taskfiles._Writers`.
 
-Reading a raw file is positioned reads straight into the caller's array; a Parquet column of
-fixed-size binary values cost a decode and a second copy per row (the partitions of a 3M run
+Reading a raw file is positioned reads into the caller's array (past the page cache, through
+an aligned buffer: :mod:`pixsieve.dedup.directio`, as the files are written); a Parquet column
+of fixed-size binary values cost a decode and a second copy per row (the partitions of a 3M run
 are ~18 GB, read once or more), and a list column a repetition and definition level per number.
 """
 
@@ -34,7 +35,7 @@ def rows_path(partition: str | Path) -> Path:
 
 def read_rows_into(partition: str | Path, out: np.ndarray, where: np.ndarray) -> None:
     """Write row ``r`` of a partition's embeddings into ``out[where[r]]`` (rows with
-    ``where[r] < 0`` are skipped): straight into ``out`` when ``where`` is one ascending run,
+    ``where[r] < 0`` are skipped): in one read when ``where`` is one ascending run,
     else :data:`READ_ROWS` at a time through a small buffer."""
     n, dim = len(where), out.shape[1]
     if not n:
