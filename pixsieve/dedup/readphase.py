@@ -219,7 +219,8 @@ def row_blocks(
 
 def _read_sorted(reader: NpyReader, local: np.ndarray, out: np.ndarray, step: int) -> None:
     """Rows ``local`` (sorted) of one ``.npy`` file into ``out[: len(local)]``: rows less than
-    :data:`GAP_BYTES` apart in one read of at most ``step`` rows."""
+    :data:`GAP_BYTES` apart (:data:`DIRECT_GAP_BYTES` for a direct reader) in one read of at
+    most ``step`` rows."""
     if not len(local):
         return
     gap = DIRECT_GAP_BYTES if reader.file.direct is not None else GAP_BYTES
