@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -273,4 +274,13 @@ def dedup(
             )
     except (EmbeddingError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # the environment (a full disk, a vanished directory), not an input
+        hint = ""
+        if exc.errno == errno.ENOSPC:
+            hint = (
+                "; the work files need about (2 + border rate) x rows x dim x 4 bytes "
+                "(docs/dedup.md): free some or point --work-dir at a larger disk, and rerun "
+                "the same command to resume"
+            )
+        raise click.ClickException(f"{type(exc).__name__}: {exc}{hint}") from exc
     _summary(console, result, config, time.perf_counter() - start)

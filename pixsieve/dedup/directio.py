@@ -117,6 +117,17 @@ class DirectReader:
         self.close()
 
 
+def _write_all(fd: int, data: memoryview, at: int, name: str) -> None:
+    """Write all of ``data`` at byte ``at``; an error names the file (a full disk otherwise
+    reads as a bare ``[Errno 28]``)."""
+    try:
+        while len(data):
+            n = os.pwritev(fd, [data], at)
+            data, at = data[n:], at + n
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, name) from exc
+
+
 class DirectWriter:
     """A file written from its start, past the page cache: :meth:`write` stages bytes in an
     aligned chunk and writes it whole when full; :meth:`close` writes what is left (its
@@ -134,8 +145,8 @@ class DirectWriter:
         """Append ``data`` (bytes, or a contiguous array's memory)."""
         view = memoryview(data).cast("B")
         if self.stage is None:
-            while len(view):
-                view = view[os.write(self.fd, view) :]
+            _write_all(self.fd, view, self.offset, self.name)
+            self.offset += len(view)
             return
         while len(view):
             take = min(len(view), DIRECT_CHUNK - self.staged)
@@ -146,24 +157,22 @@ class DirectWriter:
 
     def _flush(self, nbytes: int) -> None:
         assert self.stage is not None and self.direct is not None
-        view = memoryview(self.stage)[:nbytes]
-        while len(view):
-            n = os.pwritev(self.direct, [view], self.offset)
-            view, self.offset = view[n:], self.offset + n
+        _write_all(self.direct, memoryview(self.stage)[:nbytes], self.offset, self.name)
+        self.offset += nbytes
         self.stage[: self.staged - nbytes] = self.stage[nbytes : self.staged].copy()
         self.staged -= nbytes
 
     def close(self) -> None:
-        """Write what is staged and close (idempotent)."""
+        """Write what is staged and close (idempotent; closes the file even when that write
+        fails)."""
         if self.fd < 0:
             return
         try:
             if self.stage is not None:
                 self._flush(self.staged - self.staged % DIRECT_ALIGN)
                 tail = memoryview(self.stage)[: self.staged]
-                while len(tail):
-                    n = os.pwrite(self.fd, tail, self.offset)
-                    tail, self.offset = tail[n:], self.offset + n
+                _write_all(self.fd, tail, self.offset, self.name)
+                self.offset += self.staged
                 self.staged = 0
         finally:
             os.close(self.fd)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +14,7 @@ from click.testing import CliRunner
 from dedup_tools.synthetic import planted_embeddings
 
 from pixsieve.cli.dedup import dedup
-from pixsieve.dedup import SemanticDedupConfig, find_duplicates
+from pixsieve.dedup import SemanticDedupConfig, directio, find_duplicates
 
 DIM = 64
 
@@ -258,3 +260,35 @@ def test_against_an_earlier_output(tmp_path, planted):
     res = CliRunner().invoke(dedup, [str(second), "-o", str(tmp_path / "X"), "--recluster", "on"])
     assert res.exit_code != 0 and "--recluster needs --against" in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_a_rerun_resumes(
+    tmp_path, planted, monkeypatch
+):
+    path = tmp_path / "emb.parquet"
+    x = planted.embeddings
+    pq.write_table(pa.table({"id": _ids(len(x)), "embedding": _fixed(x)}), path)
+    out = tmp_path / "out"
+    real = directio._write_all
+    full = {"left": 3}  # the disk fills a few writes in
+
+    def write_all(fd, data, at, name):
+        full["left"] -= 1
+        if full["left"] < 0:
+            real(fd, data[:0], at, name)  # nothing written
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        real(fd, data, at, name)
+
+    monkeypatch.setattr(directio, "_write_all", write_all)
+    args = [str(path), "-o", str(out), "--no-progress", "--keep", "first"]
+    res = CliRunner().invoke(dedup, args)
+    assert res.exit_code == 1, res.output
+    assert "No space left on device" in res.output and str(out / "work") in res.output
+    assert "--work-dir" in res.output and "resume" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 4
+    monkeypatch.setattr(directio, "_write_all", real)  # room again
+    res = CliRunner().invoke(dedup, args)
+    assert res.exit_code == 0, res.output
+    expected = find_duplicates(x, SemanticDedupConfig(keep="first")).removed_indices()
+    got = pq.read_table(out / "duplicates.parquet").column("id").to_pylist()
+    assert got == np.array(_ids(len(x)))[expected].tolist()
