@@ -1,6 +1,6 @@
 """Files read and written past the page cache (``O_DIRECT``), for the large work files of
-partitioned dedup that are written once and read once or twice in long runs: partition
-embeddings and the float16 windows of an earlier index.
+partitioned dedup that are written once and read in long slices: the read phase's rows,
+partition embeddings, the index's stores, and an earlier index's float16 windows.
 
 On the VMs this was measured on, moving a GB through the page cache cost ~2.3 s of system
 time when written and ~0.9 s when read from the device (the kernel's fresh pages are what is
@@ -15,6 +15,7 @@ in one and writes whole chunks, the unaligned tail at close through the page cac
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def read_into(direct: int, out: np.ndarray, at: int, buffer: AlignedBuffer) -> N
 class DirectReader:
     """A file's bytes read into arrays at chosen offsets: past the page cache through an
     aligned buffer (:func:`read_into`), or with plain positioned reads where that is not
-    possible."""
+    possible (no ``O_DIRECT`` at open, or a file system that opens with it and then refuses
+    the reads: ``EINVAL``, after which the reader reads plainly)."""
 
     def __init__(self, path: str | Path, direct: bool = True) -> None:
         self.name = str(path)
@@ -85,11 +87,23 @@ class DirectReader:
         self.fd = os.open(path, os.O_RDONLY) if self.direct is None else self.direct
         self.buffer = AlignedBuffer()
 
+    def _refused(self, exc: OSError) -> bool:
+        """Whether ``exc`` is the file system refusing direct reads (then read plainly)."""
+        if exc.errno != errno.EINVAL or self.direct is None:
+            return False
+        os.close(self.direct)
+        self.direct, self.fd = None, os.open(self.name, os.O_RDONLY)
+        return True
+
     def read(self, out: np.ndarray, at: int) -> None:
         """Fill ``out`` (contiguous) from byte ``at``; ``OSError`` at the file's end."""
         if self.direct is not None:
-            read_into(self.direct, out, at, self.buffer)
-            return
+            try:
+                read_into(self.direct, out, at, self.buffer)
+                return
+            except OSError as exc:
+                if not self._refused(exc):
+                    raise
         view, got = memoryview(out.reshape(-1)).cast("B"), 0
         while got < len(view):
             n = os.preadv(self.fd, [view[got:]], at + got)
@@ -101,7 +115,11 @@ class DirectReader:
         """Bytes ``at..at+nbytes-1`` as a view into ``buffer`` (read straight into it when
         direct, :func:`read_direct`)."""
         if self.direct is not None:
-            return read_direct(self.direct, at, nbytes, buffer)
+            try:
+                return read_direct(self.direct, at, nbytes, buffer)
+            except OSError as exc:
+                if not self._refused(exc):
+                    raise
         raw = buffer.get(nbytes)
         self.read(raw, at)
         return raw
@@ -131,8 +149,8 @@ def _write_all(fd: int, data: memoryview, at: int, name: str) -> None:
 class DirectWriter:
     """A file written from its start, past the page cache: :meth:`write` stages bytes in an
     aligned chunk and writes it whole when full; :meth:`close` writes what is left (its
-    unaligned tail through the page cache). With ``direct=False`` or no ``O_DIRECT``, plain
-    writes through the page cache."""
+    unaligned tail through the page cache). With ``direct=False``, no ``O_DIRECT``, or a file
+    system that refuses direct writes (``EINVAL``: from then on), plain writes."""
 
     def __init__(self, path: str | Path, direct: bool = True) -> None:
         self.name = str(path)
@@ -154,10 +172,23 @@ class DirectWriter:
             self.staged, view = self.staged + take, view[take:]
             if self.staged == DIRECT_CHUNK:
                 self._flush(DIRECT_CHUNK)
+                if self.stage is None:  # direct writes refused: the rest plainly
+                    _write_all(self.fd, view, self.offset, self.name)
+                    self.offset += len(view)
+                    return
 
     def _flush(self, nbytes: int) -> None:
         assert self.stage is not None and self.direct is not None
-        _write_all(self.direct, memoryview(self.stage)[:nbytes], self.offset, self.name)
+        try:
+            _write_all(self.direct, memoryview(self.stage)[:nbytes], self.offset, self.name)
+        except OSError as exc:  # a file system that opens with O_DIRECT and refuses the writes
+            if exc.errno != errno.EINVAL:
+                raise
+            os.close(self.direct)  # plain writes from here on, starting with what is staged
+            self.direct = None
+            _write_all(self.fd, memoryview(self.stage)[: self.staged], self.offset, self.name)
+            self.offset, self.staged, self.stage = self.offset + self.staged, 0, None
+            return
         self.offset += nbytes
         self.stage[: self.staged - nbytes] = self.stage[nbytes : self.staged].copy()
         self.staged -= nbytes
@@ -170,6 +201,7 @@ class DirectWriter:
         try:
             if self.stage is not None:
                 self._flush(self.staged - self.staged % DIRECT_ALIGN)
+            if self.stage is not None:
                 tail = memoryview(self.stage)[: self.staged]
                 _write_all(self.fd, tail, self.offset, self.name)
                 self.offset += self.staged

@@ -3,6 +3,8 @@ writes used where a file system has none: the same bytes either way, at any offs
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import itertools
 import os
 
@@ -74,3 +76,37 @@ def test_a_rewritten_file_is_truncated_first(tmp_path, mode):
     w.write(b"abc")
     w.close()
     assert path.read_bytes() == b"abc"
+
+
+def test_a_file_system_refusing_direct_io_after_open_is_read_and_written_plainly(
+    tmp_path, monkeypatch
+):
+    data = _bytes(DIRECT_CHUNK + 3 * DIRECT_ALIGN + 5, seed=3)
+    path = tmp_path / "rows.f32"
+    calls = {"pwritev": os.pwritev, "preadv": os.preadv}
+
+    def refusing(name):
+        def call(fd, buffers, at):  # EINVAL on any descriptor opened with O_DIRECT
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0):
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            return calls[name](fd, buffers, at)
+
+        return call
+
+    monkeypatch.setattr(os, "pwritev", refusing("pwritev"))
+    monkeypatch.setattr(os, "preadv", refusing("preadv"))
+    writer = directio.DirectWriter(path)
+    writer.write(data[:100])
+    writer.write(data[100:])  # fills a chunk: the direct write is refused, then plain writes
+    writer.close()
+    assert writer.direct is None
+    assert path.read_bytes() == data.tobytes()
+    with directio.DirectReader(path) as reader:
+        out = np.empty(len(data) - 7, np.uint8)
+        reader.read(out, 7)
+        np.testing.assert_array_equal(out, data[7:])
+        assert reader.direct is None
+        np.testing.assert_array_equal(reader.read_view(3, 10, AlignedBuffer()), data[3:13])
+    with directio.DirectReader(path) as reader:  # a first read through read_view
+        np.testing.assert_array_equal(reader.read_view(3, 10, AlignedBuffer()), data[3:13])
+        assert reader.direct is None
