@@ -279,8 +279,8 @@ def dedup(
         if exc.errno == errno.ENOSPC:
             hint = (
                 "; the work files need about (2 + border rate) x rows x dim x 4 bytes "
-                "(docs/dedup.md): free some or point --work-dir at a larger disk, and rerun "
-                "the same command to resume"
+                "(docs/dedup.md): rerun the same command to resume once there is room, or "
+                "start afresh with --work-dir on a larger disk"
             )
         raise click.ClickException(f"{type(exc).__name__}: {exc}{hint}") from exc
     _summary(console, result, config, time.perf_counter() - start)
