@@ -51,28 +51,28 @@ class AlignedBuffer:
         return self.raw[self.start : self.start + nbytes]
 
 
-def read_direct(direct: int, at: int, nbytes: int, buffer: AlignedBuffer) -> np.ndarray:
+def read_direct(direct: int, at: int, nbytes: int, buffer: AlignedBuffer, name: str) -> np.ndarray:
     """Bytes ``at..at+nbytes-1`` of an :func:`open_direct` descriptor as a view into ``buffer``:
     the aligned blocks holding them are read straight from the device into the buffer. Raises
-    ``OSError`` at the file's end."""
+    ``OSError`` naming the file (``name``) at its end."""
     first = at - at % DIRECT_ALIGN
     raw = buffer.get(-(-(at + nbytes - first) // DIRECT_ALIGN) * DIRECT_ALIGN)
     view, got = memoryview(raw), 0
     while got < at + nbytes - first:
         n = os.preadv(direct, [view[got:]], first + got)
         if not n:
-            raise OSError(f"descriptor {direct} ends before byte {at + nbytes}")
+            raise OSError(f"{name}: ends before byte {at + nbytes}")
         got += n
     return raw[at - first : at - first + nbytes]
 
 
-def read_into(direct: int, out: np.ndarray, at: int, buffer: AlignedBuffer) -> None:
+def read_into(direct: int, out: np.ndarray, at: int, buffer: AlignedBuffer, name: str) -> None:
     """Fill ``out`` (contiguous, any alignment) from byte ``at`` of an :func:`open_direct`
     descriptor, :data:`DIRECT_CHUNK` at a time through ``buffer`` (one copy in memory)."""
     flat = out.reshape(-1).view(np.uint8)
     for lo in range(0, len(flat), DIRECT_CHUNK):
         piece = flat[lo : lo + DIRECT_CHUNK]
-        piece[:] = read_direct(direct, at + lo, len(piece), buffer)
+        piece[:] = read_direct(direct, at + lo, len(piece), buffer, name)
 
 
 class DirectReader:
@@ -99,7 +99,7 @@ class DirectReader:
         """Fill ``out`` (contiguous) from byte ``at``; ``OSError`` at the file's end."""
         if self.direct is not None:
             try:
-                read_into(self.direct, out, at, self.buffer)
+                read_into(self.direct, out, at, self.buffer, self.name)
                 return
             except OSError as exc:
                 if not self._refused(exc):
@@ -116,7 +116,7 @@ class DirectReader:
         direct, :func:`read_direct`)."""
         if self.direct is not None:
             try:
-                return read_direct(self.direct, at, nbytes, buffer)
+                return read_direct(self.direct, at, nbytes, buffer, self.name)
             except OSError as exc:
                 if not self._refused(exc):
                     raise

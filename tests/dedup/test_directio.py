@@ -37,12 +37,12 @@ def test_direct_reads_return_the_bytes_asked_for_at_any_offset(tmp_path):
     buffer = AlignedBuffer()
     try:
         for at, n in [(0, 1), (5, 4096), (4095, 2), (4096, 8192), (100, len(data) - 100)]:
-            got = directio.read_direct(direct, at, n, buffer)
+            got = directio.read_direct(direct, at, n, buffer, str(path))
             assert got.ctypes.data - buffer.get(1).ctypes.data == at % DIRECT_ALIGN
             np.testing.assert_array_equal(got, data[at : at + n])
         assert buffer.get(1).ctypes.data % DIRECT_ALIGN == 0
-        with pytest.raises(OSError, match="ends before"):
-            directio.read_direct(direct, len(data) - 10, 20, buffer)
+        with pytest.raises(OSError, match=f"{path.name}: ends before"):
+            directio.read_direct(direct, len(data) - 10, 20, buffer, str(path))
     finally:
         os.close(direct)
 
@@ -65,7 +65,7 @@ def test_writer_and_reader_round_trip_any_sizes(tmp_path, mode):
             out = np.empty(n + 1, np.uint8)[1:]  # not aligned
             reader.read(out, at)
             np.testing.assert_array_equal(out, data[at : at + n])
-        with pytest.raises(OSError, match="ends before"):
+        with pytest.raises(OSError, match=f"{path.name}: ends before"):
             reader.read(np.empty(10, np.uint8), len(data) - 5)
 
 
