@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
 from pixsieve.dedup.crossmatch import Best, Keys, Search, match_cluster
 from pixsieve.dedup.index import bucket_parts, part_ids
+from pixsieve.dedup.quant import quantize
 from pixsieve.dedup.readphase import gather_rows
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source
@@ -60,7 +61,7 @@ def cross_bucket(
 
     Reads each new row of the bucket once from the read phase (``starts``: the first global
     row of each input file), of each earlier index part the ``cluster``, ``secondary`` and
-    ``centroid_sim`` columns, and of its search store (float16 in version 5,
+    ``centroid_sim`` columns, and of its search store (int8 in version 6,
     :mod:`pixsieve.dedup.windowstore`) only the rows of clusters with new memberships whose
     centroid cosine lies in a new row's window. ``earlier``: ``(position, kept directory,
     buckets, clusters)`` of each earlier index.
@@ -79,6 +80,7 @@ def cross_bucket(
         n_row, at = np.unique(rows, return_inverse=True)  # each new row once
         xn = rows_buffer(len(n_row), task.dim)  # the thread's reused buffer
         gather_rows(task, starts, n_row, xn)
+        new_q, new_meta = quantize(xn[: len(n_row)])
         order = np.lexsort((n_sec, n_cl))
         n_sorted = n_cl[order]
         clusters = np.unique(n_sorted)
@@ -100,6 +102,8 @@ def cross_bucket(
             threshold=threshold,
             buf=Window(task.dim),
             best=Best.empty(len(n_row)),
+            new_q=new_q,
+            new_meta=new_meta,
         )
         del columns
         new_lo = np.searchsorted(n_sorted, clusters)

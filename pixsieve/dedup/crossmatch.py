@@ -4,8 +4,9 @@
 New rows are taken in blocks sorted by their cosine to the cluster's centroid; each block is
 multiplied only with the earlier rows in its angular window (:func:`window_bounds`), found for
 every index part at once (:class:`Keys`) and read from the parts' stores into one reused
-buffer (:mod:`pixsieve.dedup.windowstore`). Products near the threshold are recomputed in
-float64 from float32 rows, so every match is exact.
+buffer (:mod:`pixsieve.dedup.windowstore`), as int8 products (:mod:`pixsieve.dedup.quant`).
+Products within their error bound of the threshold are recomputed in float64 from float32
+rows, so every match is exact.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pixsieve.dedup.pairs import float32_slack
-from pixsieve.dedup.windowstore import HALF_SLACK, Stores, Window
+from pixsieve.dedup.quant import int8_dot, pair_bound
+from pixsieve.dedup.windowstore import Stores, Window
 
 #: New rows multiplied at once with the earlier rows in their centroid-cosine window.
 NEW_BLOCK: int = 256
@@ -93,17 +94,23 @@ class Keys:
 
 
 def _compare(xn: np.ndarray, block: np.ndarray, search: Search, a: int, b: int) -> int:
-    """Products of new rows ``block`` with rows ``a..b-1`` of the window buffer; pairs at or
-    above the threshold (exact float64 cosine) go to the best so far. Returns the number of
-    products."""
+    """Products of new rows ``block`` with rows ``a..b-1`` of the window buffer, in int8
+    (:mod:`pixsieve.dedup.quant`); pairs whose approximate cosine comes within the error bound
+    of the threshold are recomputed in float64 from float32 rows, and those at or above it go
+    to the best so far. Returns the number of products."""
     if b <= a or not len(block):
         return 0
     buf, t = search.buf, search.threshold
-    low = t - float32_slack(xn.shape[1]) - (HALF_SLACK if buf.approx[a:b].any() else 0.0)
-    sims = xn[block] @ buf.x[a:b].T
-    near = np.flatnonzero(sims.max(axis=1) >= low)  # few rows match: nonzero on them only
+    dots = int8_dot(search.new_q[block], buf.q[a:b])
+    xs, xr = search.new_meta[block, 0], search.new_meta[block, 1]
+    ys, yr = buf.meta[a:b, 0], buf.meta[a:b, 1]
+    low = t - pair_bound(float(xr.max()), float(yr.max()))
+    near = np.arange(len(block))
+    if low > 0:  # a row's largest approximate cosine is at most its largest product's
+        near = np.flatnonzero(dots.max(axis=1) * xs * ys.max() >= low)  # few rows: on them only
     if len(near):
-        i, j = np.nonzero(sims[near] >= low)
+        sims = dots[near] * xs[near, None] * ys[None, :]
+        i, j = np.nonzero(sims >= t - pair_bound(xr[near, None], yr[None, :]))
         i, j = near[i], j + a
         y = buf.exact(search.stores, j).astype(np.float64)
         sim = np.einsum("ij,ij->i", xn[block[i]].astype(np.float64), y)
@@ -115,7 +122,9 @@ def _compare(xn: np.ndarray, block: np.ndarray, search: Search, a: int, b: int) 
 @dataclass
 class Search:
     """One cross bucket's search state: the earlier parts' keys and stores, the angular window
-    (``arccos(threshold)``), the threshold, the reused buffer and the best match so far."""
+    (``arccos(threshold)``), the threshold, the reused buffer, the best match so far and the
+    new rows in int8 with their scales and error bounds
+    (:func:`pixsieve.dedup.quant.quantize`)."""
 
     keys: Keys
     stores: Stores
@@ -123,6 +132,8 @@ class Search:
     threshold: float
     buf: Window
     best: Best
+    new_q: np.ndarray
+    new_meta: np.ndarray
 
 
 def match(

@@ -17,13 +17,16 @@ Layout (version :data:`INDEX_VERSION`) under ``OUT/index/``:
   ``cluster``, ``secondary``, ``centroid_sim`` (float32 cosine of the item to that cluster's
   centroid), ``file`` and ``item`` (its input file and place in that file's ``ids/`` store),
   so a later run's window in a cluster is one slice of one file;
-* ``vectors/bBBBB.f16.npy``: a float16 copy of their unit embeddings in the same order, what a
-  later run searches in (:mod:`pixsieve.dedup.windowstore`: half the bytes of float32);
+* ``vectors/bBBBB.i8.npy``: their unit embeddings in the same order as int8 rows, what a later
+  run searches in (:mod:`pixsieve.dedup.windowstore`, :mod:`pixsieve.dedup.quant`: a quarter of
+  the float32 bytes), and ``vectors/bBBBB.i8s.npy`` ``(rows, 2)`` float32, each row's scale and
+  error bound;
 * ``ids/fFFFFF.parquet``: ``row`` and ``id`` (string) of the kept items of input file ``F``,
   by row, and ``ids/fFFFFF.f32.npy`` their unit float32 embeddings (each item once): a later
-  run reads ids only for matched items, and rereads the rows its float16 search found near the
+  run reads ids only for matched items, and rereads the rows its int8 search found near the
   threshold in float32, so every match is exact.
 
+Version 5 had a float16 copy (``vectors/bBBBB.f16.npy``) where version 6 has the int8 one.
 Versions 3 and 4 had one part per input file and bucket (``kept/bBBBB/fFFFFF.parquet`` with
 an ``id`` column, ``vectors/bBBBB/fFFFFF.f32.npy``; version 3 also an unused float16 copy):
 a later run's window was up to one slice per input file, and their metadata was read from
@@ -54,10 +57,10 @@ from pixsieve.io.localcopy import local_copy
 
 INDEX_DIR: str = "index"
 INDEX_FILE: str = "index.json"
-INDEX_VERSION: int = 5
+INDEX_VERSION: int = 6
 #: Index versions this pixsieve reads (3 and 4: one part per input file and bucket, ids in the
-#: parts; 3 also has an unused float16 store).
-READABLE_VERSIONS: tuple[int, ...] = (3, 4, 5)
+#: parts; 3 also has an unused float16 store; 5: a float16 search store).
+READABLE_VERSIONS: tuple[int, ...] = (3, 4, 5, 6)
 #: Every entry of an index directory; ``index.json`` last (an index without it is not one).
 INDEX_ENTRIES: tuple[str, ...] = (
     "kept",
@@ -68,7 +71,7 @@ INDEX_ENTRIES: tuple[str, ...] = (
     "members.npy",
     INDEX_FILE,
 )
-#: The columns of a version 5 ``kept/bBBBB.parquet`` (see the module docs).
+#: The columns of a version 5 or 6 ``kept/bBBBB.parquet`` (see the module docs).
 KEPT_SCHEMA: pa.Schema = pa.schema(
     [
         ("row", pa.int64()),
@@ -153,6 +156,7 @@ def _open(path: str | Path) -> EarlierRun:
         )
     run = EarlierRun(run_id=meta["run_id"], path=str(folder.resolve()), meta=meta, name=name)
     stores = [window_path(p) for p in all_parts(run.kept_dir)]
+    stores += [scale_path(p) for p in stores if p.name.endswith(".i8.npy")]
     files = sorted((folder / INDEX_DIR).glob("ids/f*.parquet"))
     stores += [items_path(folder / INDEX_DIR, int(p.stem[1:])) for p in files]
     missing = [p for p in stores if not p.exists()]
@@ -242,7 +246,7 @@ def earlier_radius(runs: list[EarlierRun], clusters: int | None = None) -> np.nd
 
 
 def bucket_parts(kept_dir: Path, bucket: int) -> list[Path]:
-    """The index parts of one bucket: ``kept/bBBBB.parquet`` (version 5) or
+    """The index parts of one bucket: ``kept/bBBBB.parquet`` (versions 5 and 6) or
     ``kept/bBBBB/fFFFFF.parquet``, one per input file (versions 3 and 4)."""
     single = kept_dir / f"b{bucket:04d}.parquet"
     if single.exists():
@@ -255,16 +259,27 @@ def all_parts(kept_dir: Path) -> list[Path]:
     return sorted([*kept_dir.glob("b*.parquet"), *kept_dir.glob("b*/f*.parquet")])
 
 
+def int8_path(kept_part: Path) -> Path:
+    """``vectors/bBBBB.i8.npy`` beside ``kept/bBBBB.parquet``: the part's int8 search store."""
+    return kept_part.parents[1] / "vectors" / f"{kept_part.stem}.i8.npy"
+
+
 def window_path(kept_part: Path) -> Path:
-    """The embedding store a later run searches in for an index part: ``vectors/bBBBB.f16.npy``
-    beside ``kept/bBBBB.parquet`` (version 5), ``vectors/bBBBB/fFFFFF.f32.npy`` (3 and 4)."""
+    """The embedding store a later run searches in for an index part: :func:`int8_path`
+    (version 6), ``vectors/bBBBB.f16.npy`` (5), ``vectors/bBBBB/fFFFFF.f32.npy`` (3 and 4)."""
     if kept_part.parent.name == "kept":
-        return kept_part.parents[1] / "vectors" / f"{kept_part.stem}.f16.npy"
+        half = kept_part.parents[1] / "vectors" / f"{kept_part.stem}.f16.npy"
+        return half if half.exists() else int8_path(kept_part)
     return kept_part.parents[2] / "vectors" / kept_part.parent.name / f"{kept_part.stem}.f32.npy"
 
 
+def scale_path(int8_store: Path) -> Path:
+    """``vectors/bBBBB.i8s.npy``: the scales and error bounds of an int8 store's rows."""
+    return int8_store.with_name(int8_store.name.replace(".i8.npy", ".i8s.npy"))
+
+
 def ids_path(index_dir: Path, file: int) -> Path:
-    """``ids/fFFFFF.parquet`` of a version 5 index: ``row`` and ``id`` of input file ``file``'s
+    """``ids/fFFFFF.parquet`` of a version 5 or 6 index: ``row`` and ``id`` of input file ``file``'s
     kept items, by row."""
     return index_dir / "ids" / f"f{file:05d}.parquet"
 
@@ -277,7 +292,7 @@ def items_path(index_dir: Path, file: int) -> Path:
 def part_ids(hits: list[tuple[Path, np.ndarray]]) -> list[pa.Array]:
     """The ids (strings) of rows ``pos`` of each index part of ``hits`` = ``[(part, pos)]``:
     from the part's ``id`` column (versions 3 and 4), or by its ``file`` and ``item`` columns
-    from ``ids/fFFFFF.parquet`` (version 5; each ids file read once for all the hits)."""
+    from ``ids/fFFFFF.parquet`` (versions 5 and 6; each ids file read once for all the hits)."""
     out: list[pa.Array] = [pa.array([], pa.string())] * len(hits)
     wanted: dict[tuple[Path, int], list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for n, (part, pos) in enumerate(hits):

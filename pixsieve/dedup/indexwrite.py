@@ -2,7 +2,7 @@
 
 One task per input file writes its kept items' ids and float32 embeddings (``ids/``, from the
 read phase); one task per bucket writes the kept memberships of the bucket's clusters from the
-assignment partitions of every input file, sorted for later windows, with a float16 copy of
+assignment partitions of every input file, sorted for later windows, with an int8 copy of
 their embeddings (``kept/``, ``vectors/``). Every task is resumable (its files appear by
 rename when complete); ``index.json`` is written last.
 """
@@ -26,10 +26,12 @@ from pixsieve.dedup.index import (
     KEPT_SCHEMA,
     EarlierRun,
     ids_path,
+    int8_path,
     items_path,
-    window_path,
+    scale_path,
 )
 from pixsieve.dedup.packing import read_partitions_into
+from pixsieve.dedup.quant import quantize
 from pixsieve.dedup.readphase import NpyReader, NpyWriter, read_dir
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source, read_ids
@@ -114,9 +116,10 @@ def index_bucket(
     work: str, out: str, bucket: int, dim: int, removed: RemovedRows, max_rows: int
 ) -> None:
     """Write ``kept/bBBBB.parquet`` (:data:`pixsieve.dedup.index.KEPT_SCHEMA`) and
-    ``vectors/bBBBB.f16.npy``: every membership of a kept row in this bucket's assignment
+    ``vectors/bBBBB.i8.npy``: every membership of a kept row in this bucket's assignment
     partitions (one per input file), sorted by cluster, primaries first, then by
-    ``centroid_sim``, with a float16 copy of the embeddings in that order, at most
+    ``centroid_sim``, with an int8 copy of the embeddings in that order and their scales and
+    error bounds (``vectors/bBBBB.i8s.npy``, :func:`pixsieve.dedup.quant.quantize`), at most
     ``max_rows`` at a time."""
     target = Path(out) / INDEX_DIR / "kept" / f"b{bucket:04d}.parquet"
     if target.exists():
@@ -141,12 +144,11 @@ def index_bucket(
     secondary = table.column("secondary").to_numpy(zero_copy_only=False)
     order = np.lexsort((table.column("centroid_sim").to_numpy(), secondary, cluster))
     place = np.concatenate(positions) if positions else np.empty(0, np.int64)
-    store = window_path(target)
+    store = int8_path(target)
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(store.name + ".tmp")
-    import torch  # here: the CLI checks its arguments before torch is imported
-
-    writer = NpyWriter(tmp, len(order), (dim,), np.float16, direct=True)
+    writer = NpyWriter(tmp, len(order), (dim,), np.int8, direct=True)
+    scales = np.empty((len(order), 2), np.float32)
     step = max(1, max_rows)
     try:
         for lo in range(0, len(order), step):
@@ -155,9 +157,11 @@ def index_bucket(
             where = np.full(total, -1, np.int64)
             where[place[take]] = np.arange(len(take))
             read_partitions_into(parts, where, buf)
-            writer.write(torch.from_numpy(buf).half().numpy())  # numpy's cast: a scalar loop
+            q, scales[lo : lo + len(take)] = quantize(buf)
+            writer.write(q)
     finally:
         writer.close()
+    np.save(scale_path(store), scales)
     tmp.rename(store)
     meta = table.take(pa.array(order))
     k = len(np.load(Path(work) / "centroids.npy", mmap_mode="r"))

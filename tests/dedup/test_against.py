@@ -192,13 +192,13 @@ def test_mismatched_settings_refused(batches, tmp_path):
     meta_path = tmp_path / "A" / INDEX_DIR / INDEX_FILE
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": 1}))
     with pytest.raises(
-        InputError, match="index version 1, this pixsieve reads versions 3, 4 and 5"
+        InputError, match="index version 1, this pixsieve reads versions 3, 4, 5 and 6"
     ):
         dedup_files(new, tmp_path / "F", _config(), against=[tmp_path / "A"])
 
 
 def _as_version_4(index: Path) -> None:
-    """Rewrite a version 5 index in the layout of versions 3 and 4: one part per input file and
+    """Rewrite a version 5 or 6 index in the layout of versions 3 and 4: one part per input file and
     bucket (``kept/bBBBB/fFFFFF.parquet`` with an ``id`` column, ``vectors/bBBBB/fFFFFF`` in
     float32), no ``ids/``."""
     meta = json.loads((index / INDEX_FILE).read_text())
@@ -217,15 +217,17 @@ def _as_version_4(index: Path) -> None:
             pq.write_table(sub, index / "kept" / part.stem / f"f{f:05d}.parquet")
             np.save(index / "vectors" / part.stem / f"f{f:05d}.f32.npy", items[f][item[mine]])
         part.unlink()
-        (index / "vectors" / f"{part.stem}.f16.npy").unlink()
+        for store in (index / "vectors").glob(f"{part.stem}.*.npy"):
+            store.unlink()
     shutil.rmtree(index / "ids")
     (index / INDEX_FILE).write_text(json.dumps({**meta, "version": 4}))
 
 
 def test_index_parts_point_at_their_items(batches, tmp_path):
-    """Version 5: every part has the one schema; a membership's ``file`` and ``item`` name its
-    row in ``ids/`` (same ``row``, the float32 embedding its float16 copy was made from); the
-    kept rows are exactly the rows not removed; nothing temporary is left."""
+    """Version 6: every part has the one schema; a membership's ``file`` and ``item`` name its
+    row in ``ids/`` (same ``row``, the float32 embedding its int8 copy was made from, within
+    its error bound); the kept rows are exactly the rows not removed; nothing temporary is
+    left."""
     from pixsieve.dedup.index import KEPT_SCHEMA
 
     a, _ = batches
@@ -239,37 +241,61 @@ def test_index_parts_point_at_their_items(batches, tmp_path):
     for part in sorted(index.glob("kept/b*.parquet")):
         table = pq.read_table(part)
         assert table.schema.equals(KEPT_SCHEMA)
-        half = np.load(index / "vectors" / f"{part.stem}.f16.npy")
+        q = np.load(index / "vectors" / f"{part.stem}.i8.npy")
+        meta = np.load(index / "vectors" / f"{part.stem}.i8s.npy")
+        assert q.dtype == np.int8 and meta.shape == (len(table), 2)
         file, item = table.column("file").to_numpy(), table.column("item").to_numpy()
         for n, (f, i) in enumerate(zip(file, item, strict=True)):
             assert ids[f].column("row")[int(i)].as_py() == table.column("row")[n].as_py()
-            np.testing.assert_array_equal(items[f][i].astype(np.float16), half[n])
+            error = np.linalg.norm(items[f][i].astype(np.float64) - meta[n, 0] * q[n])
+            assert error <= meta[n, 1] < 0.05
     assert not [p for p in index.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
-def test_version_3_and_4_indexes_are_read(batches, tmp_path, monkeypatch):
-    """Indexes of versions 3 and 4 (one part per input file and bucket, ids in the parts;
-    version 3 with a float16 copy beside the float32 store) give the same removals."""
+def test_older_index_versions_are_read(batches, tmp_path, monkeypatch):
+    """Indexes of versions 5 (a float16 search store), 4 and 3 (one part per input file and
+    bucket, ids in the parts; version 3 with a float16 copy beside the float32 store) give the
+    same removals as version 6."""
     a, b = batches
     dedup_files(_write(tmp_path / "in_a", a, "a", 3), tmp_path / "A", _config())
     new = _write(tmp_path / "in_b", b, "b")
+    dedup_files(new, tmp_path / "B6", _config(), against=[tmp_path / "A"])
+    assert len(_removed(tmp_path / "B6")) > 0
+    index = tmp_path / "A" / INDEX_DIR
+    _as_version_5(index)
     dedup_files(new, tmp_path / "B5", _config(), against=[tmp_path / "A"])
-    assert len(_removed(tmp_path / "B5")) > 0
-    _as_version_4(tmp_path / "A" / INDEX_DIR)
-    assert len(list((tmp_path / "A" / INDEX_DIR / "kept").glob("b*/f*.parquet"))) >= 3
+    assert _removed(tmp_path / "B5").equals(_removed(tmp_path / "B6"))
+    _as_version_4(index)
+    assert len(list((index / "kept").glob("b*/f*.parquet"))) >= 3
     dedup_files(new, tmp_path / "B4", _config(), against=[tmp_path / "A"])
-    assert _removed(tmp_path / "B4").equals(_removed(tmp_path / "B5"))
+    assert _removed(tmp_path / "B4").equals(_removed(tmp_path / "B6"))
     from pixsieve.dedup import crossmatch
 
     monkeypatch.setattr(crossmatch, "FEW_PARTS", 0)  # each side in blocks, as for many parts
     dedup_files(new, tmp_path / "B4m", _config(), against=[tmp_path / "A"])
-    assert _removed(tmp_path / "B4m").equals(_removed(tmp_path / "B5"))
-    meta_path = tmp_path / "A" / INDEX_DIR / INDEX_FILE
+    assert _removed(tmp_path / "B4m").equals(_removed(tmp_path / "B6"))
+    meta_path = index / INDEX_FILE
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": 3}))
-    for f32 in (tmp_path / "A" / INDEX_DIR).rglob("*.f32.npy"):
+    for f32 in index.rglob("*.f32.npy"):
         np.save(f32.with_name(f32.name.replace(".f32", ".f16")), np.load(f32).astype(np.float16))
     dedup_files(new, tmp_path / "B3", _config(), against=[tmp_path / "A"])
-    assert _removed(tmp_path / "B3").equals(_removed(tmp_path / "B5"))
+    assert _removed(tmp_path / "B3").equals(_removed(tmp_path / "B6"))
+
+
+def _as_version_5(index: Path) -> None:
+    """Rewrite a version 6 index as version 5: a float16 copy of the kept memberships'
+    embeddings (from ``ids/``) where version 6 has the int8 one."""
+    items = [np.load(p) for p in sorted(index.glob("ids/f*.f32.npy"))]
+    for part in sorted((index / "kept").glob("b*.parquet")):
+        table = pq.read_table(part, columns=["file", "item"])
+        file, item = table.column("file").to_numpy(), table.column("item").to_numpy()
+        rows = [items[f][i] for f, i in zip(file, item, strict=True)]
+        half = np.array(rows, np.float32).reshape(len(rows), -1).astype(np.float16)
+        np.save(index / "vectors" / f"{part.stem}.f16.npy", half)
+        (index / "vectors" / f"{part.stem}.i8.npy").unlink()
+        (index / "vectors" / f"{part.stem}.i8s.npy").unlink()
+    meta = json.loads((index / INDEX_FILE).read_text())
+    (index / INDEX_FILE).write_text(json.dumps({**meta, "version": 5}))
 
 
 def test_pairs_at_the_threshold_are_exact(tmp_path):
@@ -476,12 +502,12 @@ def test_small_blocks_find_the_same_matches(batches, tmp_path, monkeypatch):
 
 
 def test_a_damaged_index_is_refused_in_one_line(batches, tmp_path):
-    """A missing embedding store (a part's float16 copy, a file's kept items) is named before
-    anything runs."""
+    """A missing embedding store (a part's int8 copy or its scales, a file's kept items) is
+    named before anything runs."""
     a, b = batches
     dedup_files(_write(tmp_path / "in_a", a, "a"), tmp_path / "A", _config())
     new = _write(tmp_path / "in_b", b, "b")
-    for store in ("vectors/*.f16.npy", "ids/*.f32.npy"):
+    for store in ("vectors/*.i8.npy", "vectors/*.i8s.npy", "ids/*.f32.npy"):
         gone = next((tmp_path / "A" / INDEX_DIR).glob(store))
         gone.rename(gone.with_name("moved"))
         with pytest.raises(InputError, match=r"index damaged: 1 embedding store\(s\) missing"):

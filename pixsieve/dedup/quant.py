@@ -1,0 +1,64 @@
+"""Unit rows as int8, for the cross search's matrix products (:mod:`pixsieve.dedup.crossmatch`).
+
+A row ``x`` is stored as ``q = round(x / s)`` with ``s = max|x_i| / 127`` (int8) and two float32
+numbers: ``s`` and ``r``, an upper bound on ``|x - s q|``. For two rows the approximate cosine
+``s_x s_y (q_x . q_y)`` is within :func:`pair_bound` of the exact one (``x.y - x~.y~ = x.(y - y~)
++ (x - x~).y~``, Cauchy-Schwarz, ``|x~| <= |x| + r_x``). The integer products are exact (at most
+768 * 127**2, well inside int32 and float32's exact integers) and run ~2.3x faster than float32
+ones on this CPU class (``torch._int_mm``, AVX-512 VNNI); the int8 rows are a quarter of the
+float32 bytes to read. Pairs the bound cannot decide are recomputed from the float32 rows, so
+every match stays exact. Measured on planted 768-d rows: ``r`` 0.0076 on average, 0.013 at most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+QMAX: int = 127
+#: Rows quantized at a time (6 MiB of float32 at 768-d).
+CHUNK_ROWS: int = 2048
+#: Added to :func:`pair_bound` for float32 rounding: of ``s``, of ``r``, of the unit rows' norms
+#: (within 1e-6 of 1) and of the product ``s_x s_y (q_x . q_y)`` (a few ulps of 1).
+ROUNDING: float = 1e-5
+
+
+def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(q, meta)``: the int8 rows of the float rows ``x`` ``(n, D)`` and ``meta`` ``(n, 2)``
+    float32: per row the scale ``s`` and the error bound ``r`` (zero rows: ``s = 0``). In
+    blocks of :data:`CHUNK_ROWS` rows with in-place operations: whole-array temporaries cost
+    10x the time (fresh pages)."""
+    import torch  # here: the CLI checks its arguments before torch is imported
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    q = torch.empty(t.shape, dtype=torch.int8)
+    meta = torch.empty((len(t), 2), dtype=torch.float32)
+    work = torch.empty((min(CHUNK_ROWS, len(t)), t.shape[1]), dtype=torch.float32)
+    for lo in range(0, len(t), CHUNK_ROWS):
+        rows = t[lo : lo + CHUNK_ROWS]
+        y = work[: len(rows)]
+        scale = torch.amax(torch.abs(rows, out=y), dim=1) / QMAX
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
+        torch.mul(rows, 1 / safe, out=y).round_().clamp_(-QMAX, QMAX)
+        q[lo : lo + len(rows)] = y
+        err = torch.linalg.vector_norm(y.mul_(safe).sub_(rows), dim=1)
+        meta[lo : lo + len(rows), 0], meta[lo : lo + len(rows), 1] = scale, err * 1.0001 + 1e-6
+    return q.numpy(), meta.numpy()
+
+
+def int8_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` of int8 rows as an int32 array (exact)."""
+    import torch
+
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)), np.int32)
+    try:
+        return torch._int_mm(ta, tb.T).numpy()
+    except (RuntimeError, AttributeError):  # no int8 kernel: float32 is exact for these sums
+        return (ta.to(torch.float32) @ tb.to(torch.float32).T).to(torch.int32).numpy()
+
+
+def pair_bound(r_x: np.ndarray | float, r_y: np.ndarray | float) -> np.ndarray | float:
+    """Most the approximate cosine of rows with error bounds ``r_x`` and ``r_y`` can differ from
+    the exact one (broadcasts)."""
+    return r_x + r_y + r_x * r_y + ROUNDING
