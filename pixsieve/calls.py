@@ -9,6 +9,7 @@ importing any executor.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,21 +53,39 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def _imported(name: str) -> Any:
+    """Module ``name`` if its import has finished (not while another thread still runs it)."""
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    return None if module is None or getattr(spec, "_initializing", False) else module
+
+
 @contextmanager
-def shared_cores(workers: int) -> Iterator[None]:
+def shared_cores(workers: int, torch_ops: bool = False) -> Iterator[None]:
     """While ``workers`` threads run tasks here, give numpy's BLAS ``cores() // workers``
-    threads per call (at least one) instead of every core.
+    threads per call (at least one) instead of every core; with ``torch_ops``, torch's
+    intra-op threads too, when torch's import has finished (tasks that multiply with torch).
 
     OpenBLAS otherwise starts one thread per core for every call, so two task threads on two
     cores run four spinning threads (measured: 1.6x the wall time of the same products). The
-    limit is process-wide for pthread-based BLAS (numpy's) and lifted on exit; OpenMP settings
-    (faiss, torch) are per thread, so the task threads keep theirs (the dedup tasks multiply
-    with numpy; faiss's k-means runs in the calling thread, on every core).
+    limit is process-wide for pthread-based BLAS (numpy's) and lifted on exit. torch's is a
+    process-wide default each thread takes at its first parallel operation (the pool's threads
+    are new): measured on the cross search's int8 products, one thread per task saved 1 s of
+    its 10 (wall and CPU). faiss's k-means runs in the calling thread, on every core.
     """
     if workers <= 1:
         yield
         return
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(max(1, cores() // workers)):
-        yield
+    per = max(1, cores() // workers)
+    torch = _imported("torch") if torch_ops else None
+    before = torch.get_num_threads() if torch is not None else 0
+    try:
+        if torch is not None:
+            torch.set_num_threads(per)
+        with threadpool_limits(per):
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before)

@@ -37,6 +37,24 @@ def test_thread_map_limits_blas_while_its_tasks_run():
     assert all(n == max(1, cores() // 2) for _, threads in seen for n in threads)
 
 
+def test_thread_map_gives_torch_tasks_their_share_of_the_cores(monkeypatch):
+    """torch's intra-op threads follow the split in the pool's threads (each takes the default
+    at its first parallel operation) and are restored after; a torch still being imported
+    (another thread runs its import) is left alone."""
+    import sys
+    import types
+
+    import torch
+
+    before = torch.get_num_threads()
+    seen = list(thread_map(2)(lambda i: torch.get_num_threads(), [(i,) for i in range(3)]))
+    assert seen == [max(1, cores() // 2)] * 3 and torch.get_num_threads() == before
+    half = types.ModuleType("torch")
+    half.__spec__ = types.SimpleNamespace(_initializing=True)  # no get_num_threads yet
+    monkeypatch.setitem(sys.modules, "torch", half)
+    assert list(thread_map(2)(lambda i: i, [(0,), (1,)])) == [0, 1]
+
+
 def test_task_end_runs_each_registered_hook_once_per_call():
     from pixsieve import calls
 

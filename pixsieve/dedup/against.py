@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
 from pixsieve.dedup.crossmatch import Best, Keys, Search, match_cluster
 from pixsieve.dedup.index import bucket_parts, part_ids
-from pixsieve.dedup.quant import quantize
+from pixsieve.dedup.quant import load_torch, quantize
 from pixsieve.dedup.readphase import gather_rows
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source
@@ -168,6 +168,7 @@ def search_earlier(
         (new items' cross-search memberships), ``earlier_by_radius`` (new items searched by the
         radius scheme).
     """
+    load_torch()
     crossed, works = [], []
     counts = {"earlier_memberships": 0, "earlier_by_radius": 0}
     for plan in plans:

@@ -31,7 +31,7 @@ from pixsieve.dedup.index import (
     scale_path,
 )
 from pixsieve.dedup.packing import read_partitions_into
-from pixsieve.dedup.quant import quantize
+from pixsieve.dedup.quant import load_torch, quantize
 from pixsieve.dedup.readphase import NpyReader, NpyWriter, read_dir
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source, read_ids
@@ -229,6 +229,7 @@ def build_index(
         meta: ``run_id``, ``settings``, ``buckets``, ``radius`` (per-cluster array) and
             ``bucket_rows`` (most embeddings a bucket task holds at once).
     """
+    load_torch()
     work = Path(task.work)
     calls = []
     for i, s in enumerate(sources):

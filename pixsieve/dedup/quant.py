@@ -12,6 +12,8 @@ every match stays exact. Measured on planted 768-d rows: ``r`` 0.0076 on average
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
 QMAX: int = 127
@@ -22,13 +24,22 @@ CHUNK_ROWS: int = 2048
 ROUNDING: float = 1e-5
 
 
+def load_torch() -> ModuleType:
+    """Import torch (the driver does, before the tasks that multiply with it start: their
+    threads then share the cores, :func:`pixsieve.calls.shared_cores`, and none waits on the
+    import lock while another imports it). Importing it on a background thread from the start
+    of a run was measured: no gain (the read phase took the 1.2 CPU s instead)."""
+    import torch  # here: the CLI checks its arguments before torch is imported
+
+    return torch
+
+
 def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(q, meta)``: the int8 rows of the float rows ``x`` ``(n, D)`` and ``meta`` ``(n, 2)``
     float32: per row the scale ``s`` and the error bound ``r`` (zero rows: ``s = 0``). In
     blocks of :data:`CHUNK_ROWS` rows with in-place operations: whole-array temporaries cost
     10x the time (fresh pages)."""
-    import torch  # here: the CLI checks its arguments before torch is imported
-
+    torch = load_torch()
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     q = torch.empty(t.shape, dtype=torch.int8)
     meta = torch.empty((len(t), 2), dtype=torch.float32)
@@ -47,8 +58,7 @@ def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def int8_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b.T`` of int8 rows as an int32 array (exact)."""
-    import torch
-
+    torch = load_torch()
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)), np.int32)

@@ -30,10 +30,12 @@ PHASE_OUTPUTS: tuple[str, ...] = (
 
 
 def thread_map(workers: int) -> MapCalls:
-    """A ``map_calls`` running the calls on ``workers`` threads, results in call order."""
+    """A ``map_calls`` running the calls on ``workers`` threads, results in call order (the
+    cores shared between them: :func:`pixsieve.calls.shared_cores`, torch's threads too)."""
 
     def run(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-        with shared_cores(workers), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        cores = shared_cores(workers, torch_ops=True)
+        with cores, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             yield from pool.map(lambda args: fn(*args), calls)
 
     return run
