@@ -56,8 +56,9 @@ def cross_bucket(
     threshold: float,
 ) -> dict[str, Any]:
     """Match the new memberships of one bucket (clusters ``lo..hi-1``, in ``task.work``) with
-    the earlier kept ones; write ``cross/bBBBB.parquet`` (``row``, ``run``, ``duplicate_of``,
-    ``similarity``).
+    the earlier kept ones; write ``cross/bBBBB.parquet``: per new row matched, its most similar
+    earlier kept membership (``row``, ``run``, ``part`` and ``pos``: the index part and the
+    position in it, ``similarity``; :func:`earlier_matches` looks up the ids).
 
     Reads each new row of the bucket once from the read phase (``starts``: the first global
     row of each input file), of each earlier index part the ``cluster``, ``secondary`` and
@@ -70,7 +71,7 @@ def cross_bucket(
     if final.exists():
         return json.loads(final.with_suffix(".json").read_text())
     files = sorted(Path(task.work).glob(f"assign/f*/b{bucket:04d}.parquet"))
-    rows_out, runs_out, ids_out, sims_out = [], [], [], []
+    rows_out, runs_out, parts_out, pos_out, sims_out = [], [], [], [], []
     compared = 0
     if files and hi > lo:
         columns = ["row", "cluster", "secondary"]
@@ -121,20 +122,20 @@ def cross_bucket(
             search.stores.close()
         best = search.best
         hit = np.flatnonzero(best.file >= 0)
-        hits = []
         for f in np.unique(best.file[hit]).tolist():
             mine = hit[best.file[hit] == f]
             position, part = parts[f]
             rows_out.append(n_row[mine])
             runs_out.append(np.full(len(mine), position, np.int32))
-            hits.append((part, best.pos[mine]))
+            parts_out.append(pa.array([str(part)] * len(mine), pa.string()))
+            pos_out.append(best.pos[mine])
             sims_out.append(best.sim[mine])
-        ids_out = part_ids(hits)
     table = pa.table(
         {
             "row": np.concatenate(rows_out) if rows_out else np.empty(0, np.int64),
             "run": np.concatenate(runs_out) if runs_out else np.empty(0, np.int32),
-            "duplicate_of": pa.concat_arrays(ids_out) if ids_out else pa.array([], pa.string()),
+            "part": pa.concat_arrays(parts_out) if parts_out else pa.array([], pa.string()),
+            "pos": np.concatenate(pos_out) if pos_out else np.empty(0, np.int64),
             "similarity": np.concatenate(sims_out) if sims_out else np.empty(0),
         }
     )
@@ -193,7 +194,8 @@ def search_earlier(
 
 def earlier_matches(works: list[tuple[Path, int]]) -> pa.Table:
     """Per new row matched in any bucket (of any of the ``(work directory, buckets)``), its
-    most similar earlier kept item, by row."""
+    most similar earlier kept item, by row: ``row``, ``run``, ``duplicate_of`` (its id, looked
+    up here for every bucket at once: each ids file is read once) and ``similarity``."""
     files = [str(w / "cross" / f"b{b:04d}.parquet") for w, n in works for b in range(n)]
     table = ds.dataset(files, format="parquet").to_table() if files else None
     if table is None or not len(table):
@@ -208,4 +210,19 @@ def earlier_matches(works: list[tuple[Path, int]]) -> pa.Table:
     row, sim = table.column("row").to_numpy(), table.column("similarity").to_numpy()
     order = np.lexsort((-sim, row))
     first = order[np.r_[True, row[order][1:] != row[order][:-1]]]
-    return table.take(pa.array(first))
+    table = table.take(pa.array(first))
+    part = table.column("part").combine_chunks().dictionary_encode()
+    names, code = part.dictionary.to_pylist(), part.indices.to_numpy()
+    pos = table.column("pos").to_numpy()
+    groups = [np.flatnonzero(code == i) for i in range(len(names))]
+    ids = part_ids([(Path(name), pos[g]) for name, g in zip(names, groups, strict=True)])
+    back = np.argsort(np.concatenate(groups)) if groups else np.empty(0, np.int64)
+    found = pa.concat_arrays(ids).take(pa.array(back)) if ids else pa.array([], pa.string())
+    return pa.table(
+        {
+            "row": table.column("row"),
+            "run": table.column("run"),
+            "duplicate_of": found,
+            "similarity": table.column("similarity"),
+        }
+    )

@@ -49,8 +49,9 @@ def stamp(path: str) -> tuple[int, int]:
 
 #: The layout of the work directory's files; a work directory of another layout is redone.
 #: 2: partition embeddings in raw ``.f32`` files beside the Parquet partitions; 3: assign
-#: partitions carry each membership's cosine to its centroid (``centroid_sim``).
-WORK_FORMAT: int = 3
+#: partitions carry each membership's cosine to its centroid (``centroid_sim``); 4: the cross
+#: search's results name the earlier index part and position (ids are looked up once, after).
+WORK_FORMAT: int = 4
 
 
 def _plan_key(plan: dict[str, Any]) -> str:
