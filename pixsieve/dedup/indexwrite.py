@@ -32,11 +32,14 @@ from pixsieve.dedup.index import (
 )
 from pixsieve.dedup.packing import read_partitions_into
 from pixsieve.dedup.quant import load_torch, quantize
-from pixsieve.dedup.readphase import NpyReader, NpyWriter, read_dir
+from pixsieve.dedup.readphase import NpyReader, NpyWriter, gather_rows, read_dir
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source, read_ids
 from pixsieve.dedup.taskfiles import FileTask
 
+#: A chunk of index rows is read from the read phase (each item once) when it holds at least
+#: this many memberships per row of the run, else from the partitions (:func:`_quantized`).
+DENSE: float = 1.0
 #: The run's removed rows while the bucket tasks run (:class:`RemovedRows`), under ``index/``.
 REMOVED_FILE: str = ".removed.npy"
 
@@ -97,11 +100,13 @@ class RemovedRows:
         starts: the first global row of each input file.
         bounds: ``(files + 1,)``: file ``f``'s removed rows are entries ``bounds[f]`` up to
             ``bounds[f + 1]``.
+        total: the run's rows.
     """
 
     path: str
     starts: np.ndarray
     bounds: np.ndarray
+    total: int
 
     def of_file(self, f: int) -> np.ndarray:
         """The removed rows of input file ``f``."""
@@ -113,14 +118,15 @@ class RemovedRows:
 
 
 def index_bucket(
-    work: str, out: str, bucket: int, dim: int, removed: RemovedRows, max_rows: int
+    task: FileTask, out: str, bucket: int, removed: RemovedRows, max_rows: int
 ) -> None:
     """Write ``kept/bBBBB.parquet`` (:data:`pixsieve.dedup.index.KEPT_SCHEMA`) and
     ``vectors/bBBBB.i8.npy``: every membership of a kept row in this bucket's assignment
     partitions (one per input file), sorted by cluster, primaries first, then by
     ``centroid_sim``, with an int8 copy of the embeddings in that order and their scales and
     error bounds (``vectors/bBBBB.i8s.npy``, :func:`pixsieve.dedup.quant.quantize`), at most
-    ``max_rows`` at a time."""
+    ``max_rows`` at a time (:func:`_quantized`)."""
+    work, dim = task.work, task.dim
     target = Path(out) / INDEX_DIR / "kept" / f"b{bucket:04d}.parquet"
     if target.exists():
         return
@@ -149,15 +155,14 @@ def index_bucket(
     tmp = store.with_name(store.name + ".tmp")
     writer = NpyWriter(tmp, len(order), (dim,), np.int8, direct=True)
     scales = np.empty((len(order), 2), np.float32)
-    step = max(1, max_rows)
+    chunks = -(-len(order) // max(1, max_rows))  # of equal size, at most max_rows
+    step = max(1, -(-len(order) // max(1, chunks)))
+    rows = table.column("row").to_numpy()
     try:
         for lo in range(0, len(order), step):
             take = order[lo : lo + step]
-            buf = rows_buffer(len(take), dim)
-            where = np.full(total, -1, np.int64)
-            where[place[take]] = np.arange(len(take))
-            read_partitions_into(parts, where, buf)
-            q, scales[lo : lo + len(take)] = quantize(buf)
+            part = (task, parts, place, total, removed)
+            q, scales[lo : lo + len(take)] = _quantized(part, take, rows[take])
             writer.write(q)
     finally:
         writer.close()
@@ -174,6 +179,32 @@ def index_bucket(
     target.parent.mkdir(parents=True, exist_ok=True)
     np.save(target.parent / f".b{bucket:04d}.members.npy", members)
     _write_parquet(meta, target)
+
+
+def _quantized(
+    part: tuple[FileTask, list[Path], np.ndarray, int, RemovedRows],
+    take: np.ndarray,
+    rows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 rows (:func:`pixsieve.dedup.quant.quantize`) of the memberships ``take`` (of
+    global rows ``rows``): from the read phase's ``x.npy``, each row once, when the chunk holds
+    at least :data:`DENSE` memberships per row of the run (a run of few buckets and many
+    border memberships, as one against a large earlier index: 4.5 per item on the 3M
+    benchmark), where reading the rows it needs costs no more than reading the whole file
+    (scattered rows are read in pieces, :func:`pixsieve.dedup.readphase.gather_rows`); else
+    from the assignment partitions, one copy per membership."""
+    task, parts, place, total, removed = part
+    if len(take) >= DENSE * removed.total:
+        unique, back = np.unique(rows, return_inverse=True)
+        buf = rows_buffer(len(unique), task.dim)
+        gather_rows(task, removed.starts, unique, buf, direct=True)
+        q, meta = quantize(buf)
+        return q[back], meta[back]
+    buf = rows_buffer(len(take), task.dim)
+    where = np.full(total, -1, np.int64)
+    where[place[take]] = np.arange(len(take))
+    read_partitions_into(parts, where, buf)
+    return quantize(buf)
 
 
 def write_meta(
@@ -241,11 +272,9 @@ def build_index(
     np.save(folder / REMOVED_FILE, removed)
     starts = np.array([s.offset for s in sources], np.int64)
     bounds = np.searchsorted(removed, np.r_[starts, starts[-1:] + sources[-1].rows])
-    rows = RemovedRows(str(folder / REMOVED_FILE), starts, bounds)
-    calls = [
-        (str(work), str(out), b, task.dim, rows, meta["bucket_rows"])
-        for b in range(meta["buckets"])
-    ]
+    total = int(starts[-1] + sources[-1].rows)
+    rows = RemovedRows(str(folder / REMOVED_FILE), starts, bounds, total)
+    calls = [(task, str(out), b, rows, meta["bucket_rows"]) for b in range(meta["buckets"])]
     list(run(index_bucket, calls))
     (folder / REMOVED_FILE).unlink()
     radius = meta["radius"]

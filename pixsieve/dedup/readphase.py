@@ -236,17 +236,19 @@ def _read_sorted(reader: NpyReader, local: np.ndarray, out: np.ndarray, step: in
             a = end
 
 
-def gather_rows(task: FileTask, starts: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+def gather_rows(
+    task: FileTask, starts: np.ndarray, rows: np.ndarray, out: np.ndarray, direct: bool = False
+) -> None:
     """The unit rows at the sorted, unique global positions ``rows`` into ``out[: len(rows)]``
     (file ``f`` holds global rows ``starts[f]`` up to ``starts[f + 1]``). Rows less than
-    :data:`GAP_BYTES` apart are read in one piece of at most :data:`GATHER_ROWS` (and
-    ``task.batch_rows``) rows through a small buffer, so a scattered set costs about one read
-    per run of nearby rows."""
+    :data:`GAP_BYTES` apart (:data:`DIRECT_GAP_BYTES` with ``direct``: past the page cache)
+    are read in one piece of at most :data:`GATHER_ROWS` (and ``task.batch_rows``) rows
+    through a small buffer, so a scattered set costs about one read per run of nearby rows."""
     file_of = np.searchsorted(starts, rows, "right") - 1
     step = max(1, min(task.batch_rows, GATHER_ROWS))
     for f in np.unique(file_of).tolist():
         lo, hi = np.searchsorted(file_of, [f, f + 1])
-        reader = NpyReader(read_dir(task, f) / "x.npy")
+        reader = NpyReader(read_dir(task, f) / "x.npy", direct=direct)
         try:
             _read_sorted(reader, rows[lo:hi] - starts[f], out[lo:hi], step)
         finally:

@@ -252,6 +252,24 @@ def test_index_parts_point_at_their_items(batches, tmp_path):
     assert not [p for p in index.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
+def test_index_rows_from_the_read_phase_equal_those_from_the_partitions(
+    batches, tmp_path, monkeypatch
+):
+    """The index's int8 rows are the same whether a chunk is read from the read phase (each
+    item once: a dense chunk) or from the assignment partitions (one copy per membership)."""
+    from pixsieve.dedup import indexwrite
+
+    a, _ = batches
+    data = _write(tmp_path / "in_a", a, "a", 3)
+    stores = {}
+    for dense in (0.0, 1e9):  # every chunk from the read phase; none
+        monkeypatch.setattr(indexwrite, "DENSE", dense)
+        dedup_files(data, tmp_path / f"A{dense}", _config())
+        vectors = tmp_path / f"A{dense}" / INDEX_DIR / "vectors"
+        stores[dense] = {p.name: p.read_bytes() for p in sorted(vectors.glob("b*.npy"))}
+    assert stores[0.0] and stores[0.0] == stores[1e9]
+
+
 def test_older_index_versions_are_read(batches, tmp_path, monkeypatch):
     """Indexes of versions 5 (a float16 search store), 4 and 3 (one part per input file and
     bucket, ids in the parts; version 3 with a float16 copy beside the float32 store) give the
