@@ -27,7 +27,9 @@ from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
 from pixsieve.dedup.packing import read_partitions_into, read_rows
 from pixsieve.dedup.pairs import cluster_edges, exact_cosine, semdedup_cluster
+from pixsieve.dedup.readphase import from_read_phase, gather_rows
 from pixsieve.dedup.scratch import rows_buffer
+from pixsieve.dedup.taskfiles import FileTask
 from pixsieve.dedup.witness import witness_groups
 
 
@@ -53,12 +55,22 @@ def _cluster_groups(sizes: dict[int, int], budget_rows: int) -> list[list[int]]:
     return groups
 
 
-def _sorted_vectors(files: list[str], where: np.ndarray, n: int, dim: int) -> np.ndarray:
-    """``(n, dim)`` embeddings of the partitions ``files``: row ``k`` of their rows (one file
-    after the other) lands at ``where[k]`` (skipped when negative), in the thread's reused
-    buffer (:mod:`pixsieve.dedup.scratch`): the only full copy held."""
-    x = rows_buffer(n, dim)
-    read_partitions_into(files, where, x)
+def _sorted_vectors(
+    files: list[str], where: np.ndarray, rows: np.ndarray, reads: tuple[FileTask, np.ndarray]
+) -> np.ndarray:
+    """``(len(rows), dim)`` embeddings of one pass, in the thread's reused buffer
+    (:mod:`pixsieve.dedup.scratch`: the only full copy held): row ``k`` of the partitions
+    ``files`` (their rows one file after the other) lands at ``where[k]`` (skipped when
+    negative); or, where :func:`pixsieve.dedup.readphase.from_read_phase` says so, slot ``i``
+    gets global row ``rows[i]`` from the read phase (``reads``: the task and every input file's
+    first global row, then the run's rows)."""
+    task, starts = reads
+    x = rows_buffer(len(rows), task.dim)
+    if from_read_phase(len(rows), int(starts[-1])):
+        by_row = np.argsort(rows, kind="stable")
+        gather_rows(task, starts, rows[by_row], x, direct=True, dest=by_row)
+    else:
+        read_partitions_into(files, where, x)
     return x
 
 
@@ -71,14 +83,16 @@ def _kept(rows: np.ndarray, skip: np.ndarray) -> np.ndarray:
 
 
 def bucket_edges(
-    work: str,
+    reads: tuple[FileTask, np.ndarray],
     bucket: int,
     config: SemanticDedupConfig,
     budget_rows: int,
-    dim: int,
     excluded: str | None = None,
 ) -> dict[str, Any]:
     """Find the duplicate edges of every cluster of one bucket; write ``edges/bBBBB.parquet``.
+
+    ``reads``: the run's file task and every input file's first global row, then the run's
+    rows (:func:`_sorted_vectors`).
 
     ``excluded``: a ``.npy`` of rows left out of the search (new items already removed as
     duplicates of an earlier run's kept item).
@@ -87,6 +101,7 @@ def bucket_edges(
     ``(removed member, most similar higher-ranked member)`` links (``semdedup``). With
     ``config.return_pairs`` every pair is also written to ``pairs/bBBBB.parquet``.
     """
+    work = reads[0].work
     final = Path(work) / "edges" / f"b{bucket:04d}.parquet"
     if final.exists():
         return json.loads(final.with_suffix(".json").read_text())
@@ -111,8 +126,8 @@ def bucket_edges(
             order = kept[np.lexsort((row_all[kept], secondary_all[kept], cluster_all[kept]))]
             where = np.full(len(row_all), -1, np.int64)
             where[order] = np.arange(len(order))
-            x = _sorted_vectors(files, where, len(order), dim)
             row, cluster = row_all[order], cluster_all[order]
+            x = _sorted_vectors(files, where, row, reads)
             secondary, prio = secondary_all[order], prio_all[order]
             cuts = np.flatnonzero(np.diff(cluster)) + 1
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(row)], strict=True):

@@ -32,14 +32,17 @@ from pixsieve.dedup.index import (
 )
 from pixsieve.dedup.packing import read_partitions_into
 from pixsieve.dedup.quant import load_torch, quantize
-from pixsieve.dedup.readphase import NpyReader, NpyWriter, gather_rows, read_dir
+from pixsieve.dedup.readphase import (
+    NpyReader,
+    NpyWriter,
+    from_read_phase,
+    gather_rows,
+    read_dir,
+)
 from pixsieve.dedup.scratch import rows_buffer
 from pixsieve.dedup.sources import Source, read_ids
 from pixsieve.dedup.taskfiles import FileTask
 
-#: A chunk of index rows is read from the read phase (each item once) when it holds at least
-#: this many memberships per row of the run, else from the partitions (:func:`_quantized`).
-DENSE: float = 1.0
 #: The run's removed rows while the bucket tasks run (:class:`RemovedRows`), under ``index/``.
 REMOVED_FILE: str = ".removed.npy"
 
@@ -187,14 +190,11 @@ def _quantized(
     rows: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The int8 rows (:func:`pixsieve.dedup.quant.quantize`) of the memberships ``take`` (of
-    global rows ``rows``): from the read phase's ``x.npy``, each row once, when the chunk holds
-    at least :data:`DENSE` memberships per row of the run (a run of few buckets and many
-    border memberships, as one against a large earlier index: 4.5 per item on the 3M
-    benchmark), where reading the rows it needs costs no more than reading the whole file
-    (scattered rows are read in pieces, :func:`pixsieve.dedup.readphase.gather_rows`); else
-    from the assignment partitions, one copy per membership."""
+    global rows ``rows``): from the read phase, each item once, where
+    :func:`pixsieve.dedup.readphase.from_read_phase` says so; else from the assignment
+    partitions, one copy per membership."""
     task, parts, place, total, removed = part
-    if len(take) >= DENSE * removed.total:
+    if from_read_phase(len(take), removed.total):
         unique, back = np.unique(rows, return_inverse=True)
         buf = rows_buffer(len(unique), task.dim)
         gather_rows(task, removed.starts, unique, buf, direct=True)

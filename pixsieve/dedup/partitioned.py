@@ -263,9 +263,8 @@ def dedup_files(
                 np.save(excluded, np.sort(matches.column("row").to_numpy()))
             counts.update(crossed)
         with phase("similarity"):
-            calls = [
-                (str(work), b, config, budget.bucket_rows, dim, excluded) for b in range(n_buckets)
-            ]
+            reads = (task, np.array([s.offset for s in sources] + [n], np.int64))
+            calls = [(reads, b, config, budget.bucket_rows, excluded) for b in range(n_buckets)]
             edges = tick("similarity", run(bucket_edges, calls), len(calls))
         for key in ("pairs_found", "similarities_computed"):
             counts[key] = sum(e.get(key, 0) for e in edges)

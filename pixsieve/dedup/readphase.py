@@ -45,6 +45,9 @@ DIRECT_GAP_BYTES: int = 256 << 10
 #: ... of at most this many rows (6 MiB at 768-d: the copy out of it stays in cache; pieces
 #: of 8,192 rows took 1.5x the time).
 GATHER_ROWS: int = 2048
+#: Memberships per row of the run from which a pass reads the read phase's rows instead of the
+#: partitions' copies (:func:`from_read_phase`).
+DENSE: float = 1.0
 
 
 def read_dir(task: FileTask, index: int) -> Path:
@@ -217,10 +220,16 @@ def row_blocks(
             r.close()
 
 
-def _read_sorted(reader: NpyReader, local: np.ndarray, out: np.ndarray, step: int) -> None:
-    """Rows ``local`` (sorted) of one ``.npy`` file into ``out[: len(local)]``: rows less than
-    :data:`GAP_BYTES` apart (:data:`DIRECT_GAP_BYTES` for a direct reader) in one read of at
-    most ``step`` rows."""
+def _read_sorted(
+    reader: NpyReader,
+    local: np.ndarray,
+    out: np.ndarray,
+    step: int,
+    dest: np.ndarray | None = None,
+) -> None:
+    """Rows ``local`` (sorted, repeats allowed) of one ``.npy`` file into ``out[: len(local)]``
+    (or ``out[dest]``): rows less than :data:`GAP_BYTES` apart (:data:`DIRECT_GAP_BYTES` for a
+    direct reader) in one read of at most ``step`` rows."""
     if not len(local):
         return
     gap = DIRECT_GAP_BYTES if reader.file.direct is not None else GAP_BYTES
@@ -232,15 +241,22 @@ def _read_sorted(reader: NpyReader, local: np.ndarray, out: np.ndarray, step: in
             end = a + int(np.searchsorted(local[a:b], local[a] + step))
             first = int(local[a])
             got = reader.read_view(first, int(local[end - 1]) + 1, buf)
-            out[a:end] = got[local[a:end] - first]
+            where = slice(a, end) if dest is None else dest[a:end]
+            out[where] = got[local[a:end] - first]
             a = end
 
 
 def gather_rows(
-    task: FileTask, starts: np.ndarray, rows: np.ndarray, out: np.ndarray, direct: bool = False
+    task: FileTask,
+    starts: np.ndarray,
+    rows: np.ndarray,
+    out: np.ndarray,
+    direct: bool = False,
+    dest: np.ndarray | None = None,
 ) -> None:
     """The unit rows at the sorted, unique global positions ``rows`` into ``out[: len(rows)]``
-    (file ``f`` holds global rows ``starts[f]`` up to ``starts[f + 1]``). Rows less than
+    (file ``f`` holds global rows ``starts[f]`` up to ``starts[f + 1]``), or, with ``dest``,
+    row ``rows[k]`` (sorted, repeats allowed) into ``out[dest[k]]``. Rows less than
     :data:`GAP_BYTES` apart (:data:`DIRECT_GAP_BYTES` with ``direct``: past the page cache)
     are read in one piece of at most :data:`GATHER_ROWS` (and ``task.batch_rows``) rows
     through a small buffer, so a scattered set costs about one read per run of nearby rows."""
@@ -250,9 +266,23 @@ def gather_rows(
         lo, hi = np.searchsorted(file_of, [f, f + 1])
         reader = NpyReader(read_dir(task, f) / "x.npy", direct=direct)
         try:
-            _read_sorted(reader, rows[lo:hi] - starts[f], out[lo:hi], step)
+            local = rows[lo:hi] - starts[f]
+            if dest is None:
+                _read_sorted(reader, local, out[lo:hi], step)
+            else:
+                _read_sorted(reader, local, out, step, dest[lo:hi])
         finally:
             reader.close()
+
+
+def from_read_phase(memberships: int, rows: int) -> bool:
+    """Whether ``memberships`` rows of assignment partitions (one copy per membership) are
+    better read from the read phase (each item once: :func:`gather_rows` with ``dest``): when
+    there are at least :data:`DENSE` of them per row of the run, reading every item costs no
+    more bytes than the copies (a run of few buckets and many border memberships, as one
+    against a large earlier index: 4.5 per item on the 3M benchmark). Scattered rows of many
+    small buckets would read most of ``x.npy`` once per bucket: they come from the partitions."""
+    return memberships >= DENSE * rows
 
 
 def take_rows(task: FileTask, index: int, rows: np.ndarray) -> Iterator[np.ndarray]:

@@ -257,13 +257,13 @@ def test_index_rows_from_the_read_phase_equal_those_from_the_partitions(
 ):
     """The index's int8 rows are the same whether a chunk is read from the read phase (each
     item once: a dense chunk) or from the assignment partitions (one copy per membership)."""
-    from pixsieve.dedup import indexwrite
+    from pixsieve.dedup import readphase
 
     a, _ = batches
     data = _write(tmp_path / "in_a", a, "a", 3)
     stores = {}
     for dense in (0.0, 1e9):  # every chunk from the read phase; none
-        monkeypatch.setattr(indexwrite, "DENSE", dense)
+        monkeypatch.setattr(readphase, "DENSE", dense)
         dedup_files(data, tmp_path / f"A{dense}", _config())
         vectors = tmp_path / f"A{dense}" / INDEX_DIR / "vectors"
         stores[dense] = {p.name: p.read_bytes() for p in sorted(vectors.glob("b*.npy"))}

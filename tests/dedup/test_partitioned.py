@@ -72,6 +72,38 @@ def test_same_answer_as_in_memory(fixture, mode, request, tmp_path):
     assert result.counts["components"] == expected.counts["components"]
 
 
+def test_passes_read_the_read_phase_or_the_partitions_alike(random_planted, tmp_path, monkeypatch):
+    """The similarity passes read a pass's rows from the read phase (each item once) or from
+    the assignment partitions (a copy per membership): the same answer either way."""
+    from pixsieve.dedup import buckets, readphase
+
+    x = random_planted.embeddings
+    scores = np.random.default_rng(1).uniform(0, 10, len(x))
+    config = SemanticDedupConfig(n_clusters=24)
+    expected = find_duplicates(x, config, aesthetic=scores)
+    _write_files(tmp_path / "in", x, scores)
+    used: list[str] = []
+
+    def counted(name: str):
+        real = getattr(buckets, name)
+
+        def call(*args, **kwargs):
+            used.append(name)
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("gather_rows", "read_partitions_into"):
+        monkeypatch.setattr(buckets, name, counted(name))
+    for dense in (0.0, 1e9):  # every pass from the read phase; none
+        monkeypatch.setattr(readphase, "DENSE", dense)
+        result = dedup_files(
+            tmp_path / "in", tmp_path / f"out{dense}", config, columns=Columns(score="score")
+        )
+        _check_same(result.duplicates, expected)
+    assert used[0] == "gather_rows" and used[-1] == "read_partitions_into"
+
+
 def test_two_level_kmeans_and_search_same_answer_as_in_memory(tmp_path, monkeypatch):
     from dedup_tools.synthetic import planted_embeddings
 
