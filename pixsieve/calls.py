@@ -53,6 +53,13 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def uses_torch(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a task function that multiplies with torch: :func:`pixsieve.dedup.workdir.thread_map`
+    then shares torch's intra-op threads between its task threads (:func:`shared_cores`)."""
+    fn.uses_torch = True  # type: ignore[attr-defined]
+    return fn
+
+
 def _imported(name: str) -> Any:
     """Module ``name`` if its import has finished (not while another thread still runs it)."""
     module = sys.modules.get(name)
@@ -71,7 +78,9 @@ def shared_cores(workers: int, torch_ops: bool = False) -> Iterator[None]:
     limit is process-wide for pthread-based BLAS (numpy's) and lifted on exit. torch's is a
     process-wide default each thread takes at its first parallel operation (the pool's threads
     are new): measured on the cross search's int8 products, one thread per task saved 1 s of
-    its 10 (wall and CPU). faiss's k-means runs in the calling thread, on every core.
+    its 10 (wall and CPU); set around every map, it cost the 1M read phase 3.8 s of system
+    time (6.1 -> 9.9 s wall), so only maps of :func:`uses_torch` tasks ask for it. faiss's
+    k-means runs in the calling thread, on every core.
     """
     if workers <= 1:
         yield

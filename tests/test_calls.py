@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from pixsieve.calls import cores, serial_calls, shared_cores
+from pixsieve.calls import cores, serial_calls, shared_cores, uses_torch
 from pixsieve.dedup.workdir import thread_map
 
 
@@ -38,21 +38,28 @@ def test_thread_map_limits_blas_while_its_tasks_run():
 
 
 def test_thread_map_gives_torch_tasks_their_share_of_the_cores(monkeypatch):
-    """torch's intra-op threads follow the split in the pool's threads (each takes the default
-    at its first parallel operation) and are restored after; a torch still being imported
-    (another thread runs its import) is left alone."""
+    """For tasks marked ``uses_torch``, torch's intra-op threads follow the split in the pool's
+    threads (each takes the default at its first parallel operation) and are restored after;
+    other tasks' maps leave them alone, and so does a map while torch is still being imported
+    (another thread runs its import)."""
     import sys
     import types
 
     import torch
 
     before = torch.get_num_threads()
-    seen = list(thread_map(2)(lambda i: torch.get_num_threads(), [(i,) for i in range(3)]))
+
+    @uses_torch
+    def threads(i: int) -> int:
+        return torch.get_num_threads()
+
+    seen = list(thread_map(2)(threads, [(i,) for i in range(3)]))
     assert seen == [max(1, cores() // 2)] * 3 and torch.get_num_threads() == before
+    assert list(thread_map(2)(lambda i: torch.get_num_threads(), [(0,)])) == [before]
     half = types.ModuleType("torch")
     half.__spec__ = types.SimpleNamespace(_initializing=True)  # no get_num_threads yet
     monkeypatch.setitem(sys.modules, "torch", half)
-    assert list(thread_map(2)(lambda i: i, [(0,), (1,)])) == [0, 1]
+    assert list(thread_map(2)(threads, [(0,), (1,)])) == [before, before]
 
 
 def test_task_end_runs_each_registered_hook_once_per_call():

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pixsieve.calls import uses_torch
 from pixsieve.dedup.crossassign import CrossPlan, cross_assign_file
 from pixsieve.dedup.crossmatch import Best, Keys, Search, match_cluster
 from pixsieve.dedup.index import bucket_parts, part_ids
@@ -46,6 +47,7 @@ def _earlier_files(
                 yield position, part
 
 
+@uses_torch
 def cross_bucket(
     task: FileTask,
     starts: np.ndarray,

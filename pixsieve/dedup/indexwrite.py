@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pixsieve.calls import uses_torch
 from pixsieve.dedup.index import (
     INDEX_DIR,
     INDEX_FILE,
@@ -120,6 +121,7 @@ class RemovedRows:
             reader.close()
 
 
+@uses_torch
 def index_bucket(
     task: FileTask, out: str, bucket: int, removed: RemovedRows, max_rows: int
 ) -> None:

@@ -31,10 +31,11 @@ PHASE_OUTPUTS: tuple[str, ...] = (
 
 def thread_map(workers: int) -> MapCalls:
     """A ``map_calls`` running the calls on ``workers`` threads, results in call order (the
-    cores shared between them: :func:`pixsieve.calls.shared_cores`, torch's threads too)."""
+    cores shared between them: :func:`pixsieve.calls.shared_cores`, torch's threads too for
+    :func:`pixsieve.calls.uses_torch` tasks)."""
 
     def run(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-        cores = shared_cores(workers, torch_ops=True)
+        cores = shared_cores(workers, torch_ops=getattr(fn, "uses_torch", False))
         with cores, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             yield from pool.map(lambda args: fn(*args), calls)
 
