@@ -54,8 +54,8 @@ def cores() -> int:
 
 
 def uses_torch(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a task function that multiplies with torch: :func:`pixsieve.dedup.workdir.thread_map`
-    then shares torch's intra-op threads between its task threads (:func:`shared_cores`)."""
+    """Mark a task function that multiplies with torch: the maps that run it on threads share
+    torch's intra-op threads between them (:func:`shared_cores`)."""
     fn.uses_torch = True  # type: ignore[attr-defined]
     return fn
 
@@ -68,10 +68,10 @@ def _imported(name: str) -> Any:
 
 
 @contextmanager
-def shared_cores(workers: int, torch_ops: bool = False) -> Iterator[None]:
+def shared_cores(workers: int, fn: Callable[..., Any] | None = None) -> Iterator[None]:
     """While ``workers`` threads run tasks here, give numpy's BLAS ``cores() // workers``
-    threads per call (at least one) instead of every core; with ``torch_ops``, torch's
-    intra-op threads too, when torch's import has finished (tasks that multiply with torch).
+    threads per call (at least one) instead of every core; when the task function ``fn`` is
+    marked :func:`uses_torch`, torch's intra-op threads too (once torch's import has finished).
 
     OpenBLAS otherwise starts one thread per core for every call, so two task threads on two
     cores run four spinning threads (measured: 1.6x the wall time of the same products). The
@@ -88,7 +88,7 @@ def shared_cores(workers: int, torch_ops: bool = False) -> Iterator[None]:
     from threadpoolctl import threadpool_limits
 
     per = max(1, cores() // workers)
-    torch = _imported("torch") if torch_ops else None
+    torch = _imported("torch") if getattr(fn, "uses_torch", False) else None
     before = torch.get_num_threads() if torch is not None else 0
     try:
         if torch is not None:

@@ -53,8 +53,11 @@ def test_thread_map_gives_torch_tasks_their_share_of_the_cores(monkeypatch):
     def threads(i: int) -> int:
         return torch.get_num_threads()
 
-    seen = list(thread_map(2)(threads, [(i,) for i in range(3)]))
-    assert seen == [max(1, cores() // 2)] * 3 and torch.get_num_threads() == before
+    from pixsieve.executors.local import LocalExecutor
+
+    for run in (thread_map(2), LocalExecutor(workers=2).map_calls):
+        seen = list(run(threads, [(i,) for i in range(3)]))
+        assert seen == [max(1, cores() // 2)] * 3 and torch.get_num_threads() == before
     assert list(thread_map(2)(lambda i: torch.get_num_threads(), [(0,)])) == [before]
     half = types.ModuleType("torch")
     half.__spec__ = types.SimpleNamespace(_initializing=True)  # no get_num_threads yet

@@ -35,7 +35,7 @@ def thread_map(workers: int) -> MapCalls:
     :func:`pixsieve.calls.uses_torch` tasks)."""
 
     def run(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-        cores = shared_cores(workers, torch_ops=getattr(fn, "uses_torch", False))
+        cores = shared_cores(workers, fn)
         with cores, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             yield from pool.map(lambda args: fn(*args), calls)
 

@@ -79,7 +79,7 @@ class LocalExecutor(Executor):
             return
         pool = ThreadPoolExecutor(self.workers)
         pending: deque[Future[Any]] = deque()
-        with shared_cores(self.workers):
+        with shared_cores(self.workers, fn):
             try:
                 for args in calls:
                     pending.append(pool.submit(fn, *args))
