@@ -1,6 +1,6 @@
 """Files read and written past the page cache (``O_DIRECT``), for the large work files of
 partitioned dedup that are written once and read in long slices: the read phase's rows,
-partition embeddings, the index's stores, and an earlier index's float16 windows.
+partition embeddings, the index's stores, and an earlier index's int8 windows.
 
 On the VMs this was measured on, moving a GB through the page cache cost ~2.3 s of system
 time when written and ~0.9 s when read from the device (the kernel's fresh pages are what is

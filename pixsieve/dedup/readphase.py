@@ -5,8 +5,9 @@ pass reads the rows from what :func:`read_file` wrote instead, by row range or r
 
 * ``read/fFFFFF/x.npy``: the file's unit float32 embeddings, ``(rows, D)``, in file order
   (written past the page cache, :mod:`pixsieve.dedup.directio`; read past it by the passes
-  that read long slices or a tenth of the rows, through it by the cross search, which reads
-  the same new rows once per bucket);
+  that read long slices or a tenth of the rows, and by the similarity and index passes in
+  place of the partitions' copies where :func:`from_read_phase` says so; through it by the
+  cross search, which reads the same new rows once per bucket);
 * ``aesthetic.npy`` / ``resolution.npy``: the keep policy's columns, when they are read;
 * ``sample.npy``: the file's rows of the k-means sample (unit, in order);
 * ``iBBBB.parquet``: the file's ids partitioned by hash (the uniqueness check,
