@@ -137,7 +137,7 @@ def index_bucket(
         return
     parts = sorted(Path(work).glob(f"assign/f*/b{bucket:04d}.parquet"))
     columns = ["row", "cluster", "secondary", "centroid_sim"]
-    tables, positions, total = [], [], 0
+    tables, positions, stored = [], [], 0  # stored: rows of all the partitions
     for part in parts:  # the partition of input file F: its rows only
         table = pq.ParquetFile(part).read(columns=columns)
         f = int(part.parent.name[1:])
@@ -148,8 +148,8 @@ def index_bucket(
         table = table.take(pa.array(keep))
         table = table.append_column("file", pa.array(np.full(len(keep), f, np.int32)))
         tables.append(table.append_column("item", pa.array(item, pa.int64())))
-        positions.append(total + keep)  # place among all the partitions' rows
-        total += len(row)
+        positions.append(stored + keep)  # place among all the partitions' rows
+        stored += len(row)
     table = pa.concat_tables([t.cast(KEPT_SCHEMA) for t in tables] or [KEPT_SCHEMA.empty_table()])
     cluster = table.column("cluster").to_numpy()
     secondary = table.column("secondary").to_numpy(zero_copy_only=False)
@@ -163,10 +163,10 @@ def index_bucket(
     chunks = -(-len(order) // max(1, max_rows))  # of equal size, at most max_rows
     step = max(1, -(-len(order) // max(1, chunks)))
     rows = table.column("row").to_numpy()
+    part = (task, parts, place, stored, removed)
     try:
         for lo in range(0, len(order), step):
             take = order[lo : lo + step]
-            part = (task, parts, place, total, removed)
             q, scales[lo : lo + len(take)] = _quantized(part, take, rows[take])
             writer.write(q)
     finally:
@@ -194,8 +194,9 @@ def _quantized(
     """The int8 rows (:func:`pixsieve.dedup.quant.quantize`) of the memberships ``take`` (of
     global rows ``rows``): from the read phase, each item once, where
     :func:`pixsieve.dedup.readphase.from_read_phase` says so; else from the assignment
-    partitions, one copy per membership."""
-    task, parts, place, total, removed = part
+    partitions, one copy per membership (``place``: each membership's row among the ``stored``
+    rows of all the partitions)."""
+    task, parts, place, stored, removed = part
     if from_read_phase(len(take), removed.total):
         unique, back = np.unique(rows, return_inverse=True)
         buf = rows_buffer(len(unique), task.dim)
@@ -203,7 +204,7 @@ def _quantized(
         q, meta = quantize(buf)
         return q[back], meta[back]
     buf = rows_buffer(len(take), task.dim)
-    where = np.full(total, -1, np.int64)
+    where = np.full(stored, -1, np.int64)
     where[place[take]] = np.arange(len(take))
     read_partitions_into(parts, where, buf)
     return quantize(buf)
