@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pixsieve.calls import uses_torch
 from pixsieve.dedup.config import SemanticDedupConfig
 from pixsieve.dedup.keep import representatives
 from pixsieve.dedup.packing import read_partitions_into, read_rows
@@ -82,6 +83,7 @@ def _kept(rows: np.ndarray, skip: np.ndarray) -> np.ndarray:
     return skip[at] != rows
 
 
+@uses_torch
 def bucket_edges(
     reads: tuple[FileTask, np.ndarray],
     bucket: int,

@@ -14,13 +14,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pixsieve.calls import uses_torch
 from pixsieve.dedup.components import spanning_edges, union_edges
 from pixsieve.dedup.config import SemanticDedupConfig
+from pixsieve.dedup.quant import int8_dot, near_pairs, quantize
 
 #: Least band around the threshold that is recomputed in float64. The rounding error of a
 #: float32 dot product of two unit vectors is at most about ``D * 2**-24`` (4.6e-5 for 768-d);
 #: the band is twice that for wider embeddings.
 FLOAT32_SLACK: float = 1e-4
+#: Share of a block's products near the threshold above which :func:`int8_pairs` multiplies
+#: that block in float32 instead (the int8 bound is ~100x wider than float32's band).
+DENSE_BLOCK: float = 1 / 64
 
 
 def exact_cosine(
@@ -73,6 +78,54 @@ def fix_band(
     return vals, t32
 
 
+def int8_pairs(
+    vectors: np.ndarray, n_rows: int, t: float, block: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Every pair ``(i, j)``, ``i < j``, ``i`` among the first ``n_rows`` rows, whose exact
+    cosine is at or above ``t``: ``(i, j, sims, compared)``, ``sims`` the float64 cosines
+    rounded so that ``sims >= float32(t)`` holds for all.
+
+    Blocks of ``block × block`` products in int8 (:mod:`pixsieve.dedup.quant`: ~2.3x float32's
+    rate on the CPU); pairs within their error bound of ``t`` are recomputed in float64. A block
+    where more than :data:`DENSE_BLOCK` of the products need that (a cluster of near-identical
+    rows) is multiplied in float32 instead, whose error band is 100x narrower, so the cost
+    stays within 1.5x of float32's whatever the data.
+    """
+    q, meta = quantize(vectors)
+    n, compared, t32 = len(vectors), 0, np.float32(t)
+    near: list[tuple[np.ndarray, np.ndarray]] = []  # pairs to recompute in float64
+    dense: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # pairs found in float32
+    for r0 in range(0, n_rows, block):
+        r1 = min(r0 + block, n_rows)
+        for c0 in range(r0, n, block):
+            c1 = min(c0 + block, n)
+            dots = int8_dot(q[r0:r1], q[c0:c1])
+            compared += dots.size
+            i, j = near_pairs(dots, meta[r0:r1], meta[c0:c1], t)
+            del dots
+            if len(i) <= DENSE_BLOCK * (r1 - r0) * (c1 - c0):
+                i, j = i + r0, j + c0
+                near.append((i[j > i], j[j > i]))
+                continue
+            sims = vectors[r0:r1] @ vectors[c0:c1].T
+            if c0 < r1:  # diagonal block: keep only column > row
+                sims[np.tri(r1 - r0, c1 - c0, k=r0 - c0, dtype=bool)] = -np.inf
+            i, j, vals, _ = _candidates(sims, vectors[r0:r1], vectors[c0:c1], t)
+            hit = vals >= t32
+            dense.append((i[hit] + r0, j[hit] + c0, vals[hit]))
+    i = np.concatenate([p[0] for p in near] or [np.empty(0, np.int64)])
+    j = np.concatenate([p[1] for p in near] or [np.empty(0, np.int64)])
+    exact = exact_cosine(vectors, i, vectors, j)
+    hit = exact >= t
+    found = [(i[hit], j[hit], np.maximum(exact[hit].astype(np.float32), t32)), *dense]
+    return (
+        np.concatenate([f[0] for f in found]),
+        np.concatenate([f[1] for f in found]),
+        np.concatenate([f[2] for f in found]),
+        compared,
+    )
+
+
 @dataclass(frozen=True)
 class ClusterEdges:
     """What one cluster contributes to the global component search.
@@ -94,6 +147,7 @@ class ClusterEdges:
     pair_sims: np.ndarray | None = None
 
 
+@uses_torch
 def cluster_edges(
     members: np.ndarray, n_primary: int, vectors: np.ndarray, config: SemanticDedupConfig
 ) -> ClusterEdges:
@@ -108,51 +162,25 @@ def cluster_edges(
     members = np.asarray(members, dtype=np.int64)
     n, bs, t = len(members), config.block_size, config.threshold
     labels = np.arange(n, dtype=np.int64)
-    found_i: list[np.ndarray] = []
-    found_j: list[np.ndarray] = []
-    found_s: list[np.ndarray] = []
-    n_pairs = n_compared = 0
     from pixsieve.dedup.torch_ops import choose_backend, pairs_above  # torch when dedup runs
 
-    backend, device = choose_backend(config.backend)
-    for r0 in range(0, n_primary if backend == "faiss" else 0, bs):
-        r1 = min(r0 + bs, n_primary)
-        rows = vectors[r0:r1]
-        for c0 in range(r0, n, bs):
-            c1 = min(c0 + bs, n)
-            cols = vectors[c0:c1]
-            sims = rows @ cols.T
-            if c0 < r1:  # diagonal block: keep only column > row
-                sims[np.tri(r1 - r0, c1 - c0, k=r0 - c0, dtype=bool)] = -np.inf
-            n_compared += sims.size
-            i, j, vals, t32 = _candidates(sims, rows, cols, t)
-            hit = vals >= t32
-            if not hit.any():
-                continue
-            i, j, vals = i[hit], j[hit], vals[hit]
-            n_pairs += len(i)
-            union_edges(labels, i + r0, j + c0)
-            if config.return_pairs:
-                found_i.append(members[i + r0])
-                found_j.append(members[j + c0])
-                found_s.append(vals)
-    if backend != "faiss":  # the same pairs, blocks computed and thresholded by torch
+    _, device = choose_backend(config.backend)
+    if device.type == "cpu":
+        i, j, vals, n_compared = int8_pairs(vectors, n_primary, t, bs)
+    else:  # the same pairs, blocks computed and thresholded by torch on the GPU
         low = t - float32_slack(vectors.shape[1])
         i, j, vals, n_compared = pairs_above(vectors, n_primary, low, block=bs, device=device)
         vals, t32 = fix_band(i, j, vals, vectors, vectors, t)
         hit = vals >= t32
         i, j, vals = i[hit], j[hit], vals[hit]
-        n_pairs = len(i)
-        union_edges(labels, i, j)
-        if config.return_pairs:
-            found_i, found_j, found_s = [members[i]], [members[j]], [vals]
-    a, b = spanning_edges(labels)
+    n_pairs = len(i)
+    union_edges(labels, i, j)
     pairs = pair_sims = None
     if config.return_pairs:
-        gi = np.concatenate(found_i) if found_i else np.empty(0, dtype=np.int64)
-        gj = np.concatenate(found_j) if found_j else np.empty(0, dtype=np.int64)
+        gi, gj = members[i], members[j]
         pairs = np.stack([np.minimum(gi, gj), np.maximum(gi, gj)], axis=1)
-        pair_sims = np.concatenate(found_s) if found_s else np.empty(0, dtype=np.float32)
+        pair_sims = vals
+    a, b = spanning_edges(labels)
     return ClusterEdges(
         a=members[a],
         b=members[b],

@@ -52,6 +52,7 @@ from pixsieve.dedup.keep import resolve_policy
 from pixsieve.dedup.kmeans import sample_indices
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import assign_file, gather_file, repeated_id
+from pixsieve.dedup.quant import load_torch
 from pixsieve.dedup.readphase import file_samples, read_file, read_sample_rows
 from pixsieve.dedup.recluster import against_centroids, check_mode, recluster_counts
 from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources
@@ -263,6 +264,7 @@ def dedup_files(
                 np.save(excluded, np.sort(matches.column("row").to_numpy()))
             counts.update(crossed)
         with phase("similarity"):
+            load_torch()  # before the map: its tasks multiply in int8 on torch (pairs.int8_pairs)
             reads = (task, np.array([s.offset for s in sources] + [n], np.int64))
             calls = [(reads, b, config, budget.bucket_rows, excluded) for b in range(n_buckets)]
             edges = tick("similarity", run(bucket_edges, calls), len(calls))

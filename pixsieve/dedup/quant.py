@@ -68,6 +68,30 @@ def int8_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (ta.to(torch.float32) @ tb.to(torch.float32).T).to(torch.int32).numpy()
 
 
+def near_pairs(
+    dots: np.ndarray, x_meta: np.ndarray, y_meta: np.ndarray, t: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)``: the products ``dots`` (:func:`int8_dot` of rows with ``x_meta`` and
+    ``y_meta``) whose approximate cosine is at or above ``t`` less their :func:`pair_bound`,
+    i.e. every pair whose exact cosine may reach ``t``. For ``t`` above the largest bound a
+    row's products are first screened against one integer per row (its scale times the largest
+    column scale): one comparison per product instead of three float operations."""
+    xs, xr, ys, yr = x_meta[:, 0], x_meta[:, 1], y_meta[:, 0], y_meta[:, 1]
+    if not dots.size:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    low = t - pair_bound(float(xr.max()), float(yr.max()))
+    if low > 0:  # approx >= low needs dots >= low / (s_x * max s_y): a superset, floored
+        with np.errstate(divide="ignore"):
+            need = np.floor(low / (xs.astype(np.float64) * float(ys.max())) * (1 - 1e-6))
+        need = np.minimum(need, np.iinfo(np.int32).max).astype(np.int32)
+        i, j = np.nonzero(dots >= need[:, None])
+    else:
+        i, j = (a.ravel() for a in np.indices(dots.shape))
+    approx = dots[i, j] * xs[i].astype(np.float64) * ys[j]
+    keep = approx >= t - pair_bound(xr[i], yr[j])
+    return i[keep], j[keep]
+
+
 def pair_bound(r_x: np.ndarray | float, r_y: np.ndarray | float) -> np.ndarray | float:
     """Most the approximate cosine of rows with error bounds ``r_x`` and ``r_y`` can differ from
     the exact one (broadcasts)."""

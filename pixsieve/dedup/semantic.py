@@ -29,6 +29,7 @@ from pixsieve.dedup.kmeans import (
     normalize,
 )
 from pixsieve.dedup.pairs import cluster_edges, semdedup_cluster
+from pixsieve.dedup.quant import load_torch
 from pixsieve.dedup.result import DedupResult, empty_result, group_arrays
 
 Progress = Callable[[str, int, int], None]
@@ -127,6 +128,7 @@ def find_duplicates(
         border_memberships=membership.n_secondary,
     )
     with phase("similarity"):
+        load_torch()  # before the map: its tasks multiply in int8 on torch (pairs.int8_pairs)
         if semdedup:
             a, b = _semdedup(x, membership, prio, config, result, progress, map_calls)
         else:
