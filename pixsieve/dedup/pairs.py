@@ -91,7 +91,7 @@ def int8_pairs(
     rows) is multiplied in float32 instead, whose error band is 100x narrower, so the cost
     stays within 1.5x of float32's whatever the data.
     """
-    q, meta = quantize(vectors)
+    q, meta = quantize(vectors, common=True)  # near_pairs screens exactly with one scale
     n, compared, t32 = len(vectors), 0, np.float32(t)
     near: list[tuple[np.ndarray, np.ndarray]] = []  # pairs to recompute in float64
     dense: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # pairs found in float32
@@ -101,6 +101,8 @@ def int8_pairs(
             c1 = min(c0 + block, n)
             dots = int8_dot(q[r0:r1], q[c0:c1])
             compared += dots.size
+            if c0 == r0:  # diagonal block: a row's product with itself is no pair
+                np.fill_diagonal(dots, 0)
             i, j = near_pairs(dots, meta[r0:r1], meta[c0:c1], t)
             del dots
             if len(i) <= DENSE_BLOCK * (r1 - r0) * (c1 - c0):
