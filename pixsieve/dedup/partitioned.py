@@ -53,11 +53,11 @@ from pixsieve.dedup.kmeans import sample_indices
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import assign_file, gather_file, repeated_id
 from pixsieve.dedup.quant import load_torch
-from pixsieve.dedup.readphase import file_samples, read_file, read_sample_rows
+from pixsieve.dedup.readphase import file_samples, read_dir, read_file, read_sample_rows
 from pixsieve.dedup.recluster import against_centroids, check_mode, recluster_counts
 from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources
 from pixsieve.dedup.taskfiles import FileTask, cluster_buckets
-from pixsieve.dedup.workdir import prepare_work, stamp, thread_map
+from pixsieve.dedup.workdir import Discards, prepare_work, stamp, thread_map
 
 Progress = Callable[[str, int, int], None]
 #: Above this share of new items beyond the earlier clusters' radius, a run notes it.
@@ -181,7 +181,9 @@ def dedup_files(
         "recluster": recluster if earlier else "off",
         "buckets": n_buckets,
         "id_buckets": budget.id_buckets(),
+        "index": index,  # without one, embeddings are discarded once read for the last time
     }
+    spent, discards = not (index or keep_work), Discards()
     if prepare_work(work, plan):
         shutil.rmtree(out / INDEX_DIR, ignore_errors=True)
     if not (work / "run_id").exists():
@@ -268,6 +270,8 @@ def dedup_files(
             reads = (task, np.array([s.offset for s in sources] + [n], np.int64))
             calls = [(reads, b, config, budget.bucket_rows, excluded) for b in range(n_buckets)]
             edges = tick("similarity", run(bucket_edges, calls), len(calls))
+        if spent:  # no later phase reads the assign partitions' embeddings
+            discards.discard(work.glob("assign/f*/b*.f32"))
         for key in ("pairs_found", "similarities_computed"):
             counts[key] = sum(e.get(key, 0) for e in edges)
         counts["bucket_passes"] = sum(e.get("passes", 0) for e in edges)
@@ -285,6 +289,8 @@ def dedup_files(
         with phase("gather"):
             calls = [(task, s, i, g_buckets) for i, s in enumerate(sources)]
             tick("gather", run(gather_file, calls), len(calls))
+        if spent and not task.read:  # nor the read phase's
+            discards.discard(read_dir(task, i) / "x.npy" for i in range(len(sources)))
 
         with phase("resolve"):
             calls = [(str(work), g, config, dim) for g in range(g_buckets)]
@@ -343,6 +349,7 @@ def dedup_files(
         "notes": result.notes,
     }
     result.summary.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    discards.close()
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
