@@ -53,6 +53,18 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+#: Most task threads by default, before the spare one (:func:`default_workers`).
+MAX_WORKERS: int = 4
+
+
+def default_workers() -> int:
+    """Tasks a dedup run takes at once unless told: one more than the cores (at most
+    :data:`MAX_WORKERS` of them). Its tasks read and write their files synchronously (past the
+    page cache), so a spare task computes while another waits on the device: measured on the
+    1M benchmark on 2 cores, 3 tasks took 37.4-38.7 s against 41.1-41.6 s for 2."""
+    return min(MAX_WORKERS, cores()) + 1
+
+
 def uses_torch(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a task function that multiplies with torch: the maps that run it on threads share
     torch's intra-op threads between them (:func:`shared_cores`)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pixsieve.calls import default_workers
 from pixsieve.cli.options import dedup_threshold
 from pixsieve.dedup import (
     DEFAULT_MODE,
@@ -119,9 +119,10 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str | None) -> in
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=min(4, os.cpu_count() or 1),
+    default=default_workers(),
     show_default=True,
-    help="Tasks (files, buckets) processed at once.",
+    help="Tasks (files, buckets) processed at once (default: one more than the cores, "
+    "so that one computes while another waits on the disk).",
 )
 @click.option(
     "--work-dir",

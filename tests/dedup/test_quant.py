@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixsieve.dedup.quant import QMAX, int8_dot, pair_bound, quantize
+from pixsieve.dedup import pairs
+from pixsieve.dedup.quant import QMAX, int8_dot, near_pairs, pair_bound, quantize
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -55,3 +56,46 @@ def test_int8_products_are_exact_with_and_without_the_int8_kernel(monkeypatch):
 
     monkeypatch.setattr(torch, "_int_mm", refuse)
     assert (int8_dot(a, b) == want).all()
+
+
+@pytest.mark.parametrize("common", [False, True])
+@pytest.mark.parametrize("t", [0.95, 0.5, 0.0])
+def test_near_pairs_keeps_every_pair_that_may_reach_the_threshold(common, t):
+    """Every pair whose exact cosine reaches ``t`` is among ``near_pairs``; with one scale for
+    all rows (``common``) the screen also drops most of the others."""
+    rng = np.random.default_rng(2)
+    x = _unit(rng.standard_normal((400, 768)) + 3 * rng.standard_normal(768))
+    x[200:] = _unit(x[:200] + rng.uniform(0.05, 0.4, (200, 1)) * rng.standard_normal((200, 768)))
+    q, meta = quantize(x, common=common)
+    if common:
+        assert (meta[:, 0] == meta[0, 0]).all()
+    exact = x.astype(np.float64) @ x.T.astype(np.float64)
+    i, j = near_pairs(int8_dot(q, q), meta, meta, t)
+    got = set(zip(i.tolist(), j.tolist(), strict=True))
+    want = set(zip(*(a.tolist() for a in np.nonzero(exact >= t)), strict=True))
+    assert want <= got
+    if t == 0.95:
+        assert len(got) < 2 * len(want)
+
+
+@pytest.mark.parametrize("dense", [None, 0.0, 1.0])
+def test_int8_pairs_are_the_exact_pairs_in_sparse_and_dense_blocks(dense, monkeypatch):
+    """The pairs at or above the threshold, exactly (against float64), whether blocks are
+    decided in int8 or, dense near the threshold, in float32 (``dense``: every block one or the
+    other)."""
+    if dense is not None:
+        monkeypatch.setattr(pairs, "DENSE_BLOCK", dense)
+    rng = np.random.default_rng(3)
+    x = _unit(rng.standard_normal((600, 768)))
+    x[300:340] = _unit(x[0] + 0.04 * rng.standard_normal((40, 768)))  # a tight group
+    noise = rng.uniform(0.2, 0.3, (100, 1)) * rng.standard_normal((100, 768))
+    x[400:500] = _unit(x[100:200] + noise)
+    exact = x.astype(np.float64) @ x.T.astype(np.float64)
+    for t in (0.95, 0.96, 0.97):
+        i, j, sims, compared = pairs.int8_pairs(x, 500, t, block=128)
+        want = {(a, b) for a, b in zip(*np.nonzero(exact >= t), strict=True) if a < b and a < 500}
+        assert set(zip(i.tolist(), j.tolist(), strict=True)) == want
+        assert (sims >= np.float32(t)).all()
+        np.testing.assert_allclose(sims, exact[i, j], atol=1e-6)
+    blocks = [(r, c) for r in range(0, 500, 128) for c in range(r, 600, 128)]
+    assert compared == sum((min(r + 128, 500) - r) * (min(c + 128, 600) - c) for r, c in blocks)
