@@ -78,19 +78,9 @@ def border_chunk(
     own = np.repeat(ids[:, 0], m - 1)
     other = ids[:, 1:].reshape(-1)
     gap = (sims[:, :1] - sims[:, 1:]).reshape(-1)
-    dist = centroid_dist(own, other, centroids, gram)
-    take = np.flatnonzero((other >= 0) & (other != own) & (gap <= half * dist))
-    return take // (m - 1), other[take].astype(np.int64)
-
-
-def centroid_dist(
-    own: np.ndarray, other: np.ndarray, centroids: np.ndarray, gram: np.ndarray | None
-) -> np.ndarray:
-    """``|c_own - c_other|`` per pair (float64; ``other < 0``: any value), from ``gram`` when
-    given, else each distinct centroid pair's cosine once (rows share their neighbours)."""
     if gram is not None:
-        cos = gram[own, np.maximum(other, 0)]
-    else:
+        cos = gram[own, other]
+    else:  # many centroids: each distinct centroid pair once (rows share their neighbours)
         k = len(centroids)
         pair, back = np.unique(own.astype(np.int64) * k + np.maximum(other, 0), return_inverse=True)
         a, b = pair // k, pair % k
@@ -99,7 +89,9 @@ def centroid_dist(
             sl = slice(lo, lo + 16384)
             cos_pair[sl] = np.einsum("ij,ij->i", centroids[a[sl]], centroids[b[sl]])
         cos = cos_pair[back.reshape(-1)]
-    return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cos.astype(np.float64)))
+    dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cos.astype(np.float64)))
+    take = np.flatnonzero((other >= 0) & (other != own) & (gap <= half * dist))
+    return take // (m - 1), other[take].astype(np.int64)
 
 
 def build_membership(

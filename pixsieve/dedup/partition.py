@@ -24,13 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pixsieve.calls import uses_torch
-from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_margin
+from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
 from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.component_parts import read_groups
 from pixsieve.dedup.crossassign import CrossPlan, CrossWriter
 from pixsieve.dedup.keep import priority
-from pixsieve.dedup.nearest8 import Int8Assign, Members
 from pixsieve.dedup.readphase import READ_DIR, row_blocks, take_rows
 from pixsieve.dedup.sources import Source
 from pixsieve.dedup.taskfiles import FileTask, _begin, _done, _finish, _Writers, bucket_parts
@@ -51,7 +49,6 @@ def repeated_id(work: str, bucket: int) -> str | None:
     return f"ids must be unique; {first!r} appears more than once"
 
 
-@uses_torch
 def assign_file(
     task: FileTask,
     source: Source,
@@ -80,12 +77,9 @@ def assign_file(
     centroids = np.load(centroids_path)
     k = len(centroids)
     search = CentroidSearch(centroids, candidates)
-    half = border_margin(threshold, slack) if search.m > 1 else 0.0
+    m = search.m
+    half = border_margin(threshold, slack) if m > 1 else 0.0
     gram = centroids @ centroids.T if half > 0 and k <= GRAM_MAX_CLUSTERS else None
-    crossing = CrossWriter(cross, index) if cross is not None else None
-    crossing = None if crossing is None or crossing.done else crossing
-    int8 = Int8Assign(centroids, candidates, half, gram) if search.level is None else None
-    int8 = None if crossing is not None else int8  # the cross writer needs the float32 lists
     own = np.empty(source.rows, dtype=np.int32)
     prio = np.empty(source.rows, dtype=np.float64)
     minsim = np.full(k, np.inf)
@@ -93,33 +87,37 @@ def assign_file(
     beyond = 0
     writers = _Writers(tmp, "b")
     n_secondary = 0
+    crossing = CrossWriter(cross, index) if cross is not None else None
+    crossing = None if crossing is None or crossing.done else crossing
     try:
         for start, x, aesthetic, resolution in row_blocks(task, index):
-            sims = ids = None
-            if int8 is not None:
-                got = int8(x)
-            else:
-                sims, ids = search.search(x)
-                got = Members.of_search(sims, ids, centroids, gram, half)
+            sims, ids = search.search(x)
             r = len(x)
-            own[start : start + r] = got.own
-            np.minimum.at(minsim, got.own, got.own_sim)
+            own[start : start + r] = ids[:, 0]
+            np.minimum.at(minsim, ids[:, 0], sims[:, 0])
             if radius is not None:
-                beyond += int((got.own_sim < radius[got.own]).sum())
+                beyond += int((sims[:, 0] < radius[ids[:, 0]]).sum())
             p = priority(
                 task.policy,
                 r,
                 aesthetic=aesthetic,
                 resolution=resolution,
-                centroid_sim=got.own_sim,
+                centroid_sim=sims[:, 0],
                 start=source.offset + start,
             )
             prio[start : start + r] = p
-            point = np.concatenate([np.arange(r), got.rows])
-            cluster = np.concatenate([got.own, got.other])
-            secondary = np.r_[np.zeros(r, dtype=bool), np.ones(len(got.rows), dtype=bool)]
-            to_centroid = np.concatenate([got.own_sim, got.other_sim])
-            n_secondary += len(got.rows)
+            point, cluster = np.arange(r), ids[:, 0].astype(np.int64)
+            secondary = np.zeros(r, dtype=bool)
+            to_centroid = sims[:, 0]
+            rows, other = np.empty(0, np.int64), np.empty(0, np.int64)
+            if half > 0:
+                rows, other = border_chunk(sims, ids, centroids, gram, half)
+                point = np.concatenate([point, rows])
+                cluster = np.concatenate([cluster, other])
+                secondary = np.concatenate([secondary, np.ones(len(rows), dtype=bool)])
+                at = (ids[rows] == other[:, None]).argmax(axis=1)  # other's place among rows'
+                to_centroid = np.concatenate([to_centroid, sims[rows, at]])
+                n_secondary += len(rows)
             bucket = bucket_of[cluster]
             for part in bucket_parts(bucket):
                 pts = point[part]
@@ -134,7 +132,7 @@ def assign_file(
                 )
                 writers.write(int(bucket[part[0]]), table, x[pts])
             if crossing is not None:
-                crossing.add(source.offset + start, sims, ids, got.rows, got.other)
+                crossing.add(source.offset + start, sims, ids, rows, other)
         if crossing is not None:
             crossing.finish(source.rows)
     finally:

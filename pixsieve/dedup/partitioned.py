@@ -242,7 +242,6 @@ def dedup_files(
         candidates = 1 if semdedup else config.border_candidates
         slack = 0.0 if semdedup else config.border_slack
         with phase("assign"):  # cross memberships <= n·m
-            load_torch()  # before the map: its tasks multiply in int8 on torch (nearest8)
             x_buckets = max(n_buckets, budget.buckets(n * candidates))
             plans = cross_plans(work, np.load(centroids_path), earlier, x_buckets, config.threshold)
             radius = str(radius_path) if earlier and recluster == "off" else None
@@ -267,6 +266,7 @@ def dedup_files(
                 np.save(excluded, np.sort(matches.column("row").to_numpy()))
             counts.update(crossed)
         with phase("similarity"):
+            load_torch()  # before the map: its tasks multiply in int8 on torch (pairs.int8_pairs)
             reads = (task, np.array([s.offset for s in sources] + [n], np.int64))
             calls = [(reads, b, config, budget.bucket_rows, excluded) for b in range(n_buckets)]
             edges = tick("similarity", run(bucket_edges, calls), len(calls))
