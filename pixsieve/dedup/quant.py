@@ -76,14 +76,17 @@ def int8_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def near_pairs(
-    dots: np.ndarray, x_meta: np.ndarray, y_meta: np.ndarray, t: float
-) -> tuple[np.ndarray, np.ndarray]:
+    dots: np.ndarray, x_meta: np.ndarray, y_meta: np.ndarray, t: float, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """``(i, j)``: the products ``dots`` (:func:`int8_dot` of rows with ``x_meta`` and
     ``y_meta``) whose approximate cosine is at or above ``t`` less their :func:`pair_bound`,
-    i.e. every pair whose exact cosine may reach ``t``. For ``t`` above the largest bound a
-    row's products are first screened against one integer per row (from its scale and the
-    largest column scale): its largest product first, then, for the few rows that pass, each
-    product. A row's product with itself (a diagonal block) passes: zero it first."""
+    i.e. every pair whose exact cosine may reach ``t``; ``None`` when more than ``limit``
+    products pass the screen (the caller multiplies such a block in float32 instead).
+
+    For ``t`` above the largest bound a row's products are first screened against one integer
+    per row (from its scale and the largest column scale): its largest product first, then, for
+    the rows that pass, each product. A row's product with itself (a diagonal block) passes:
+    zero it first."""
     xs, xr, ys, yr = x_meta[:, 0], x_meta[:, 1], y_meta[:, 0], y_meta[:, 1]
     if not dots.size:
         return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -93,8 +96,14 @@ def near_pairs(
             need = np.floor(low / (xs.astype(np.float64) * float(ys.max())) * (1 - 1e-6))
         need = np.minimum(need, np.iinfo(np.int32).max).astype(np.int32)
         rows = np.flatnonzero(dots.max(axis=1) >= need)  # most rows have no product near t
-        i, j = np.nonzero(dots[rows] >= need[rows, None])
-        i = rows[i]
+        many = 2 * len(rows) > len(dots)  # then screen in place, not on a copy of the rows
+        passed = dots >= need[:, None] if many else dots[rows] >= need[rows, None]
+        if limit is not None and np.count_nonzero(passed) > limit:
+            return None
+        i, j = np.nonzero(passed)
+        i = i if many else rows[i]
+    elif limit is not None and dots.size > limit:
+        return None
     else:
         i, j = (a.ravel() for a in np.indices(dots.shape))
     approx = dots[i, j] * xs[i].astype(np.float64) * ys[j]
