@@ -99,3 +99,21 @@ def test_int8_pairs_are_the_exact_pairs_in_sparse_and_dense_blocks(dense, monkey
         np.testing.assert_allclose(sims, exact[i, j], atol=1e-6)
     blocks = [(r, c) for r in range(0, 500, 128) for c in range(r, 600, 128)]
     assert compared == sum((min(r + 128, 500) - r) * (min(c + 128, 600) - c) for r, c in blocks)
+
+
+def test_small_clusters_are_multiplied_in_float32_only(monkeypatch):
+    """Below ``SMALL_CLUSTER`` products the cluster is not quantized (it would cost more than
+    it saves) and gives the same pairs."""
+    rng = np.random.default_rng(4)
+    x = _unit(rng.standard_normal((100, 768)))
+    x[50:60] = _unit(x[:10] + 0.1 * rng.standard_normal((10, 768)))
+    want = pairs.int8_pairs(x, 100, 0.95, 4096)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a small cluster was quantized")
+
+    monkeypatch.setattr(pairs, "quantize", refuse)
+    got = pairs.int8_pairs(x, 100, 0.95, 4096)
+    assert len(got[0]) == 10
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
