@@ -106,7 +106,7 @@ def test_small_clusters_are_multiplied_in_float32_only(monkeypatch):
     it saves) and gives the same pairs."""
     rng = np.random.default_rng(4)
     x = _unit(rng.standard_normal((100, 768)))
-    x[50:60] = _unit(x[:10] + 0.1 * rng.standard_normal((10, 768)))
+    x[50:60] = _unit(x[:10] + 0.1 * rng.standard_normal((10, 768)) / np.sqrt(768))
     want = pairs.int8_pairs(x, 100, 0.95, 4096)
 
     def refuse(*args, **kwargs):
