@@ -183,7 +183,7 @@ def dedup_files(
         "id_buckets": budget.id_buckets(),
         "index": index,  # without one, embeddings are discarded once read for the last time
     }
-    spent, discards = not (index or keep_work), Discards()
+    discards = Discards(active=not (index or keep_work))
     if prepare_work(work, plan):
         shutil.rmtree(out / INDEX_DIR, ignore_errors=True)
     if not (work / "run_id").exists():
@@ -270,8 +270,7 @@ def dedup_files(
             reads = (task, np.array([s.offset for s in sources] + [n], np.int64))
             calls = [(reads, b, config, budget.bucket_rows, excluded) for b in range(n_buckets)]
             edges = tick("similarity", run(bucket_edges, calls), len(calls))
-        if spent:  # no later phase reads the assign partitions' embeddings
-            discards.discard(work.glob("assign/f*/b*.f32"))
+        discards.discard(work.glob("assign/f*/b*.f32"))  # no later phase reads them
         for key in ("pairs_found", "similarities_computed"):
             counts[key] = sum(e.get(key, 0) for e in edges)
         counts["bucket_passes"] = sum(e.get("passes", 0) for e in edges)
@@ -289,8 +288,7 @@ def dedup_files(
         with phase("gather"):
             calls = [(task, s, i, g_buckets) for i, s in enumerate(sources)]
             tick("gather", run(gather_file, calls), len(calls))
-        if spent and not task.read:  # nor the read phase's
-            discards.discard(read_dir(task, i) / "x.npy" for i in range(len(sources)))
+        discards.discard(read_dir(task, i) / "x.npy" for i in range(len(sources)))  # nor these
 
         with phase("resolve"):
             calls = [(str(work), g, config, dim) for g in range(g_buckets)]
@@ -298,12 +296,11 @@ def dedup_files(
         counts["resolve_similarities"] = sum(r["similarities_computed"] for r in resolved)
         return g_buckets
 
-    g_buckets = passes() if n else 0
-    run_ids = [r.run_id for r in earlier]
-    counts["group_buckets"] = g_buckets
+    g_buckets = counts["group_buckets"] = passes() if n else 0
     with phase("write"):
+        ids = [r.run_id for r in earlier]
         groups = write_partitioned_output(
-            work, out, sources, columns, config, g_buckets, matches, run_ids
+            work, out, sources, columns, config, g_buckets, matches, ids
         )
     counts.update(groups)
     if index and (work / "centroids.npy").exists():
@@ -312,11 +309,9 @@ def dedup_files(
             gone = [rows[rep != rows]]
             if matches is not None:
                 gone.append(matches.column("row").to_numpy())
-            meta = {"run_id": run_id, "settings": mine, "buckets": n_buckets}
+            radius = np.load(radius_path) if earlier else np.full(k, np.inf)
+            meta = {"run_id": run_id, "settings": mine, "buckets": n_buckets, "radius": radius}
             meta["bucket_rows"] = budget.bucket_rows
-            meta["radius"] = np.full(k, np.inf)
-            if earlier:
-                meta["radius"] = np.load(radius_path)
             removed = np.sort(np.concatenate(gone))
             build_index(run, task, out, sources, columns.id, removed, meta, earlier)
     result = PartitionedResult(

@@ -1,4 +1,6 @@
-"""Unit rows as int8, for the cross search's matrix products (:mod:`pixsieve.dedup.crossmatch`).
+"""Unit rows as int8, for the matrix products of the cross search
+(:mod:`pixsieve.dedup.crossmatch`) and of the similarity phase
+(:func:`pixsieve.dedup.pairs.int8_pairs`).
 
 A row ``x`` is stored as ``q = round(x / s)`` with ``s = max|x_i| / 127`` (int8) and two float32
 numbers: ``s`` and ``r``, an upper bound on ``|x - s q|``. For two rows the approximate cosine
