@@ -4,7 +4,7 @@
 first, ties to the lowest centroid id), which is the item's own cluster and the neighbours the
 border rule looks at. Up to :data:`FLAT_MAX_CENTROIDS` centroids it is exact: one float32 matrix
 product per chunk of rows and a partial sort. Above, it is two-level, so the cost per item grows
-with ``sqrt(k)`` instead of ``k``: the centroids are grouped under ``round(sqrt(k))`` coarse
+with ``sqrt(k)`` instead of ``k``: the centroids are grouped under ``round(2 * sqrt(k))`` coarse
 centroids (a k-means over the centroids themselves, so any centroid set can be searched, those
 of an earlier run included); each row is compared with the coarse centroids, and then with the
 centroids of its :data:`PROBES` nearest coarse groups: probe by probe, the rows of a chunk
@@ -40,6 +40,12 @@ DOUBT: float = 0.08
 #: 15 centroids per topic: 0.41-0.67; with more topics than centroids (nothing above the
 #: clusters): 0.17-0.20, where two levels found only 85-94% of the border neighbours.
 COHERENCE_MIN: float = 0.25
+#: The two-level search groups the centroids under ``SEARCH_GROUPS * sqrt(k)`` coarse ones
+#: (the coherence test uses ``sqrt(k)``, where it was calibrated). Measured single-threaded:
+#: twice as many took the 5M benchmark's search at k = 5,000 from 24.3 to 19.2 µs per row and
+#: the centroid-search benchmark's at k = 10,000 from 23.8 to 20.5 (the same at 3,000-5,000),
+#: with as many border neighbours found or more.
+SEARCH_GROUPS: float = 2.0
 #: Rows per chunk of the two-level search (one matrix product per coarse group and chunk).
 TWO_LEVEL_CHUNK: int = 16384
 #: Neighbours whose float32 similarities differ by less than this are ordered in float64.
@@ -56,18 +62,21 @@ EXACT_CELLS: int = 3 << 20
 _LEVELS: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def coarse_level(centroids: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group ``centroids`` under ``round(sqrt(k))`` coarse ones: ``(coarse, order, starts)``.
+def coarse_level(
+    centroids: np.ndarray, seed: int = 0, per_root: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group ``centroids`` under ``round(per_root * sqrt(k))`` coarse ones: ``(coarse, order,
+    starts)``.
 
     ``order`` lists the centroid ids group by group, group ``g`` being
     ``order[starts[g]:starts[g + 1]]``; its coarse centroid is ``coarse[g]``. Deterministic, and
     cached per centroid set (the tasks of one run build it once per process).
     """
-    key = (hashlib.blake2b(centroids.tobytes(), digest_size=16).digest(), seed)
+    key = (hashlib.blake2b(centroids.tobytes(), digest_size=16).digest(), seed, per_root)
     if key in _LEVELS:
         return _LEVELS[key]
     k = len(centroids)
-    k1 = max(1, round(math.sqrt(k)))
+    k1 = max(1, round(per_root * math.sqrt(k)))
     coarse = faiss_kmeans(centroids, k1, iters=20, points_per_centroid=k, seed=seed)
     group = nearest_labels(centroids, coarse)
     used = np.unique(group)  # drop coarse centroids that no centroid is nearest to
@@ -95,6 +104,14 @@ def _top(s: np.ndarray, ids: np.ndarray | None, m: int) -> tuple[np.ndarray, np.
     return np.take_along_axis(val, order, axis=1), np.take_along_axis(cid, order, axis=1)
 
 
+def _coherent(centroids: np.ndarray) -> bool:
+    """Whether the centroids gather around ``sqrt(k)`` coarse ones (mean cosine at least
+    :data:`COHERENCE_MIN`); without structure above the clusters the coarse level misleads."""
+    coarse, order, starts = coarse_level(centroids)
+    spread = np.repeat(coarse, np.diff(starts), axis=0)
+    return bool(np.einsum("kd,kd->k", centroids[order], spread).mean() >= COHERENCE_MIN)
+
+
 class CentroidSearch:
     """Finds each item's ``m`` nearest centroids (by cosine), nearest first.
 
@@ -120,13 +137,9 @@ class CentroidSearch:
             faiss = load_faiss()
             self.index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(self.centroids.shape[1]))
             self.index.add(self.centroids)
-        elif len(self.centroids) > FLAT_MAX_CENTROIDS:
-            self.level = coarse_level(self.centroids)
-            coarse, order, starts = self.level
-            self.grouped = np.ascontiguousarray(self.centroids[order])
-            spread = np.repeat(coarse, np.diff(starts), axis=0)
-            if np.einsum("kd,kd->k", self.grouped, spread).mean() < COHERENCE_MIN:
-                self.level = None  # no structure above the clusters: the coarse level misleads
+        elif len(self.centroids) > FLAT_MAX_CENTROIDS and _coherent(self.centroids):
+            self.level = coarse_level(self.centroids, per_root=SEARCH_GROUPS)
+            self.grouped = np.ascontiguousarray(self.centroids[self.level[1]])
         self.probes = min(probes or PROBES, len(self.level[0])) if self.level else 0
 
     def search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
