@@ -87,3 +87,8 @@ def test_coarse_level_groups_every_centroid_once(data):
     assert sorted(order.tolist()) == list(range(len(c)))
     assert starts[0] == 0 and starts[-1] == len(c) and np.all(np.diff(starts) > 0)
     assert len(coarse) == len(starts) - 1 <= round(np.sqrt(len(c)))
+    search = CentroidSearch(c, 16)  # its search groups are finer: SEARCH_GROUPS * sqrt(k)
+    assert search.level is not None
+    finer = round(centroid_search.SEARCH_GROUPS * np.sqrt(len(c)))
+    assert len(coarse) < len(search.level[0]) <= finer
+    assert sorted(search.level[1].tolist()) == list(range(len(c)))
