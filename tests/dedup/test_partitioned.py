@@ -256,3 +256,35 @@ def test_partitioned_components_same_answer(mode, random_planted, tmp_path, monk
     _check_same(result.duplicates, expected)
     assert result.counts["removed"] == expected.n_removed
     assert result.counts["components"] == expected.counts["components"]
+
+
+def test_spent_work_files_are_deleted_and_a_rerun_still_resumes(topic_planted, tmp_path):
+    """Without an index, the assign partitions' embeddings go after the similarity phase and the
+    read phase's after gather (in the background); a run stopped after that resumes and gives
+    the same answer."""
+    import time
+
+    x = topic_planted.embeddings
+    scores = np.random.default_rng(3).uniform(0, 1, len(x))
+    config = SemanticDedupConfig(n_clusters=12)
+    _write_files(tmp_path / "in", x, scores)
+    run = {"config": config, "columns": Columns(score="score"), "index": False, "keep_work": False}
+
+    def stop_at_resolve(fn, argument_tuples):
+        for args in argument_tuples:
+            if fn.__name__ == "resolve_bucket":
+                raise KeyboardInterrupt
+            yield fn(*args)
+
+    with pytest.raises(KeyboardInterrupt):
+        dedup_files(tmp_path / "in", tmp_path / "out", map_calls=stop_at_resolve, **run)
+    work = tmp_path / "out" / "work"
+    assert list(work.glob("assign/f*/b*.parquet")) and list(work.glob("read/f*/i*.parquet"))
+    for _ in range(100):  # deleted on a background thread
+        if not list(work.glob("assign/f*/b*.f32")) and not list(work.glob("read/f*/x.npy")):
+            break
+        time.sleep(0.05)
+    assert not list(work.glob("assign/f*/b*.f32")) and not list(work.glob("read/f*/x.npy"))
+    result = dedup_files(tmp_path / "in", tmp_path / "out", **run)
+    _check_same(result.duplicates, find_duplicates(x, config, aesthetic=scores))
+    assert not work.exists()
