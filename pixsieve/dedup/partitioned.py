@@ -52,7 +52,7 @@ from pixsieve.dedup.keep import resolve_policy
 from pixsieve.dedup.kmeans import sample_indices
 from pixsieve.dedup.memory import Budget, default_memory_limit
 from pixsieve.dedup.partition import assign_file, gather_file, repeated_id
-from pixsieve.dedup.quant import load_torch
+from pixsieve.dedup.quant import load_torch, preload_torch
 from pixsieve.dedup.readphase import file_samples, read_dir, read_file, read_sample_rows
 from pixsieve.dedup.recluster import against_centroids, check_mode, recluster_counts
 from pixsieve.dedup.sources import Columns, InputError, parquet_files, plan_sources
@@ -242,6 +242,7 @@ def dedup_files(
         candidates = 1 if semdedup else config.border_candidates
         slack = 0.0 if semdedup else config.border_slack
         with phase("assign"):  # cross memberships <= n·m
+            preload_torch()  # the similarity phase's int8 products need it
             x_buckets = max(n_buckets, budget.buckets(n * candidates))
             plans = cross_plans(work, np.load(centroids_path), earlier, x_buckets, config.threshold)
             radius = str(radius_path) if earlier and recluster == "off" else None
@@ -274,7 +275,6 @@ def dedup_files(
         for key in ("pairs_found", "similarities_computed"):
             counts[key] = sum(e.get(key, 0) for e in edges)
         counts["bucket_passes"] = sum(e.get("passes", 0) for e in edges)
-
         with phase("components"):
             edge_files = [str(work / "edges" / f"b{b:04d}.parquet") for b in range(n_buckets)]
             parts = budget.component_parts(edge_count(edge_files))

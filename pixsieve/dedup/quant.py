@@ -36,6 +36,14 @@ def load_torch() -> ModuleType:
     return torch
 
 
+def preload_torch() -> None:
+    """Start importing torch on a background thread, while tasks that do not need it run (the
+    assign phase), so that :func:`load_torch` before the similarity map finds it imported."""
+    import threading
+
+    threading.Thread(target=load_torch, name="import-torch", daemon=True).start()
+
+
 def quantize(x: np.ndarray, common: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(q, meta)``: the int8 rows of the float rows ``x`` ``(n, D)`` and ``meta`` ``(n, 2)``
     float32: per row the scale ``s`` and the error bound ``r`` (zero rows: ``s = 0``). In
