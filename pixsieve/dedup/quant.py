@@ -41,7 +41,9 @@ def preload_torch() -> None:
     assign phase), so that :func:`load_torch` before the similarity map finds it imported."""
     import threading
 
-    threading.Thread(target=load_torch, name="import-torch", daemon=True).start()
+    # not a daemon: a run that stops early waits for the import at exit rather than leaving
+    # an import half done while the interpreter shuts down
+    threading.Thread(target=load_torch, name="import-torch").start()
 
 
 def quantize(x: np.ndarray, common: bool = False) -> tuple[np.ndarray, np.ndarray]:
