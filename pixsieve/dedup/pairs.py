@@ -41,11 +41,24 @@ def exact_cosine(
     a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray, chunk: int = 8192
 ) -> np.ndarray:
     """Float64 dot products ``a[ia[k]] . b[ib[k]]`` of unit rows (the exact cosine), in chunks."""
-    out = np.empty(len(ia), dtype=np.float64)
+    return row_dots(a, ia, b, ib, np.float64, chunk)
+
+
+def row_dots(
+    a: np.ndarray,
+    ia: np.ndarray,
+    b: np.ndarray,
+    ib: np.ndarray,
+    dtype: type = np.float32,
+    chunk: int = 8192,
+) -> np.ndarray:
+    """Dot products ``a[ia[k]] . b[ib[k]]`` computed in ``dtype``, in chunks (in float32 as a
+    float32 matrix product computes them, within :func:`float32_slack`)."""
+    out = np.empty(len(ia), dtype=dtype)
     for start in range(0, len(ia), chunk):
         sa, sb = ia[start : start + chunk], ib[start : start + chunk]
         out[start : start + len(sa)] = np.einsum(
-            "ij,ij->i", a[sa].astype(np.float64), b[sb].astype(np.float64)
+            "ij,ij->i", a[sa].astype(dtype, copy=False), b[sb].astype(dtype, copy=False)
         )
     return out
 
@@ -139,7 +152,7 @@ def int8_pairs(
             dense.append((i[hit] + r0, j[hit] + c0, vals[hit]))
     i = np.concatenate([p[0] for p in near] or [np.empty(0, np.int64)])
     j = np.concatenate([p[1] for p in near] or [np.empty(0, np.int64)])
-    vals = row_dots(vectors, i, j)
+    vals = row_dots(vectors, i, vectors, j)
     vals, t32 = fix_band(i, j, vals, vectors, vectors, t)
     hit = vals >= t32
     found_all = [(i[hit], j[hit], vals[hit]), *dense]
@@ -160,16 +173,6 @@ def _looks_dense(rows: np.ndarray, cols: np.ndarray, low: float) -> bool:
         return False
     sample = rows[:: len(rows) // DENSE_SAMPLE] @ cols.T
     return bool(np.count_nonzero(sample >= low) > 2 * DENSE_BLOCK * sample.size)
-
-
-def row_dots(x: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Float32 dot products ``x[i[k]] . x[j[k]]``, in chunks (as a float32 matrix product
-    computes them, within :func:`float32_slack`)."""
-    out = np.empty(len(i), dtype=np.float32)
-    for lo in range(0, len(i), chunk):
-        a, b = i[lo : lo + chunk], j[lo : lo + chunk]
-        out[lo : lo + len(a)] = np.einsum("ij,ij->i", x[a], x[b])
-    return out
 
 
 @dataclass(frozen=True)

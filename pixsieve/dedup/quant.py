@@ -29,8 +29,9 @@ ROUNDING: float = 1e-5
 def load_torch() -> ModuleType:
     """Import torch (the driver does, before the tasks that multiply with it start: their
     threads then share the cores, :func:`pixsieve.calls.shared_cores`, and none waits on the
-    import lock while another imports it). Importing it on a background thread from the start
-    of a run was measured: no gain (the read phase took the 1.2 CPU s instead)."""
+    import lock while another imports it). :func:`preload_torch` starts the import earlier, in
+    the assign phase (from the start of a run it gained nothing: the read phase took the 1.2 CPU
+    s instead)."""
     import torch  # here: the CLI checks its arguments before torch is imported
 
     return torch
@@ -57,7 +58,7 @@ def quantize(x: np.ndarray, common: bool = False) -> tuple[np.ndarray, np.ndarra
     per-row scales (which vary 2x between rows) its screen lets most products through."""
     torch = load_torch()
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    top = float(torch.amax(torch.abs(t))) / QMAX if common and len(t) else None
+    top = max(float(t.max()), -float(t.min())) / QMAX if common and len(t) else None
     q = torch.empty(t.shape, dtype=torch.int8)
     meta = torch.empty((len(t), 2), dtype=torch.float32)
     work = torch.empty((min(CHUNK_ROWS, len(t)), t.shape[1]), dtype=torch.float32)
