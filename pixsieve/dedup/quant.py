@@ -19,8 +19,9 @@ from types import ModuleType
 import numpy as np
 
 QMAX: int = 127
-#: Rows quantized at a time (6 MiB of float32 at 768-d).
-CHUNK_ROWS: int = 2048
+#: Rows quantized at a time (768 KiB of float32 at 768-d, so that a chunk's six passes stay in
+#: the core's cache: measured single-threaded, 1.36 µs per row against 1.68 with 2,048 rows).
+CHUNK_ROWS: int = 256
 #: Added to :func:`pair_bound` for float32 rounding: of ``s``, of ``r``, of the unit rows' norms
 #: (within 1e-6 of 1) and of the product ``s_x s_y (q_x . q_y)`` (a few ulps of 1).
 ROUNDING: float = 1e-5
@@ -55,19 +56,25 @@ def quantize(x: np.ndarray, common: bool = False) -> tuple[np.ndarray, np.ndarra
 
     ``common``: one scale for all rows (the largest row's): bounds ~1.4x wider on unit 768-d
     rows, but :func:`near_pairs` then screens products against one integer, exactly; with
-    per-row scales (which vary 2x between rows) its screen lets most products through."""
+    per-row scales (which vary 2x between rows) its screen lets most products through. One
+    scale needs no per-row maximum (measured: 1.67 µs per row against 2.3-3.7 when it was computed
+    and then replaced)."""
     torch = load_torch()
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    top = max(float(t.max()), -float(t.min())) / QMAX if common and len(t) else None
+    top = None  # the common scale, float32 as stored in meta
+    if common and len(t):
+        low, high = torch.aminmax(t)
+        top = torch.maximum(high, -low) / QMAX
     q = torch.empty(t.shape, dtype=torch.int8)
     meta = torch.empty((len(t), 2), dtype=torch.float32)
     work = torch.empty((min(CHUNK_ROWS, len(t)), t.shape[1]), dtype=torch.float32)
     for lo in range(0, len(t), CHUNK_ROWS):
         rows = t[lo : lo + CHUNK_ROWS]
         y = work[: len(rows)]
-        scale = torch.amax(torch.abs(rows, out=y), dim=1) / QMAX
-        if top is not None:
-            scale.fill_(top)
+        if top is None:  # per row: its largest |x_i|
+            scale = torch.amax(torch.abs(rows, out=y), dim=1) / QMAX
+        else:
+            scale = top.expand(len(rows))
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
         torch.mul(rows, 1 / safe, out=y).round_().clamp_(-QMAX, QMAX)
         q[lo : lo + len(rows)] = y

@@ -13,17 +13,21 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.mark.parametrize("common", [False, True])
 @pytest.mark.parametrize("outliers", [0.0, 8.0])
-def test_the_error_bound_holds_for_every_pair(outliers):
+def test_the_error_bound_holds_for_every_pair(outliers, common):
     """``|x.y - s_x s_y (q_x . q_y)| <= pair_bound(r_x, r_y)`` for every pair, with and
-    without a few large coordinates (which coarsen the scale)."""
+    without a few large coordinates (which coarsen the scale), with a scale per row and one
+    for all rows (the largest ``|x_i|`` / 127, over more rows than one chunk)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 768))
     x[:, :3] *= 1 + outliers
     x = _unit(x)
     x[100:200] = _unit(x[:100] + 0.1 * rng.standard_normal((100, 768)))  # near pairs too
-    q, meta = quantize(x)
+    q, meta = quantize(x, common=common)
     assert q.dtype == np.int8 and np.abs(q).max() == QMAX and meta.dtype == np.float32
+    if common:
+        assert (meta[:, 0] == np.float32(np.abs(x).max()) / np.float32(QMAX)).all()
     recon = meta[:, :1].astype(np.float64) * q
     assert (np.linalg.norm(x - recon, axis=1) <= meta[:, 1]).all()
     exact = x.astype(np.float64) @ x.T.astype(np.float64)
