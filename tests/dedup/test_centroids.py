@@ -8,7 +8,7 @@ from dedup_tools.synthetic import planted_embeddings
 
 from pixsieve.dedup import centroids
 from pixsieve.dedup.centroid_search import CentroidSearch
-from pixsieve.dedup.centroids import allocate, train_centroids
+from pixsieve.dedup.centroids import allocate, refine, train_centroids
 
 
 def test_allocate_is_proportional_capped_and_exact():
@@ -20,6 +20,23 @@ def test_allocate_is_proportional_capped_and_exact():
     assert abs(share[5] - 594 * 50 / 1000) <= 1
     tight = allocate(np.array([3, 3, 4]), 10, min_points=4)  # caps relaxed to one per point
     assert tight.tolist() == [3, 3, 4]
+
+
+def test_refine_is_a_spherical_lloyd_step_with_empty_centroids_kept():
+    """One iteration: each centroid becomes the normalised float64 sum of the rows nearest to
+    it, over chunks smaller than the sample (labels repeated, absent and out of order)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((500, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    c = np.concatenate([x[:7], x[:1]])  # the last one ties with the first, which wins its rows
+    label = np.argmax(x @ c.T, axis=1)
+    sums = np.zeros(c.shape)
+    np.add.at(sums, label, x.astype(np.float64))
+    want = c.copy()
+    want[:7] = sums[:7] / np.linalg.norm(sums[:7], axis=1, keepdims=True)
+    got = refine(x, c, 1, chunk=64)
+    assert 7 not in label and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
