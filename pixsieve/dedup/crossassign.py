@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
+from pixsieve.dedup.border import border_chunk, border_margin, centroid_cosines
 from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.index import EarlierRun, all_parts, earlier_radius
 from pixsieve.dedup.readphase import row_blocks
@@ -204,14 +204,14 @@ def cross_assign_file(
     centroids = np.load(Path(plan.work) / "centroids.npy")
     search = CentroidSearch(centroids, candidates)
     half = border_margin(threshold, slack) if search.m > 1 else 0.0
-    gram = centroids @ centroids.T if half > 0 and len(centroids) <= GRAM_MAX_CLUSTERS else None
+    cosines = centroid_cosines(centroids) if half > 0 else None
     none = np.empty(0, np.int64)
     try:
         for start, x, _, _ in row_blocks(task, index):
             sims, ids = search.search(x)
             rows_b, other_b = (none, none)
-            if half > 0:
-                rows_b, other_b = border_chunk(sims, ids, centroids, gram, half)
+            if cosines is not None:
+                rows_b, other_b = border_chunk(sims, ids, cosines, half)
             writer.add(source.offset + start, sims, ids, rows_b, other_b)
     finally:
         writer.close()

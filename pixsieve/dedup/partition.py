@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pixsieve.dedup.border import GRAM_MAX_CLUSTERS, border_chunk, border_margin
+from pixsieve.dedup.border import border_chunk, border_margin, centroid_cosines
 from pixsieve.dedup.centroid_search import CentroidSearch
 from pixsieve.dedup.component_parts import read_groups
 from pixsieve.dedup.crossassign import CrossPlan, CrossWriter
@@ -79,7 +79,7 @@ def assign_file(
     search = CentroidSearch(centroids, candidates)
     m = search.m
     half = border_margin(threshold, slack) if m > 1 else 0.0
-    gram = centroids @ centroids.T if half > 0 and k <= GRAM_MAX_CLUSTERS else None
+    cosines = centroid_cosines(centroids) if half > 0 else None
     own = np.empty(source.rows, dtype=np.int32)
     prio = np.empty(source.rows, dtype=np.float64)
     minsim = np.full(k, np.inf)
@@ -110,8 +110,8 @@ def assign_file(
             secondary = np.zeros(r, dtype=bool)
             to_centroid = sims[:, 0]
             rows, other = np.empty(0, np.int64), np.empty(0, np.int64)
-            if half > 0:
-                rows, other = border_chunk(sims, ids, centroids, gram, half)
+            if cosines is not None:
+                rows, other = border_chunk(sims, ids, cosines, half)
                 point = np.concatenate([point, rows])
                 cluster = np.concatenate([cluster, other])
                 secondary = np.concatenate([secondary, np.ones(len(rows), dtype=bool)])

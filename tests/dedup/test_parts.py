@@ -155,8 +155,35 @@ def test_border_membership_is_the_same_chunked_and_without_gram(monkeypatch):
     whole = border.build_membership(sims, ids, cent, threshold=0.9, slack=1.0)
     chunked = border.build_membership(sims, ids, cent, threshold=0.9, slack=1.0, chunk_rows=700)
     monkeypatch.setattr(border, "GRAM_MAX_CLUSTERS", 10)
+    monkeypatch.setattr(border, "TABLE_NEIGHBOURS", 3)  # pairs in the table and outside it
+    monkeypatch.setattr(border, "_COSINES", {})
     no_gram = border.build_membership(sims, ids, cent, threshold=0.9, slack=1.0)
+    assert border.centroid_cosines(cent).gram is None
     assert whole.n_secondary > 1000
     for other in (chunked, no_gram):
         np.testing.assert_array_equal(whole.order, other.order)
         np.testing.assert_array_equal(whole.offsets, other.offsets)
+
+
+def test_centroid_cosines_from_the_gram_and_from_the_neighbour_table(monkeypatch):
+    """Every pair's cosine, whether the Gram matrix, the nearest-centroid table or the direct
+    product (pairs outside the table) gives it; the table is built once per centroid set."""
+    import pixsieve.dedup.border as border
+
+    rng = np.random.default_rng(1)
+    cent = rng.standard_normal((40, 16)).astype(np.float32)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    a, b = (v.ravel() for v in np.indices((40, 40)))
+    want = cent.astype(np.float64) @ cent.T.astype(np.float64)
+    monkeypatch.setattr(border, "_COSINES", {})
+    gram = border.centroid_cosines(cent)
+    monkeypatch.setattr(border, "GRAM_MAX_CLUSTERS", 10)
+    monkeypatch.setattr(border, "TABLE_NEIGHBOURS", 4)
+    assert border.centroid_cosines(cent) is gram  # cached per centroid set
+    monkeypatch.setattr(border, "_COSINES", {})
+    table = border.centroid_cosines(cent)
+    assert gram.gram is not None and table.gram is None and len(table.keys) == 40 * 5
+    for cosines in (gram, table):
+        got = cosines(a, b)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want[a, b], atol=1e-5)
