@@ -116,11 +116,8 @@ def int8_pairs(
     none do; on the 1M benchmark the similarity phase took half the time.
     """
     n, compared = len(vectors), 0
-    q = meta = None  # small clusters: float32 (quantizing and the calls cost more than saved)
-    if n_rows * n >= SMALL_CLUSTER:
-        q, meta = quantize(vectors, common=True)  # near_pairs screens exactly with one scale
-        r = float(meta[:, 1].max())
-        near_low = t - pair_bound(r, r)
+    # small clusters: float32 only (quantizing and the calls cost more than they save)
+    rows8 = _Int8Rows.of(vectors, t) if n_rows * n >= SMALL_CLUSTER else None
     near: list[tuple[np.ndarray, np.ndarray]] = []  # pairs to recompute
     dense: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # pairs found in float32
     for r0 in range(0, n_rows, block):
@@ -128,18 +125,7 @@ def int8_pairs(
         for c0 in range(r0, n, block):
             c1 = min(c0 + block, n)
             compared += (r1 - r0) * (c1 - c0)
-            found = None
-            if (
-                q is not None
-                and meta is not None
-                and not _looks_dense(vectors[r0:r1], vectors[c0:c1], near_low)
-            ):
-                dots = int8_dot(q[r0:r1], q[c0:c1])
-                if c0 == r0:  # diagonal block: a row's product with itself is no pair
-                    np.fill_diagonal(dots, 0)
-                limit = int(DENSE_BLOCK * dots.size)
-                found = near_pairs(dots, meta[r0:r1], meta[c0:c1], t, limit)
-                del dots
+            found = rows8.block_pairs(vectors, r0, r1, c0, c1, t) if rows8 is not None else None
             if found is not None:
                 i, j = found[0] + r0, found[1] + c0
                 near.append((i[j > i], j[j > i]))
@@ -162,6 +148,37 @@ def int8_pairs(
         np.concatenate([f[2] for f in found_all]),
         compared,
     )
+
+
+@dataclass(frozen=True)
+class _Int8Rows:
+    """A cluster's rows in int8 with one scale (:func:`pixsieve.dedup.quant.quantize`, so that
+    :func:`pixsieve.dedup.quant.near_pairs` screens each block against one integer), and
+    ``low``: the least float cosine whose pair may still reach the threshold."""
+
+    q: np.ndarray
+    meta: np.ndarray
+    low: float
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, t: float) -> _Int8Rows:
+        """Quantize ``vectors`` for threshold ``t``."""
+        q, meta = quantize(vectors, common=True)
+        r = float(meta[:, 1].max())
+        return cls(q, meta, t - pair_bound(r, r))
+
+    def block_pairs(
+        self, vectors: np.ndarray, r0: int, r1: int, c0: int, c1: int, t: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(i, j)`` in block coordinates: the products of rows ``r0:r1`` with rows ``c0:c1``
+        that may reach ``t``; ``None`` for a block dense near ``t`` (multiplied in float32)."""
+        if _looks_dense(vectors[r0:r1], vectors[c0:c1], self.low):
+            return None
+        dots = int8_dot(self.q[r0:r1], self.q[c0:c1])
+        if c0 == r0:  # diagonal block: a row's product with itself is no pair
+            np.fill_diagonal(dots, 0)
+        limit = int(DENSE_BLOCK * dots.size)
+        return near_pairs(dots, self.meta[r0:r1], self.meta[c0:c1], t, limit)
 
 
 def _looks_dense(rows: np.ndarray, cols: np.ndarray, low: float) -> bool:
