@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,8 +92,9 @@ class CentroidCosines:
         if self.gram is None:
             sims, ids = CentroidSearch(self.centroids, TABLE_NEIGHBOURS + 1).search(self.centroids)
             keys = (np.arange(k, dtype=np.int64)[:, None] * k + ids).reshape(-1)
+            keys, values = keys[ids.reshape(-1) >= 0], sims.reshape(-1)[ids.reshape(-1) >= 0]
             order = np.argsort(keys, kind="stable")
-            self.keys, self.values = keys[order], sims.reshape(-1)[order]
+            self.keys, self.values = keys[order], values[order]
 
     def __call__(self, own: np.ndarray, other: np.ndarray) -> np.ndarray:
         """The cosines of the pairs ``(own[i], other[i])`` (centroid ids), float32."""
@@ -117,17 +119,19 @@ class CentroidCosines:
 
 
 _COSINES: dict[bytes, CentroidCosines] = {}
+_COSINES_LOCK = threading.Lock()
 
 
 def centroid_cosines(centroids: np.ndarray) -> CentroidCosines:
     """The :class:`CentroidCosines` of ``centroids``, cached per process (a run's tasks share
-    it; the last two centroid sets are kept)."""
+    it, and the first builds it while the others wait; the last two centroid sets are kept)."""
     key = hashlib.blake2b(np.ascontiguousarray(centroids).tobytes(), digest_size=16).digest()
-    if key not in _COSINES:
-        if len(_COSINES) >= 2:
-            _COSINES.pop(next(iter(_COSINES)))
-        _COSINES[key] = CentroidCosines(centroids)
-    return _COSINES[key]
+    with _COSINES_LOCK:
+        if key not in _COSINES:
+            if len(_COSINES) >= 2:
+                _COSINES.pop(next(iter(_COSINES)))
+            _COSINES[key] = CentroidCosines(centroids)
+        return _COSINES[key]
 
 
 def border_chunk(

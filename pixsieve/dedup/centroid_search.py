@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,8 @@ EXACT_CHUNK: int = 4096
 EXACT_CELLS: int = 3 << 20
 
 
-_LEVELS: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_LEVELS: dict[tuple[bytes, int, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_LEVELS_LOCK = threading.Lock()
 
 
 def coarse_level(
@@ -73,8 +75,9 @@ def coarse_level(
     cached per centroid set (the tasks of one run build it once per process).
     """
     key = (hashlib.blake2b(centroids.tobytes(), digest_size=16).digest(), seed, per_root)
-    if key in _LEVELS:
-        return _LEVELS[key]
+    hit = _LEVELS.get(key)  # one lookup: another thread may evict between two
+    if hit is not None:
+        return hit
     k = len(centroids)
     k1 = max(1, round(per_root * math.sqrt(k)))
     coarse = faiss_kmeans(centroids, k1, iters=20, points_per_centroid=k, seed=seed)
@@ -84,10 +87,12 @@ def coarse_level(
     group = np.searchsorted(used, group)
     order = np.argsort(group, kind="stable")
     starts = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(used)))])
-    if len(_LEVELS) >= 4:
-        _LEVELS.pop(next(iter(_LEVELS)))
-    _LEVELS[key] = (coarse, order, starts)
-    return _LEVELS[key]
+    level = (coarse, order, starts)
+    with _LEVELS_LOCK:  # tasks on threads: another may be evicting
+        if len(_LEVELS) >= 4:
+            _LEVELS.pop(next(iter(_LEVELS)))
+        _LEVELS[key] = level
+    return level
 
 
 def _top(s: np.ndarray, ids: np.ndarray | None, m: int) -> tuple[np.ndarray, np.ndarray]:
