@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pixsieve import Pipeline
+from pixsieve.extras import DALI_HINT, MissingExtraError
 from pixsieve.stages.decode import CpuDecodeStage, available_backends, choose_decoder
 from pixsieve.stages.decode.chooser import WorkerChosenDecoder, choose_here
 
@@ -46,8 +47,9 @@ def test_choose_decoder_rejects_unknown_and_missing_backends():
     with pytest.raises(ValueError, match="backend"):
         choose_decoder("cpu", backend="opencv")
     if "dali" not in available_backends("cpu"):
-        with pytest.raises(ImportError, match="pixsieve\\[dali\\]"):
+        with pytest.raises(MissingExtraError) as raised:
             choose_decoder("cpu", backend="dali")
+        assert str(raised.value) == DALI_HINT  # the extra to install, from the checkout
 
 
 def test_run_json_records_the_backend(tmp_path, good_shards):
