@@ -91,8 +91,9 @@ class CentroidCosines:
         self.keys = self.values = np.empty(0)
         if self.gram is None:
             sims, ids = CentroidSearch(self.centroids, TABLE_NEIGHBOURS + 1).search(self.centroids)
-            keys = (np.arange(k, dtype=np.int64)[:, None] * k + ids).reshape(-1)
-            keys, values = keys[ids.reshape(-1) >= 0], sims.reshape(-1)[ids.reshape(-1) >= 0]
+            filled = ids.reshape(-1) >= 0  # each centroid finds at least itself: never empty
+            keys = (np.arange(k, dtype=np.int64)[:, None] * k + ids).reshape(-1)[filled]
+            values = sims.reshape(-1)[filled]
             order = np.argsort(keys, kind="stable")
             self.keys, self.values = keys[order], values[order]
 
@@ -102,8 +103,8 @@ class CentroidCosines:
             return self.gram[own, other]
         k = len(self.centroids)
         key = own.astype(np.int64) * k + other
-        at = np.minimum(np.searchsorted(self.keys, key), max(0, len(self.keys) - 1))
-        found = self.keys[at] == key if len(self.keys) else np.zeros(len(key), bool)
+        at = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
+        found = self.keys[at] == key
         cos = np.empty(len(key), dtype=np.float32)
         cos[found] = self.values[at[found]]
         miss = np.flatnonzero(~found)
